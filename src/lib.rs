@@ -1,0 +1,20 @@
+//! Bulkhead: a small AArch64 type-1 hypervisor.
+//!
+//! The library holds everything; `main.rs` only names the EL2 entry. Core logic (VMIDs, page
+//! tables, PSCI, vCPU requests, vGIC state, device emulation, DTB handling) is plain Rust and
+//! is unit-tested on the host. `unsafe` and `asm!` live only in `arch/` and `board/`.
+#![cfg_attr(not(test), no_std)]
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+
+extern crate alloc;
+
+pub mod devices;
+pub mod dtb;
+pub mod guest_dtb;
+pub mod loader;
+pub mod mm;
+pub mod psci;
+pub mod sync;
+pub mod vcpu;
+pub mod vgic;
+pub mod vmid;
