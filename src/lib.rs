@@ -8,6 +8,13 @@
 
 extern crate alloc;
 
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub mod arch;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub mod board;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub mod hypervisor;
+
 pub mod devices;
 pub mod dtb;
 pub mod guest_dtb;

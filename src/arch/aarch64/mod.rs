@@ -1,0 +1,12 @@
+//! AArch64 EL2: entry and early boot, exceptions, system registers, the EL2 MMU, firmware
+//! PSCI calls, and the world switch.
+pub mod cpu;
+pub mod early_console;
+pub mod entry;
+pub mod exceptions;
+pub mod firmware;
+pub mod mmu;
+pub mod panic;
+pub mod percpu;
+pub mod spintable;
+pub mod switch;

@@ -1,0 +1,81 @@
+//! Driver for the physical PL011 UART (the hypervisor's console).
+
+use tock_registers::interfaces::{Readable, Writeable};
+use tock_registers::register_bitfields;
+use tock_registers::register_structs;
+use tock_registers::registers::{ReadOnly, ReadWrite, WriteOnly};
+
+register_bitfields! [u32,
+    FR [
+        RXFE OFFSET(4) NUMBITS(1) [],
+        TXFF OFFSET(5) NUMBITS(1) [],
+    ],
+    CR [
+        UARTEN OFFSET(0) NUMBITS(1) [],
+        TXE OFFSET(8) NUMBITS(1) [],
+        RXE OFFSET(9) NUMBITS(1) [],
+    ],
+    IMSC [
+        RXIM OFFSET(4) NUMBITS(1) [],
+        RTIM OFFSET(6) NUMBITS(1) [],
+    ],
+];
+
+register_structs! {
+    pub Pl011Regs {
+        (0x000 => dr: ReadWrite<u32>),
+        (0x004 => _reserved0),
+        (0x018 => fr: ReadOnly<u32, FR::Register>),
+        (0x01c => _reserved1),
+        (0x030 => cr: ReadWrite<u32, CR::Register>),
+        (0x034 => _reserved2),
+        (0x038 => imsc: ReadWrite<u32, IMSC::Register>),
+        (0x03c => _reserved3),
+        (0x044 => icr: WriteOnly<u32>),
+        (0x048 => @END),
+    }
+}
+
+pub struct Pl011 {
+    regs: &'static Pl011Regs,
+}
+
+// SAFETY: the registers are MMIO; every access goes through the console mutex.
+unsafe impl Send for Pl011 {}
+
+impl Pl011 {
+    /// # Safety
+    /// `va` must map the PL011 registers as device memory for the rest of the program, and no
+    /// other driver may use them.
+    pub unsafe fn new(va: u64) -> Self {
+        // SAFETY: per the function contract.
+        Self {
+            regs: unsafe { &*(va as *const Pl011Regs) },
+        }
+    }
+
+    pub fn putc(&self, byte: u8) {
+        // Bounded wait: a wedged UART must not wedge the hypervisor.
+        for _ in 0..1_000_000 {
+            if !self.regs.fr.is_set(FR::TXFF) {
+                break;
+            }
+            core::hint::spin_loop();
+        }
+        self.regs.dr.set(u32::from(byte));
+    }
+
+    pub fn getc(&self) -> Option<u8> {
+        if self.regs.fr.is_set(FR::RXFE) {
+            None
+        } else {
+            Some(self.regs.dr.get() as u8)
+        }
+    }
+
+    /// Enables receive interrupts (for guest console input).
+    pub fn enable_rx_irq(&self) {
+        self.regs.icr.set(0x7ff);
+        self.regs.imsc.write(IMSC::RXIM::SET + IMSC::RTIM::SET);
+    }
+}
