@@ -1,0 +1,192 @@
+//! What the probe learns about its machine: the DTB in x0 (RAM, CPU ids, bootargs), its own
+//! MPIDR, the generic counter, and the boot record that survives SYSTEM_RESET.
+
+use core::arch::asm;
+
+use fdt::Fdt;
+
+/// Guest RAM base on virt and on Bulkhead's virt-like machine.
+pub const RAM_BASE: u64 = 0x4000_0000;
+/// RAM size assumed when the DTB gives none (the smallest guest the probe supports).
+pub const RAM_SIZE_FALLBACK: u64 = 64 << 20;
+/// MPIDR_EL1 affinity fields Aff3 (39:32) and Aff2..Aff0 (23:0), the PSCI target format.
+const MPIDR_AFFINITY_MASK: u64 = 0xFF_00FF_FFFF;
+/// Bootarg asking for that many SYSTEM_RESET cycles before the final SYSTEM_OFF.
+const REBOOTS_ARG: &str = "probe.reboots=";
+
+/// Facts from the DTB, or fallbacks when x0 held none.
+pub struct Machine {
+    /// Whether x0 pointed at a valid FDT.
+    pub dtb_valid: bool,
+    pub dtb_addr: u64,
+    pub dtb_size: u64,
+    pub ram_base: u64,
+    pub ram_size: u64,
+    /// `reg` of a CPU node other than the probe's own, if the DTB lists one.
+    pub other_cpu: Option<u64>,
+    pub cpu_count: usize,
+    /// `probe.reboots=N` from /chosen/bootargs (0 when absent).
+    pub reboots: u32,
+}
+
+impl Machine {
+    /// Reads the DTB at `dtb_addr` (x0 at entry).
+    pub fn probe(dtb_addr: u64) -> Self {
+        let mut machine = Machine {
+            dtb_valid: false,
+            dtb_addr,
+            dtb_size: 0,
+            ram_base: RAM_BASE,
+            ram_size: RAM_SIZE_FALLBACK,
+            other_cpu: None,
+            cpu_count: 1,
+            reboots: 0,
+        };
+        // The DTB must be in RAM and 8-byte aligned (arm64 boot protocol).
+        if dtb_addr < RAM_BASE || !dtb_addr.is_multiple_of(8) {
+            return machine;
+        }
+        // SAFETY: x0 is the loader's DTB pointer; `from_ptr` checks the magic and reads only
+        // `totalsize` bytes, and nothing in the probe writes to that range.
+        let Ok(fdt) = (unsafe { Fdt::from_ptr(dtb_addr as *const u8) }) else {
+            return machine;
+        };
+        machine.dtb_valid = true;
+        machine.dtb_size = fdt.total_size() as u64;
+        // `Fdt::memory()` panics when there is no memory node: look first.
+        if fdt.find_node("/memory").is_some()
+            && let Some(region) = fdt.memory().regions().next()
+        {
+            machine.ram_base = region.starting_address as u64;
+            machine.ram_size = region.size.unwrap_or(0) as u64;
+        }
+        let own = own_mpidr();
+        machine.cpu_count = 0;
+        for cpu in fdt.cpus() {
+            machine.cpu_count += 1;
+            let id = cpu.ids().first() as u64;
+            if id != own && machine.other_cpu.is_none() {
+                machine.other_cpu = Some(id);
+            }
+        }
+        if fdt.find_node("/chosen").is_some()
+            && let Some(args) = fdt.chosen().bootargs()
+        {
+            machine.reboots = parse_reboots(args);
+        }
+        machine
+    }
+
+    pub fn ram_end(&self) -> u64 {
+        self.ram_base + self.ram_size
+    }
+
+    /// Whether `[addr, addr + len)` overlaps the DTB or the probe image.
+    fn overlaps_loaded_data(&self, addr: u64, len: u64) -> bool {
+        let (image_start, image_end) = image_range();
+        let overlaps = |start: u64, end: u64| addr < end && start < addr + len;
+        overlaps(image_start, image_end) || overlaps(self.dtb_addr, self.dtb_addr + self.dtb_size)
+    }
+}
+
+fn parse_reboots(bootargs: &str) -> u32 {
+    bootargs
+        .split(' ')
+        .find_map(|arg| arg.strip_prefix(REBOOTS_ARG))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The probe image's IPA range, from the linker script.
+pub fn image_range() -> (u64, u64) {
+    unsafe extern "C" {
+        static __image_start: u8;
+        static __image_end: u8;
+    }
+    (
+        (&raw const __image_start) as u64,
+        (&raw const __image_end) as u64,
+    )
+}
+
+/// This CPU's MPIDR_EL1 affinity fields, as PSCI takes them.
+pub fn own_mpidr() -> u64 {
+    let mpidr: u64;
+    // SAFETY: reading a system register does not affect memory.
+    unsafe { asm!("mrs {}, mpidr_el1", out(reg) mpidr, options(nomem, nostack, preserves_flags)) };
+    mpidr & MPIDR_AFFINITY_MASK
+}
+
+/// CNTVCT_EL0, after an ISB so earlier instructions are not counted late.
+pub fn counter() -> u64 {
+    let ticks: u64;
+    // SAFETY: ISB and a system register read; no memory effects.
+    unsafe {
+        asm!("isb", "mrs {}, cntvct_el0", out(reg) ticks, options(nomem, nostack, preserves_flags))
+    };
+    ticks
+}
+
+/// CNTFRQ_EL0: counter ticks per second.
+pub fn counter_frequency() -> u64 {
+    let frequency: u64;
+    // SAFETY: reading a system register does not affect memory.
+    unsafe {
+        asm!("mrs {}, cntfrq_el0", out(reg) frequency, options(nomem, nostack, preserves_flags))
+    };
+    frequency
+}
+
+/// Totals carried across SYSTEM_RESET in a RAM page outside every reloaded image (guest RAM
+/// keeps its contents across a reset, as on KVM/QEMU). Only used with `probe.reboots=N`.
+#[derive(Clone, Copy, Default)]
+pub struct BootRecord {
+    /// Boots completed before this one.
+    pub boots_done: u64,
+    pub pass_total: u64,
+    pub fail_total: u64,
+}
+
+/// "PRBBOOTS": marks the page as written by an earlier boot of the probe.
+const BOOT_RECORD_MAGIC: u64 = 0x5354_4f4f_4242_5250;
+const BOOT_RECORD_BYTES: u64 = 32;
+
+impl BootRecord {
+    /// Where the record lives: the last page of RAM, or 1 MiB lower if the DTB or image is
+    /// there. The choice depends only on the loader's layout, so every boot picks the same page.
+    pub fn address(machine: &Machine) -> Option<u64> {
+        [0x1000u64, 0x10_1000]
+            .iter()
+            .filter_map(|back| machine.ram_end().checked_sub(*back))
+            .find(|addr| {
+                *addr >= machine.ram_base && !machine.overlaps_loaded_data(*addr, BOOT_RECORD_BYTES)
+            })
+    }
+
+    pub fn load(addr: u64) -> Self {
+        let words = addr as *const u64;
+        // SAFETY: `addr` comes from `address`: 8-byte aligned guest RAM that no image,
+        // DTB, stack or static uses.
+        unsafe {
+            if words.read_volatile() != BOOT_RECORD_MAGIC {
+                return BootRecord::default();
+            }
+            BootRecord {
+                boots_done: words.add(1).read_volatile(),
+                pass_total: words.add(2).read_volatile(),
+                fail_total: words.add(3).read_volatile(),
+            }
+        }
+    }
+
+    pub fn store(self, addr: u64) {
+        let words = addr as *mut u64;
+        // SAFETY: as in `load`.
+        unsafe {
+            words.write_volatile(BOOT_RECORD_MAGIC);
+            words.add(1).write_volatile(self.boots_done);
+            words.add(2).write_volatile(self.pass_total);
+            words.add(3).write_volatile(self.fail_total);
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! The EL1 exception vectors and `capture`, which runs one probe step and reports the
+//! synchronous exception it raised, if any.
+//!
+//! Only two exception classes are survivable, and only inside `capture`: a data abort taken at
+//! EL1 (the probe touched an IPA with nothing behind it) and an "unknown reason" exception (an
+//! HVC/SMC that the machine treats as UNDEFINED, e.g. SMC on QEMU without EL3). The handler
+//! records ESR_EL1/FAR_EL1 and resumes at the next instruction. Anything else prints the
+//! registers and powers the machine off, so the probe can never loop on a fault.
+//!
+//! State is kept in atomics with plain loads and stores only: read-modify-write atomics need
+//! exclusives, which are not guaranteed on the Device memory the probe runs on (MMU off).
+
+use core::arch::global_asm;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use crate::{println, psci};
+
+/// ESR_ELx.EC: exception for an unknown reason (UNDEFINED instruction).
+pub const EC_UNKNOWN: u64 = 0x00;
+/// ESR_ELx.EC: data abort taken without a change of exception level.
+pub const EC_DATA_ABORT_SAME_EL: u64 = 0x25;
+/// ESR_ELx ISS.DFSC for a data abort: synchronous external abort, not on a table walk.
+pub const DFSC_SYNC_EXTERNAL: u64 = 0x10;
+
+/// A synchronous exception taken while a `capture` was running.
+#[derive(Clone, Copy)]
+pub struct Fault {
+    pub esr: u64,
+    pub far: u64,
+}
+
+impl Fault {
+    /// ESR_EL1.EC, bits 31:26.
+    pub fn class(self) -> u64 {
+        (self.esr >> 26) & 0x3f
+    }
+
+    /// ISS.DFSC, bits 5:0 (meaningful for data aborts).
+    pub fn status_code(self) -> u64 {
+        self.esr & 0x3f
+    }
+
+    /// ISS.WnR, bit 6: the abort was caused by a write.
+    pub fn is_write(self) -> bool {
+        self.esr & (1 << 6) != 0
+    }
+
+    /// ISS.FnV, bit 10: FAR_EL1 does not hold the faulting address.
+    pub fn far_not_valid(self) -> bool {
+        self.esr & (1 << 10) != 0
+    }
+}
+
+static ARMED: AtomicBool = AtomicBool::new(false);
+static TAKEN: AtomicBool = AtomicBool::new(false);
+static TAKEN_ESR: AtomicU64 = AtomicU64::new(0);
+static TAKEN_FAR: AtomicU64 = AtomicU64::new(0);
+
+/// Runs `step`; returns its value, or the fault it raised. Only the primary CPU uses this.
+pub fn capture<T>(step: impl FnOnce() -> T) -> Result<T, Fault> {
+    TAKEN.store(false, Ordering::SeqCst);
+    ARMED.store(true, Ordering::SeqCst);
+    let value = step();
+    ARMED.store(false, Ordering::SeqCst);
+    if TAKEN.load(Ordering::SeqCst) {
+        Err(Fault {
+            esr: TAKEN_ESR.load(Ordering::SeqCst),
+            far: TAKEN_FAR.load(Ordering::SeqCst),
+        })
+    } else {
+        Ok(value)
+    }
+}
+
+/// Loads 32 bits from `addr` with a single LDR, so a fault skips exactly that instruction.
+pub fn load_u32(addr: u64) -> u32 {
+    let value: u32;
+    // SAFETY: the probe only calls this on addresses outside its own image, inside `capture`;
+    // a fault is resumed after the LDR and `value` then keeps the marker below.
+    unsafe {
+        core::arch::asm!("ldr {v:w}, [{a}]", a = in(reg) addr,
+            v = inout(reg) 0xBAD0_BAD0u32 => value, options(nostack))
+    };
+    value
+}
+
+/// Stores 32 bits to `addr` with a single STR.
+pub fn store_u32(addr: u64, value: u32) {
+    // SAFETY: as for `load_u32`; the target is never memory the probe uses.
+    unsafe {
+        core::arch::asm!("str {v:w}, [{a}]", a = in(reg) addr, v = in(reg) value,
+            options(nostack))
+    };
+}
+
+/// Called by the vector for a synchronous exception from the current EL (SP_EL1).
+/// Returns the address to resume at.
+#[unsafe(no_mangle)]
+extern "C" fn probe_sync_exception(esr: u64, far: u64, elr: u64) -> u64 {
+    let fault = Fault { esr, far };
+    let survivable = matches!(fault.class(), EC_UNKNOWN | EC_DATA_ABORT_SAME_EL);
+    if ARMED.load(Ordering::SeqCst) && survivable && !TAKEN.load(Ordering::SeqCst) {
+        TAKEN_ESR.store(esr, Ordering::SeqCst);
+        TAKEN_FAR.store(far, Ordering::SeqCst);
+        TAKEN.store(true, Ordering::SeqCst);
+        // Every A64 instruction is 4 bytes; resume after the faulting one.
+        return elr + 4;
+    }
+    println!("PROBE: FATAL unexpected sync exception esr={esr:#x} far={far:#x} elr={elr:#x}");
+    psci::system_off()
+}
+
+/// Called by every other vector; `kind` is the vector's index (0..16).
+#[unsafe(no_mangle)]
+extern "C" fn probe_unexpected_exception(kind: u64, esr: u64, elr: u64) -> ! {
+    println!("PROBE: FATAL unexpected exception vector={kind} esr={esr:#x} elr={elr:#x}");
+    psci::system_off()
+}
+
+// The table: 16 entries of 0x80 bytes, 2 KiB aligned. Only "current EL with SP_ELx,
+// synchronous" (offset 0x200) returns; it saves the caller-saved registers (x0-x18, x30)
+// since the probe step's own registers must survive, calls `probe_sync_exception`, writes the
+// returned address to ELR_EL1 and ERETs. SPSR_EL1 is untouched because nothing nests.
+global_asm!(
+    r#"
+.macro unexpected_vector index
+    .balign 0x80
+    mov x0, #\index
+    mrs x1, esr_el1
+    mrs x2, elr_el1
+    b probe_unexpected_exception
+.endm
+
+    .section .text.vectors, "ax"
+    .balign 0x800
+    .global probe_vectors
+probe_vectors:
+    unexpected_vector 0
+    unexpected_vector 1
+    unexpected_vector 2
+    unexpected_vector 3
+
+    .balign 0x80
+    b probe_sync_current_spx
+    unexpected_vector 5
+    unexpected_vector 6
+    unexpected_vector 7
+
+    unexpected_vector 8
+    unexpected_vector 9
+    unexpected_vector 10
+    unexpected_vector 11
+    unexpected_vector 12
+    unexpected_vector 13
+    unexpected_vector 14
+    unexpected_vector 15
+
+probe_sync_current_spx:
+    sub sp, sp, #160
+    stp x0, x1, [sp, #0]
+    stp x2, x3, [sp, #16]
+    stp x4, x5, [sp, #32]
+    stp x6, x7, [sp, #48]
+    stp x8, x9, [sp, #64]
+    stp x10, x11, [sp, #80]
+    stp x12, x13, [sp, #96]
+    stp x14, x15, [sp, #112]
+    stp x16, x17, [sp, #128]
+    stp x18, x30, [sp, #144]
+    mrs x0, esr_el1
+    mrs x1, far_el1
+    mrs x2, elr_el1
+    bl probe_sync_exception
+    msr elr_el1, x0
+    ldp x0, x1, [sp, #0]
+    ldp x2, x3, [sp, #16]
+    ldp x4, x5, [sp, #32]
+    ldp x6, x7, [sp, #48]
+    ldp x8, x9, [sp, #64]
+    ldp x10, x11, [sp, #80]
+    ldp x12, x13, [sp, #96]
+    ldp x14, x15, [sp, #112]
+    ldp x16, x17, [sp, #128]
+    ldp x18, x30, [sp, #144]
+    add sp, sp, #160
+    eret
+"#
+);
