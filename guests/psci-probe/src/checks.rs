@@ -20,11 +20,11 @@ pub const WANT_SMCCC_VERSION: i64 = psci::VERSION_1_1;
 
 /// CPU_ON's answer for an entry point outside guest RAM.
 ///
-/// DEN0022 (PSCI 1.0 onwards), CPU_ON: "INVALID_ADDRESS is returned when the entry point
-/// address is known by the implementation to be invalid, because it is in a range that is
-/// known not to be available to the caller". INVALID_PARAMETERS is for a bad target_cpu.
-/// TF-A (`psci_validate_entry_point`) and Arm's own PSCI compliance tests agree.
-pub const WANT_CPU_ON_BAD_ENTRY: i64 = ret::INVALID_ADDRESS;
+/// Bulkhead's contract (issue 3) is INVALID_PARAMETERS for a bad MPIDR *or* a bad entry point.
+/// DEN0022 also defines INVALID_ADDRESS (-9) for an entry "known not to be available to the
+/// caller" (TF-A uses it); we follow the product contract, so a guest only has one code to
+/// handle. Change both sides together if that contract changes.
+pub const WANT_CPU_ON_BAD_ENTRY: i64 = ret::INVALID_PARAMETERS;
 
 /// An MPIDR no virt-like guest has (Aff0 = 255).
 const BAD_MPIDR: u64 = 0xFF;
