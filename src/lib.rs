@@ -11,6 +11,7 @@ extern crate alloc;
 pub mod devices;
 pub mod dtb;
 pub mod guest_dtb;
+pub mod guest_layout;
 pub mod loader;
 pub mod mm;
 pub mod psci;
