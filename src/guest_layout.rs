@@ -81,6 +81,13 @@ pub fn vcpu_index_from_mpidr(mpidr: u64, vcpu_count: usize) -> Option<usize> {
     (index < vcpu_count).then_some(index)
 }
 
+// The device windows must not overlap each other or RAM (checked at build time).
+const _: () = assert!(GICD_BASE + GICD_SIZE_V3 <= GICC_BASE);
+const _: () = assert!(GICC_BASE + GICC_SIZE <= GICR_BASE);
+const _: () = assert!(gicr_base(MAX_VCPUS) <= PL011_BASE);
+const _: () = assert!(PL011_BASE + PL011_SIZE <= GUEST_RAM_BASE);
+const _: () = assert!(VTIMER_INTID == 27 && PL011_INTID == 33);
+
 /// Base IPA of vCPU `index`'s GICv3 redistributor.
 pub const fn gicr_base(index: usize) -> u64 {
     GICR_BASE + (index as u64) * GICR_STRIDE
@@ -108,15 +115,5 @@ mod tests {
         assert_eq!(vcpu_index_from_mpidr(1 << 32, 4), None);
         // Non-affinity bits (U, MT, bit 31 RES1) are ignored.
         assert_eq!(vcpu_index_from_mpidr((1 << 31) | 2, 4), Some(2));
-    }
-
-    #[test]
-    fn device_windows_do_not_overlap() {
-        assert!(GICD_BASE + GICD_SIZE_V3 <= GICC_BASE);
-        assert!(GICC_BASE + GICC_SIZE <= GICR_BASE);
-        assert!(gicr_base(MAX_VCPUS) <= PL011_BASE);
-        assert!(PL011_BASE + PL011_SIZE <= GUEST_RAM_BASE);
-        assert_eq!(VTIMER_INTID, 27);
-        assert_eq!(PL011_INTID, 33);
     }
 }

@@ -210,7 +210,7 @@ impl Pl011 {
         if size == AccessSize::Double {
             return Err(MmioError::BadSize { offset, bytes: 8 });
         }
-        if offset % size.bytes() != 0 {
+        if !offset.is_multiple_of(size.bytes()) {
             return Err(MmioError::Unaligned { offset });
         }
         Ok(())
