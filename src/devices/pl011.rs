@@ -5,8 +5,8 @@
 //!   TX FIFO is always empty (FR.TXFE = 1, TXFF = BUSY = 0) and the TX interrupt (at or below
 //!   the trigger level) is always raised. Linux only unmasks TXIM while it has bytes queued and
 //!   masks it again once its buffer drains, so the always-raised TXIS keeps its handshake going.
-//! - Receive: the hypervisor pushes bytes it read from the physical UART into a 32-entry FIFO
-//!   (16 with FIFOs disabled: 1). RXIS is raised at the IFLS trigger level, RTIS (receive
+//! - Receive: the hypervisor pushes bytes it read from the physical UART into the RX FIFO
+//!   (16 entries; 1 with FIFOs disabled). RXIS is raised at the IFLS trigger level, RTIS (receive
 //!   timeout) as soon as any byte waits, since we have no bit clock to time out on.
 //! - The interrupt line (`irq_level`) is RIS & IMSC, for the vGIC to drive SPI 1 (INTID 33).
 //! - Like QEMU, transmit does not wait for CR.UARTEN/TXE: early consoles write before anyone
@@ -63,9 +63,9 @@ const INT_LEVEL_BITS: u32 = INT_RX | INT_TX | INT_RT;
 const DR_OE: u32 = 1 << 11;
 const RSR_OE: u32 = 1 << 3;
 
-/// Depth of the receive FIFO (PL011 r1p4 has 16, r1p5 32; Linux sizes its loop from the ID,
-/// and a deeper FIFO only makes us more forgiving).
-const RX_FIFO_DEPTH: usize = 32;
+/// Depth of the receive FIFO: 16, as the r1p4 revision in our PeriphID has (Linux derives its
+/// FIFO size from that revision; QEMU's PL011 is 16 deep too).
+const RX_FIFO_DEPTH: usize = 16;
 
 /// Emulated PL011 state.
 #[derive(Clone, Debug)]
@@ -367,7 +367,7 @@ mod tests {
         assert_eq!(read(&mut uart, DR), u32::from(b'b'));
         assert_ne!(read(&mut uart, FR) & FR_RXFE, 0);
         assert!(!uart.irq_level());
-        for i in 0..16 {
+        for i in 0..8 {
             uart.push_rx(i);
         }
         assert_eq!(read(&mut uart, MIS), INT_RX | INT_RT);
