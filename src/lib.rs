@@ -18,6 +18,7 @@ pub mod hypervisor;
 pub mod devices;
 pub mod dtb;
 pub mod guest_dtb;
+pub mod guest_layout;
 pub mod loader;
 pub mod mm;
 pub mod psci;

@@ -3,3 +3,4 @@
 pub mod el2_pagetable;
 pub mod el2_tables;
 pub mod layout;
+pub mod stage2;

@@ -1,0 +1,119 @@
+//! The guest's view of the machine: a QEMU `virt`-like layout, whatever the physical board.
+//!
+//! Every guest sees RAM at IPA 0x4000_0000, a PL011 at 0x0900_0000 and a GIC at `virt`'s
+//! addresses. The loader, the guest DTB writer, the stage-2 fault handler and the emulated
+//! devices all take their addresses from here so they cannot drift apart.
+
+/// Where guest RAM starts in the IPA space (QEMU `virt`).
+pub const GUEST_RAM_BASE: u64 = 0x4000_0000;
+
+/// The emulated PL011 UART (QEMU `virt`'s `pl011@9000000`).
+pub const PL011_BASE: u64 = 0x0900_0000;
+/// Size of the PL011 register window.
+pub const PL011_SIZE: u64 = 0x1000;
+/// The PL011's interrupt as an SPI number (DT cell) ...
+pub const PL011_SPI: u32 = 1;
+/// ... and as a GIC INTID (SPIs start at 32).
+pub const PL011_INTID: u32 = 32 + PL011_SPI;
+/// The PL011 reference clock QEMU `virt` advertises (`apb-pclk`, 24 MHz).
+pub const PL011_CLOCK_HZ: u32 = 24_000_000;
+
+/// GIC distributor (v2 and v3).
+pub const GICD_BASE: u64 = 0x0800_0000;
+/// GICv3 distributor window.
+pub const GICD_SIZE_V3: u64 = 0x1_0000;
+/// GICv2 distributor window (architected 4 KiB).
+pub const GICD_SIZE_V2: u64 = 0x1000;
+/// GICv2 CPU interface as seen by the guest (backed by the physical GICV).
+pub const GICC_BASE: u64 = 0x0801_0000;
+/// GICv2 CPU interface size: two 4 KiB pages (GICC_DIR lives at +0x1000).
+pub const GICC_SIZE: u64 = 0x2000;
+/// First GICv3 redistributor; one per vCPU, `GICR_STRIDE` apart.
+pub const GICR_BASE: u64 = 0x080a_0000;
+/// One redistributor = RD_base frame + SGI_base frame, 64 KiB each.
+pub const GICR_STRIDE: u64 = 0x2_0000;
+
+/// Architected timer PPIs as QEMU `virt` lists them (DT PPI numbers, INTID = 16 + n).
+pub const TIMER_PPI_SECURE_PHYS: u32 = 13;
+/// Non-secure EL1 physical timer PPI.
+pub const TIMER_PPI_NONSECURE_PHYS: u32 = 14;
+/// EL1 virtual timer PPI: the one the guest uses; INTID 27.
+pub const TIMER_PPI_VIRT: u32 = 11;
+/// EL2 (hypervisor) physical timer PPI.
+pub const TIMER_PPI_HYP: u32 = 10;
+/// INTID of the virtual timer interrupt the hypervisor injects.
+pub const VTIMER_INTID: u32 = 16 + TIMER_PPI_VIRT;
+
+/// Upper bound on vCPUs per VM: GICv2 can address at most 8 CPU interfaces, and the boards we
+/// run on have 4 CPUs.
+pub const MAX_VCPUS: usize = 8;
+
+/// Which GIC architecture the guest sees (always the host's kind: GICv2 guests need the
+/// physical GICV, GICv3 guests the ICH_* system registers).
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum GicVersion {
+    /// GICv2: emulated distributor, CPU interface backed by GICV.
+    V2,
+    /// GICv3: emulated distributor and redistributors, system-register CPU interface.
+    V3,
+}
+
+/// The MPIDR_EL1 value (affinity fields only) the guest sees for vCPU `index`.
+///
+/// Like KVM: Aff0 holds the low 4 bits so that a GICv3 SGI TargetList (16 bits) can name every
+/// vCPU of a cluster, Aff1 the next 8 bits. For the small vCPU counts we run, this is just
+/// `index` in Aff0.
+pub const fn vcpu_mpidr(index: usize) -> u64 {
+    ((index as u64) & 0xf) | ((((index as u64) >> 4) & 0xff) << 8)
+}
+
+/// The vCPU index whose MPIDR affinity (Aff3..Aff0, other bits ignored) is `mpidr`, if it is
+/// one `vcpu_mpidr` can produce and below `vcpu_count`.
+pub fn vcpu_index_from_mpidr(mpidr: u64, vcpu_count: usize) -> Option<usize> {
+    let aff0 = mpidr & 0xff;
+    let aff1 = (mpidr >> 8) & 0xff;
+    let aff2 = (mpidr >> 16) & 0xff;
+    let aff3 = (mpidr >> 32) & 0xff;
+    if aff0 > 0xf || aff2 != 0 || aff3 != 0 {
+        return None;
+    }
+    let index = usize::try_from((aff1 << 4) | aff0).ok()?;
+    (index < vcpu_count).then_some(index)
+}
+
+// The device windows must not overlap each other or RAM (checked at build time).
+const _: () = assert!(GICD_BASE + GICD_SIZE_V3 <= GICC_BASE);
+const _: () = assert!(GICC_BASE + GICC_SIZE <= GICR_BASE);
+const _: () = assert!(gicr_base(MAX_VCPUS) <= PL011_BASE);
+const _: () = assert!(PL011_BASE + PL011_SIZE <= GUEST_RAM_BASE);
+const _: () = assert!(VTIMER_INTID == 27 && PL011_INTID == 33);
+
+/// Base IPA of vCPU `index`'s GICv3 redistributor.
+pub const fn gicr_base(index: usize) -> u64 {
+    GICR_BASE + (index as u64) * GICR_STRIDE
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mpidr_round_trips_for_every_vcpu() {
+        for i in 0..MAX_VCPUS {
+            assert_eq!(vcpu_mpidr(i), i as u64);
+            assert_eq!(vcpu_index_from_mpidr(vcpu_mpidr(i), MAX_VCPUS), Some(i));
+        }
+        assert_eq!(vcpu_mpidr(17), 0x101);
+        assert_eq!(vcpu_index_from_mpidr(0x101, 32), Some(17));
+    }
+
+    #[test]
+    fn mpidr_outside_vm_is_rejected() {
+        assert_eq!(vcpu_index_from_mpidr(4, 4), None);
+        assert_eq!(vcpu_index_from_mpidr(0x10, 64), None);
+        assert_eq!(vcpu_index_from_mpidr(1 << 16, 4), None);
+        assert_eq!(vcpu_index_from_mpidr(1 << 32, 4), None);
+        // Non-affinity bits (U, MT, bit 31 RES1) are ignored.
+        assert_eq!(vcpu_index_from_mpidr((1 << 31) | 2, 4), Some(2));
+    }
+}
