@@ -252,19 +252,26 @@ fn resolve_path<'a>(fdt: &Fdt<'a>, name: &'a str) -> Option<&'a str> {
     prop_str(&aliases, name)
 }
 
-/// The console UART: the PL011 named by `/chosen/stdout-path`, else the one aliased `serial0`
-/// (the RPi4 DT points stdout at the mini-UART; its PL011 is `serial0`).
-pub fn console_uart(fdt: &Fdt<'_>) -> Option<PhysRange> {
+/// The console UART's node path: the PL011 named by `/chosen/stdout-path`, else the one
+/// aliased `serial0` (the RPi4 DT points stdout at the mini-UART; its PL011 is `serial0`).
+fn console_uart_path<'a>(fdt: &Fdt<'a>) -> Option<&'a str> {
     let chosen = fdt.find_node("/chosen");
-    let candidates = [
-        chosen.and_then(|c| prop_str(&c, "stdout-path")),
-        Some("serial0"),
-    ];
+    let candidates = [chosen.and_then(|c| prop_str(&c, "stdout-path")), Some("serial0")];
     candidates.into_iter().flatten().find_map(|name| {
         let path = resolve_path(fdt, name)?;
         let node = fdt.find_node(path)?;
-        (is_compatible(&node, "arm,pl011") && is_enabled(&node)).then(|| reg(fdt, path, 0))?
+        (is_compatible(&node, "arm,pl011") && is_enabled(&node)).then_some(path)
     })
+}
+
+/// The console UART's registers.
+pub fn console_uart(fdt: &Fdt<'_>) -> Option<PhysRange> {
+    reg(fdt, console_uart_path(fdt)?, 0)
+}
+
+/// The console UART's interrupt (INTID).
+pub fn console_uart_intid(fdt: &Fdt<'_>) -> Option<u32> {
+    gic_interrupt(fdt, console_uart_path(fdt)?)
 }
 
 /// RAM regions from every `/memory*` node (with `device_type = "memory"`).
@@ -564,6 +571,7 @@ mod tests {
         let blob = load("virt-gicv3.dtb");
         let fdt = parse(&blob).unwrap();
         assert_eq!(console_uart(&fdt).unwrap().base, 0x0900_0000);
+        assert_eq!(console_uart_intid(&fdt), Some(33));
         let mem: Vec<_> = memory_regions(&fdt).collect();
         assert_eq!(
             mem,

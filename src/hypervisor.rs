@@ -119,6 +119,12 @@ pub fn primary_main() -> ! {
         hotplug_test(&mpidrs, psci, cycles);
     }
 
+    if let Some(vm) = crate::hyp::setup::create_vm(&fdt, &gic_info, heap_base + HEAP_SIZE, total) {
+        // Release the secondaries into their vCPU loops, then run vCPU 0 here.
+        cpu::sev();
+        crate::hyp::run::run_vcpu(vm, 0)
+    }
+
     crate::println!(
         "bulkhead: ready: cpus={}/{} el=2 mmu={} gic=v{} board={}",
         percpu::online_count(),

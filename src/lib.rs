@@ -13,6 +13,8 @@ pub mod arch;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub mod board;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub mod hyp;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub mod hypervisor;
 
 pub mod devices;

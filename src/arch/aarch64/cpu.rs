@@ -57,3 +57,13 @@ pub fn halt() -> ! {
         wfi();
     }
 }
+
+/// The boot CPU's MPIDR (index 0 of the CPU table).
+pub fn boot_mpidr() -> u64 {
+    super::entry::boot_params().mpidr[0]
+}
+
+/// MPIDR of physical CPU `index`.
+pub fn mpidr_of(index: usize) -> u64 {
+    super::entry::boot_params().mpidr.get(index).copied().unwrap_or(0)
+}

@@ -273,3 +273,18 @@ pub fn dtb_slice(va: u64, size: u64) -> Option<&'static [u8]> {
     // of the hypervisor; nothing writes them.
     Some(unsafe { core::slice::from_raw_parts(va as *const u8, size as usize) })
 }
+
+/// Bytes of host RAM in the linear window (multiboot modules).
+pub fn linear_slice(va: u64, len: usize) -> &'static [u8] {
+    // SAFETY: callers pass ranges of RAM mapped in the linear window at boot (the whole RAM is
+    // mapped there) that no one writes while the slice lives: the guest images the firmware
+    // loaded, which the hypervisor reserves and never hands to a guest.
+    unsafe { core::slice::from_raw_parts(va as *const u8, len) }
+}
+
+/// Copies `bytes` into host RAM at linear-window address `va` (guest RAM).
+pub fn copy_to_linear(va: u64, bytes: &[u8]) {
+    // SAFETY: `va` is guest RAM in the linear window (checked by the VM against its RAM
+    // range); the hypervisor owns that memory and no guest vCPU runs while images load.
+    unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), va as *mut u8, bytes.len()) };
+}

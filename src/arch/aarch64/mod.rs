@@ -9,4 +9,7 @@ pub mod mmu;
 pub mod panic;
 pub mod percpu;
 pub mod spintable;
+pub mod stage2_hw;
 pub mod switch;
+pub mod sysregs;
+pub mod vgic_hw;

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Runs Bulkhead under QEMU, by default with Debian's arm64 Linux kernel and a busybox initramfs
+# as its guest. Installs what is missing on a fresh Debian 12 machine first.
+#
+#   scripts/run.sh [--board virt|rpi4] [--gic 2|3] [--smp N] [--no-guest]
+#                  [--kernel PATH] [--initrd PATH] [--append "GUEST CMDLINE"] [--mem SIZE]
+#                  [--hyp-append "BULKHEAD BOOTARGS"] [--image PATH] [--icount]
+#                  [-- EXTRA QEMU ARGS]
+#
+# The guest image (and initrd) reach Bulkhead as Xen-style multiboot modules in /chosen, written
+# by QEMU's `-device guest-loader` - the same command line boots Xen. Exits with QEMU's code.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+board=virt gic=3 smp=4 guest=1 kernel="" initrd="" append="" mem=512M hyp_append="" image=""
+icount=0 qemu_cpus=""
+extra=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --board) board=$2; shift 2 ;;
+        --gic) gic=$2; shift 2 ;;
+        --smp) smp=$2; shift 2 ;;
+        --qemu-smp) qemu_cpus=$2; shift 2 ;;
+        --no-guest) guest=0; shift ;;
+        --kernel) kernel=$2; shift 2 ;;
+        --initrd) initrd=$2; shift 2 ;;
+        --append) append=$2; shift 2 ;;
+        --mem) mem=$2; shift 2 ;;
+        --hyp-append) hyp_append=$2; shift 2 ;;
+        --image) image=$2; shift 2 ;;
+        --icount) icount=1; shift ;;
+        --) shift; extra=("$@"); break ;;
+        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+        *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
+    esac
+done
+
+scripts/setup.sh
+[ -n "$image" ] || image=$(scripts/build.sh)
+
+# Guest RAM size in MiB.
+case "$mem" in
+    *G) mem_mib=$(( ${mem%G} * 1024 )) ;;
+    *M) mem_mib=${mem%M} ;;
+    *) mem_mib=$mem ;;
+esac
+
+qemu=(qemu-system-aarch64 -no-reboot)
+if [ -t 0 ]; then
+    qemu+=(-nographic)              # interactive: serial + monitor on the terminal (Ctrl-A x quits)
+else
+    qemu+=(-display none -monitor none -serial stdio)
+fi
+[ "$icount" = 1 ] && qemu+=(-icount shift=0)
+case "$board" in
+    virt)
+        # Host RAM: the hypervisor and the guest modules sit in the first 512 MiB, the guest's
+        # RAM above them.
+        qemu+=(-M "virt,virtualization=on,gic-version=$gic" -cpu cortex-a72
+               -smp "${qemu_cpus:-$smp}" -m "$(( mem_mib + 512 ))M")
+        ;;
+    rpi4)
+        eval "$(scripts/assets.sh rpi4-dtb)"
+        qemu+=(-M raspi4b -smp 4 -accel tcg,thread=single -dtb "$RPI4_DTB")
+        ;;
+    *) echo "run.sh: unknown board $board" >&2; exit 2 ;;
+esac
+
+if [ "$guest" = 1 ]; then
+    if [ -z "$kernel" ]; then
+        eval "$(scripts/assets.sh kernel initramfs)"
+        kernel=$KERNEL
+        [ -n "$initrd" ] || initrd=$INITRD
+    fi
+    [ -n "$append" ] || append="console=ttyAMA0 earlycon=pl011,0x09000000"
+    hyp_append="$hyp_append bulkhead.guest_mem=${mem_mib}M bulkhead.guest_smp=$smp"
+    qemu+=(-device "guest-loader,addr=0x48000000,kernel=$kernel,bootargs=$append")
+    [ -n "$initrd" ] && qemu+=(-device "guest-loader,addr=0x4c000000,initrd=$initrd")
+fi
+
+qemu+=(-kernel "$image" -append "${hyp_append# }")
+echo "+ ${qemu[*]} ${extra[*]}" >&2
+exec "${qemu[@]}" "${extra[@]}"

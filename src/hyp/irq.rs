@@ -1,0 +1,93 @@
+//! Physical interrupts while guests run: the virtual timer's PPI (forwarded to the vCPU as a
+//! level interrupt), the kick SGI (just an exit), the GIC maintenance interrupt (list
+//! registers drained or a level interrupt EOIed), and the console UART's receive interrupt
+//! (bytes forwarded to the guest's PL011).
+
+use core::sync::atomic::{AtomicU32, Ordering};
+
+use aarch64_cpu::registers::{CNTV_CTL_EL0, Readable};
+
+use super::exit::kick_set;
+use super::run::VcpuLocal;
+use super::vm::Vm;
+use crate::board::{console, gic};
+use crate::guest_layout::PL011_INTID;
+
+/// The virtual timer PPI (INTID 27), the same physical and virtual.
+pub const VTIMER_INTID: u32 = crate::guest_layout::VTIMER_INTID;
+
+/// Host INTIDs learned from the DTB (0 = none).
+static UART_INTID: AtomicU32 = AtomicU32::new(0);
+static MAINTENANCE_INTID: AtomicU32 = AtomicU32::new(25);
+
+pub fn set_host_intids(uart: Option<u32>, maintenance: Option<u32>) {
+    UART_INTID.store(uart.unwrap_or(0), Ordering::Relaxed);
+    if let Some(m) = maintenance {
+        MAINTENANCE_INTID.store(m, Ordering::Relaxed);
+    }
+}
+
+/// Enables the interrupts a CPU running a vCPU takes. vCPU 0's CPU also owns the console.
+pub fn enable_vcpu_irqs(index: usize) {
+    gic::enable_private(VTIMER_INTID, index);
+    gic::enable_private(gic::KICK_SGI, index);
+    gic::enable_private(MAINTENANCE_INTID.load(Ordering::Relaxed), index);
+    let uart = UART_INTID.load(Ordering::Relaxed);
+    if index == 0 && uart >= 32 {
+        console::enable_rx_irq();
+        gic::enable_shared(uart);
+    }
+}
+
+/// Samples the guest's virtual timer output: ENABLE and ISTATUS set, IMASK clear.
+pub fn sample_timer(vm: &Vm, me: &mut VcpuLocal) {
+    let ctl = CNTV_CTL_EL0.get();
+    let level = ctl & 0b111 == 0b101;
+    if level != me.timer_level {
+        if let Ok(set) = vm.vgic.lock().set_line_level(me.index, VTIMER_INTID, level) {
+            kick_set(vm, set);
+        }
+        me.set_timer_level(level);
+    }
+}
+
+/// Drives the guest PL011's interrupt line.
+pub fn set_uart_level(vm: &Vm, level: bool) {
+    if let Ok(set) = vm.vgic.lock().set_line_level(0, PL011_INTID, level) {
+        kick_set(vm, set);
+    }
+}
+
+/// Moves bytes typed on the console into the guest's PL011 receive FIFO.
+fn forward_console_input(vm: &Vm) {
+    let mut uart = vm.uart.lock();
+    while uart.rx_space() > 0 {
+        match console::getc() {
+            Some(byte) => {
+                uart.push_rx(byte);
+            }
+            None => break,
+        }
+    }
+    let level = uart.irq_level();
+    drop(uart);
+    set_uart_level(vm, level);
+}
+
+/// Acknowledges and handles every pending physical interrupt on this CPU.
+pub fn handle_host_irqs(vm: &Vm, me: &mut VcpuLocal) {
+    let uart = UART_INTID.load(Ordering::Relaxed);
+    // Bounded: a device that keeps re-asserting must not wedge this CPU.
+    for _ in 0..64 {
+        let Some(intid) = gic::ack() else { return };
+        if intid >= 1020 {
+            return;
+        }
+        if intid == VTIMER_INTID {
+            sample_timer(vm, me);
+        } else if intid == uart && uart != 0 {
+            forward_console_input(vm);
+        }
+        gic::eoi(intid);
+    }
+}

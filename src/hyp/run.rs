@@ -1,0 +1,225 @@
+//! The per-physical-CPU vCPU loop. vCPU `i` of the VM is pinned to physical CPU `i`, so the
+//! guest's EL1 and timer registers stay live in the hardware; what moves on every exit is the
+//! GPRs (`switch.rs`) and the list registers (flushed from / folded into the vGIC model).
+//!
+//! One pass: requests (seed 004) → may this vCPU run (PSCI power state, seed 003)? → VMID of
+//! the current generation (seed 002/000) → load list registers → enter (refused if a request
+//! raced in) → exit → fold list registers, sample the timer → handle the exit.
+
+use core::sync::atomic::Ordering;
+
+use super::exit::{self, ExitAction};
+use super::irq;
+use super::vm::{GicKick, Vm};
+use crate::arch::switch::{ExitKind, GuestRegs, run_guest};
+use crate::arch::sysregs::{self, El1State};
+use crate::arch::{cpu, stage2_hw, vgic_hw};
+use crate::vcpu::power::{SystemEvent, VmState};
+use crate::vcpu::request::{Request, make_all_request};
+use crate::vgic::LrEntry;
+
+/// PSTATE a vCPU starts with: EL1h, DAIF masked.
+const PSTATE_EL1H_MASKED: u64 = 0x3c5;
+
+/// State of the vCPU owned by this physical CPU.
+pub struct VcpuLocal {
+    pub index: usize,
+    pub regs: GuestRegs,
+    lrs: [LrEntry; vgic_hw::MAX_LRS],
+    lrs_loaded: usize,
+    generation: u64,
+    /// Blocked in WFI / CPU_SUSPEND until an interrupt is deliverable.
+    pub blocked: bool,
+    /// The virtual timer's output as last sampled.
+    pub timer_level: bool,
+}
+
+impl VcpuLocal {
+    fn new(index: usize) -> Self {
+        Self {
+            index,
+            regs: GuestRegs::default(),
+            lrs: [LrEntry::default(); vgic_hw::MAX_LRS],
+            lrs_loaded: 0,
+            generation: 0,
+            blocked: false,
+            timer_level: false,
+        }
+    }
+
+    /// Architectural reset of this vCPU's registers, starting at `entry` with `x0`.
+    fn start_at(&mut self, entry: u64, x0: u64) {
+        self.regs = GuestRegs::default();
+        self.regs.x[0] = x0;
+        self.regs.pc = entry;
+        self.regs.pstate = PSTATE_EL1H_MASKED;
+        El1State::reset().restore();
+        vgic_hw::reset_vcpu_interface();
+        self.blocked = false;
+        self.set_timer_level(false);
+    }
+
+    pub fn set_timer_level(&mut self, level: bool) {
+        if level != self.timer_level {
+            self.timer_level = level;
+            // While the virtual interrupt is pending for the guest, keep the physical PPI off
+            // so it does not fire again and again until the guest handles it.
+            crate::board::gic::set_private_enabled(irq::VTIMER_INTID, self.index, !level);
+        }
+    }
+}
+
+/// Loads the list registers with what the vGIC model says this vCPU should see.
+fn flush_lrs(vm: &Vm, me: &mut VcpuLocal) {
+    let count = vgic_hw::lr_count();
+    let fill = vm.vgic.lock().take_for_lrs(me.index, &mut me.lrs[..count]);
+    for i in 0..count {
+        vgic_hw::write_lr(i, (i < fill.count).then(|| &me.lrs[i]));
+    }
+    me.lrs_loaded = fill.count;
+    vgic_hw::enable(fill.overflow);
+}
+
+/// Reads back what the guest did with the list registers, and empties them.
+fn fold_lrs(vm: &Vm, me: &mut VcpuLocal) {
+    if me.lrs_loaded == 0 {
+        return;
+    }
+    let mut vgic = vm.vgic.lock();
+    for i in 0..me.lrs_loaded {
+        let (pending, active) = vgic_hw::read_lr_state(i);
+        let mut entry = me.lrs[i];
+        entry.pending = pending;
+        entry.active = active;
+        vgic.fold_lr(me.index, &entry);
+        vgic_hw::write_lr(i, None);
+    }
+    me.lrs_loaded = 0;
+}
+
+/// Waits on this physical CPU until something (an interrupt, a kick) happens.
+fn wait_for_event(vm: &Vm, me: &mut VcpuLocal) {
+    cpu::wfi();
+    irq::handle_host_irqs(vm, me);
+}
+
+/// Stops this CPU for good (the VM is off).
+fn park() -> ! {
+    cpu::halt()
+}
+
+/// Runs vCPU `index` of `vm` on this physical CPU forever.
+pub fn run_vcpu(vm: &'static Vm, index: usize) -> ! {
+    let mut me = VcpuLocal::new(index);
+    sysregs::activate_traps(index as u64);
+    irq::enable_vcpu_irqs(index);
+    let requests = &vm.requests[index];
+    let Some(vmids) = super::vm::vmids() else { park() };
+    loop {
+        let generation = vm.generation.load(Ordering::Acquire);
+        if generation != me.generation && vm.power.vm_state() == VmState::Running {
+            me.generation = generation;
+            fold_lrs(vm, &mut me);
+            me.start_at(0, 0);
+            if vm.power.may_run(index) {
+                let boot = *vm.boot.lock();
+                me.start_at(boot.entry, boot.dtb_ipa);
+            }
+        }
+        let pending = requests.take_requests();
+        if pending.contains(Request::TlbFlush) {
+            stage2_hw::flush_current_vmid();
+        }
+        match vm.power.vm_state() {
+            VmState::Off => park(),
+            VmState::Resetting => {
+                wait_for_event(vm, &mut me);
+                continue;
+            }
+            VmState::Running => {}
+        }
+        if me.generation != generation {
+            continue;
+        }
+        if !vm.power.may_run(index) {
+            match vm.power.claim_start(index) {
+                Some(start) => me.start_at(start.entry, start.context_id),
+                None => {
+                    wait_for_event(vm, &mut me);
+                    continue;
+                }
+            }
+        }
+        if me.blocked {
+            irq::handle_host_irqs(vm, &mut me);
+            if vm.vgic.lock().has_deliverable(index) {
+                me.blocked = false;
+            } else {
+                wait_for_event(vm, &mut me);
+                continue;
+            }
+        }
+
+        let vmid = match vmids.update(index, &vm.vmid) {
+            Ok(v) => v,
+            Err(e) => {
+                log::error!("vcpu {index}: no VMID: {e}");
+                park()
+            }
+        };
+        stage2_hw::load(vm.vtcr, vm.stage2_root(), vmid);
+        flush_lrs(vm, &mut me);
+        if requests.enter_guest().is_err() {
+            fold_lrs(vm, &mut me);
+            continue;
+        }
+        let kind = run_guest(&mut me.regs);
+        requests.exit_guest();
+        fold_lrs(vm, &mut me);
+        irq::sample_timer(vm, &mut me);
+
+        let action = match kind {
+            ExitKind::Sync => exit::handle_sync(vm, &mut me),
+            ExitKind::Irq => {
+                irq::handle_host_irqs(vm, &mut me);
+                ExitAction::Resume
+            }
+            ExitKind::SError => {
+                crate::guest_warn!("vcpu {index}: SError from the guest");
+                ExitAction::Resume
+            }
+        };
+        match action {
+            ExitAction::Resume => {}
+            ExitAction::Block => me.blocked = true,
+            ExitAction::CpuOff => {}
+            ExitAction::SystemOff => system_off(vm, index),
+            ExitAction::SystemReset => system_reset(vm, index, vmid),
+        }
+    }
+}
+
+/// PSCI SYSTEM_OFF: stop every vCPU (waiting until none can still be in the guest), then
+/// power the machine off (Bulkhead runs one VM).
+fn system_off(vm: &Vm, index: usize) {
+    if vm.power.system_event(SystemEvent::Off) {
+        make_all_request(vm.requests.iter(), Request::Stop, true, &GicKick);
+        log::info!("guest powered off (vcpu {index}): powering off");
+        crate::board::power::power_off();
+    }
+}
+
+/// PSCI SYSTEM_RESET(2): stop every vCPU, then rebuild the VM in place and restart vCPU 0.
+fn system_reset(vm: &Vm, index: usize, vmid: u16) {
+    if !vm.power.system_event(SystemEvent::Reset) {
+        return;
+    }
+    make_all_request(vm.requests.iter(), Request::Reset, true, &GicKick);
+    log::info!("guest reset (vcpu {index})");
+    if let Err(e) = vm.reset(vmid) {
+        log::error!("guest reset failed: {e}");
+        crate::board::power::power_off();
+    }
+    // Wake everyone: vCPU 0 restarts, the others notice they are off.
+    make_all_request(vm.requests.iter(), Request::Wake, false, &GicKick);
+}

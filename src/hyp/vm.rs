@@ -1,0 +1,254 @@
+//! A VM: its RAM (one contiguous host range, mapped lazily into stage 2), its emulated
+//! devices, vGIC, PSCI power state, vCPU requests and VMID, and the images it boots from.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::ops::Range;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use spin::{Mutex, Once};
+
+use crate::arch::{cpu, stage2_hw};
+use crate::devices::pl011::Pl011;
+use crate::dtb::PhysRange;
+use crate::guest_dtb::{GuestDtbConfig, build_guest_dtb};
+use crate::guest_layout::{GUEST_RAM_BASE, GicVersion};
+use crate::loader::{GuestRam, plan_load};
+use crate::mm::layout::phys_to_linear;
+use crate::mm::stage2::{GuestMemoryMap, Stage2Map, stage2_geometry};
+use crate::vcpu::power::VmPower;
+use crate::vcpu::request::{Kick, VcpuRequests};
+use crate::vgic::Vgic;
+use crate::vmid::{VmVmid, VmidAllocator};
+
+/// How a VM is described (from the host DTB's multiboot modules and Bulkhead's bootargs).
+pub struct VmConfig {
+    pub vcpu_count: usize,
+    pub ram_size: u64,
+    pub gic: GicVersion,
+    /// Host PA of the guest's RAM.
+    pub ram_pa: u64,
+    pub kernel: PhysRange,
+    pub initrd: Option<PhysRange>,
+    pub bootargs: String,
+    /// Host GICV (GICv2 only), passed through at the guest's GICC.
+    pub gicv_pa: Option<u64>,
+}
+
+/// Where the boot vCPU starts.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BootInfo {
+    pub entry: u64,
+    pub dtb_ipa: u64,
+}
+
+/// Why a VM could not be built or loaded.
+#[derive(Debug)]
+pub enum VmError {
+    Layout(crate::mm::stage2::Stage2Error),
+    Load(crate::loader::LoadError),
+    Dtb(crate::guest_dtb::GuestDtbError),
+    Vgic(crate::vgic::VgicError),
+    Power(crate::vcpu::power::PowerError),
+}
+
+impl core::fmt::Display for VmError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Layout(e) => write!(f, "guest memory layout: {e}"),
+            Self::Load(e) => write!(f, "guest image: {e:?}"),
+            Self::Dtb(e) => write!(f, "guest DTB: {e:?}"),
+            Self::Vgic(e) => write!(f, "vGIC: {e}"),
+            Self::Power(e) => write!(f, "vCPU power state: {e:?}"),
+        }
+    }
+}
+
+pub struct Vm {
+    pub config: VmConfig,
+    pub mem: GuestMemoryMap,
+    pub stage2: Mutex<Stage2Map>,
+    pub vtcr: u64,
+    pub vmid: VmVmid,
+    pub vgic: Mutex<Vgic>,
+    pub uart: Mutex<Pl011>,
+    pub power: VmPower,
+    pub requests: Vec<VcpuRequests>,
+    pub boot: Mutex<BootInfo>,
+    /// Bumped at every reset: a vCPU whose loop saw an older value reinitialises itself.
+    pub generation: AtomicU64,
+    /// Stage-2 faults taken (RAM mapped lazily), for the boot statistics.
+    pub stage2_faults: AtomicU64,
+}
+
+/// Kicks physical CPUs with the GIC kick SGI (vCPU i runs on physical CPU i).
+pub struct GicKick;
+
+impl Kick for GicKick {
+    fn kick(&self, pcpu: usize) {
+        if pcpu != crate::arch::percpu::current() {
+            crate::board::gic::kick(pcpu, cpu::mpidr_of(pcpu));
+        }
+    }
+}
+
+static VM: Once<Vm> = Once::new();
+static VMIDS: Once<VmidAllocator<stage2_hw::BroadcastTlb>> = Once::new();
+
+pub fn vm() -> Option<&'static Vm> {
+    VM.get()
+}
+
+pub fn vmids() -> Option<&'static VmidAllocator<stage2_hw::BroadcastTlb>> {
+    VMIDS.get()
+}
+
+/// Sets up the VMID allocator: `bits` from `bulkhead.vmid_bits=` or the CPU's width.
+pub fn init_vmids(requested_bits: Option<u8>, cpu_count: usize) {
+    let hw_bits = if stage2_hw::has_16bit_vmid() { 16 } else { 8 };
+    let bits = requested_bits.map_or(hw_bits, |b| b.min(hw_bits));
+    match VmidAllocator::new(bits, cpu_count, stage2_hw::BroadcastTlb) {
+        Ok(a) => {
+            log::info!("VMIDs: {bits} bits");
+            VMIDS.call_once(|| a);
+        }
+        Err(e) => {
+            log::error!("VMID allocator with {bits} bits for {cpu_count} CPUs: {e}; using {hw_bits}");
+            if let Ok(a) = VmidAllocator::new(hw_bits, cpu_count, stage2_hw::BroadcastTlb) {
+                VMIDS.call_once(|| a);
+            }
+        }
+    }
+}
+
+/// Builds the VM and loads its images.
+pub fn create(config: VmConfig) -> Result<&'static Vm, VmError> {
+    let geometry = stage2_geometry(stage2_hw::pa_range(), 40).map_err(VmError::Layout)?;
+    let vtcr = geometry.vtcr_el2(stage2_hw::has_16bit_vmid());
+    let mem = GuestMemoryMap::virt_guest(
+        config.ram_size,
+        config.ram_pa,
+        config.gic,
+        config.vcpu_count,
+        config.gicv_pa,
+    )
+    .map_err(VmError::Layout)?;
+    // Stage-2 tables come from the heap, which lives in the linear window.
+    let stage2 = Stage2Map::new_linear(&geometry, -(phys_to_linear(0) as i64) as isize);
+    let spis = 96;
+    let vgic = Vgic::new(config.gic, config.vcpu_count, spis).map_err(VmError::Vgic)?;
+    let power = VmPower::new(config.vcpu_count, 0).map_err(VmError::Power)?;
+    let requests = (0..config.vcpu_count)
+        .map(|i| {
+            let r = VcpuRequests::new();
+            r.set_pcpu(i);
+            r
+        })
+        .collect();
+    let vm = Vm {
+        config,
+        mem,
+        stage2: Mutex::new(stage2),
+        vtcr,
+        vmid: VmVmid::new(),
+        vgic: Mutex::new(vgic),
+        uart: Mutex::new(Pl011::new()),
+        power,
+        requests,
+        boot: Mutex::new(BootInfo::default()),
+        generation: AtomicU64::new(1),
+        stage2_faults: AtomicU64::new(0),
+    };
+    let vm = VM.call_once(|| vm);
+    vm.load()?;
+    Ok(vm)
+}
+
+/// A multiboot module's bytes (host RAM reserved for it, never given to a guest).
+fn host_bytes(range: PhysRange) -> &'static [u8] {
+    crate::arch::entry::linear_slice(phys_to_linear(range.base), range.size as usize)
+}
+
+impl Vm {
+    pub fn ram_ipas(&self) -> Range<u64> {
+        GUEST_RAM_BASE..GUEST_RAM_BASE + self.config.ram_size
+    }
+
+    /// Host PA behind a guest RAM IPA range, if the whole range is RAM.
+    fn ram_host_va(&self, ipas: &Range<u64>) -> Option<u64> {
+        let ram = self.ram_ipas();
+        (ipas.start >= ram.start && ipas.end <= ram.end && ipas.start <= ipas.end)
+            .then(|| phys_to_linear(self.config.ram_pa + (ipas.start - ram.start)))
+    }
+
+    fn copy_to_guest(&self, ipa: u64, bytes: &[u8]) -> Result<(), VmError> {
+        let ipas = ipa..ipa + bytes.len() as u64;
+        let va = self.ram_host_va(&ipas).ok_or(VmError::Load(crate::loader::LoadError::DoesNotFit {
+            what: "image",
+            end: ipas.end,
+            ram_end: self.ram_ipas().end,
+        }))?;
+        crate::arch::entry::copy_to_linear(va, bytes);
+        // The guest starts with its MMU off: make the bytes visible to non-cacheable reads.
+        stage2_hw::clean_inval_to_poc(va, bytes.len() as u64);
+        Ok(())
+    }
+
+    /// (Re)loads kernel, initrd and DTB into guest RAM, QEMU `-kernel` style.
+    pub fn load(&self) -> Result<BootInfo, VmError> {
+        let kernel = host_bytes(self.config.kernel);
+        let initrd = self.config.initrd.map(host_bytes);
+        let ram = GuestRam { base: GUEST_RAM_BASE, size: self.config.ram_size };
+        let plan = plan_load(ram, kernel, initrd.map(|i| i.len())).map_err(VmError::Load)?;
+        let dtb = build_guest_dtb(&GuestDtbConfig {
+            vcpu_count: self.config.vcpu_count,
+            ram_size: self.config.ram_size,
+            gic: self.config.gic,
+            bootargs: &self.config.bootargs,
+            initrd: plan.initrd.clone(),
+        })
+        .map_err(VmError::Dtb)?;
+        self.copy_to_guest(plan.kernel.start, kernel)?;
+        if let (Some(bytes), Some(range)) = (initrd, plan.initrd.as_ref()) {
+            self.copy_to_guest(range.start, bytes)?;
+        }
+        self.copy_to_guest(plan.dtb.start, &dtb)?;
+        let boot = BootInfo { entry: plan.entry, dtb_ipa: plan.dtb.start };
+        *self.boot.lock() = boot;
+        Ok(boot)
+    }
+
+    /// Resets the VM after every vCPU stopped: stage 2 emptied (and its TLB entries dropped),
+    /// devices reset, images reloaded, the boot vCPU on and the others off (seed 003).
+    pub fn reset(&self, vmid: u16) -> Result<(), VmError> {
+        {
+            let mut stage2 = self.stage2.lock();
+            stage2.unmap_all().map_err(VmError::Layout)?;
+            stage2_hw::load(self.vtcr, stage2.root_pa(), vmid);
+            stage2_hw::flush_current_vmid();
+        }
+        self.vgic.lock().reset();
+        self.uart.lock().reset();
+        self.load()?;
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.power.restart(0).map_err(VmError::Power)?;
+        Ok(())
+    }
+
+    /// Root PA of stage 2 (for VTTBR).
+    pub fn stage2_root(&self) -> u64 {
+        self.stage2.lock().root_pa()
+    }
+}
+
+/// Where the guest's RAM goes in host RAM: the top of the first RAM bank, clear of everything
+/// the hypervisor and firmware use.
+pub fn place_guest_ram(ram: &[PhysRange], size: u64, avoid: &[PhysRange]) -> Option<u64> {
+    const ALIGN: u64 = 2 << 20;
+    ram.iter().find_map(|bank| {
+        let top = bank.end() & !(ALIGN - 1);
+        let base = top.checked_sub(size)? & !(ALIGN - 1);
+        let candidate = PhysRange { base, size };
+        (base >= bank.base && !avoid.iter().any(|a| a.overlaps(&candidate))).then_some(base)
+    })
+}
