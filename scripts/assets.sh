@@ -2,19 +2,20 @@
 # Fetches the guest assets Bulkhead's tests and scripts boot, from Debian's archive,
 # without touching the host's apt setup.
 #
-# Usage: scripts/assets.sh [kernel|initramfs|rpi4-firmware|all|versions|refresh]...
+# Usage: scripts/assets.sh [kernel|initramfs|rpi4-firmware|qemu-plugin-header|all|versions|refresh]...
 #   kernel         Debian's arm64 kernel Image (uncompressed, boots as-is) + bcm2711-rpi-4-b.dtb
 #   initramfs      busybox initramfs (cpio newc + gzip) with tests/guest-init/init as /init
 #   rpi4-firmware  start4.elf, fixup4.dat, bootcode.bin from raspi-firmware (non-free-firmware)
-#   all            all of the above (the default)
+#   qemu-plugin-header  QEMU's qemu-plugin.h, from Debian's source package of the installed QEMU
+#   all            kernel, initramfs, rpi4-firmware (the default)
 #   versions       print $CACHE/versions.txt
 #   refresh        forget the stamps (and the apt lists) so the next run fetches the newest
 # Prints the resulting paths as KEY=VALUE lines on stdout (KERNEL=, RPI4_DTB=, INITRD=,
-# BUSYBOX=, RPI4_FIRMWARE_DIR=); everything else goes to stderr. Fails loudly on any error.
+# BUSYBOX=, RPI4_FIRMWARE_DIR=, QEMU_PLUGIN_H=); everything else goes to stderr. Fails loudly on any error.
 #
 # How: a private APT_CONFIG whose only sources are `[arch=arm64]` bookworm (main,
 # non-free-firmware), bookworm-updates and bookworm-security, with Dir::State / Dir::Cache in
-# the cache folder; `apt-get update`, `apt-get download`, `dpkg-deb -x`. No root, no
+# the cache folder (plus a deb-src line for QEMU's source); `apt-get update`, `apt-get download`, `dpkg-deb -x`. No root, no
 # `dpkg --add-architecture`. The archive drops superseded (security) kernels, so the kernel
 # package is resolved from linux-image-arm64's dependency at run time, and a failed download
 # triggers one fresh `apt-get update` and a retry.
@@ -63,6 +64,7 @@ write_apt_config() {
 deb $src $MIRROR $SUITE main non-free-firmware
 deb $src $MIRROR $SUITE-updates main non-free-firmware
 deb $src $SECURITY_MIRROR $SUITE-security main non-free-firmware
+deb-src [signed-by=$KEYRING] $MIRROR $SUITE-backports main
 EOF
     : >"$APT_DIR/state/status"
     # Everything apt reads or writes is redirected into the cache, so the host's sources,
@@ -311,6 +313,50 @@ do_rpi4_firmware() {
     echo "RPI4_FIRMWARE_DIR=$FIRMWARE_DIR"
 }
 
+# QEMU's plugin API header (qemu-plugin.h) for scripts/icount-plugin. No Debian binary package
+# ships it, so it is taken from Debian's source package of the installed QEMU (the deb-src
+# bookworm-backports line above; setup.sh installs QEMU from there). Version-matched: the
+# header's QEMU_PLUGIN_VERSION must be one the running QEMU accepts.
+do_qemu_plugin_header() {
+    local dir=$CACHE/qemu-plugin hdr
+    hdr=$dir/qemu-plugin.h
+    local installed
+    installed=$(dpkg-query -W -f '${source:Version}' qemu-system-arm 2>/dev/null || true)
+    [ -n "$installed" ] || die "qemu-system-arm is not installed (run scripts/setup.sh)"
+    if stamp_ok qemu-plugin-header "$hdr" && [ "$(cat "$STAMP_DIR/qemu-plugin-header")" = "qemu $installed" ]; then
+        log "qemu-plugin.h: cached (qemu $installed)"
+    else
+        apt_ready
+        local ver tmp orig
+        ver=$installed
+        tmp=$CACHE/extract/qemu-src
+        rm -rf "$tmp"
+        mkdir -p "$tmp"
+        log "downloading the qemu $ver source package for qemu-plugin.h"
+        # Only the upstream tarball is needed. The archive may already have dropped this
+        # backport's .dsc/.debian.tar (404) while keeping the shared orig tarball, which apt
+        # still fetches and checks against the Sources index: accept that partial result.
+        (cd "$tmp" && apt_private apt-get source --download-only -qq "qemu=$ver" >&2) ||
+            log "apt-get source reported errors; looking for the orig tarball anyway"
+        if ! find "$tmp" -maxdepth 1 -name 'qemu_*.orig.tar.*' | grep -q .; then
+            apt_update
+            (cd "$tmp" && apt_private apt-get source --download-only -qq "qemu=$ver" >&2) || true
+        fi
+        orig=$(find "$tmp" -maxdepth 1 -name 'qemu_*.orig.tar.*' | head -1)
+        [ -n "$orig" ] || die "no qemu orig tarball downloaded"
+        tar -xf "$orig" -C "$tmp" --wildcards '*/include/qemu/qemu-plugin.h' ||
+            die "no include/qemu/qemu-plugin.h in $orig"
+        mkdir -p "$dir"
+        find "$tmp" -path '*/include/qemu/qemu-plugin.h' -exec cp {} "$hdr" \;
+        [ -s "$hdr" ] || die "qemu-plugin.h extraction failed"
+        rm -rf "$tmp"
+        record_version qemu-plugin-header "qemu $ver"
+        stamp_write qemu-plugin-header "qemu $installed"
+        log "qemu-plugin.h: from qemu $ver"
+    fi
+    echo "QEMU_PLUGIN_H=$hdr"
+}
+
 main() {
     need_tool apt-get apt
     need_tool dpkg-deb dpkg
@@ -324,6 +370,7 @@ main() {
         busybox) do_busybox ;;
         initramfs | initrd) do_initramfs ;;
         rpi4-firmware | firmware) do_rpi4_firmware ;;
+        qemu-plugin-header) do_qemu_plugin_header ;;
         all)
             do_kernel
             do_initramfs
@@ -335,7 +382,7 @@ main() {
             log "stamps cleared; the next run fetches the newest versions"
             ;;
         -h | --help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' ;;
-        *) die "unknown subcommand '$cmd' (kernel|initramfs|rpi4-firmware|all|versions|refresh)" ;;
+        *) die "unknown subcommand '$cmd' (kernel|initramfs|rpi4-firmware|qemu-plugin-header|all|versions|refresh)" ;;
         esac
     done
 }
