@@ -26,10 +26,9 @@ early_vectors:
     early_entry \kind
     .endr
 
-/* Frame layout: x0..x30, elr, spsr, esr, far (see ExceptionFrame in exceptions.rs). */
+/* Frame layout: x0..x30, elr, spsr, esr, far (see ExceptionFrame in exceptions.rs).
+ * x0/x1 were saved by the vector entry; x1 holds the kind. */
 .macro save_frame
-    sub     sp, sp, #{FRAME_SIZE}
-    stp     x0, x1, [sp, #16 * 0]
     stp     x2, x3, [sp, #16 * 1]
     stp     x4, x5, [sp, #16 * 2]
     stp     x6, x7, [sp, #16 * 3]
@@ -47,8 +46,8 @@ early_vectors:
     mrs     x0, elr_el2
     stp     x30, x0, [sp, #16 * 15]
     mrs     x0, spsr_el2
-    mrs     x1, esr_el2
-    stp     x0, x1, [sp, #16 * 16]
+    mrs     x2, esr_el2
+    stp     x0, x2, [sp, #16 * 16]
     mrs     x0, far_el2
     str     x0, [sp, #16 * 17]
 .endm
@@ -77,14 +76,14 @@ early_vectors:
     eret
 .endm
 
-/* An exception taken from EL2 itself: kind in x1, frame in x0. */
+/* An exception taken from EL2 itself: a vector entry must fit in 0x80 bytes, so it only
+ * saves x0/x1 and branches to the common path with the kind in x1. */
 .macro current_entry kind
     .balign 0x80
-    save_frame
-    mov     x0, sp
+    sub     sp, sp, #{FRAME_SIZE}
+    stp     x0, x1, [sp, #16 * 0]
     mov     x1, #\kind
-    bl      el2_exception
-    restore_frame_eret
+    b       current_common
 .endm
 
 .macro guest_entry target
@@ -111,3 +110,10 @@ runtime_vectors:
     current_entry 13
     current_entry 14
     current_entry 15
+
+/* Saves the frame, calls el2_exception(frame, kind), restores and returns. */
+current_common:
+    save_frame
+    mov     x0, sp
+    bl      el2_exception
+    restore_frame_eret

@@ -54,10 +54,11 @@ fi
 [ "$icount" = 1 ] && qemu+=(-icount shift=0)
 case "$board" in
     virt)
-        # Host RAM: the hypervisor and the guest modules sit in the first 512 MiB, the guest's
-        # RAM above them.
+        # Host RAM layout: the hypervisor at 0x40080000, QEMU's DTB at 0x48000000 (RAM base +
+        # 128 MiB), the guest modules at 0x50000000 (kernel) and 0x58000000 (initrd), and the
+        # guest's RAM at the top, above 0x60000000.
         qemu+=(-M "virt,virtualization=on,gic-version=$gic" -cpu cortex-a72
-               -smp "${qemu_cpus:-$smp}" -m "$(( mem_mib + 512 ))M")
+               -smp "${qemu_cpus:-$smp}" -m "$(( mem_mib + 512 + 256 ))M")
         ;;
     rpi4)
         eval "$(scripts/assets.sh rpi4-dtb)"
@@ -72,10 +73,11 @@ if [ "$guest" = 1 ]; then
         kernel=$KERNEL
         [ -n "$initrd" ] || initrd=$INITRD
     fi
-    [ -n "$append" ] || append="console=ttyAMA0 earlycon=pl011,0x09000000"
+    [ -n "$append" ] || append="console=ttyAMA0"
     hyp_append="$hyp_append bulkhead.guest_mem=${mem_mib}M bulkhead.guest_smp=$smp"
-    qemu+=(-device "guest-loader,addr=0x48000000,kernel=$kernel,bootargs=$append")
-    [ -n "$initrd" ] && qemu+=(-device "guest-loader,addr=0x4c000000,initrd=$initrd")
+    # QEMU option values escape commas by doubling them.
+    qemu+=(-device "guest-loader,addr=0x50000000,kernel=$kernel,bootargs=${append//,/,,}")
+    [ -n "$initrd" ] && qemu+=(-device "guest-loader,addr=0x58000000,initrd=$initrd")
 fi
 
 qemu+=(-kernel "$image" -append "${hyp_append# }")

@@ -529,7 +529,12 @@ pub enum ModuleKind {
 
 /// The `multiboot,module` children of `/chosen`.
 pub fn modules<'a>(fdt: &'a Fdt<'a>) -> impl Iterator<Item = Module<'a>> + 'a {
-    let (ac, sc) = child_cells(fdt, "/chosen");
+    // QEMU's guest-loader (like Xen's bootloaders) writes module `reg`s with the root's cell
+    // sizes and leaves `/chosen` without #address-cells/#size-cells; honour them if present.
+    let chosen_declares = fdt
+        .find_node("/chosen")
+        .is_some_and(|c| c.property("#address-cells").is_some());
+    let (ac, sc) = child_cells(fdt, if chosen_declares { "/chosen" } else { "/" });
     let chosen = fdt.find_node("/chosen");
     chosen
         .into_iter()
@@ -687,6 +692,19 @@ mod tests {
         let blob = load("no-memory.dtb");
         let fdt = parse(&blob).unwrap();
         assert_eq!(memory_regions(&fdt).count(), 0);
+    }
+
+    #[test]
+    fn guest_loader_modules() {
+        let blob = load("virt-gicv3-guest-loader.dtb");
+        let fdt = parse(&blob).unwrap();
+        let mods: Vec<_> = modules(&fdt).collect();
+        let kernel = mods.iter().find(|m| m.kind == ModuleKind::Kernel).unwrap();
+        let ramdisk = mods.iter().find(|m| m.kind == ModuleKind::Ramdisk).unwrap();
+        assert_eq!(kernel.range.base, 0x4800_0000);
+        assert!(kernel.range.size > 1 << 20, "kernel size {:#x}", kernel.range.size);
+        assert!(kernel.bootargs.is_some());
+        assert_eq!(ramdisk.range, PhysRange { base: 0x4c00_0000, size: 0xf17fd });
     }
 
     #[test]

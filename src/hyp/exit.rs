@@ -43,6 +43,7 @@ const FSC_SEA: u64 = 0x10;
 pub fn handle_sync(vm: &Vm, me: &mut VcpuLocal) -> ExitAction {
     let (esr, far, hpfar) = sysregs::exit_syndrome();
     let ec = (esr >> 26) & 0x3f;
+    log::trace!("vcpu {}: exit EC={ec:#x} ESR={esr:#x} FAR={far:#x} HPFAR={hpfar:#x} PC={:#x}", me.index, me.regs.pc);
     match ec {
         EC_WFX => {
             me.regs.pc += 4;
@@ -171,6 +172,7 @@ fn instruction_abort(vm: &Vm, me: &mut VcpuLocal, esr: u64, far: u64, hpfar: u64
 
 /// Maps guest RAM (or a passed-through device page) on its first touch.
 fn map(vm: &Vm, me: &mut VcpuLocal, decision: Stage2Decision) -> ExitAction {
+    log::trace!("vcpu {}: stage-2 {decision:?}", me.index);
     let mut stage2 = vm.stage2.lock();
     if let Stage2Decision::MapRam { ipa, pa, size } = decision {
         if stage2.lookup(ipa).is_some() {

@@ -208,6 +208,14 @@ impl Vm {
             initrd: plan.initrd.clone(),
         })
         .map_err(VmError::Dtb)?;
+        log::debug!(
+            "load: kernel {:?} ({} bytes, first word {:#x?}) entry {:#x} dtb {:#x}",
+            plan.kernel,
+            kernel.len(),
+            kernel.get(..4),
+            plan.entry,
+            plan.dtb.start
+        );
         self.copy_to_guest(plan.kernel.start, kernel)?;
         if let (Some(bytes), Some(range)) = (initrd, plan.initrd.as_ref()) {
             self.copy_to_guest(range.start, bytes)?;
