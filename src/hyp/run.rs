@@ -14,7 +14,7 @@ use super::vm::{GicKick, Vm};
 use crate::arch::switch::{ExitKind, GuestRegs, run_guest};
 use crate::arch::sysregs::{self, El1State};
 use crate::arch::{cpu, stage2_hw, vgic_hw};
-use crate::vcpu::power::{SystemEvent, VmState};
+use crate::vcpu::power::VmState;
 use crate::vcpu::request::{Request, make_all_request};
 use crate::vgic::LrEntry;
 
@@ -49,6 +49,7 @@ impl VcpuLocal {
 
     /// Architectural reset of this vCPU's registers, starting at `entry` with `x0`.
     fn start_at(&mut self, entry: u64, x0: u64) {
+        log::debug!("vcpu {}: start at {entry:#x} x0={x0:#x}", self.index);
         self.regs = GuestRegs::default();
         self.regs.x[0] = x0;
         self.regs.pc = entry;
@@ -115,6 +116,7 @@ pub fn run_vcpu(vm: &'static Vm, index: usize) -> ! {
     irq::enable_vcpu_irqs(index);
     let requests = &vm.requests[index];
     let Some(vmids) = super::vm::vmids() else { park() };
+    log::debug!("vcpu {index}: run loop on cpu {}", crate::arch::percpu::current());
     loop {
         let generation = vm.generation.load(Ordering::Acquire);
         if generation != me.generation && vm.power.vm_state() == VmState::Running {
@@ -199,21 +201,18 @@ pub fn run_vcpu(vm: &'static Vm, index: usize) -> ! {
     }
 }
 
-/// PSCI SYSTEM_OFF: stop every vCPU (waiting until none can still be in the guest), then
+/// PSCI SYSTEM_OFF (the PSCI handler already moved the VM to `Off`, and only the winning
+/// caller gets here): stop every vCPU, waiting until none can still be in the guest, then
 /// power the machine off (Bulkhead runs one VM).
 fn system_off(vm: &Vm, index: usize) {
-    if vm.power.system_event(SystemEvent::Off) {
-        make_all_request(vm.requests.iter(), Request::Stop, true, &GicKick);
-        log::info!("guest powered off (vcpu {index}): powering off");
-        crate::board::power::power_off();
-    }
+    make_all_request(vm.requests.iter(), Request::Stop, true, &GicKick);
+    log::info!("guest powered off (vcpu {index}): powering off");
+    crate::board::power::power_off();
 }
 
-/// PSCI SYSTEM_RESET(2): stop every vCPU, then rebuild the VM in place and restart vCPU 0.
+/// PSCI SYSTEM_RESET(2) (VM already `Resetting`): stop every vCPU, then rebuild the VM in
+/// place and restart vCPU 0.
 fn system_reset(vm: &Vm, index: usize, vmid: u16) {
-    if !vm.power.system_event(SystemEvent::Reset) {
-        return;
-    }
     make_all_request(vm.requests.iter(), Request::Reset, true, &GicKick);
     log::info!("guest reset (vcpu {index})");
     if let Err(e) = vm.reset(vmid) {
