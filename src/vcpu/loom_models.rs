@@ -16,7 +16,9 @@ use loom::sync::atomic::{AtomicBool, AtomicUsize};
 use loom::thread;
 
 use super::power::{PowerState, VmPower, VmState};
-use super::request::{GuestMode, Kick, Request, RequestSet, VcpuRequests, make_all_request, make_request};
+use super::request::{
+    GuestMode, Kick, Request, RequestSet, VcpuRequests, make_all_request, make_request,
+};
 use crate::psci::{self, PsciAction, SUCCESS};
 use crate::sync::Ordering;
 use smccc::psci::error::{ALREADY_ON, ON_PENDING};
@@ -52,7 +54,7 @@ fn guest_runs(taken: RequestSet, requesters: &[&Requester]) {
         if !taken.contains(r.request) {
             assert!(
                 !r.reused.load(Ordering::Acquire),
-                "{:?} requester returned while the vCPU was in the guest without the request",
+                "vCPU in the guest, without having taken {:?}, after that requester returned",
                 r.request
             );
         }
@@ -184,7 +186,11 @@ fn loom_scenario3_kick_without_wait_never_blocks_and_kicks_once() {
         for requester in requesters {
             requester.join().unwrap();
         }
-        assert_eq!(kick.0.load(Ordering::Relaxed), 1, "exactly one IPI per guest entry");
+        assert_eq!(
+            kick.0.load(Ordering::Relaxed),
+            1,
+            "exactly one IPI per guest entry"
+        );
     });
 }
 
@@ -200,7 +206,11 @@ fn system_event_races_cpu_on(event_fid: u32) {
         // vCPU 1 was started earlier; vCPUs 0 and 1 are in EL2 handling their HVCs.
         vm.cpu_on(1, ENTRY, 0).unwrap();
         vm.claim_start(1).unwrap();
-        let requests = Arc::new([VcpuRequests::new(), VcpuRequests::new(), VcpuRequests::new()]);
+        let requests = Arc::new([
+            VcpuRequests::new(),
+            VcpuRequests::new(),
+            VcpuRequests::new(),
+        ]);
         for (pcpu, vcpu) in requests.iter().enumerate() {
             vcpu.set_pcpu(pcpu);
         }
@@ -257,7 +267,10 @@ fn system_event_races_cpu_on(event_fid: u32) {
         vcpu1.join().unwrap();
 
         for vcpu in 0..3 {
-            assert!(!vm.may_run(vcpu), "vCPU {vcpu} can still run after the system event");
+            assert!(
+                !vm.may_run(vcpu),
+                "vCPU {vcpu} can still run after the system event"
+            );
             assert_eq!(vm.power_state(vcpu), Some(PowerState::Off));
             assert_eq!(requests[vcpu].mode(), GuestMode::Outside);
         }
@@ -304,9 +317,14 @@ fn loom_scenario4_cpu_on_racing_cpu_on_has_exactly_one_success() {
             .collect();
         assert_eq!(winners.len(), 1, "results {results:?}");
         for (code, _) in &results {
-            assert!([SUCCESS, ALREADY_ON, ON_PENDING].contains(code), "results {results:?}");
+            assert!(
+                [SUCCESS, ALREADY_ON, ON_PENDING].contains(code),
+                "results {results:?}"
+            );
         }
-        let start = started.or_else(|| vm.claim_start(2)).expect("the winner's CPU_ON is pending");
+        let start = started
+            .or_else(|| vm.claim_start(2))
+            .expect("the winner's CPU_ON is pending");
         assert_eq!(start.entry, winners[0]);
         assert_eq!(vm.power_state(2), Some(PowerState::On));
     });
