@@ -78,6 +78,11 @@ impl RequestSet {
         self.0 == 0
     }
 
+    /// The requests in either set.
+    pub const fn union(self, other: RequestSet) -> RequestSet {
+        RequestSet(self.0 | other.0)
+    }
+
     /// The requests in the set, lowest bit first.
     pub fn iter(self) -> impl Iterator<Item = Request> {
         Request::ALL.into_iter().filter(move |r| self.contains(*r))

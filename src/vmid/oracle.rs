@@ -42,14 +42,16 @@ impl GuestOracle {
         }
         for (other, slot) in self.running.iter().enumerate() {
             match *slot {
-                Some((other_vm, other_vmid)) if other != cpu && other_vm == vm => {
-                    if other_vmid != vmid {
-                        return Err(format!(
-                            "VM{vm} runs with VMID {other_vmid} on CPU{other} and VMID {vmid} on CPU{cpu}"
-                        ));
-                    }
+                Some((other_vm, other_vmid))
+                    if other != cpu && other_vm == vm && other_vmid != vmid =>
+                {
+                    return Err(format!(
+                        "VM{vm} runs with VMID {other_vmid} on CPU{other} and VMID {vmid} on CPU{cpu}"
+                    ));
                 }
-                Some((other_vm, other_vmid)) if other != cpu && other_vmid == vmid => {
+                Some((other_vm, other_vmid))
+                    if other != cpu && other_vm != vm && other_vmid == vmid =>
+                {
                     return Err(format!(
                         "VMID {vmid} held by VM{other_vm} on CPU{other} and VM{vm} on CPU{cpu}"
                     ));
@@ -57,13 +59,14 @@ impl GuestOracle {
                 _ => {}
             }
         }
-        if let Some(&(owner, flushes_then)) = self.last_use.get(&vmid) {
-            if owner != vm && flushes <= flushes_then {
-                return Err(format!(
-                    "VMID {vmid} recycled from VM{owner} to VM{vm} without a TLB flush \
-                     ({flushes} flushes, {flushes_then} when VM{owner} last ran)"
-                ));
-            }
+        if let Some(&(owner, flushes_then)) = self.last_use.get(&vmid)
+            && owner != vm
+            && flushes <= flushes_then
+        {
+            return Err(format!(
+                "VMID {vmid} recycled from VM{owner} to VM{vm} without a TLB flush \
+                 ({flushes} flushes, {flushes_then} when VM{owner} last ran)"
+            ));
         }
         self.running[cpu] = Some((vm, vmid));
         self.last_use.insert(vmid, (vm, flushes));

@@ -295,3 +295,20 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn oracle_catches_each_violation_it_checks() {
+    let mut oracle = GuestOracle::new(3);
+    oracle.enter(0, 0, 1, 0).unwrap();
+    assert!(oracle.enter(1, 0, 2, 0).is_err(), "one VM, two VMIDs");
+    assert!(oracle.enter(1, 1, 1, 0).is_err(), "two VMs, one VMID");
+    assert!(oracle.enter(1, 1, 0, 0).is_err(), "VMID 0");
+    oracle.enter(1, 0, 1, 0).unwrap();
+    oracle.exit(0, 0);
+    oracle.exit(1, 0);
+    assert!(
+        oracle.enter(2, 1, 1, 0).is_err(),
+        "recycled without a flush"
+    );
+    oracle.enter(2, 1, 1, 1).unwrap();
+}
