@@ -142,23 +142,24 @@ pub fn enable_shared(intid: u32) {
     }
 }
 
-/// Acknowledges the highest-priority pending physical interrupt on this CPU.
-pub fn ack() -> Option<u32> {
+/// Acknowledges the highest-priority pending physical interrupt on this CPU. The `IntId`
+/// is the raw IAR value (GICv2 SGIs carry their source CPU in bits 12:10); hand it back to
+/// [`eoi`] unchanged.
+pub fn ack() -> Option<IntId> {
     let mut guard = GIC.lock();
     match guard.as_mut() {
         Some(HostGic::V3(_)) => {
             drop(guard);
-            GicCpuInterface::get_and_acknowledge_interrupt(InterruptGroup::Group1).map(u32::from)
+            GicCpuInterface::get_and_acknowledge_interrupt(InterruptGroup::Group1)
         }
         // Non-secure accesses to GICC_IAR see the non-secure (group 1) interrupts.
-        Some(HostGic::V2(gic)) => gic.get_and_acknowledge_interrupt(InterruptGroup::Group0).map(u32::from),
+        Some(HostGic::V2(gic)) => gic.get_and_acknowledge_interrupt(InterruptGroup::Group0),
         None => None,
     }
 }
 
 /// Ends (priority drop + deactivate) a physical interrupt taken with [`ack`].
-pub fn eoi(intid: u32) {
-    let id = to_intid(intid);
+pub fn eoi(id: IntId) {
     let mut guard = GIC.lock();
     match guard.as_mut() {
         Some(HostGic::V3(_)) => {

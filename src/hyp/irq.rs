@@ -79,7 +79,9 @@ pub fn handle_host_irqs(vm: &Vm, me: &mut VcpuLocal) {
     let uart = UART_INTID.load(Ordering::Relaxed);
     // Bounded: a device that keeps re-asserting must not wedge this CPU.
     for _ in 0..64 {
-        let Some(intid) = gic::ack() else { return };
+        let Some(iar) = gic::ack() else { return };
+        // GICv2 reports an SGI's source CPU in IAR bits 12:10; EOIR wants them back.
+        let intid = u32::from(iar) & 0x3ff;
         if intid >= 1020 {
             return;
         }
@@ -88,6 +90,6 @@ pub fn handle_host_irqs(vm: &Vm, me: &mut VcpuLocal) {
         } else if intid == uart && uart != 0 {
             forward_console_input(vm);
         }
-        gic::eoi(intid);
+        gic::eoi(iar);
     }
 }
