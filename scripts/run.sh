@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 board=virt gic=3 smp=4 guest=1 kernel="" initrd="" append="" mem=512M hyp_append="" image=""
-icount=0 qemu_cpus=""
+icount=0 qemu_cpus="" virt_ext=on
 extra=()
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -29,6 +29,7 @@ while [ $# -gt 0 ]; do
         --hyp-append) hyp_append=$2; shift 2 ;;
         --image) image=$2; shift 2 ;;
         --icount) icount=1; shift ;;
+        --el1) virt_ext=off; shift ;;   # tests: start the image at EL1 (it must say so)
         --) shift; extra=("$@"); break ;;
         -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
         *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
@@ -57,11 +58,11 @@ case "$board" in
         # Host RAM layout: the hypervisor at 0x40080000, QEMU's DTB at 0x48000000 (RAM base +
         # 128 MiB), the guest modules at 0x50000000 (kernel) and 0x58000000 (initrd), and the
         # guest's RAM at the top, above 0x60000000.
-        qemu+=(-M "virt,virtualization=on,gic-version=$gic" -cpu cortex-a72
+        qemu+=(-M "virt,virtualization=$virt_ext,gic-version=$gic" -cpu cortex-a72
                -smp "${qemu_cpus:-$smp}" -m "$(( mem_mib + 512 + 256 ))M")
         ;;
     rpi4)
-        eval "$(scripts/assets.sh rpi4-dtb)"
+        eval "$(scripts/assets.sh kernel)"
         qemu+=(-M raspi4b -smp 4 -accel tcg,thread=single -dtb "$RPI4_DTB")
         ;;
     *) echo "run.sh: unknown board $board" >&2; exit 2 ;;

@@ -256,7 +256,10 @@ fn resolve_path<'a>(fdt: &Fdt<'a>, name: &'a str) -> Option<&'a str> {
 /// aliased `serial0` (the RPi4 DT points stdout at the mini-UART; its PL011 is `serial0`).
 fn console_uart_path<'a>(fdt: &Fdt<'a>) -> Option<&'a str> {
     let chosen = fdt.find_node("/chosen");
-    let candidates = [chosen.and_then(|c| prop_str(&c, "stdout-path")), Some("serial0")];
+    let candidates = [
+        chosen.and_then(|c| prop_str(&c, "stdout-path")),
+        Some("serial0"),
+    ];
     candidates.into_iter().flatten().find_map(|name| {
         let path = resolve_path(fdt, name)?;
         let node = fdt.find_node(path)?;
@@ -702,9 +705,19 @@ mod tests {
         let kernel = mods.iter().find(|m| m.kind == ModuleKind::Kernel).unwrap();
         let ramdisk = mods.iter().find(|m| m.kind == ModuleKind::Ramdisk).unwrap();
         assert_eq!(kernel.range.base, 0x4800_0000);
-        assert!(kernel.range.size > 1 << 20, "kernel size {:#x}", kernel.range.size);
+        assert!(
+            kernel.range.size > 1 << 20,
+            "kernel size {:#x}",
+            kernel.range.size
+        );
         assert!(kernel.bootargs.is_some());
-        assert_eq!(ramdisk.range, PhysRange { base: 0x4c00_0000, size: 0xf17fd });
+        assert_eq!(
+            ramdisk.range,
+            PhysRange {
+                base: 0x4c00_0000,
+                size: 0xf17fd
+            }
+        );
     }
 
     #[test]

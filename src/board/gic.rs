@@ -94,7 +94,9 @@ fn to_intid(raw: u32) -> IntId {
 static V2_GICD_VA: spin::Once<u64> = spin::Once::new();
 
 fn set_v2_target_cpu0(intid: u32) {
-    let Some(&gicd) = V2_GICD_VA.get() else { return };
+    let Some(&gicd) = V2_GICD_VA.get() else {
+        return;
+    };
     if intid < 32 || intid >= 1020 {
         return;
     }
@@ -130,7 +132,9 @@ pub fn enable_shared(intid: u32) {
     match GIC.lock().as_mut() {
         Some(HostGic::V3(gic)) => {
             let _ = gic.set_interrupt_priority(id, None, 0x80);
-            let _ = gic.distributor().set_routing(id, Some(crate::arch::cpu::boot_mpidr()));
+            let _ = gic
+                .distributor()
+                .set_routing(id, Some(crate::arch::cpu::boot_mpidr()));
             let _ = gic.enable_interrupt(id, None, true);
         }
         Some(HostGic::V2(gic)) => {
@@ -184,7 +188,11 @@ pub fn kick(pcpu: usize, mpidr: u64) {
                 affinity1: (mpidr >> 8) as u8,
                 target_list: 1 << (mpidr & 0xf),
             };
-            let _ = GicCpuInterface::send_sgi(id, target, arm_gic::gicv3::SgiTargetGroup::CurrentGroup1);
+            let _ = GicCpuInterface::send_sgi(
+                id,
+                target,
+                arm_gic::gicv3::SgiTargetGroup::CurrentGroup1,
+            );
         }
         Some(HostGic::V2(gic)) => {
             let target = arm_gic::gicv2::SgiTarget::List {

@@ -43,12 +43,20 @@ const FSC_SEA: u64 = 0x10;
 pub fn handle_sync(vm: &Vm, me: &mut VcpuLocal) -> ExitAction {
     let (esr, far, hpfar) = sysregs::exit_syndrome();
     let ec = (esr >> 26) & 0x3f;
-    log::trace!("vcpu {}: exit EC={ec:#x} ESR={esr:#x} FAR={far:#x} HPFAR={hpfar:#x} PC={:#x}", me.index, me.regs.pc);
+    log::trace!(
+        "vcpu {}: exit EC={ec:#x} ESR={esr:#x} FAR={far:#x} HPFAR={hpfar:#x} PC={:#x}",
+        me.index,
+        me.regs.pc
+    );
     match ec {
         EC_WFX => {
             me.regs.pc += 4;
             // WFE is not trapped; WFI blocks until an interrupt is deliverable.
-            if esr & 1 == 0 { ExitAction::Block } else { ExitAction::Resume }
+            if esr & 1 == 0 {
+                ExitAction::Block
+            } else {
+                ExitAction::Resume
+            }
         }
         EC_HVC64 => smccc_call(vm, me),
         EC_SMC64 => {
@@ -60,7 +68,11 @@ pub fn handle_sync(vm: &Vm, me: &mut VcpuLocal) -> ExitAction {
         EC_DABT_LOWER => data_abort(vm, me, esr, far, hpfar),
         EC_IABT_LOWER => instruction_abort(vm, me, esr, far, hpfar),
         _ => {
-            guest_warn!("vcpu {}: unhandled exit EC={ec:#x} ESR={esr:#x} at {:#x}", me.index, me.regs.pc);
+            guest_warn!(
+                "vcpu {}: unhandled exit EC={ec:#x} ESR={esr:#x} at {:#x}",
+                me.index,
+                me.regs.pc
+            );
             inject_undef(me);
             ExitAction::Resume
         }
@@ -151,7 +163,11 @@ fn data_abort(vm: &Vm, me: &mut VcpuLocal, esr: u64, far: u64, hpfar: u64) -> Ex
             }
         },
         Stage2Decision::ExternalAbort => {
-            guest_warn!("vcpu {}: access to unbacked IPA {ipa:#x} at {:#x}", me.index, me.regs.pc);
+            guest_warn!(
+                "vcpu {}: access to unbacked IPA {ipa:#x} at {:#x}",
+                me.index,
+                me.regs.pc
+            );
             inject_abort(me, esr, far, true);
             ExitAction::Resume
         }
@@ -163,7 +179,10 @@ fn instruction_abort(vm: &Vm, me: &mut VcpuLocal, esr: u64, far: u64, hpfar: u64
     match vm.mem.decide(ipa) {
         d @ Stage2Decision::MapRam { .. } => map(vm, me, d),
         _ => {
-            guest_warn!("vcpu {}: instruction fetch from non-RAM IPA {ipa:#x}", me.index);
+            guest_warn!(
+                "vcpu {}: instruction fetch from non-RAM IPA {ipa:#x}",
+                me.index
+            );
             inject_abort(me, esr, far, false);
             ExitAction::Resume
         }
@@ -226,27 +245,41 @@ fn emulate(
             value.map(Some).map_err(|_| ())
         }
         (EmulatedDevice::GicDistributor, true) => {
-            let r = vm.vgic.lock().dist_write(me.index, offset, access.size, access.write_value(reg_value));
+            let r = vm.vgic.lock().dist_write(
+                me.index,
+                offset,
+                access.size,
+                access.write_value(reg_value),
+            );
             r.map(|set| {
                 kick_set(vm, set);
                 None
             })
             .map_err(|_| ())
         }
-        (EmulatedDevice::GicDistributor, false) => {
-            vm.vgic.lock().dist_read(me.index, offset, access.size).map(Some).map_err(|_| ())
-        }
+        (EmulatedDevice::GicDistributor, false) => vm
+            .vgic
+            .lock()
+            .dist_read(me.index, offset, access.size)
+            .map(Some)
+            .map_err(|_| ()),
         (EmulatedDevice::GicRedistributors, true) => {
-            let r = vm.vgic.lock().redist_write(offset, access.size, access.write_value(reg_value));
+            let r = vm
+                .vgic
+                .lock()
+                .redist_write(offset, access.size, access.write_value(reg_value));
             r.map(|set| {
                 kick_set(vm, set);
                 None
             })
             .map_err(|_| ())
         }
-        (EmulatedDevice::GicRedistributors, false) => {
-            vm.vgic.lock().redist_read(offset, access.size).map(Some).map_err(|_| ())
-        }
+        (EmulatedDevice::GicRedistributors, false) => vm
+            .vgic
+            .lock()
+            .redist_read(offset, access.size)
+            .map(Some)
+            .map_err(|_| ()),
     };
     match result {
         Ok(read) => {
@@ -256,7 +289,10 @@ fn emulate(
             me.regs.pc += access.instruction_len;
         }
         Err(()) => {
-            guest_warn!("vcpu {}: bad {device:?} access at offset {offset:#x}", me.index);
+            guest_warn!(
+                "vcpu {}: bad {device:?} access at offset {offset:#x}",
+                me.index
+            );
             inject_abort(me, 0, access.ipa, true);
         }
     }
@@ -265,7 +301,8 @@ fn emulate(
 
 /// Injects an UNDEFINED instruction exception at the faulting instruction.
 fn inject_undef(me: &mut VcpuLocal) {
-    let (pc, pstate) = sysregs::inject_sync(me.regs.pc, me.regs.pstate, (EC_UNKNOWN << 26) | ESR_IL, 0);
+    let (pc, pstate) =
+        sysregs::inject_sync(me.regs.pc, me.regs.pstate, (EC_UNKNOWN << 26) | ESR_IL, 0);
     me.regs.pc = pc;
     me.regs.pstate = pstate;
 }

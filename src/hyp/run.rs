@@ -115,8 +115,13 @@ pub fn run_vcpu(vm: &'static Vm, index: usize) -> ! {
     sysregs::activate_traps(index as u64);
     irq::enable_vcpu_irqs(index);
     let requests = &vm.requests[index];
-    let Some(vmids) = super::vm::vmids() else { park() };
-    log::debug!("vcpu {index}: run loop on cpu {}", crate::arch::percpu::current());
+    let Some(vmids) = super::vm::vmids() else {
+        park()
+    };
+    log::debug!(
+        "vcpu {index}: run loop on cpu {}",
+        crate::arch::percpu::current()
+    );
     loop {
         let generation = vm.generation.load(Ordering::Acquire);
         if generation != me.generation && vm.power.vm_state() == VmState::Running {

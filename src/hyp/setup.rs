@@ -33,22 +33,35 @@ pub fn create_vm(
 ) -> Option<&'static Vm> {
     let modules: Vec<dtb::Module<'_>> = dtb::modules(fdt).collect();
     let kernel = modules.iter().find(|m| m.kind == ModuleKind::Kernel)?;
-    let initrd = modules.iter().find(|m| m.kind == ModuleKind::Ramdisk).map(|m| m.range);
+    let initrd = modules
+        .iter()
+        .find(|m| m.kind == ModuleKind::Ramdisk)
+        .map(|m| m.range);
     let args = dtb::bootargs(fdt);
-    let ram_size = dtb::bootarg(args, "bulkhead.guest_mem").and_then(parse_size).unwrap_or(512 << 20);
+    let ram_size = dtb::bootarg(args, "bulkhead.guest_mem")
+        .and_then(parse_size)
+        .unwrap_or(512 << 20);
     let vcpu_count = dtb::bootarg(args, "bulkhead.guest_smp")
         .and_then(|s| s.parse().ok())
         .unwrap_or(cpu_count);
     if vcpu_count == 0 || vcpu_count > cpu_count {
-        log::error!("guest wants {vcpu_count} vCPUs; this machine runs at most {cpu_count} (one per CPU)");
+        log::error!(
+            "guest wants {vcpu_count} vCPUs; this machine runs at most {cpu_count} (one per CPU)"
+        );
         return None;
     }
 
     let image = entry::image();
     let params = entry::boot_params();
     let mut avoid = alloc::vec![
-        PhysRange { base: image.pa, size: hypervisor_end - image.pa },
-        PhysRange { base: params.dtb_pa, size: params.dtb_size },
+        PhysRange {
+            base: image.pa,
+            size: hypervisor_end - image.pa
+        },
+        PhysRange {
+            base: params.dtb_pa,
+            size: params.dtb_size
+        },
     ];
     avoid.extend(modules.iter().map(|m| m.range));
     avoid.extend(dtb::reserved_regions(fdt));
@@ -59,12 +72,19 @@ pub fn create_vm(
     };
 
     let (version, gicv_pa) = match *gic {
-        GicInfo::V3 { maintenance_intid, .. } => {
+        GicInfo::V3 {
+            maintenance_intid, ..
+        } => {
             vgic_hw::init(vgic_hw::VgicHw::V3);
             irq::set_host_intids(dtb::console_uart_intid(fdt), maintenance_intid);
             (GicVersion::V3, None)
         }
-        GicInfo::V2 { gich, gicv, maintenance_intid, .. } => {
+        GicInfo::V2 {
+            gich,
+            gicv,
+            maintenance_intid,
+            ..
+        } => {
             let (Some(gich), Some(gicv)) = (gich, gicv) else {
                 log::error!("GICv2 without virtualization extensions: cannot run guests");
                 return None;
@@ -96,7 +116,10 @@ pub fn create_vm(
         ram_size >> 20,
         if version == GicVersion::V3 { 3 } else { 2 },
         kernel.range.size >> 10,
-        initrd.map_or(String::new(), |r| alloc::format!(", initrd {} KiB", r.size >> 10))
+        initrd.map_or(String::new(), |r| alloc::format!(
+            ", initrd {} KiB",
+            r.size >> 10
+        ))
     );
     match vm::create(config) {
         Ok(vm) => Some(vm),

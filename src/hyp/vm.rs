@@ -113,7 +113,9 @@ pub fn init_vmids(requested_bits: Option<u8>, cpu_count: usize) {
             VMIDS.call_once(|| a);
         }
         Err(e) => {
-            log::error!("VMID allocator with {bits} bits for {cpu_count} CPUs: {e}; using {hw_bits}");
+            log::error!(
+                "VMID allocator with {bits} bits for {cpu_count} CPUs: {e}; using {hw_bits}"
+            );
             if let Ok(a) = VmidAllocator::new(hw_bits, cpu_count, stage2_hw::BroadcastTlb) {
                 VMIDS.call_once(|| a);
             }
@@ -183,11 +185,13 @@ impl Vm {
 
     fn copy_to_guest(&self, ipa: u64, bytes: &[u8]) -> Result<(), VmError> {
         let ipas = ipa..ipa + bytes.len() as u64;
-        let va = self.ram_host_va(&ipas).ok_or(VmError::Load(crate::loader::LoadError::DoesNotFit {
-            what: "image",
-            end: ipas.end,
-            ram_end: self.ram_ipas().end,
-        }))?;
+        let va =
+            self.ram_host_va(&ipas)
+                .ok_or(VmError::Load(crate::loader::LoadError::DoesNotFit {
+                    what: "image",
+                    end: ipas.end,
+                    ram_end: self.ram_ipas().end,
+                }))?;
         crate::arch::entry::copy_to_linear(va, bytes);
         // The guest starts with its MMU off: make the bytes visible to non-cacheable reads.
         stage2_hw::clean_inval_to_poc(va, bytes.len() as u64);
@@ -198,7 +202,10 @@ impl Vm {
     pub fn load(&self) -> Result<BootInfo, VmError> {
         let kernel = host_bytes(self.config.kernel);
         let initrd = self.config.initrd.map(host_bytes);
-        let ram = GuestRam { base: GUEST_RAM_BASE, size: self.config.ram_size };
+        let ram = GuestRam {
+            base: GUEST_RAM_BASE,
+            size: self.config.ram_size,
+        };
         let plan = plan_load(ram, kernel, initrd.map(|i| i.len())).map_err(VmError::Load)?;
         let dtb = build_guest_dtb(&GuestDtbConfig {
             vcpu_count: self.config.vcpu_count,
@@ -221,7 +228,10 @@ impl Vm {
             self.copy_to_guest(range.start, bytes)?;
         }
         self.copy_to_guest(plan.dtb.start, &dtb)?;
-        let boot = BootInfo { entry: plan.entry, dtb_ipa: plan.dtb.start };
+        let boot = BootInfo {
+            entry: plan.entry,
+            dtb_ipa: plan.dtb.start,
+        };
         *self.boot.lock() = boot;
         Ok(boot)
     }

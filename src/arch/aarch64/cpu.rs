@@ -65,5 +65,9 @@ pub fn boot_mpidr() -> u64 {
 
 /// MPIDR of physical CPU `index`.
 pub fn mpidr_of(index: usize) -> u64 {
-    super::entry::boot_params().mpidr.get(index).copied().unwrap_or(0)
+    super::entry::boot_params()
+        .mpidr
+        .get(index)
+        .copied()
+        .unwrap_or(0)
 }

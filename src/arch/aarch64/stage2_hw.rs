@@ -1,7 +1,9 @@
 //! Stage-2 hardware controls: VTCR/VTTBR, TLB invalidation by VMID, and the cache
 //! maintenance a guest running with its MMU off needs (seed 003).
 
-use aarch64_cpu::registers::{ID_AA64MMFR0_EL1, ID_AA64MMFR1_EL1, Readable, VTCR_EL2, VTTBR_EL2, Writeable};
+use aarch64_cpu::registers::{
+    ID_AA64MMFR0_EL1, ID_AA64MMFR1_EL1, Readable, VTCR_EL2, VTTBR_EL2, Writeable,
+};
 
 /// The physical address range field (ID_AA64MMFR0_EL1.PARange).
 pub fn pa_range() -> u8 {
@@ -25,7 +27,13 @@ pub fn load(vtcr: u64, root_pa: u64, vmid: u16) {
 pub fn flush_current_vmid() {
     // SAFETY: TLB maintenance has no memory-safety effect; barriers complete it.
     unsafe {
-        core::arch::asm!("dsb ishst", "tlbi vmalls12e1is", "dsb ish", "isb", options(nostack))
+        core::arch::asm!(
+            "dsb ishst",
+            "tlbi vmalls12e1is",
+            "dsb ish",
+            "isb",
+            options(nostack)
+        )
     };
 }
 
@@ -63,7 +71,9 @@ pub fn clean_inval_to_poc(va: u64, len: u64) {
     let mut addr = va & !(line - 1);
     while addr < va + len {
         // SAFETY: DC CIVAC on a mapped VA (the linear window) writes back and drops the line.
-        unsafe { core::arch::asm!("dc civac, {}", in(reg) addr, options(nostack, preserves_flags)) };
+        unsafe {
+            core::arch::asm!("dc civac, {}", in(reg) addr, options(nostack, preserves_flags))
+        };
         addr += line;
     }
     // SAFETY: barriers, and invalidating the instruction cache (new guest code).

@@ -44,7 +44,10 @@ const SCTLR_EL1_RESET: u64 = 0x30d0_0800;
 impl El1State {
     /// The architectural reset state a freshly powered-on vCPU sees.
     pub fn reset() -> Self {
-        Self { sctlr: SCTLR_EL1_RESET, ..Self::default() }
+        Self {
+            sctlr: SCTLR_EL1_RESET,
+            ..Self::default()
+        }
     }
 
     /// Reads the live EL1 state of this CPU.

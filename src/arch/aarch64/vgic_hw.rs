@@ -11,7 +11,9 @@ use crate::vgic::LrEntry;
 pub enum VgicHw {
     V3,
     /// GICH frame's VA in the linear window.
-    V2 { gich: u64 },
+    V2 {
+        gich: u64,
+    },
 }
 
 static HW: Once<VgicHw> = Once::new();
@@ -56,7 +58,11 @@ pub fn lr_count() -> usize {
 pub fn enable(underflow: bool) {
     match hw() {
         Some(VgicHw::V3) => {
-            let uie = if underflow { ICH_HCR_EL2::UIE::SET } else { ICH_HCR_EL2::UIE::CLEAR };
+            let uie = if underflow {
+                ICH_HCR_EL2::UIE::SET
+            } else {
+                ICH_HCR_EL2::UIE::CLEAR
+            };
             ICH_HCR_EL2.write(ICH_HCR_EL2::En::SET + uie);
         }
         Some(VgicHw::V2 { gich }) => gich_write(gich, GICH_HCR, 1 | (u32::from(underflow) << 1)),
@@ -142,9 +148,11 @@ fn v2_encode(e: &LrEntry) -> u32 {
 pub fn write_lr(index: usize, entry: Option<&LrEntry>) {
     match hw() {
         Some(VgicHw::V3) => v3_lr_write(index, entry.map_or(0, v3_encode)),
-        Some(VgicHw::V2 { gich }) => {
-            gich_write(gich, GICH_LR0 + 4 * index as u64, entry.map_or(0, v2_encode))
-        }
+        Some(VgicHw::V2 { gich }) => gich_write(
+            gich,
+            GICH_LR0 + 4 * index as u64,
+            entry.map_or(0, v2_encode),
+        ),
         None => {}
     }
 }

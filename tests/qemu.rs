@@ -1,0 +1,329 @@
+//! QEMU boot tests: every test boots the real image under QEMU through `scripts/run.sh` (the
+//! README's run command), with a timeout, and checks what was printed and how QEMU ended.
+//! On failure the whole console log is shown.
+//!
+//! `scripts/test.sh` pre-builds the image and the probe guest and passes them in
+//! `BULKHEAD_IMAGE` / `BULKHEAD_PROBE`; without them `run.sh` builds (and installs) itself.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+struct Run {
+    code: Option<i32>,
+    log: String,
+}
+
+impl Run {
+    fn assert_exit_ok(&self) {
+        assert_eq!(
+            self.code,
+            Some(0),
+            "QEMU did not exit with 0; console:\n{}",
+            self.log
+        );
+    }
+
+    fn assert_line(&self, line: &str) {
+        assert!(
+            self.log.lines().any(|l| l.trim_end_matches('\r') == line),
+            "missing line {line:?}; console:\n{}",
+            self.log
+        );
+    }
+
+    fn assert_contains(&self, text: &str) {
+        assert!(
+            self.log.contains(text),
+            "missing {text:?}; console:\n{}",
+            self.log
+        );
+    }
+
+    fn assert_lacks(&self, text: &str) {
+        assert!(
+            !self.log.contains(text),
+            "unexpected {text:?}; console:\n{}",
+            self.log
+        );
+    }
+
+    fn count(&self, text: &str) -> usize {
+        self.log.matches(text).count()
+    }
+}
+
+/// Runs `scripts/run.sh ARGS` with stdin closed, killing it after `timeout`.
+fn run(args: &[&str], timeout: Duration) -> Run {
+    let mut cmd = Command::new(repo().join("scripts/run.sh"));
+    if let Ok(image) = std::env::var("BULKHEAD_IMAGE") {
+        cmd.args(["--image", &image]);
+    }
+    cmd.args(args)
+        .current_dir(repo())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let mut child = cmd.spawn().expect("cannot start scripts/run.sh");
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = stdout.read_to_end(&mut s);
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = stderr.read_to_end(&mut s);
+        s
+    });
+    let start = Instant::now();
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        if start.elapsed() > timeout {
+            // Kill the whole process group (run.sh execs QEMU, but be thorough).
+            let _ = Command::new("kill")
+                .args(["-9", &format!("-{}", child.id())])
+                .status();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // Serial consoles end lines with "\r\n"; compare on "\n".
+    let mut log = String::from_utf8_lossy(&out.join().unwrap()).replace('\r', "");
+    log.push_str("\n--- stderr ---\n");
+    log.push_str(&String::from_utf8_lossy(&err.join().unwrap()));
+    if code.is_none() {
+        log.push_str(&format!("\n--- killed after {timeout:?} ---\n"));
+    }
+    Run { code, log }
+}
+
+use std::os::unix::process::CommandExt;
+
+fn probe() -> String {
+    std::env::var("BULKHEAD_PROBE").unwrap_or_else(|_| {
+        let out = Command::new(repo().join("scripts/build-guests.sh"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap()
+            .to_string()
+    })
+}
+
+const QUICK: Duration = Duration::from_secs(120);
+const LINUX: Duration = Duration::from_secs(300);
+
+// ---- issue 2: the hypervisor itself -------------------------------------------------------
+
+#[test]
+fn no_guest_virt_gicv3_4_cpus() {
+    let r = run(&["--no-guest", "--gic", "3", "--smp", "4"], QUICK);
+    r.assert_line("bulkhead: ready: cpus=4/4 el=2 mmu=runtime gic=v3 board=virt");
+    r.assert_exit_ok();
+}
+
+#[test]
+fn no_guest_virt_gicv2_4_cpus() {
+    let r = run(&["--no-guest", "--gic", "2", "--smp", "4"], QUICK);
+    r.assert_line("bulkhead: ready: cpus=4/4 el=2 mmu=runtime gic=v2 board=virt");
+    r.assert_exit_ok();
+}
+
+#[test]
+fn no_guest_virt_1_cpu() {
+    let r = run(&["--no-guest", "--smp", "1"], QUICK);
+    r.assert_line("bulkhead: ready: cpus=1/1 el=2 mmu=runtime gic=v3 board=virt");
+    r.assert_exit_ok();
+}
+
+#[test]
+fn no_guest_raspi4b() {
+    let r = run(&["--no-guest", "--board", "rpi4"], Duration::from_secs(180));
+    r.assert_line("bulkhead: ready: cpus=4/4 el=2 mmu=runtime gic=v2 board=rpi4");
+    r.assert_exit_ok();
+}
+
+#[test]
+fn hotplug_cycles_every_secondary_10_times() {
+    let r = run(
+        &["--no-guest", "--hyp-append", "bulkhead.hotplug_test=10"],
+        QUICK,
+    );
+    r.assert_line("bulkhead: hotplug: 10 cycles of 3 secondary cpus off/on ok");
+    r.assert_line("bulkhead: ready: cpus=4/4 el=2 mmu=runtime gic=v3 board=virt");
+    r.assert_lacks("per-CPU state lost");
+    r.assert_exit_ok();
+}
+
+#[test]
+fn entered_at_el1_says_so() {
+    let r = run(&["--no-guest", "--el1"], QUICK);
+    r.assert_contains("bulkhead: error: entered at EL1; Bulkhead must be started at EL2");
+    r.assert_lacks("bulkhead: ready");
+    r.assert_exit_ok();
+}
+
+// ---- issue 3: guests ----------------------------------------------------------------------
+
+fn assert_smoke(r: &Run, cpus: usize) {
+    r.assert_contains("BULKHEAD-TEST: init reached");
+    r.assert_contains(&format!("BULKHEAD-TEST: cpus online={cpus} "));
+    for cpu in 0..cpus {
+        r.assert_contains(&format!("BULKHEAD-TEST: work ran on cpu {cpu}\n"));
+    }
+    r.assert_contains("BULKHEAD-TEST: timer ticks on all cpus");
+    r.assert_contains("BULKHEAD-TEST: smoke passed");
+    r.assert_lacks("BULKHEAD-TEST: FAIL");
+    r.assert_contains("bulkhead: guest powered off");
+    r.assert_lacks("bulkhead: FATAL");
+    r.assert_lacks("PANIC");
+    r.assert_exit_ok();
+}
+
+#[test]
+fn linux_smp4_gicv3() {
+    let r = run(
+        &[
+            "--gic",
+            "3",
+            "--smp",
+            "4",
+            "--append",
+            "console=ttyAMA0 bulkhead.test=smoke",
+        ],
+        LINUX,
+    );
+    assert_smoke(&r, 4);
+}
+
+#[test]
+fn linux_smp4_gicv2() {
+    let r = run(
+        &[
+            "--gic",
+            "2",
+            "--smp",
+            "4",
+            "--append",
+            "console=ttyAMA0 bulkhead.test=smoke",
+        ],
+        LINUX,
+    );
+    assert_smoke(&r, 4);
+}
+
+#[test]
+fn linux_1_vcpu() {
+    let r = run(
+        &[
+            "--smp",
+            "1",
+            "--append",
+            "console=ttyAMA0 bulkhead.test=smoke",
+        ],
+        LINUX,
+    );
+    assert_smoke(&r, 1);
+}
+
+#[test]
+fn linux_reboots_twice_then_powers_off() {
+    let r = run(
+        &[
+            "--smp",
+            "4",
+            "--append",
+            "console=ttyAMA0 bulkhead.test=reboot mem=511M",
+        ],
+        LINUX,
+    );
+    r.assert_contains("BULKHEAD-TEST: boot 1\n");
+    r.assert_contains("BULKHEAD-TEST: boot 2\n");
+    r.assert_contains("BULKHEAD-TEST: boot 3\n");
+    r.assert_contains("BULKHEAD-TEST: reboot cycle done (boots=3)");
+    assert_eq!(r.count("bulkhead: guest reset"), 2, "{}", r.log);
+    r.assert_contains("bulkhead: guest powered off");
+    r.assert_lacks("BULKHEAD-TEST: FAIL");
+    r.assert_exit_ok();
+}
+
+fn assert_probe(r: &Run) {
+    r.assert_contains("PROBE: DONE pass=");
+    r.assert_contains(" fail=0\n");
+    r.assert_lacks("PROBE: FAIL");
+    r.assert_contains("PROBE: PASS abort_load_hole_below_ram");
+    r.assert_contains("PROBE: PASS cpu_on_bad_mpidr");
+    r.assert_contains("PROBE: PASS secondary_cpu_off_did_not_return_round2");
+    r.assert_contains("bulkhead: guest powered off");
+    r.assert_exit_ok();
+}
+
+#[test]
+fn probe_guest_psci_errors_and_aborts() {
+    let probe = probe();
+    let r = run(&["--kernel", &probe, "--smp", "2", "--mem", "256M"], QUICK);
+    assert_probe(&r);
+}
+
+#[test]
+fn probe_guest_with_2_bit_vmids_and_resets() {
+    let probe = probe();
+    let r = run(
+        &[
+            "--kernel",
+            &probe,
+            "--smp",
+            "2",
+            "--mem",
+            "256M",
+            "--append",
+            "probe.reboots=3",
+            "--hyp-append",
+            "bulkhead.vmid_bits=2",
+        ],
+        QUICK,
+    );
+    r.assert_contains("bulkhead: VMIDs: 2 bits");
+    assert_eq!(r.count("bulkhead: guest reset"), 3, "{}", r.log);
+    assert_probe(&r);
+}
+
+#[test]
+fn image_has_a_linux_arm64_header() {
+    let image = std::env::var("BULKHEAD_IMAGE").unwrap_or_else(|_| {
+        let out = Command::new(repo().join("scripts/build.sh"))
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    });
+    let bytes = std::fs::read(Path::new(&image)).unwrap();
+    assert_eq!(&bytes[0x38..0x3c], b"ARM\x64");
+    let text_offset = u64::from_le_bytes(bytes[8..16].try_into().unwrap());
+    let image_size = u64::from_le_bytes(bytes[16..24].try_into().unwrap());
+    assert_eq!(text_offset, 0x80000);
+    assert!(
+        image_size >= bytes.len() as u64,
+        "image_size must cover the file and its BSS"
+    );
+    // Branch instruction at code0.
+    assert_eq!(bytes[3] & 0xfc, 0x14);
+}
