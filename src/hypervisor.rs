@@ -182,7 +182,7 @@ fn wait_until(mut done: impl FnMut() -> bool, timeout_us: u64) -> bool {
         if cpu::counter() > end {
             return false;
         }
-        core::hint::spin_loop();
+        crate::arch::cpu::yield_hint();
     }
     true
 }

@@ -15,13 +15,33 @@ pub use loom::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Orderi
 #[cfg(not(all(test, loom)))]
 pub use core::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
 
+/// How a spinning CPU waits one step: a `yield` hint on the hypervisor (so a CPU that waits for
+/// a lock holder gives way to it where the hardware — or QEMU's round-robin TCG — can switch,
+/// instead of burning its whole time slice), the standard spin-loop hint elsewhere.
+pub struct Relax;
+
+impl spin::relax::RelaxStrategy for Relax {
+    #[inline]
+    fn relax() {
+        #[cfg(all(target_arch = "aarch64", target_os = "none"))]
+        crate::arch::cpu::yield_hint();
+        #[cfg(not(all(target_arch = "aarch64", target_os = "none")))]
+        core::hint::spin_loop();
+    }
+}
+
+/// The spin lock every hypervisor room uses (`spin::Mutex` with the [`Relax`] strategy).
+pub type SpinLock<T> = spin::mutex::SpinMutex<T, Relax>;
+/// Its guard.
+pub type SpinGuard<'a, T> = spin::mutex::SpinMutexGuard<'a, T, Relax>;
+
 /// A mutual-exclusion lock: `spin::Mutex` on the hardware, `loom::sync::Mutex` under the model
 /// checker. Both are wrapped so callers see one `lock()` that cannot fail.
 pub struct Mutex<T> {
     #[cfg(all(test, loom))]
     inner: loom::sync::Mutex<T>,
     #[cfg(not(all(test, loom)))]
-    inner: spin::Mutex<T>,
+    inner: SpinLock<T>,
 }
 
 /// The guard returned by [`Mutex::lock`]; the lock is released when it is dropped.
@@ -29,7 +49,7 @@ pub struct Mutex<T> {
 pub type MutexGuard<'a, T> = loom::sync::MutexGuard<'a, T>;
 /// The guard returned by [`Mutex::lock`]; the lock is released when it is dropped.
 #[cfg(not(all(test, loom)))]
-pub type MutexGuard<'a, T> = spin::MutexGuard<'a, T>;
+pub type MutexGuard<'a, T> = SpinGuard<'a, T>;
 
 impl<T> Mutex<T> {
     /// Creates an unlocked mutex holding `value`.
@@ -38,7 +58,7 @@ impl<T> Mutex<T> {
             #[cfg(all(test, loom))]
             inner: loom::sync::Mutex::new(value),
             #[cfg(not(all(test, loom)))]
-            inner: spin::Mutex::new(value),
+            inner: SpinLock::new(value),
         }
     }
 
@@ -69,5 +89,5 @@ pub fn spin_wait() {
     #[cfg(all(test, loom))]
     loom::thread::yield_now();
     #[cfg(not(all(test, loom)))]
-    core::hint::spin_loop();
+    <Relax as spin::relax::RelaxStrategy>::relax();
 }

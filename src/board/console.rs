@@ -1,8 +1,8 @@
 //! The hypervisor console: the physical PL011 behind a lock, `print!`/`println!`, and the `log`
 //! backend. Hypervisor lines start with `bulkhead:`.
 
+use crate::sync::SpinLock as Mutex;
 use core::fmt::Write;
-use spin::Mutex;
 
 use super::pl011::Pl011;
 

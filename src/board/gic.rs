@@ -2,10 +2,10 @@
 
 use core::ptr::NonNull;
 
+use crate::sync::SpinLock as Mutex;
 use arm_gic::UniqueMmioPointer;
 use arm_gic::gicv2::GicV2;
 use arm_gic::gicv3::{GicCpuInterface, GicV3};
-use spin::Mutex;
 
 use crate::dtb::GicInfo;
 

@@ -60,7 +60,7 @@ impl Pl011 {
             if !self.regs.fr.is_set(FR::TXFF) {
                 break;
             }
-            core::hint::spin_loop();
+            crate::arch::cpu::yield_hint();
         }
         self.regs.dr.set(u32::from(byte));
     }

@@ -6,7 +6,7 @@
 use core::sync::atomic::Ordering;
 
 use super::run::VcpuLocal;
-use super::vm::{GicKick, Vm};
+use super::vm::{ExitStats, GicKick, Vm};
 use crate::arch::sysregs;
 use crate::devices::mmio::{self, MmioAccess};
 use crate::guest_warn;
@@ -48,6 +48,14 @@ pub fn handle_sync(vm: &Vm, me: &mut VcpuLocal) -> ExitAction {
         me.index,
         me.regs.pc
     );
+    let stats = &vm.exits;
+    ExitStats::count(match ec {
+        EC_WFX => &stats.wfi,
+        EC_HVC64 | EC_SMC64 => &stats.hvc,
+        EC_SYSREG => &stats.sysreg,
+        EC_DABT_LOWER => &stats.mmio,
+        _ => &stats.other,
+    });
     match ec {
         EC_WFX => {
             me.regs.pc += 4;
@@ -124,7 +132,7 @@ fn sysreg(vm: &Vm, me: &mut VcpuLocal, esr: u64) -> ExitAction {
     match (op0, op1, crn, crm, op2, read) {
         // ICC_SGI1R_EL1, ICC_ASGI1R_EL1, ICC_SGI0R_EL1: generate SGIs.
         (3, 0, 12, 11, 5, false) | (3, 1, 12, 11, 6, false) | (3, 2, 12, 11, 7, false) => {
-            let kicks = vm.vgic.lock().send_sgi1r(me.index, value);
+            let kicks = vm.vgic().send_sgi1r(me.index, value);
             match kicks {
                 Ok(set) => kick_set(vm, set),
                 Err(e) => guest_warn!("vcpu {}: SGI write {value:#x}: {e}", me.index),
@@ -225,12 +233,11 @@ fn emulate(
             let mut uart = vm.uart.lock();
             match uart.write(offset, access.size, access.write_value(reg_value)) {
                 Ok(out) => {
-                    let level = uart.irq_level();
+                    super::irq::update_uart_line(vm, &uart);
                     drop(uart);
                     if let Some(byte) = out {
                         crate::board::console::write_bytes(&[byte]);
                     }
-                    super::irq::set_uart_level(vm, level);
                     Ok(None)
                 }
                 Err(_) => Err(()),
@@ -239,18 +246,13 @@ fn emulate(
         (EmulatedDevice::Pl011, false) => {
             let mut uart = vm.uart.lock();
             let value = uart.read(offset, access.size);
-            let level = uart.irq_level();
-            drop(uart);
-            super::irq::set_uart_level(vm, level);
+            super::irq::update_uart_line(vm, &uart);
             value.map(Some).map_err(|_| ())
         }
         (EmulatedDevice::GicDistributor, true) => {
-            let r = vm.vgic.lock().dist_write(
-                me.index,
-                offset,
-                access.size,
-                access.write_value(reg_value),
-            );
+            let r =
+                vm.vgic()
+                    .dist_write(me.index, offset, access.size, access.write_value(reg_value));
             r.map(|set| {
                 kick_set(vm, set);
                 None
@@ -258,15 +260,13 @@ fn emulate(
             .map_err(|_| ())
         }
         (EmulatedDevice::GicDistributor, false) => vm
-            .vgic
-            .lock()
+            .vgic()
             .dist_read(me.index, offset, access.size)
             .map(Some)
             .map_err(|_| ()),
         (EmulatedDevice::GicRedistributors, true) => {
             let r = vm
-                .vgic
-                .lock()
+                .vgic()
                 .redist_write(offset, access.size, access.write_value(reg_value));
             r.map(|set| {
                 kick_set(vm, set);
@@ -275,8 +275,7 @@ fn emulate(
             .map_err(|_| ())
         }
         (EmulatedDevice::GicRedistributors, false) => vm
-            .vgic
-            .lock()
+            .vgic()
             .redist_read(offset, access.size)
             .map(Some)
             .map_err(|_| ()),

@@ -44,17 +44,22 @@ pub fn sample_timer(vm: &Vm, me: &mut VcpuLocal) {
     let ctl = CNTV_CTL_EL0.get();
     let level = ctl & 0b111 == 0b101;
     if level != me.timer_level {
-        if let Ok(set) = vm.vgic.lock().set_line_level(me.index, VTIMER_INTID, level) {
+        if let Ok(set) = vm.vgic().set_line_level(me.index, VTIMER_INTID, level) {
             kick_set(vm, set);
         }
         me.set_timer_level(level);
     }
 }
 
-/// Drives the guest PL011's interrupt line.
-pub fn set_uart_level(vm: &Vm, level: bool) {
-    if let Ok(set) = vm.vgic.lock().set_line_level(0, PL011_INTID, level) {
-        kick_set(vm, set);
+/// Drives the guest PL011's interrupt line from its state; call with the UART locked (lock
+/// order: UART, then vGIC). Only a change of level touches the vGIC, so the common console
+/// write costs no list-register refill.
+pub fn update_uart_line(vm: &Vm, uart: &crate::devices::pl011::Pl011) {
+    let level = uart.irq_level();
+    if vm.uart_line.swap(level, Ordering::Relaxed) != level {
+        if let Ok(set) = vm.vgic().set_line_level(0, PL011_INTID, level) {
+            kick_set(vm, set);
+        }
     }
 }
 
@@ -69,9 +74,7 @@ fn forward_console_input(vm: &Vm) {
             None => break,
         }
     }
-    let level = uart.irq_level();
-    drop(uart);
-    set_uart_level(vm, level);
+    update_uart_line(vm, &uart);
 }
 
 /// Acknowledges and handles every pending physical interrupt on this CPU.

@@ -10,7 +10,7 @@ use core::sync::atomic::Ordering;
 
 use super::exit::{self, ExitAction};
 use super::irq;
-use super::vm::{GicKick, Vm};
+use super::vm::{ExitStats, GicKick, Vm};
 use crate::arch::switch::{ExitKind, GuestRegs, run_guest};
 use crate::arch::sysregs::{self, El1State};
 use crate::arch::{cpu, stage2_hw, vgic_hw};
@@ -27,6 +27,10 @@ pub struct VcpuLocal {
     pub regs: GuestRegs,
     lrs: [LrEntry; vgic_hw::MAX_LRS],
     lrs_loaded: usize,
+    /// `vm.vgic_epoch` at the last fill that loaded nothing (`u64::MAX`: fill next time).
+    quiet_epoch: u64,
+    /// VMID last loaded into VTTBR_EL2 on this CPU.
+    loaded_vmid: Option<u16>,
     generation: u64,
     /// Blocked in WFI / CPU_SUSPEND until an interrupt is deliverable.
     pub blocked: bool,
@@ -41,6 +45,8 @@ impl VcpuLocal {
             regs: GuestRegs::default(),
             lrs: [LrEntry::default(); vgic_hw::MAX_LRS],
             lrs_loaded: 0,
+            quiet_epoch: u64::MAX,
+            loaded_vmid: None,
             generation: 0,
             blocked: false,
             timer_level: false,
@@ -70,10 +76,16 @@ impl VcpuLocal {
     }
 }
 
-/// Loads the list registers with what the vGIC model says this vCPU should see.
+/// Loads the list registers with what the vGIC model says this vCPU should see. Skipped when
+/// the last fill loaded nothing and nobody touched the vGIC since (a null hypercall, say).
 fn flush_lrs(vm: &Vm, me: &mut VcpuLocal) {
+    if me.lrs_loaded == 0 && vm.vgic_epoch.load(Ordering::Acquire) == me.quiet_epoch {
+        return;
+    }
     let count = vgic_hw::lr_count();
-    let fill = vm.vgic.lock().take_for_lrs(me.index, &mut me.lrs[..count]);
+    ExitStats::count(&vm.exits.lr_fills);
+    let vgic = vm.vgic.lock();
+    let fill = vgic_take(vgic, me, count);
     for i in 0..count {
         vgic_hw::write_lr(i, (i < fill.count).then(|| &me.lrs[i]));
     }
@@ -81,12 +93,28 @@ fn flush_lrs(vm: &Vm, me: &mut VcpuLocal) {
     vgic_hw::enable(fill.overflow);
 }
 
+/// Fills `me.lrs` from the model; remembers the epoch when there was nothing to load.
+fn vgic_take(
+    mut vgic: crate::sync::SpinGuard<'_, crate::vgic::Vgic>,
+    me: &mut VcpuLocal,
+    count: usize,
+) -> crate::vgic::LrFill {
+    let fill = vgic.take_for_lrs(me.index, &mut me.lrs[..count]);
+    me.quiet_epoch = if fill.count == 0 && !fill.overflow {
+        // Read under the lock: every later change bumps the epoch before it happens.
+        crate::hyp::vm::vm().map_or(u64::MAX, |vm| vm.vgic_epoch.load(Ordering::Acquire))
+    } else {
+        u64::MAX
+    };
+    fill
+}
+
 /// Reads back what the guest did with the list registers, and empties them.
 fn fold_lrs(vm: &Vm, me: &mut VcpuLocal) {
     if me.lrs_loaded == 0 {
         return;
     }
-    let mut vgic = vm.vgic.lock();
+    let mut vgic = vm.vgic();
     for i in 0..me.lrs_loaded {
         let (pending, active) = vgic_hw::read_lr_state(i);
         let mut entry = me.lrs[i];
@@ -174,7 +202,10 @@ pub fn run_vcpu(vm: &'static Vm, index: usize) -> ! {
                 park()
             }
         };
-        stage2_hw::load(vm.vtcr, vm.stage2_root(), vmid);
+        if me.loaded_vmid != Some(vmid) {
+            stage2_hw::load(vm.vtcr, vm.stage2_root, vmid);
+            me.loaded_vmid = Some(vmid);
+        }
         flush_lrs(vm, &mut me);
         if requests.enter_guest().is_err() {
             fold_lrs(vm, &mut me);
@@ -188,6 +219,7 @@ pub fn run_vcpu(vm: &'static Vm, index: usize) -> ! {
         let action = match kind {
             ExitKind::Sync => exit::handle_sync(vm, &mut me),
             ExitKind::Irq => {
+                ExitStats::count(&vm.exits.irq);
                 irq::handle_host_irqs(vm, &mut me);
                 ExitAction::Resume
             }
@@ -211,7 +243,11 @@ pub fn run_vcpu(vm: &'static Vm, index: usize) -> ! {
 /// power the machine off (Bulkhead runs one VM).
 fn system_off(vm: &Vm, index: usize) {
     make_all_request(vm.requests.iter(), Request::Stop, true, &GicKick);
-    log::info!("guest powered off (vcpu {index}): powering off");
+    log::info!(
+        "guest powered off (vcpu {index}): {} stage-2 mapping faults, {}; powering off",
+        vm.stage2_faults.load(Ordering::Relaxed),
+        vm.exits,
+    );
     crate::board::power::power_off();
 }
 
@@ -219,7 +255,10 @@ fn system_off(vm: &Vm, index: usize) {
 /// place and restart vCPU 0.
 fn system_reset(vm: &Vm, index: usize, vmid: u16) {
     make_all_request(vm.requests.iter(), Request::Reset, true, &GicKick);
-    log::info!("guest reset (vcpu {index})");
+    log::info!(
+        "guest reset (vcpu {index}) after {} stage-2 mapping faults",
+        vm.stage2_faults.swap(0, Ordering::Relaxed)
+    );
     if let Err(e) = vm.reset(vmid) {
         log::error!("guest reset failed: {e}");
         crate::board::power::power_off();

@@ -6,7 +6,8 @@ use alloc::vec::Vec;
 use core::ops::Range;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use spin::{Mutex, Once};
+use crate::sync::SpinLock as Mutex;
+use spin::Once;
 
 use crate::arch::{cpu, stage2_hw};
 use crate::devices::pl011::Pl011;
@@ -70,15 +71,76 @@ pub struct Vm {
     pub stage2: Mutex<Stage2Map>,
     pub vtcr: u64,
     pub vmid: VmVmid,
+    /// The vGIC model. Lock it through [`Vm::vgic`] (which marks it changed) except to read.
     pub vgic: Mutex<Vgic>,
+    /// Bumped whenever the vGIC may have changed: a vCPU whose last list-register fill found
+    /// nothing and saw this value since can skip the next fill (the null-exit fast path).
+    pub vgic_epoch: AtomicU64,
+    /// Stage-2 root table (never changes: reset empties it in place).
+    pub stage2_root: u64,
     pub uart: Mutex<Pl011>,
+    /// The level last driven on the PL011's interrupt line (changed under the `uart` lock).
+    pub uart_line: core::sync::atomic::AtomicBool,
     pub power: VmPower,
     pub requests: Vec<VcpuRequests>,
     pub boot: Mutex<BootInfo>,
     /// Bumped at every reset: a vCPU whose loop saw an older value reinitialises itself.
     pub generation: AtomicU64,
-    /// Stage-2 faults taken (RAM mapped lazily), for the boot statistics.
+    /// Stage-2 faults that mapped memory (RAM is mapped lazily), for the statistics.
     pub stage2_faults: AtomicU64,
+    /// Guest exits of every kind, for the statistics.
+    pub exits: ExitStats,
+}
+
+/// Exit counters by cause (reported when the guest powers off).
+#[derive(Default)]
+pub struct ExitStats {
+    pub irq: AtomicU64,
+    pub hvc: AtomicU64,
+    pub wfi: AtomicU64,
+    pub sysreg: AtomicU64,
+    pub mmio: AtomicU64,
+    pub other: AtomicU64,
+    /// List-register fills that scanned the vGIC model.
+    pub lr_fills: AtomicU64,
+}
+
+impl ExitStats {
+    pub fn count(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn total(&self) -> u64 {
+        [
+            &self.irq,
+            &self.hvc,
+            &self.wfi,
+            &self.sysreg,
+            &self.mmio,
+            &self.other,
+        ]
+        .iter()
+        .map(|c| c.load(Ordering::Relaxed))
+        .sum()
+    }
+}
+
+impl core::fmt::Display for ExitStats {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        write!(
+            f,
+            "{} exits (irq {}, hvc/smc {}, wfi {}, sysreg {}, mmio {}, other {}), {} LR fills",
+            self.total(),
+            get(&self.irq),
+            get(&self.hvc),
+            get(&self.wfi),
+            get(&self.sysreg),
+            get(&self.mmio),
+            get(&self.other),
+            get(&self.lr_fills)
+        )
+    }
 }
 
 /// Kicks physical CPUs with the GIC kick SGI (vCPU i runs on physical CPU i).
@@ -147,19 +209,24 @@ pub fn create(config: VmConfig) -> Result<&'static Vm, VmError> {
             r
         })
         .collect();
+    let stage2_root = stage2.root_pa();
     let vm = Vm {
         config,
         mem,
         stage2: Mutex::new(stage2),
+        stage2_root,
+        vgic_epoch: AtomicU64::new(0),
         vtcr,
         vmid: VmVmid::new(),
         vgic: Mutex::new(vgic),
         uart: Mutex::new(Pl011::new()),
+        uart_line: core::sync::atomic::AtomicBool::new(false),
         power,
         requests,
         boot: Mutex::new(BootInfo::default()),
         generation: AtomicU64::new(1),
         stage2_faults: AtomicU64::new(0),
+        exits: ExitStats::default(),
     };
     let vm = VM.call_once(|| vm);
     vm.load()?;
@@ -216,11 +283,11 @@ impl Vm {
         })
         .map_err(VmError::Dtb)?;
         log::debug!(
-            "load: kernel {:?} ({} bytes, first word {:#x?}) entry {:#x} dtb {:#x}",
-            plan.kernel,
+            "load: kernel at {:#x} ({} bytes), entry {:#x}, initrd {:x?}, dtb at {:#x}",
+            plan.kernel.start,
             kernel.len(),
-            kernel.get(..4),
             plan.entry,
+            plan.initrd,
             plan.dtb.start
         );
         self.copy_to_guest(plan.kernel.start, kernel)?;
@@ -245,17 +312,23 @@ impl Vm {
             stage2_hw::load(self.vtcr, stage2.root_pa(), vmid);
             stage2_hw::flush_current_vmid();
         }
-        self.vgic.lock().reset();
-        self.uart.lock().reset();
+        self.vgic().reset();
+        {
+            let mut uart = self.uart.lock();
+            uart.reset();
+            self.uart_line.store(false, Ordering::Relaxed);
+        }
         self.load()?;
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.power.restart(0).map_err(VmError::Power)?;
         Ok(())
     }
 
-    /// Root PA of stage 2 (for VTTBR).
-    pub fn stage2_root(&self) -> u64 {
-        self.stage2.lock().root_pa()
+    /// Locks the vGIC for a change.
+    pub fn vgic(&self) -> crate::sync::SpinGuard<'_, Vgic> {
+        let guard = self.vgic.lock();
+        self.vgic_epoch.fetch_add(1, Ordering::AcqRel);
+        guard
     }
 }
 

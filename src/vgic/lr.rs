@@ -45,6 +45,9 @@ pub struct LrFill {
 /// Ordering key: pending-and-deliverable before active-only, then priority, then INTID.
 type Urgency = (bool, u8, u32);
 
+/// Most list registers any GIC has.
+const MAX_PICKS: usize = 16;
+
 impl Vgic {
     /// Picks the interrupts `vcpu` should see next, most urgent first, into `out` (one slot per
     /// free list register). Pending+enabled interrupts come first by priority; interrupts that
@@ -54,73 +57,85 @@ impl Vgic {
         if vcpu >= self.vcpu_count {
             return fill;
         }
-        loop {
-            let Some(intid) = self.most_urgent(vcpu) else {
-                return fill;
+        // One pass over the interrupts keeps the `out.len()` most urgent candidates, sorted
+        // (this runs on nearly every guest entry, so no rescans per list register).
+        let slots = out.len().min(MAX_PICKS);
+        let mut picks = [(Urgency::default(), 0u32); MAX_PICKS];
+        let mut picked = 0;
+        for intid in 0..PRIVATE_IRQ_COUNT + self.spi_count() {
+            let Some(key) = self.urgency(vcpu, intid) else {
+                continue;
             };
-            let Some(slot) = out.get_mut(fill.count) else {
+            if picked == slots {
+                // Full: a candidate less urgent than every pick (or any, if there are no
+                // slots) only means more is waiting.
                 fill.overflow = true;
-                return fill;
-            };
-            let version = self.version;
-            let deliverable = self
-                .irq(vcpu, intid)
-                .is_some_and(|irq| self.deliverable(irq));
-            let Some(irq) = self.irq_mut(vcpu, intid) else {
-                return fill;
-            };
-            let mut entry = LrEntry {
-                intid,
-                source: 0,
-                priority: irq.priority,
-                group1: irq.group1,
-                pending: deliverable,
-                active: irq.active,
-                eoi_maintenance: !irq.edge,
-            };
-            if entry.pending && irq.edge {
-                if version == GicVersion::V2 && intid < SGI_COUNT {
-                    // One sender per LR: hand out the lowest, keep the rest queued.
-                    let source = irq.sgi_sources.trailing_zeros() as u8;
-                    irq.sgi_sources &= !(1u8.checked_shl(u32::from(source)).unwrap_or(0));
-                    entry.source = source;
-                    entry.eoi_maintenance = irq.sgi_sources != 0;
-                } else {
-                    irq.pending_latch = false;
+                if slots == 0 || key >= picks[slots - 1].0 {
+                    continue;
+                }
+                picked -= 1;
+            }
+            let at = picks[..picked].partition_point(|(k, _)| *k < key);
+            picks.copy_within(at..picked, at + 1);
+            picks[at] = (key, intid);
+            picked += 1;
+        }
+        for &(_, intid) in &picks[..picked] {
+            if let Some(entry) = self.take_one(vcpu, intid) {
+                if let Some(slot) = out.get_mut(fill.count) {
+                    *slot = entry;
+                    fill.count += 1;
                 }
             }
-            irq.in_lr = true;
-            *slot = entry;
-            fill.count += 1;
         }
+        fill
     }
 
-    /// The most urgent interrupt for `vcpu` not already in an LR.
-    fn most_urgent(&self, vcpu: usize) -> Option<u32> {
-        let mut best: Option<(Urgency, u32)> = None;
-        let mut consider = |intid: u32| {
-            let Some(irq) = self.irq(vcpu, intid) else {
-                return;
-            };
-            if irq.in_lr {
-                return;
-            }
-            if intid >= PRIVATE_IRQ_COUNT && self.delivery_vcpu(vcpu, intid, irq) != Some(vcpu) {
-                return;
-            }
-            let deliverable = self.deliverable(irq);
-            if !deliverable && !irq.active {
-                return;
-            }
-            let key = (!deliverable, irq.priority, intid);
-            if best.is_none_or(|(best_key, _)| key < best_key) {
-                best = Some((key, intid));
-            }
-        };
-        for intid in 0..PRIVATE_IRQ_COUNT + self.spi_count() {
-            consider(intid);
+    /// How urgent `intid` is for `vcpu`, or `None` if it is not a candidate for an LR.
+    fn urgency(&self, vcpu: usize, intid: u32) -> Option<Urgency> {
+        let irq = self.irq(vcpu, intid)?;
+        if irq.in_lr || (!irq.active && !irq.pending()) {
+            return None;
         }
-        best.map(|(_, intid)| intid)
+        let deliverable = self.deliverable(irq);
+        if !deliverable && !irq.active {
+            return None;
+        }
+        if intid >= PRIVATE_IRQ_COUNT && self.delivery_vcpu(vcpu, intid, irq) != Some(vcpu) {
+            return None;
+        }
+        Some((!deliverable, irq.priority, intid))
+    }
+
+    /// Moves `intid` into an LR entry for `vcpu`.
+    fn take_one(&mut self, vcpu: usize, intid: u32) -> Option<LrEntry> {
+        let version = self.version;
+        let deliverable = self
+            .irq(vcpu, intid)
+            .is_some_and(|irq| self.deliverable(irq));
+        let irq = self.irq_mut(vcpu, intid)?;
+        let mut entry = LrEntry {
+            intid,
+            source: 0,
+            priority: irq.priority,
+            group1: irq.group1,
+            pending: deliverable,
+            active: irq.active,
+            eoi_maintenance: !irq.edge,
+        };
+        if entry.pending && irq.edge {
+            if version == GicVersion::V2 && intid < SGI_COUNT {
+                // One sender per LR: hand out the lowest, keep the rest queued.
+                let source = irq.sgi_sources.trailing_zeros() as u8;
+                irq.sgi_sources &= !(1u8.checked_shl(u32::from(source)).unwrap_or(0));
+                entry.source = source;
+                entry.eoi_maintenance = irq.sgi_sources != 0;
+            } else {
+                irq.pending_latch = false;
+            }
+        }
+        irq.in_lr = true;
+        Some(entry)
     }
 
     /// Gives back one list register's content after an exit: `entry` is what was loaded,

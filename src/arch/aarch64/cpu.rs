@@ -19,7 +19,7 @@ pub fn counter_frequency() -> u64 {
 pub fn delay_us(us: u64) {
     let end = counter() + counter_frequency() * us / 1_000_000;
     while counter() < end {
-        core::hint::spin_loop();
+        crate::arch::cpu::yield_hint();
     }
 }
 
@@ -70,4 +70,12 @@ pub fn mpidr_of(index: usize) -> u64 {
         .get(index)
         .copied()
         .unwrap_or(0)
+}
+
+/// The `yield` hint: lets another hardware thread (or QEMU's round-robin TCG scheduler) run
+/// while this CPU busy-waits. `core::hint::spin_loop` emits `isb` on AArch64, which does not.
+#[inline]
+pub fn yield_hint() {
+    // SAFETY: a hint instruction with no architectural side effects.
+    unsafe { core::arch::asm!("yield", options(nomem, nostack, preserves_flags)) };
 }

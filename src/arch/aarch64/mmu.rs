@@ -1,6 +1,6 @@
 //! The live runtime EL2 table: adding RAM and device windows after boot.
 
-use spin::Mutex;
+use crate::sync::SpinLock as Mutex;
 
 use super::entry::{TABLE_POOL, TABLE_POOL_USED, boot_params, image};
 use crate::mm::el2_pagetable::{MapError, MapKind, TablePool};
