@@ -109,6 +109,14 @@ impl VmVmid {
     pub fn raw(&self) -> u64 {
         self.id.load(Ordering::Acquire)
     }
+
+    /// Gives up the VMID: the next [`VmidAllocator::update`] allocates a fresh one. A reset VM
+    /// does this so no TLB entry of its previous life can match it; the old VMID stays taken
+    /// until the next rollover, whose broadcast invalidation makes it safe to reuse. Call only
+    /// while no vCPU of the VM can be in `update` or in the guest.
+    pub fn retire(&self) {
+        self.id.store(0, Ordering::Release);
+    }
 }
 
 impl Default for VmVmid {

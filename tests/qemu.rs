@@ -110,6 +110,66 @@ fn run(args: &[&str], timeout: Duration) -> Run {
 
 use std::os::unix::process::CommandExt;
 
+/// Runs `scripts/run.sh ARGS` and types `input` on its console once `prompt` appeared.
+fn run_typing(args: &[&str], prompt: &str, input: &str, timeout: Duration) -> Run {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+    let mut cmd = Command::new(repo().join("scripts/run.sh"));
+    if let Ok(image) = std::env::var("BULKHEAD_IMAGE") {
+        cmd.args(["--image", &image]);
+    }
+    cmd.args(args)
+        .current_dir(repo())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .process_group(0);
+    let mut child = cmd.spawn().expect("cannot start scripts/run.sh");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let reader = {
+        let seen = seen.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 256];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                seen.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        })
+    };
+    let start = Instant::now();
+    let mut typed = false;
+    let code = loop {
+        if !typed && String::from_utf8_lossy(&seen.lock().unwrap()).contains(prompt) {
+            // Type slowly, like a person: one byte at a time.
+            for b in input.bytes() {
+                let _ = stdin.write_all(&[b]);
+                let _ = stdin.flush();
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            typed = true;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        if start.elapsed() > timeout {
+            let _ = Command::new("kill")
+                .args(["-9", &format!("-{}", child.id())])
+                .status();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    drop(stdin);
+    let _ = reader.join();
+    let log = String::from_utf8_lossy(&seen.lock().unwrap()).replace('\r', "");
+    Run { code, log }
+}
+
 fn probe() -> String {
     std::env::var("BULKHEAD_PROBE").unwrap_or_else(|_| {
         let out = Command::new(repo().join("scripts/build-guests.sh"))
@@ -232,6 +292,20 @@ fn linux_smp4_gicv2() {
 }
 
 #[test]
+fn linux_console_input_reaches_the_shell() {
+    let r = run_typing(
+        &["--smp", "2", "--append", "console=ttyAMA0"],
+        "powers the guest off.",
+        "echo typed-$((6*7))-ok\npoweroff -f\n",
+        LINUX,
+    );
+    // The shell computed it, so the bytes went host UART -> Bulkhead -> guest PL011 -> sh.
+    r.assert_contains("typed-42-ok");
+    r.assert_contains("bulkhead: guest powered off");
+    r.assert_exit_ok();
+}
+
+#[test]
 fn linux_1_vcpu() {
     let r = run(
         &[
@@ -304,6 +378,8 @@ fn probe_guest_with_2_bit_vmids_and_resets() {
     );
     r.assert_contains("bulkhead: VMIDs: 2 bits");
     assert_eq!(r.count("bulkhead: guest reset"), 3, "{}", r.log);
+    // Four lives of one VM with 3 usable VMIDs: the fourth needs a rollover.
+    r.assert_contains(", 1 VMID rollovers; powering off");
     assert_probe(&r);
 }
 

@@ -233,7 +233,7 @@ pub fn run_vcpu(vm: &'static Vm, index: usize) -> ! {
             ExitAction::Block => me.blocked = true,
             ExitAction::CpuOff => {}
             ExitAction::SystemOff => system_off(vm, index),
-            ExitAction::SystemReset => system_reset(vm, index, vmid),
+            ExitAction::SystemReset => system_reset(vm, index),
         }
     }
 }
@@ -244,22 +244,23 @@ pub fn run_vcpu(vm: &'static Vm, index: usize) -> ! {
 fn system_off(vm: &Vm, index: usize) {
     make_all_request(vm.requests.iter(), Request::Stop, true, &GicKick);
     log::info!(
-        "guest powered off (vcpu {index}): {} stage-2 mapping faults, {}; powering off",
+        "guest powered off (vcpu {index}): {} stage-2 mapping faults, {}, {} VMID rollovers; powering off",
         vm.stage2_faults.load(Ordering::Relaxed),
         vm.exits,
+        super::vm::vmids().map_or(0, |v| v.stats().rollovers),
     );
     crate::board::power::power_off();
 }
 
 /// PSCI SYSTEM_RESET(2) (VM already `Resetting`): stop every vCPU, then rebuild the VM in
 /// place and restart vCPU 0.
-fn system_reset(vm: &Vm, index: usize, vmid: u16) {
+fn system_reset(vm: &Vm, index: usize) {
     make_all_request(vm.requests.iter(), Request::Reset, true, &GicKick);
     log::info!(
         "guest reset (vcpu {index}) after {} stage-2 mapping faults",
         vm.stage2_faults.swap(0, Ordering::Relaxed)
     );
-    if let Err(e) = vm.reset(vmid) {
+    if let Err(e) = vm.reset() {
         log::error!("guest reset failed: {e}");
         crate::board::power::power_off();
     }

@@ -303,15 +303,13 @@ impl Vm {
         Ok(boot)
     }
 
-    /// Resets the VM after every vCPU stopped: stage 2 emptied (and its TLB entries dropped),
-    /// devices reset, images reloaded, the boot vCPU on and the others off (seed 003).
-    pub fn reset(&self, vmid: u16) -> Result<(), VmError> {
-        {
-            let mut stage2 = self.stage2.lock();
-            stage2.unmap_all().map_err(VmError::Layout)?;
-            stage2_hw::load(self.vtcr, stage2.root_pa(), vmid);
-            stage2_hw::flush_current_vmid();
-        }
+    /// Resets the VM after every vCPU stopped: stage 2 emptied, a fresh VMID (so no TLB entry
+    /// of the old life can match; the old VMID is only reused after a rollover's broadcast
+    /// invalidation), devices reset, images reloaded, the boot vCPU on and the others off
+    /// (seed 003).
+    pub fn reset(&self) -> Result<(), VmError> {
+        self.stage2.lock().unmap_all().map_err(VmError::Layout)?;
+        self.vmid.retire();
         self.vgic().reset();
         {
             let mut uart = self.uart.lock();

@@ -312,3 +312,38 @@ fn oracle_catches_each_violation_it_checks() {
     );
     oracle.enter(2, 1, 1, 1).unwrap();
 }
+
+/// A retired VMID is never handed out again before a rollover, and a VM that retires its VMID
+/// gets a fresh one; with 2-bit VMIDs, the fourth life of one VM forces a rollover.
+#[test]
+fn rollover_after_a_vm_retires_its_vmid_three_times() {
+    let flushes = std::sync::atomic::AtomicUsize::new(0);
+    struct Count<'a>(&'a std::sync::atomic::AtomicUsize);
+    impl VmidTlb for Count<'_> {
+        fn flush_all_vmids(&self) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    let alloc = VmidAllocator::new(2, 1, Count(&flushes)).unwrap();
+    let vm = VmVmid::new();
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        seen.push(alloc.update(0, &vm).unwrap());
+        vm.retire();
+    }
+    seen.sort();
+    assert_eq!(
+        seen,
+        [1, 2, 3],
+        "each life gets a VMID no earlier life used"
+    );
+    assert_eq!(flushes.load(std::sync::atomic::Ordering::SeqCst), 0);
+    let fourth = alloc.update(0, &vm).unwrap();
+    assert_ne!(fourth, 0);
+    assert_eq!(
+        flushes.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "recycling needs a flush"
+    );
+    assert_eq!(alloc.stats().rollovers, 1);
+}
