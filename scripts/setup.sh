@@ -64,3 +64,9 @@ if ! rustup target list --installed --toolchain "$toolchain" 2>/dev/null | grep 
     rustup toolchain install "$toolchain" --profile minimal --component rustfmt,clippy >&2 || true
     rustup target add --toolchain "$toolchain" aarch64-unknown-none-softfloat >&2
 fi
+# rust-objcopy (ELF -> flat Image) ships with rustc but needs the llvm-tools component.
+sysroot=$(rustc +"$toolchain" --print sysroot)
+if ! "$sysroot/lib/rustlib/x86_64-unknown-linux-gnu/bin/rust-objcopy" --version >/dev/null 2>&1; then
+    log "rustup component add llvm-tools ($toolchain)"
+    rustup component add --toolchain "$toolchain" llvm-tools >&2
+fi

@@ -58,28 +58,8 @@ pub enum GicVersion {
     V3,
 }
 
-/// The MPIDR_EL1 value (affinity fields only) the guest sees for vCPU `index`.
-///
-/// Like KVM: Aff0 holds the low 4 bits so that a GICv3 SGI TargetList (16 bits) can name every
-/// vCPU of a cluster, Aff1 the next 8 bits. For the small vCPU counts we run, this is just
-/// `index` in Aff0.
-pub const fn vcpu_mpidr(index: usize) -> u64 {
-    ((index as u64) & 0xf) | ((((index as u64) >> 4) & 0xff) << 8)
-}
-
-/// The vCPU index whose MPIDR affinity (Aff3..Aff0, other bits ignored) is `mpidr`, if it is
-/// one `vcpu_mpidr` can produce and below `vcpu_count`.
-pub fn vcpu_index_from_mpidr(mpidr: u64, vcpu_count: usize) -> Option<usize> {
-    let aff0 = mpidr & 0xff;
-    let aff1 = (mpidr >> 8) & 0xff;
-    let aff2 = (mpidr >> 16) & 0xff;
-    let aff3 = (mpidr >> 32) & 0xff;
-    if aff0 > 0xf || aff2 != 0 || aff3 != 0 {
-        return None;
-    }
-    let index = usize::try_from((aff1 << 4) | aff0).ok()?;
-    (index < vcpu_count).then_some(index)
-}
+/// vCPU numbering (MPIDR affinity <-> index) is defined once, in `vcpu`.
+pub use crate::vcpu::{vcpu_index_from_mpidr, vcpu_mpidr};
 
 // The device windows must not overlap each other or RAM (checked at build time).
 const _: () = assert!(GICD_BASE + GICD_SIZE_V3 <= GICC_BASE);

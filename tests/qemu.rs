@@ -60,31 +60,62 @@ impl Run {
 
 /// Runs `scripts/run.sh ARGS` with stdin closed, killing it after `timeout`.
 fn run(args: &[&str], timeout: Duration) -> Run {
+    run_typing(args, None, timeout)
+}
+
+/// Runs `scripts/run.sh ARGS`, killing it after `timeout`. With `typing = Some((prompt,
+/// input))`, types `input` on the console (one byte at a time, like a person) once `prompt`
+/// was printed; otherwise stdin is closed.
+fn run_typing(args: &[&str], typing: Option<(&str, &str)>, timeout: Duration) -> Run {
+    use std::io::Write;
+    use std::os::unix::process::CommandExt;
+    use std::sync::{Arc, Mutex};
+
     let mut cmd = Command::new(repo().join("scripts/run.sh"));
     if let Ok(image) = std::env::var("BULKHEAD_IMAGE") {
         cmd.args(["--image", &image]);
     }
+    let stdin = if typing.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    };
     cmd.args(args)
         .current_dir(repo())
-        .stdin(Stdio::null())
+        .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
     let mut child = cmd.spawn().expect("cannot start scripts/run.sh");
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = stdout.read_to_end(&mut s);
-        s
-    });
-    let err = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = stderr.read_to_end(&mut s);
-        s
-    });
+    let mut input = child.stdin.take();
+    let collect = |mut from: Box<dyn Read + Send>| {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        let thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 256];
+            while let Ok(n) = from.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        (seen, thread)
+    };
+    let (out, out_thread) = collect(Box::new(child.stdout.take().unwrap()));
+    let (err, err_thread) = collect(Box::new(child.stderr.take().unwrap()));
     let start = Instant::now();
     let code = loop {
+        if let (Some((prompt, text)), Some(stdin)) = (typing, input.as_mut()) {
+            if String::from_utf8_lossy(&out.lock().unwrap()).contains(prompt) {
+                for b in text.bytes() {
+                    let _ = stdin.write_all(&[b]);
+                    let _ = stdin.flush();
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                input = None;
+            }
+        }
         if let Some(status) = child.try_wait().unwrap() {
             break status.code();
         }
@@ -98,75 +129,16 @@ fn run(args: &[&str], timeout: Duration) -> Run {
         }
         std::thread::sleep(Duration::from_millis(100));
     };
+    drop(input);
+    let _ = out_thread.join();
+    let _ = err_thread.join();
     // Serial consoles end lines with "\r\n"; compare on "\n".
-    let mut log = String::from_utf8_lossy(&out.join().unwrap()).replace('\r', "");
+    let mut log = String::from_utf8_lossy(&out.lock().unwrap()).replace('\r', "");
     log.push_str("\n--- stderr ---\n");
-    log.push_str(&String::from_utf8_lossy(&err.join().unwrap()));
+    log.push_str(&String::from_utf8_lossy(&err.lock().unwrap()));
     if code.is_none() {
         log.push_str(&format!("\n--- killed after {timeout:?} ---\n"));
     }
-    Run { code, log }
-}
-
-use std::os::unix::process::CommandExt;
-
-/// Runs `scripts/run.sh ARGS` and types `input` on its console once `prompt` appeared.
-fn run_typing(args: &[&str], prompt: &str, input: &str, timeout: Duration) -> Run {
-    use std::io::Write;
-    use std::sync::{Arc, Mutex};
-    let mut cmd = Command::new(repo().join("scripts/run.sh"));
-    if let Ok(image) = std::env::var("BULKHEAD_IMAGE") {
-        cmd.args(["--image", &image]);
-    }
-    cmd.args(args)
-        .current_dir(repo())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .process_group(0);
-    let mut child = cmd.spawn().expect("cannot start scripts/run.sh");
-    let mut stdin = child.stdin.take().unwrap();
-    let mut stdout = child.stdout.take().unwrap();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let reader = {
-        let seen = seen.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 256];
-            while let Ok(n) = stdout.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                seen.lock().unwrap().extend_from_slice(&buf[..n]);
-            }
-        })
-    };
-    let start = Instant::now();
-    let mut typed = false;
-    let code = loop {
-        if !typed && String::from_utf8_lossy(&seen.lock().unwrap()).contains(prompt) {
-            // Type slowly, like a person: one byte at a time.
-            for b in input.bytes() {
-                let _ = stdin.write_all(&[b]);
-                let _ = stdin.flush();
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            typed = true;
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            break status.code();
-        }
-        if start.elapsed() > timeout {
-            let _ = Command::new("kill")
-                .args(["-9", &format!("-{}", child.id())])
-                .status();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    drop(stdin);
-    let _ = reader.join();
-    let log = String::from_utf8_lossy(&seen.lock().unwrap()).replace('\r', "");
     Run { code, log }
 }
 
@@ -295,8 +267,10 @@ fn linux_smp4_gicv2() {
 fn linux_console_input_reaches_the_shell() {
     let r = run_typing(
         &["--smp", "2", "--append", "console=ttyAMA0"],
-        "powers the guest off.",
-        "echo typed-$((6*7))-ok\npoweroff -f\n",
+        Some((
+            "powers the guest off.",
+            "echo typed-$((6*7))-ok\npoweroff -f\n",
+        )),
         LINUX,
     );
     // The shell computed it, so the bytes went host UART -> Bulkhead -> guest PL011 -> sh.

@@ -142,8 +142,8 @@ pub fn activate_traps(vcpu_index: u64) {
     // CNTP_* so it cannot program the physical timer).
     CNTHCTL_EL2.write(CNTHCTL_EL2::EL1PCTEN::SET + CNTHCTL_EL2::EL1PCEN::CLEAR);
     CNTVOFF_EL2.set(0);
-    // The guest's MPIDR: Aff0 = vCPU index (matches the guest DTB's cpu@N reg), bit 31 RES1.
-    VMPIDR_EL2.set((1 << 31) | (vcpu_index & 0xff) | ((vcpu_index >> 8) << 8));
+    // The guest's MPIDR: the vCPU's affinity (as the guest DTB's cpu@N reg), bit 31 RES1.
+    VMPIDR_EL2.set((1 << 31) | crate::vcpu::vcpu_mpidr(vcpu_index as usize));
     let midr = MIDR_EL1.get();
     // SAFETY: VPIDR_EL2 only changes what the guest reads as MIDR_EL1 (aarch64-cpu has no
     // accessor for it).
