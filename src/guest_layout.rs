@@ -93,7 +93,8 @@ mod tests {
         assert_eq!(vcpu_index_from_mpidr(0x10, 64), None);
         assert_eq!(vcpu_index_from_mpidr(1 << 16, 4), None);
         assert_eq!(vcpu_index_from_mpidr(1 << 32, 4), None);
-        // Non-affinity bits (U, MT, bit 31 RES1) are ignored.
-        assert_eq!(vcpu_index_from_mpidr((1 << 31) | 2, 4), Some(2));
+        // Only affinity fields: callers strip IROUTER.IRM / MPIDR bit 31 themselves.
+        assert_eq!(vcpu_index_from_mpidr((1 << 31) | 2, 4), None);
+        assert_eq!(vcpu_index_from_mpidr(2, 4), Some(2));
     }
 }
