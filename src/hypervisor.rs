@@ -19,9 +19,6 @@ pub fn fatal_stop() -> ! {
     power::power_off()
 }
 
-/// IRQ taken while running at EL2 (idle loops).
-pub fn el2_irq() {}
-
 fn host_fdt() -> Option<fdt::Fdt<'static>> {
     let params = entry::boot_params();
     let placement = crate::mm::el2_tables::DtbPlacement {

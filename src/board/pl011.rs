@@ -48,10 +48,9 @@ impl Pl011 {
     /// `va` must map the PL011 registers as device memory for the rest of the program, and no
     /// other driver may use them.
     pub unsafe fn new(va: u64) -> Self {
-        // SAFETY: per the function contract.
-        Self {
-            regs: unsafe { &*(va as *const Pl011Regs) },
-        }
+        // SAFETY: per the function contract, `va` maps the registers for good.
+        let regs = unsafe { &*(va as *const Pl011Regs) };
+        Self { regs }
     }
 
     pub fn putc(&self, byte: u8) {

@@ -36,14 +36,10 @@ const KIND_NAMES: [&str; 16] = [
     "lower aarch32 serror",
 ];
 
-/// Runtime vectors, exception from EL2: report and stop. IRQs at EL2 are only expected while
-/// a CPU idles with interrupts unmasked; they are handled by the board's IRQ hook.
+/// Runtime vectors, exception from EL2: report and stop. (EL2 runs with IRQs masked; it
+/// waits for interrupts with WFI, so even an IRQ taken here is a bug.)
 #[unsafe(no_mangle)]
 extern "C" fn el2_exception(frame: &mut ExceptionFrame, kind: u64) {
-    if kind == 5 || kind == 1 {
-        crate::hypervisor::el2_irq();
-        return;
-    }
     let name = KIND_NAMES.get(kind as usize).copied().unwrap_or("?");
     crate::println!(
         "bulkhead: FATAL: unexpected EL2 exception: {name} ESR={:#018x} ELR={:#018x} FAR={:#018x} SPSR={:#x}",
