@@ -84,7 +84,11 @@ pub fn strip_nops(blob: &mut [u8]) -> Result<usize, DtbError> {
     let end = off_struct
         .checked_add(size_struct)
         .ok_or(DtbError::Invalid)?;
-    if total > blob.len() || end > total || off_struct % 4 != 0 || size_struct % 4 != 0 {
+    if total > blob.len()
+        || end > total
+        || !off_struct.is_multiple_of(4)
+        || !size_struct.is_multiple_of(4)
+    {
         return Err(DtbError::Invalid);
     }
     let (mut read, mut write, mut removed) = (off_struct, off_struct, 0);
@@ -201,19 +205,19 @@ fn translate(fdt: &Fdt<'_>, bus: &str, mut addr: u64) -> Option<u64> {
     while bus != "/" {
         let node = fdt.find_node(bus)?;
         let parent = parent_path(bus);
-        if let Some(ranges) = node.property("ranges") {
-            if !ranges.value.is_empty() {
-                let (child_ac, child_sc) = child_cells(fdt, bus);
-                let (parent_ac, _) = child_cells(fdt, parent);
-                let entry = (child_ac + parent_ac + child_sc) * 4;
-                let hit = ranges.value.chunks_exact(entry).find_map(|e| {
-                    let child = be_cells(&e[..child_ac * 4], child_ac)?;
-                    let paddr = be_cells(&e[child_ac * 4..], parent_ac)?;
-                    let len = be_cells(&e[(child_ac + parent_ac) * 4..], child_sc)?;
-                    (addr >= child && addr - child < len).then(|| paddr + (addr - child))
-                });
-                addr = hit?;
-            }
+        if let Some(ranges) = node.property("ranges")
+            && !ranges.value.is_empty()
+        {
+            let (child_ac, child_sc) = child_cells(fdt, bus);
+            let (parent_ac, _) = child_cells(fdt, parent);
+            let entry = (child_ac + parent_ac + child_sc) * 4;
+            let hit = ranges.value.chunks_exact(entry).find_map(|e| {
+                let child = be_cells(&e[..child_ac * 4], child_ac)?;
+                let paddr = be_cells(&e[child_ac * 4..], parent_ac)?;
+                let len = be_cells(&e[(child_ac + parent_ac) * 4..], child_sc)?;
+                (addr >= child && addr - child < len).then(|| paddr + (addr - child))
+            });
+            addr = hit?;
         }
         bus = parent;
     }
@@ -412,7 +416,6 @@ impl GicInfo {
 
 /// Walks every node depth-first, calling `f(path, node)`; `path` is built in `buf`.
 fn walk<'a>(
-    fdt: &Fdt<'a>,
     node: FdtNode<'_, 'a>,
     buf: &mut [u8],
     len: usize,
@@ -429,7 +432,7 @@ fn walk<'a>(
         let Ok(path) = core::str::from_utf8(&buf[..new_len]) else {
             continue;
         };
-        if f(path, &child) || walk(fdt, child, buf, new_len, f) {
+        if f(path, &child) || walk(child, buf, new_len, f) {
             return true;
         }
     }
@@ -445,7 +448,7 @@ pub fn with_compatible_path<R>(
     let mut buf = [0u8; 256];
     let mut found_len = None;
     let root = fdt.find_node("/")?;
-    walk(fdt, root, &mut buf, 0, &mut |path, node| {
+    walk(root, &mut buf, 0, &mut |path, node| {
         let hit = compat.iter().any(|c| is_compatible(node, c)) && is_enabled(node);
         if hit {
             found_len = Some(path.len());

@@ -237,10 +237,10 @@ pub fn secondary_main(cpu_index: usize) -> ! {
         cpu::halt()
     };
     loop {
-        if let Some(vm) = crate::hyp::vm::vm() {
-            if cpu_index < vm.config.vcpu_count {
-                crate::hyp::run::run_vcpu(vm, cpu_index)
-            }
+        if let Some(vm) = crate::hyp::vm::vm()
+            && cpu_index < vm.config.vcpu_count
+        {
+            crate::hyp::run::run_vcpu(vm, cpu_index)
         }
         if me.command.swap(percpu::CMD_NONE, Ordering::AcqRel) == percpu::CMD_OFFLINE {
             me.online.store(false, Ordering::Release);

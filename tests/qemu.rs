@@ -106,15 +106,15 @@ fn run_typing(args: &[&str], typing: Option<(&str, &str)>, timeout: Duration) ->
     let (err, err_thread) = collect(Box::new(child.stderr.take().unwrap()));
     let start = Instant::now();
     let code = loop {
-        if let (Some((prompt, text)), Some(stdin)) = (typing, input.as_mut()) {
-            if String::from_utf8_lossy(&out.lock().unwrap()).contains(prompt) {
-                for b in text.bytes() {
-                    let _ = stdin.write_all(&[b]);
-                    let _ = stdin.flush();
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                input = None;
+        if let (Some((prompt, text)), Some(stdin)) = (typing, input.as_mut())
+            && String::from_utf8_lossy(&out.lock().unwrap()).contains(prompt)
+        {
+            for b in text.bytes() {
+                let _ = stdin.write_all(&[b]);
+                let _ = stdin.flush();
+                std::thread::sleep(Duration::from_millis(20));
             }
+            input = None;
         }
         if let Some(status) = child.try_wait().unwrap() {
             break status.code();

@@ -97,7 +97,7 @@ fn set_v2_target_cpu0(intid: u32) {
     let Some(&gicd) = V2_GICD_VA.get() else {
         return;
     };
-    if intid < 32 || intid >= 1020 {
+    if !(32..1020).contains(&intid) {
         return;
     }
     // SAFETY: GICD_ITARGETSR<n> is a byte-accessible array at 0x800 in the distributor frame

@@ -56,10 +56,10 @@ pub fn sample_timer(vm: &Vm, me: &mut VcpuLocal) {
 /// write costs no list-register refill.
 pub fn update_uart_line(vm: &Vm, uart: &crate::devices::pl011::Pl011) {
     let level = uart.irq_level();
-    if vm.uart_line.swap(level, Ordering::Relaxed) != level {
-        if let Ok(set) = vm.vgic().set_line_level(0, PL011_INTID, level) {
-            kick_set(vm, set);
-        }
+    if vm.uart_line.swap(level, Ordering::Relaxed) != level
+        && let Ok(set) = vm.vgic().set_line_level(0, PL011_INTID, level)
+    {
+        kick_set(vm, set);
     }
 }
 

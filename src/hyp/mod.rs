@@ -12,7 +12,7 @@ pub fn guest_log_allowed() -> bool {
     use core::sync::atomic::{AtomicU32, Ordering};
     static COUNT: AtomicU32 = AtomicU32::new(0);
     let n = COUNT.fetch_add(1, Ordering::Relaxed);
-    n < 16 || n % 1024 == 0
+    n < 16 || n.is_multiple_of(1024)
 }
 
 /// Logs a warning about something a guest did, rate-limited.

@@ -150,7 +150,7 @@ impl<'a> TablePool<'a> {
         size: u64,
         kind: MapKind,
     ) -> Result<(), MapError> {
-        if (va | pa | size) % 4096 != 0 {
+        if !(va | pa | size).is_multiple_of(4096) {
             return Err(MapError::Misaligned { va, pa, size });
         }
         if va.checked_add(size).is_none_or(|end| end > 1 << 48) || pa & !ADDR_MASK != 0 {
@@ -179,7 +179,10 @@ impl<'a> TablePool<'a> {
             let index = ((va >> shift) & 511) as usize;
             let entry = self.table(table_pa)?[index];
             let is_table = level < 3 && entry & 0b11 == 0b11;
-            let fits_block = level >= 1 && va % block == 0 && pa % block == 0 && remaining >= block;
+            let fits_block = level >= 1
+                && va.is_multiple_of(block)
+                && pa.is_multiple_of(block)
+                && remaining >= block;
             if level == 3 || (fits_block && !is_table) {
                 let type_bits = if level == 3 {
                     DESC_VALID | DESC_TABLE_OR_PAGE

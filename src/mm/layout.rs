@@ -60,7 +60,7 @@ impl core::fmt::Display for LayoutError {
 /// Checks that an image loaded at `pa` with `size` bytes can be identity-mapped without
 /// touching any runtime VA.
 pub const fn check_image_pa(pa: u64, size: u64) -> Result<(), LayoutError> {
-    if pa % PAGE_SIZE != 0 {
+    if !pa.is_multiple_of(PAGE_SIZE) {
         return Err(LayoutError::ImageMisaligned { pa });
     }
     if pa.saturating_add(size) > IDENTITY_LIMIT {

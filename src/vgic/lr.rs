@@ -81,11 +81,11 @@ impl Vgic {
             picked += 1;
         }
         for &(_, intid) in &picks[..picked] {
-            if let Some(entry) = self.take_one(vcpu, intid) {
-                if let Some(slot) = out.get_mut(fill.count) {
-                    *slot = entry;
-                    fill.count += 1;
-                }
+            if let Some(entry) = self.take_one(vcpu, intid)
+                && let Some(slot) = out.get_mut(fill.count)
+            {
+                *slot = entry;
+                fill.count += 1;
             }
         }
         fill

@@ -125,7 +125,7 @@ fn image_layout() -> ImageLayout {
 
 /// Reads the DTB at `pa` (MMU off: identity) and returns it if the header is sane.
 fn early_dtb(pa: u64) -> Option<&'static mut [u8]> {
-    if pa == 0 || pa % 8 != 0 {
+    if pa == 0 || !pa.is_multiple_of(8) {
         return None;
     }
     // SAFETY: the boot protocol gives a DTB at `pa`; reading its 8-byte header is in bounds of

@@ -20,7 +20,7 @@ impl core::fmt::Display for SpinTableError {
 /// Writes `entry_pa` to the release address (a RAM location in the linear window), cleans it
 /// to the point of coherency (the waiting CPU has its caches off) and wakes the CPUs.
 pub fn release(release_addr: u64, entry_pa: u64) -> Result<(), SpinTableError> {
-    if release_addr % 8 != 0 {
+    if !release_addr.is_multiple_of(8) {
         return Err(SpinTableError::Misaligned(release_addr));
     }
     let va = phys_to_linear(release_addr);
