@@ -321,6 +321,8 @@ fn assert_probe(r: &Run) {
     r.assert_contains("PROBE: PASS abort_load_hole_below_ram");
     r.assert_contains("PROBE: PASS cpu_on_bad_mpidr");
     r.assert_contains("PROBE: PASS secondary_cpu_off_did_not_return_round2");
+    r.assert_contains("PROBE: PASS ptimer_istatus_rises");
+    r.assert_contains("PROBE: PASS ptimer_tval_write_sets_cval");
     r.assert_contains("bulkhead: guest powered off");
     r.assert_exit_ok();
 }

@@ -9,6 +9,7 @@ use super::run::VcpuLocal;
 use super::vm::{ExitStats, GicKick, Vm};
 use crate::arch::sysregs;
 use crate::devices::mmio::{self, MmioAccess};
+use crate::devices::ptimer::TimerReg;
 use crate::guest_warn;
 use crate::mm::stage2::{EmulatedDevice, Stage2Decision};
 use crate::psci::{self, PsciAction};
@@ -117,8 +118,8 @@ pub fn kick_set(vm: &Vm, set: VcpuSet) {
     }
 }
 
-/// MSR/MRS/SYS traps: ICC_SGI1R_EL1 (GICv3 IPIs) is emulated, the physical timer reads as
-/// zero and ignores writes, anything else is UNDEFINED.
+/// MSR/MRS/SYS traps: ICC_SGI1R_EL1 (GICv3 IPIs) and the EL1 physical timer are emulated,
+/// anything else is UNDEFINED.
 fn sysreg(vm: &Vm, me: &mut VcpuLocal, esr: u64) -> ExitAction {
     let iss = esr & 0x1ff_ffff;
     let read = iss & 1 == 1;
@@ -138,11 +139,18 @@ fn sysreg(vm: &Vm, me: &mut VcpuLocal, esr: u64) -> ExitAction {
                 Err(e) => guest_warn!("vcpu {}: SGI write {value:#x}: {e}", me.index),
             }
         }
-        // CNTP_CTL_EL0 / CNTP_CVAL_EL0 / CNTP_TVAL_EL0: the guest's timer is the virtual one.
-        (3, 3, 14, 2, _, _) => {
-            if read && rt != 31 {
-                me.regs.x[rt] = 0;
+        // CNTP_TVAL_EL0 / CNTP_CTL_EL0 / CNTP_CVAL_EL0: the emulated EL1 physical timer.
+        (3, 3, 14, 2, op2, _) if TimerReg::from_op2(op2).is_some() => {
+            let reg = TimerReg::from_op2(op2).unwrap_or(TimerReg::Ctl);
+            let now = crate::arch::cpu::counter();
+            if read {
+                if rt != 31 {
+                    me.regs.x[rt] = me.ptimer.read(reg, now);
+                }
+            } else {
+                me.ptimer.write(reg, value, now);
             }
+            super::irq::update_ptimer(vm, me);
         }
         _ => {
             guest_warn!(

@@ -16,6 +16,11 @@ use crate::guest_layout::PL011_INTID;
 /// The virtual timer PPI (INTID 27), the same physical and virtual.
 pub const VTIMER_INTID: u32 = crate::guest_layout::VTIMER_INTID;
 
+/// The EL1 physical timer PPI (INTID 30), emulated for the guest.
+pub const PTIMER_INTID: u32 = 30;
+/// The EL2 physical timer PPI (INTID 26), backing the emulated one.
+pub const HYP_TIMER_INTID: u32 = 26;
+
 /// Host INTIDs learned from the DTB (0 = none).
 static UART_INTID: AtomicU32 = AtomicU32::new(0);
 static MAINTENANCE_INTID: AtomicU32 = AtomicU32::new(25);
@@ -30,6 +35,7 @@ pub fn set_host_intids(uart: Option<u32>, maintenance: Option<u32>) {
 /// Enables the interrupts a CPU running a vCPU takes. vCPU 0's CPU also owns the console.
 pub fn enable_vcpu_irqs(index: usize) {
     gic::enable_private(VTIMER_INTID, index);
+    gic::enable_private(HYP_TIMER_INTID, index);
     gic::enable_private(gic::KICK_SGI, index);
     gic::enable_private(MAINTENANCE_INTID.load(Ordering::Relaxed), index);
     let uart = UART_INTID.load(Ordering::Relaxed);
@@ -49,6 +55,20 @@ pub fn sample_timer(vm: &Vm, me: &mut VcpuLocal) {
         }
         me.set_timer_level(level);
     }
+}
+
+/// Re-evaluates the emulated physical timer: drives PPI 30 and arms (or stops) the EL2 timer
+/// that wakes us at its deadline.
+pub fn update_ptimer(vm: &Vm, me: &mut VcpuLocal) {
+    let now = crate::arch::cpu::counter();
+    let level = me.ptimer.level(now);
+    if level != me.ptimer_level {
+        me.ptimer_level = level;
+        if let Ok(set) = vm.vgic().set_line_level(me.index, PTIMER_INTID, level) {
+            kick_set(vm, set);
+        }
+    }
+    crate::arch::sysregs::set_hyp_timer(me.ptimer.deadline(now));
 }
 
 /// Drives the guest PL011's interrupt line from its state; call with the UART locked (lock
@@ -90,6 +110,8 @@ pub fn handle_host_irqs(vm: &Vm, me: &mut VcpuLocal) {
         }
         if intid == VTIMER_INTID {
             sample_timer(vm, me);
+        } else if intid == HYP_TIMER_INTID {
+            update_ptimer(vm, me);
         } else if intid == uart && uart != 0 {
             forward_console_input(vm);
         }

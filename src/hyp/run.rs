@@ -36,6 +36,9 @@ pub struct VcpuLocal {
     pub blocked: bool,
     /// The virtual timer's output as last sampled.
     pub timer_level: bool,
+    /// The emulated EL1 physical timer, and its output as last driven.
+    pub ptimer: crate::devices::ptimer::PhysTimer,
+    pub ptimer_level: bool,
 }
 
 impl VcpuLocal {
@@ -50,6 +53,8 @@ impl VcpuLocal {
             generation: 0,
             blocked: false,
             timer_level: false,
+            ptimer: crate::devices::ptimer::PhysTimer::new(),
+            ptimer_level: false,
         }
     }
 
@@ -64,6 +69,7 @@ impl VcpuLocal {
         vgic_hw::reset_vcpu_interface();
         self.blocked = false;
         self.set_timer_level(false);
+        self.ptimer = crate::devices::ptimer::PhysTimer::new();
     }
 
     pub fn set_timer_level(&mut self, level: bool) {
@@ -156,6 +162,7 @@ pub fn run_vcpu(vm: &'static Vm, index: usize) -> ! {
             me.generation = generation;
             fold_lrs(vm, &mut me);
             me.start_at(0, 0);
+            irq::update_ptimer(vm, &mut me);
             if vm.power.may_run(index) {
                 let boot = *vm.boot.lock();
                 me.start_at(boot.entry, boot.dtb_ipa);

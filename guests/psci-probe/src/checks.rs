@@ -131,6 +131,7 @@ pub fn run_all(machine: &Machine, tally: &mut Tally) {
     check_misc_calls(tally);
     check_affinity_and_cpu_on_errors(tally);
     check_aborts(machine, tally);
+    check_physical_timer(tally);
     match machine.other_cpu {
         Some(other) => check_secondary(other, tally),
         None => println!("PROBE: SKIP secondary (the DTB lists one CPU)"),
@@ -369,6 +370,35 @@ fn wait_for(done: impl Fn() -> bool) -> bool {
 /// Two rounds of CPU_ON → secondary prints → CPU_OFF → AFFINITY_INFO says OFF, each with a
 /// second CPU_ON while the first is pending or running; round 2 shows that a vCPU powered off
 /// by CPU_OFF can be started again.
+/// The EL1 physical timer must work (a hypervisor may emulate it, not drop it): CVAL/TVAL
+/// read back, ISTATUS rises once the deadline passes, TVAL then counts negative.
+fn check_physical_timer(tally: &mut Tally) {
+    let now = machine::physical_counter();
+    machine::write_cntp_ctl(0);
+    machine::write_cntp_cval(now + 2000);
+    tally.expect_eq("ptimer_cval_reads_back", machine::read_cntp_cval(), now + 2000);
+    machine::write_cntp_ctl(1); // ENABLE, unmasked
+    let mut fired = false;
+    for _ in 0..2_000_000 {
+        if machine::read_cntp_ctl() & 0b100 != 0 {
+            fired = true;
+            break;
+        }
+    }
+    tally.expect_eq("ptimer_istatus_rises", u64::from(fired), 1);
+    let tval = machine::read_cntp_tval() as u32 as i32;
+    tally.expect_eq("ptimer_tval_negative_after_deadline", u64::from(tval <= 0), 1);
+    let before = machine::physical_counter();
+    machine::write_cntp_tval(100_000);
+    let cval = machine::read_cntp_cval();
+    let after = machine::physical_counter();
+    let tval_sets_cval = cval >= before + 100_000 && cval <= after + 100_000;
+    tally.expect_eq("ptimer_tval_write_sets_cval", u64::from(tval_sets_cval), 1);
+    machine::write_cntp_ctl(0b10); // masked, disabled
+    tally.expect_eq("ptimer_ctl_reads_back", machine::read_cntp_ctl() & 0b11, 0b10);
+    machine::write_cntp_ctl(0);
+}
+
 fn check_secondary(other: u64, tally: &mut Tally) {
     tally.call(
         "affinity_info_secondary_off_at_boot",

@@ -190,3 +190,35 @@ impl BootRecord {
         }
     }
 }
+
+/// CNTPCT_EL0: the physical counter the EL1 physical timer compares against.
+pub fn physical_counter() -> u64 {
+    let ticks: u64;
+    // SAFETY: reading the physical counter has no side effects.
+    unsafe {
+        asm!("isb", "mrs {}, cntpct_el0", out(reg) ticks, options(nomem, nostack, preserves_flags))
+    };
+    ticks
+}
+
+macro_rules! timer_reg {
+    ($read:ident, $write:ident, $name:literal) => {
+        #[doc = concat!("Reads ", $name, ".")]
+        pub fn $read() -> u64 {
+            let value: u64;
+            // SAFETY: reading a timer register has no side effects.
+            unsafe { asm!(concat!("mrs {}, ", $name), out(reg) value, options(nomem, nostack)) };
+            value
+        }
+        #[doc = concat!("Writes ", $name, ".")]
+        pub fn $write(value: u64) {
+            // SAFETY: the probe owns its EL1 physical timer; its interrupt stays disabled in
+            // the GIC, so arming it has no effect beyond the timer's own state.
+            unsafe { asm!(concat!("msr ", $name, ", {}"), "isb", in(reg) value, options(nomem, nostack)) };
+        }
+    };
+}
+
+timer_reg!(read_cntp_ctl, write_cntp_ctl, "cntp_ctl_el0");
+timer_reg!(read_cntp_cval, write_cntp_cval, "cntp_cval_el0");
+timer_reg!(read_cntp_tval, write_cntp_tval, "cntp_tval_el0");

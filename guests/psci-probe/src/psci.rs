@@ -40,6 +40,9 @@ pub mod ret {
     pub const INVALID_PARAMETERS: i64 = -2;
     pub const ALREADY_ON: i64 = -4;
     pub const ON_PENDING: i64 = -5;
+    /// PSCI's code for an entry point the caller may not use; Bulkhead answers
+    /// INVALID_PARAMETERS instead (see `checks::WANT_CPU_ON_BAD_ENTRY`).
+    #[allow(dead_code)]
     pub const INVALID_ADDRESS: i64 = -9;
 }
 

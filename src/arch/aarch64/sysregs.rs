@@ -180,3 +180,20 @@ pub fn inject_sync(pc: u64, pstate: u64, esr: u64, far: u64) -> (u64, u64) {
     // EL1h, DAIF masked, as on exception entry.
     (vbar + offset, 0x3c5)
 }
+
+/// Arms this CPU's EL2 physical timer (CNTHP) at `deadline` (a physical counter value), or
+/// disables it. It backs the guest's emulated EL1 physical timer; its interrupt is PPI 26.
+pub fn set_hyp_timer(deadline: Option<u64>) {
+    match deadline {
+        Some(cval) => {
+            // SAFETY: CNTHP_CVAL_EL2 only sets when this CPU's EL2 timer fires (aarch64-cpu has
+            // no accessor for it).
+            unsafe {
+                core::arch::asm!("msr cnthp_cval_el2, {}", in(reg) cval, options(nomem, nostack))
+            };
+            CNTHP_CTL_EL2.write(CNTHP_CTL_EL2::ENABLE::SET + CNTHP_CTL_EL2::IMASK::CLEAR);
+        }
+        None => CNTHP_CTL_EL2.set(0),
+    }
+    aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
+}
