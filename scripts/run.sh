@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 board=virt gic=3 smp=4 guest=1 kernel="" initrd="" append="" mem=512M hyp_append="" image=""
-icount=0 qemu_cpus="" virt_ext=on
+icount=0 qemu_cpus="" virt_ext=on kernel_addr=0x50000000 initrd_addr=0x58000000
 extra=()
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -62,8 +62,11 @@ case "$board" in
                -smp "${qemu_cpus:-$smp}" -m "$(( mem_mib + 512 + 256 ))M")
         ;;
     rpi4)
+        # QEMU's raspi4b describes 960 MiB at 0: the hypervisor at 0x80000, the guest modules
+        # at 0x10000000 (kernel) and 0x18000000 (initrd), the guest's RAM at the top.
         eval "$(scripts/assets.sh kernel)"
         qemu+=(-M raspi4b -smp 4 -accel tcg,thread=single -dtb "$RPI4_DTB")
+        kernel_addr=0x10000000 initrd_addr=0x18000000
         ;;
     *) echo "run.sh: unknown board $board" >&2; exit 2 ;;
 esac
@@ -77,8 +80,26 @@ if [ "$guest" = 1 ]; then
     [ -n "$append" ] || append="console=ttyAMA0"
     hyp_append="$hyp_append bulkhead.guest_mem=${mem_mib}M bulkhead.guest_smp=$smp"
     # QEMU option values escape commas by doubling them.
-    qemu+=(-device "guest-loader,addr=0x50000000,kernel=$kernel,bootargs=${append//,/,,}")
-    [ -n "$initrd" ] && qemu+=(-device "guest-loader,addr=0x58000000,initrd=$initrd")
+    if [ "$board" = virt ]; then
+        qemu+=(-device "guest-loader,addr=$kernel_addr,kernel=$kernel,bootargs=${append//,/,,}")
+        [ -n "$initrd" ] && qemu+=(-device "guest-loader,addr=$initrd_addr,initrd=$initrd")
+    else
+        # raspi4b loads its DTB from a file that guest-loader cannot patch: write the same
+        # multiboot module nodes into a copy (root cells: <2 1>) and load the files raw.
+        dtb=$(mktemp --suffix=.dtb)
+        cp "$RPI4_DTB" "$dtb"
+        add_module() { # ADDR FILE KIND [BOOTARGS]
+            local node="/chosen/module@${1#0x}"
+            fdtput -c "$dtb" "$node"
+            fdtput -t s "$dtb" "$node" compatible multiboot,module "multiboot,$3"
+            fdtput -t x "$dtb" "$node" reg 0 "${1#0x}" "$(printf %x "$(stat -c %s "$2")")"
+            [ -z "${4:-}" ] || fdtput -t s "$dtb" "$node" bootargs "$4"
+            qemu+=(-device "loader,file=$2,addr=$1,force-raw=on")
+        }
+        add_module "$kernel_addr" "$kernel" kernel "$append"
+        [ -z "$initrd" ] || add_module "$initrd_addr" "$initrd" ramdisk
+        qemu=("${qemu[@]/#$RPI4_DTB/$dtb}")
+    fi
 fi
 
 qemu+=(-kernel "$image" -append "${hyp_append# }")
