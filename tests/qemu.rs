@@ -282,7 +282,14 @@ fn linux_console_input_reaches_the_shell() {
 #[test]
 fn linux_on_raspi4b_sees_a_virt_machine() {
     let r = run(
-        &["--board", "rpi4", "--mem", "256M", "--append", "console=ttyAMA0 bulkhead.test=smoke"],
+        &[
+            "--board",
+            "rpi4",
+            "--mem",
+            "256M",
+            "--append",
+            "console=ttyAMA0 bulkhead.test=smoke",
+        ],
         LINUX,
     );
     r.assert_contains("bulkhead: Bulkhead 0.1.0 starting on rpi4 (EL2)");

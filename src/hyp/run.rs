@@ -213,26 +213,34 @@ pub fn run_vcpu(vm: &'static Vm, index: usize) -> ! {
             stage2_hw::load(vm.vtcr, vm.stage2_root, vmid);
             me.loaded_vmid = Some(vmid);
         }
-        flush_lrs(vm, &mut me);
-        if requests.enter_guest().is_err() {
-            fold_lrs(vm, &mut me);
-            continue;
-        }
-        let kind = run_guest(&mut me.regs);
-        requests.exit_guest();
-        fold_lrs(vm, &mut me);
-        irq::sample_timer(vm, &mut me);
-
-        let action = match kind {
-            ExitKind::Sync => exit::handle_sync(vm, &mut me),
-            ExitKind::Irq => {
-                ExitStats::count(&vm.exits.irq);
-                irq::handle_host_irqs(vm, &mut me);
-                ExitAction::Resume
+        // Fast re-entry: while exits only ask to resume, stay here. Everything the outer
+        // checks look at changes only together with a request (and `enter_guest` refuses
+        // while one is pending) or through this vCPU's own exit actions, and the VMID stays
+        // valid: a rollover keeps every VMID active on a CPU reserved for its VM (seed 002).
+        let action = loop {
+            flush_lrs(vm, &mut me);
+            if requests.enter_guest().is_err() {
+                fold_lrs(vm, &mut me);
+                break ExitAction::Resume;
             }
-            ExitKind::SError => {
-                crate::guest_warn!("vcpu {index}: SError from the guest");
-                ExitAction::Resume
+            let kind = run_guest(&mut me.regs);
+            requests.exit_guest();
+            fold_lrs(vm, &mut me);
+            irq::sample_timer(vm, &mut me);
+            let action = match kind {
+                ExitKind::Sync => exit::handle_sync(vm, &mut me),
+                ExitKind::Irq => {
+                    ExitStats::count(&vm.exits.irq);
+                    irq::handle_host_irqs(vm, &mut me);
+                    ExitAction::Resume
+                }
+                ExitKind::SError => {
+                    crate::guest_warn!("vcpu {index}: SError from the guest");
+                    ExitAction::Resume
+                }
+            };
+            if action != ExitAction::Resume {
+                break action;
             }
         };
         match action {
