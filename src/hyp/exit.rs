@@ -166,12 +166,30 @@ fn sysreg(vm: &Vm, me: &mut VcpuLocal, esr: u64) -> ExitAction {
     ExitAction::Resume
 }
 
+/// Whether a stage-2 abort means "nothing mapped here (yet)": a translation or access-flag
+/// fault at any level. Anything else — an alignment fault on a passed-through device page, a
+/// permission fault — is the guest's own doing and must not be retried.
+fn is_missing_mapping(esr: u64) -> bool {
+    matches!(esr & 0x3c, 0x04 | 0x08)
+}
+
+/// The fault status the guest sees for an abort Bulkhead reflects back to it.
+fn guest_fsc(esr: u64) -> u64 {
+    const FSC_ALIGNMENT: u64 = 0x21;
+    if esr & 0x3f == FSC_ALIGNMENT { FSC_ALIGNMENT } else { FSC_SEA }
+}
+
 fn data_abort(vm: &Vm, me: &mut VcpuLocal, esr: u64, far: u64, hpfar: u64) -> ExitAction {
     let ipa = mmio::fault_ipa(hpfar, far);
+    if !is_missing_mapping(esr) {
+        guest_warn!("vcpu {}: data abort ESR={esr:#x} at IPA {ipa:#x}", me.index);
+        inject_abort(me, esr, far, true);
+        return ExitAction::Resume;
+    }
     match vm.mem.decide(ipa) {
         d @ (Stage2Decision::MapRam { .. } | Stage2Decision::MapDevice { .. }) => map(vm, me, d),
         Stage2Decision::Emulate { device, offset } => match mmio::decode_data_abort(esr, ipa) {
-            Ok(access) => emulate(vm, me, device, offset, &access),
+            Ok(access) => emulate(vm, me, device, offset, &access, (esr, far)),
             Err(e) => {
                 guest_warn!("vcpu {}: undecodable MMIO at IPA {ipa:#x}: {e:?}", me.index);
                 inject_abort(me, esr, far, true);
@@ -192,6 +210,11 @@ fn data_abort(vm: &Vm, me: &mut VcpuLocal, esr: u64, far: u64, hpfar: u64) -> Ex
 
 fn instruction_abort(vm: &Vm, me: &mut VcpuLocal, esr: u64, far: u64, hpfar: u64) -> ExitAction {
     let ipa = mmio::fault_ipa(hpfar, far);
+    if !is_missing_mapping(esr) {
+        guest_warn!("vcpu {}: instruction abort ESR={esr:#x} at IPA {ipa:#x}", me.index);
+        inject_abort(me, esr, far, false);
+        return ExitAction::Resume;
+    }
     match vm.mem.decide(ipa) {
         d @ Stage2Decision::MapRam { .. } => map(vm, me, d),
         _ => {
@@ -233,6 +256,7 @@ fn emulate(
     device: EmulatedDevice,
     offset: u64,
     access: &MmioAccess,
+    (esr, far): (u64, u64),
 ) -> ExitAction {
     let reg = access.reg as usize;
     let reg_value = if reg == 31 { 0 } else { me.regs.x[reg] };
@@ -300,7 +324,7 @@ fn emulate(
                 "vcpu {}: bad {device:?} access at offset {offset:#x}",
                 me.index
             );
-            inject_abort(me, 0, access.ipa, true);
+            inject_abort(me, esr, far, true);
         }
     }
     ExitAction::Resume
@@ -325,7 +349,7 @@ fn inject_abort(me: &mut VcpuLocal, esr: u64, far: u64, data: bool) {
         (false, false) => 0x21,
     };
     let wnr = if data { esr & (1 << 6) } else { 0 };
-    let guest_esr = (ec << 26) | ESR_IL | wnr | FSC_SEA;
+    let guest_esr = (ec << 26) | ESR_IL | wnr | guest_fsc(esr);
     let (pc, pstate) = sysregs::inject_sync(me.regs.pc, me.regs.pstate, guest_esr, far);
     me.regs.pc = pc;
     me.regs.pstate = pstate;
