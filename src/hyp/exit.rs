@@ -176,7 +176,11 @@ fn is_missing_mapping(esr: u64) -> bool {
 /// The fault status the guest sees for an abort Bulkhead reflects back to it.
 fn guest_fsc(esr: u64) -> u64 {
     const FSC_ALIGNMENT: u64 = 0x21;
-    if esr & 0x3f == FSC_ALIGNMENT { FSC_ALIGNMENT } else { FSC_SEA }
+    if esr & 0x3f == FSC_ALIGNMENT {
+        FSC_ALIGNMENT
+    } else {
+        FSC_SEA
+    }
 }
 
 fn data_abort(vm: &Vm, me: &mut VcpuLocal, esr: u64, far: u64, hpfar: u64) -> ExitAction {
@@ -211,7 +215,10 @@ fn data_abort(vm: &Vm, me: &mut VcpuLocal, esr: u64, far: u64, hpfar: u64) -> Ex
 fn instruction_abort(vm: &Vm, me: &mut VcpuLocal, esr: u64, far: u64, hpfar: u64) -> ExitAction {
     let ipa = mmio::fault_ipa(hpfar, far);
     if !is_missing_mapping(esr) {
-        guest_warn!("vcpu {}: instruction abort ESR={esr:#x} at IPA {ipa:#x}", me.index);
+        guest_warn!(
+            "vcpu {}: instruction abort ESR={esr:#x} at IPA {ipa:#x}",
+            me.index
+        );
         inject_abort(me, esr, far, false);
         return ExitAction::Resume;
     }

@@ -120,6 +120,9 @@ fn fold_lrs(vm: &Vm, me: &mut VcpuLocal) {
     if me.lrs_loaded == 0 {
         return;
     }
+    // Underflow maintenance off first: emptying the list registers below must not raise a
+    // maintenance interrupt of its own (which, pending on every entry, would starve the guest).
+    vgic_hw::enable(false);
     let mut vgic = vm.vgic();
     for i in 0..me.lrs_loaded {
         let (pending, active) = vgic_hw::read_lr_state(i);
