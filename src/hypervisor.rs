@@ -3,16 +3,9 @@
 
 use core::sync::atomic::Ordering;
 
-use crate::arch::{cpu, entry, firmware::Firmware, mmu, percpu};
+use crate::arch::{cpu, entry, firmware::Firmware, heap, mmu, percpu};
 use crate::board::{BoardKind, console, gic, power};
 use crate::dtb::{self, EnableMethod, PsciConduit};
-use crate::mm::layout::phys_to_linear;
-
-/// Heap size carved from RAM right after the image.
-const HEAP_SIZE: u64 = 16 << 20;
-
-#[global_allocator]
-static HEAP: buddy_system_allocator::LockedHeap<32> = buddy_system_allocator::LockedHeap::empty();
 
 /// Stops the machine after a fatal error.
 pub fn fatal_stop() -> ! {
@@ -38,9 +31,7 @@ pub fn primary_main() -> ! {
     let fdt = host_fdt();
     let Some(fdt) = fdt else { cpu::halt() };
     if let Some(uart) = dtb::console_uart(&fdt) {
-        let va = phys_to_linear(uart.base);
-        // SAFETY: the runtime table maps this page as device memory (boot_primary_early).
-        unsafe { console::init(va) };
+        console::init(uart.base);
     }
     let bootargs = dtb::bootargs(&fdt);
     console::init_logging(dtb::bootarg(bootargs, "loglevel"));
@@ -52,20 +43,7 @@ pub fn primary_main() -> ! {
         kind.name()
     );
 
-    let image = entry::image();
-    for ram in dtb::memory_regions(&fdt) {
-        if let Err(e) = mmu::map_ram(ram.base, ram.size) {
-            log::error!("cannot map RAM {:#x}+{:#x}: {e}", ram.base, ram.size);
-        }
-    }
-    let heap_base = (image.pa + image.data.1 + (2 << 20) - 1) & !((2 << 20) - 1);
-    // SAFETY: [heap_base, +HEAP_SIZE) is RAM right after the image, mapped read-write in the
-    // linear window, and used by nothing else.
-    unsafe {
-        HEAP.lock()
-            .init(phys_to_linear(heap_base) as usize, HEAP_SIZE as usize)
-    };
-
+    // Power control first (no heap needed), so even a failure below can turn the machine off.
     let control = match (kind, psci) {
         (_, Some(conduit)) => power::PowerControl::Psci(Firmware(conduit)),
         (BoardKind::Rpi4, None) => dtb::pm_watchdog(&fdt)
@@ -76,6 +54,24 @@ pub fn primary_main() -> ! {
         _ => power::PowerControl::None,
     };
     power::init(control);
+
+    // RAM banks, without the heap (which lives in one of them).
+    let mut ram = [dtb::PhysRange { base: 0, size: 0 }; 8];
+    let mut banks = 0;
+    for bank in dtb::memory_regions(&fdt).take(ram.len()) {
+        ram[banks] = bank;
+        banks += 1;
+        if let Err(e) = mmu::map_ram(bank.base, bank.size) {
+            log::error!("cannot map RAM {:#x}+{:#x}: {e}", bank.base, bank.size);
+        }
+    }
+    let heap = match heap::init(&ram[..banks]) {
+        Ok(heap) => heap,
+        Err(e) => {
+            log::error!("no heap: {e:?}");
+            fatal_stop()
+        }
+    };
 
     let cpus: alloc::vec::Vec<dtb::CpuInfo> = match dtb::cpus(&fdt) {
         Ok(it) => it.take(entry::MAX_CPUS).collect(),
@@ -116,7 +112,7 @@ pub fn primary_main() -> ! {
         hotplug_test(&mpidrs, psci, cycles);
     }
 
-    if let Some(vm) = crate::hyp::setup::create_vm(&fdt, &gic_info, heap_base + HEAP_SIZE, total) {
+    if let Some(vm) = crate::hyp::setup::create_vm(&fdt, &gic_info, heap.end(), total) {
         // Release the secondaries into their vCPU loops, then run vCPU 0 here.
         cpu::sev();
         crate::hyp::run::run_vcpu(vm, 0)

@@ -68,10 +68,14 @@ fn run(args: &[&str], timeout: Duration) -> Run {
 /// was printed; otherwise stdin is closed.
 fn run_typing(args: &[&str], typing: Option<(&str, &str)>, timeout: Duration) -> Run {
     use std::io::Write;
-    use std::os::unix::process::CommandExt;
     use std::sync::{Arc, Mutex};
 
-    let mut cmd = Command::new(repo().join("scripts/run.sh"));
+    // `timeout` (coreutils) runs QEMU in its own process group and kills that group, and
+    // only that group, when time is up.
+    let mut cmd = Command::new("timeout");
+    cmd.arg("--kill-after=10")
+        .arg(format!("{}", timeout.as_secs()))
+        .arg(repo().join("scripts/run.sh"));
     if let Ok(image) = std::env::var("BULKHEAD_IMAGE") {
         cmd.args(["--image", &image]);
     }
@@ -84,8 +88,7 @@ fn run_typing(args: &[&str], typing: Option<(&str, &str)>, timeout: Duration) ->
         .current_dir(repo())
         .stdin(stdin)
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
+        .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("cannot start scripts/run.sh");
     let mut input = child.stdin.take();
     let collect = |mut from: Box<dyn Read + Send>| {
@@ -117,13 +120,11 @@ fn run_typing(args: &[&str], typing: Option<(&str, &str)>, timeout: Duration) ->
             input = None;
         }
         if let Some(status) = child.try_wait().unwrap() {
-            break status.code();
+            // `timeout` exits with 124 (or 137 after SIGKILL) when it had to stop the run.
+            break status.code().filter(|c| *c != 124 && *c != 137);
         }
-        if start.elapsed() > timeout {
-            // Kill the whole process group (run.sh execs QEMU, but be thorough).
-            let _ = Command::new("kill")
-                .args(["-9", &format!("-{}", child.id())])
-                .status();
+        if start.elapsed() > timeout + Duration::from_secs(30) {
+            let _ = child.kill();
             let _ = child.wait();
             break None;
         }

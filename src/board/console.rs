@@ -8,12 +8,13 @@ use super::pl011::Pl011;
 
 static CONSOLE: Mutex<Option<Pl011>> = Mutex::new(None);
 
-/// Installs the console on the PL011 mapped at `va`.
-///
-/// # Safety
-/// As [`Pl011::new`].
-pub unsafe fn init(va: u64) {
-    // SAFETY: per the function contract.
+/// Installs the console on the PL011 at physical address `pa` (the one the DTB names).
+pub fn init(pa: u64) {
+    let Ok(va) = crate::arch::mmu::map_device(pa, 0x1000) else {
+        return;
+    };
+    // SAFETY: `map_device` just mapped (or found already mapped) the UART page as device
+    // memory in the runtime table, which is never unmapped; the console is its only driver.
     *CONSOLE.lock() = Some(unsafe { Pl011::new(va) });
 }
 

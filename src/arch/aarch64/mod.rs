@@ -5,6 +5,7 @@ pub mod early_console;
 pub mod entry;
 pub mod exceptions;
 pub mod firmware;
+pub mod heap;
 pub mod mmu;
 pub mod panic;
 pub mod percpu;
