@@ -233,10 +233,13 @@ pub fn secondary_main(cpu_index: usize) -> ! {
         cpu::halt()
     };
     loop {
-        if let Some(vm) = crate::hyp::vm::vm()
-            && cpu_index < vm.config.vcpu_count
-        {
-            crate::hyp::run::run_vcpu(vm, cpu_index)
+        if let Some(vm) = crate::hyp::vm::vm() {
+            if cpu_index < vm.config.vcpu_count {
+                crate::hyp::run::run_vcpu(vm, cpu_index)
+            }
+            // Not needed by the guest: sleep for good (WFI, unlike a WFE loop, really stops a
+            // CPU — and a QEMU vCPU thread).
+            cpu::halt()
         }
         if me.command.swap(percpu::CMD_NONE, Ordering::AcqRel) == percpu::CMD_OFFLINE {
             me.online.store(false, Ordering::Release);
