@@ -12,7 +12,9 @@
 //! own execution (SCTLR, VBAR, TTBR, TCR, MAIR, SP, ELR, SPSR, DAIF, CPACR, ...).
 //!
 //! A run is reproducible from its seed; with `probe.chaos_trace=1` every operation is printed
-//! before it runs, so the last line before a hang names the culprit.
+//! before it runs, so the last line before a hang names the culprit. To find the operations
+//! that matter, `probe.chaos_skip=K` skips operations 0..K and `probe.chaos_only=a,b,..`
+//! performs only the listed ones (the others are still generated, so indices stay stable).
 
 use core::fmt;
 
@@ -250,6 +252,14 @@ pub fn run(machine: &Machine, tally: &mut Tally) {
     };
     for index in 0..config.ops {
         let op = next_op(&mut rng, machine);
+        let chosen = if config.only_count > 0 {
+            config.only[..config.only_count].contains(&index)
+        } else {
+            index >= config.skip
+        };
+        if !chosen {
+            continue;
+        }
         if config.trace {
             println!("PROBE: chaos op {index}: {op}");
         }

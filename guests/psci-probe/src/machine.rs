@@ -19,6 +19,13 @@ const CHAOS_ARG: &str = "probe.chaos=";
 const SEED_ARG: &str = "probe.seed=";
 /// Bootarg `probe.chaos_trace=1`: print every hostile operation before doing it.
 const CHAOS_TRACE_ARG: &str = "probe.chaos_trace=";
+/// Bootarg `probe.chaos_skip=K`: generate but do not perform operations 0..K (to bisect a
+/// failing seed down to the operations that matter).
+const CHAOS_SKIP_ARG: &str = "probe.chaos_skip=";
+/// Bootarg `probe.chaos_only=a,b,c`: perform only the operations with these indices.
+const CHAOS_ONLY_ARG: &str = "probe.chaos_only=";
+/// Most indices `probe.chaos_only=` takes.
+pub const CHAOS_ONLY_MAX: usize = 16;
 /// Seed used when `probe.seed=` is absent.
 const DEFAULT_SEED: u64 = 0x5EED_C4A0_5000_0001;
 /// PL011 base on QEMU virt, used when the DTB names none.
@@ -60,6 +67,11 @@ pub struct ChaosConfig {
     pub ops: u64,
     pub seed: u64,
     pub trace: bool,
+    /// Operations 0..skip are generated but not performed.
+    pub skip: u64,
+    /// When `only_count > 0`, only the operations with these indices are performed.
+    pub only: [u64; CHAOS_ONLY_MAX],
+    pub only_count: usize,
 }
 
 /// Facts from the DTB, or fallbacks when x0 held none.
@@ -203,11 +215,24 @@ fn parse_chaos(bootargs: &str) -> ChaosConfig {
             .find_map(|arg| arg.strip_prefix(prefix))
             .and_then(parse_number)
     };
-    ChaosConfig {
+    let mut config = ChaosConfig {
         ops: find(CHAOS_ARG).unwrap_or(0),
         seed: find(SEED_ARG).unwrap_or(DEFAULT_SEED),
         trace: find(CHAOS_TRACE_ARG).is_some_and(|t| t != 0),
+        skip: find(CHAOS_SKIP_ARG).unwrap_or(0),
+        ..ChaosConfig::default()
+    };
+    let only = bootargs
+        .split(' ')
+        .find_map(|arg| arg.strip_prefix(CHAOS_ONLY_ARG))
+        .unwrap_or("");
+    for index in only.split(',').filter_map(parse_number) {
+        if let Some(slot) = config.only.get_mut(config.only_count) {
+            *slot = index;
+            config.only_count += 1;
+        }
     }
+    config
 }
 
 /// A decimal or `0x` hexadecimal number.
