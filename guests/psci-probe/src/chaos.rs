@@ -13,7 +13,7 @@
 //!
 //! A run is reproducible from its seed; with `probe.chaos_trace=1` every operation is printed
 //! before it runs, so the last line before a hang names the culprit. To find the operations
-//! that matter, `probe.chaos_skip=K` skips operations 0..K and `probe.chaos_only=a,b,..`
+//! that matter, `probe.chaos_skip=K` skips operations 0..K and `probe.chaos_only=a,b-c,..`
 //! performs only the listed ones (the others are still generated, so indices stay stable).
 
 use core::fmt;
@@ -253,7 +253,9 @@ pub fn run(machine: &Machine, tally: &mut Tally) {
     for index in 0..config.ops {
         let op = next_op(&mut rng, machine);
         let chosen = if config.only_count > 0 {
-            config.only[..config.only_count].contains(&index)
+            config.only[..config.only_count]
+                .iter()
+                .any(|(first, last)| (*first..=*last).contains(&index))
         } else {
             index >= config.skip
         };

@@ -22,7 +22,8 @@ const CHAOS_TRACE_ARG: &str = "probe.chaos_trace=";
 /// Bootarg `probe.chaos_skip=K`: generate but do not perform operations 0..K (to bisect a
 /// failing seed down to the operations that matter).
 const CHAOS_SKIP_ARG: &str = "probe.chaos_skip=";
-/// Bootarg `probe.chaos_only=a,b,c`: perform only the operations with these indices.
+/// Bootarg `probe.chaos_only=a,b-c,..`: perform only the operations with these indices or in
+/// these inclusive ranges.
 const CHAOS_ONLY_ARG: &str = "probe.chaos_only=";
 /// Most indices `probe.chaos_only=` takes.
 pub const CHAOS_ONLY_MAX: usize = 16;
@@ -69,8 +70,8 @@ pub struct ChaosConfig {
     pub trace: bool,
     /// Operations 0..skip are generated but not performed.
     pub skip: u64,
-    /// When `only_count > 0`, only the operations with these indices are performed.
-    pub only: [u64; CHAOS_ONLY_MAX],
+    /// When `only_count > 0`, only the operations in these inclusive ranges are performed.
+    pub only: [(u64, u64); CHAOS_ONLY_MAX],
     pub only_count: usize,
 }
 
@@ -226,9 +227,13 @@ fn parse_chaos(bootargs: &str) -> ChaosConfig {
         .split(' ')
         .find_map(|arg| arg.strip_prefix(CHAOS_ONLY_ARG))
         .unwrap_or("");
-    for index in only.split(',').filter_map(parse_number) {
-        if let Some(slot) = config.only.get_mut(config.only_count) {
-            *slot = index;
+    for item in only.split(',') {
+        let range = match item.split_once('-') {
+            Some((first, last)) => parse_number(first).zip(parse_number(last)),
+            None => parse_number(item).map(|index| (index, index)),
+        };
+        if let (Some(range), Some(slot)) = (range, config.only.get_mut(config.only_count)) {
+            *slot = range;
             config.only_count += 1;
         }
     }
