@@ -31,7 +31,11 @@ struct Rng(u64);
 impl Rng {
     fn new(seed: u64) -> Self {
         // Zero is xorshift's only fixed point.
-        Rng(if seed == 0 { 0x9E37_79B9_7F4A_7C15 } else { seed })
+        Rng(if seed == 0 {
+            0x9E37_79B9_7F4A_7C15
+        } else {
+            seed
+        })
     }
 
     fn next(&mut self) -> u64 {
@@ -115,8 +119,8 @@ const PL011_RESTORED: [u64; 7] = [0x24, 0x28, 0x2C, 0x30, 0x34, 0x38, 0x48];
 /// SGIR (v2), CPENDSGIR/SPENDSGIR, IROUTER (v3), and the redistributor's WAKER, PROPBASER,
 /// PENDBASER, and its SGI frame's ISENABLER0/IPRIORITYR.
 const GIC_HOT_OFFSETS: [u64; 22] = [
-    0x0, 0x4, 0x8, 0x80, 0x100, 0x180, 0x200, 0x280, 0x300, 0x380, 0x400, 0x7F8, 0x800,
-    0xC00, 0xF00, 0xF10, 0xF20, 0x6100, 0x14, 0x70, 0x1_0100, 0x1_0400,
+    0x0, 0x4, 0x8, 0x80, 0x100, 0x180, 0x200, 0x280, 0x300, 0x380, 0x400, 0x7F8, 0x800, 0xC00,
+    0xF00, 0xF10, 0xF20, 0x6100, 0x14, 0x70, 0x1_0100, 0x1_0400,
 ];
 
 /// System registers chaos may write with any value, because the probe never relies on
@@ -177,22 +181,35 @@ enum Op {
         x: [u64; 4],
     },
     /// CPU_ON (SMC32 or SMC64) of an MPIDR no vCPU has: must be INVALID_PARAMETERS.
-    CpuOnBadMpidr { x: [u64; 4] },
+    CpuOnBadMpidr {
+        x: [u64; 4],
+    },
     Memory {
         access: Access,
         addr: u64,
         value: u64,
     },
-    Jump { target: u64 },
-    Read { reg: SysReg },
-    Write { reg: SysReg, value: u64 },
+    Jump {
+        target: u64,
+    },
+    Read {
+        reg: SysReg,
+    },
+    Write {
+        reg: SysReg,
+        value: u64,
+    },
 }
 
 impl fmt::Display for Op {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         match self {
             Op::Call { conduit, imm, x } => {
-                let name = if *conduit == Conduit::Hvc { "hvc" } else { "smc" };
+                let name = if *conduit == Conduit::Hvc {
+                    "hvc"
+                } else {
+                    "smc"
+                };
                 write!(
                     f,
                     "{name} #{imm:#x} x0={:#x} x1={:#x} x2={:#x} x3={:#x}",
@@ -400,7 +417,12 @@ fn smccc_call(rng: &mut Rng, conduit: Conduit) -> Op {
     }
     // HVC/SMC #0 is the SMCCC conduit; other immediates are not SMCCC calls at all.
     let imm = if rng.chance(80) { 0 } else { rng.next() as u16 };
-    let x = [x0, smccc_argument(rng), smccc_argument(rng), smccc_argument(rng)];
+    let x = [
+        x0,
+        smccc_argument(rng),
+        smccc_argument(rng),
+        smccc_argument(rng),
+    ];
     Op::Call { conduit, imm, x }
 }
 
@@ -442,7 +464,12 @@ fn cpu_on_bad_mpidr(rng: &mut Rng) -> Op {
 /// PL011); only harmless PL011 registers are written.
 fn device_access(rng: &mut Rng, machine: &Machine) -> Op {
     let present = machine.windows.iter().flatten().count() as u64;
-    let Some(window) = machine.windows.iter().flatten().nth(rng.below(present) as usize).copied()
+    let Some(window) = machine
+        .windows
+        .iter()
+        .flatten()
+        .nth(rng.below(present) as usize)
+        .copied()
     else {
         return unbacked_access(rng, machine);
     };
@@ -494,9 +521,9 @@ fn unbacked_address(rng: &mut Rng, machine: &Machine) -> u64 {
         let addr = match rng.below(8) {
             0 => 0,
             1 => machine.ram_end() + rng.below(0x1000),
-            2 => rng.next(),                   // far beyond any IPA size
-            3 => rng.next() & 0xFF_FFFF_FFFF,  // 40-bit
-            4 => rng.next() & 0xFFFF_FFFF,     // 32-bit
+            2 => rng.next(),                  // far beyond any IPA size
+            3 => rng.next() & 0xFF_FFFF_FFFF, // 40-bit
+            4 => rng.next() & 0xFFFF_FFFF,    // 32-bit
             5 => machine.ram_base - 1 - rng.below(0x1000),
             _ => rng.next() & 0xFFFF_FFFF_FFFF, // 48-bit
         };
@@ -614,11 +641,7 @@ fn random_msr(rng: &mut Rng) -> Op {
 
 fn perform(op: Op) -> Result<u64, Fault> {
     vectors::capture(|| match op {
-        Op::Call {
-            conduit,
-            imm: 0,
-            x,
-        } => psci::call(conduit, x[0], x[1], x[2], x[3]),
+        Op::Call { conduit, imm: 0, x } => psci::call(conduit, x[0], x[1], x[2], x[3]),
         Op::Call { conduit, imm, x } => {
             let word = match conduit {
                 Conduit::Hvc => hostile::hvc_word(imm),
@@ -644,9 +667,8 @@ fn perform(op: Op) -> Result<u64, Fault> {
 /// The PL011 registers in `PL011_RESTORED`, as read before the chaos.
 fn save_uart(machine: &Machine) -> [Option<u64>; 7] {
     let base = uart_base(machine);
-    PL011_RESTORED.map(|offset| {
-        vectors::capture(|| hostile::access(Access::LoadWord, base + offset, 0)).ok()
-    })
+    PL011_RESTORED
+        .map(|offset| vectors::capture(|| hostile::access(Access::LoadWord, base + offset, 0)).ok())
 }
 
 fn restore_uart(machine: &Machine, saved: &[Option<u64>; 7]) {

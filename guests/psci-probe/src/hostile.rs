@@ -138,37 +138,75 @@ pub fn access(access: Access, addr: u64, value: u64) -> u64 {
     // `vectors`, inside `capture`. Writeback forms only update the local copy of `addr`.
     unsafe {
         match access {
-            Access::LoadByte => asm!("ldrb {v:w}, [{a}]", a = in(reg) addr, v = inout(reg) out, options(nostack)),
-            Access::LoadHalf => asm!("ldrh {v:w}, [{a}]", a = in(reg) addr, v = inout(reg) out, options(nostack)),
-            Access::LoadWord => asm!("ldr {v:w}, [{a}]", a = in(reg) addr, v = inout(reg) out, options(nostack)),
-            Access::LoadDouble => asm!("ldr {v}, [{a}]", a = in(reg) addr, v = inout(reg) out, options(nostack)),
-            Access::LoadSignedByte => asm!("ldrsb {v}, [{a}]", a = in(reg) addr, v = inout(reg) out, options(nostack)),
-            Access::LoadSignedHalf => asm!("ldrsh {v}, [{a}]", a = in(reg) addr, v = inout(reg) out, options(nostack)),
-            Access::LoadSignedWord => asm!("ldrsw {v}, [{a}]", a = in(reg) addr, v = inout(reg) out, options(nostack)),
-            Access::LoadAcquire => asm!("ldar {v}, [{a}]", a = in(reg) addr, v = inout(reg) out, options(nostack)),
-            Access::LoadExclusive => asm!("ldxr {v}, [{a}]", "clrex", a = in(reg) addr, v = inout(reg) out, options(nostack)),
+            Access::LoadByte => {
+                asm!("ldrb {v:w}, [{a}]", a = in(reg) addr, v = inout(reg) out, options(nostack))
+            }
+            Access::LoadHalf => {
+                asm!("ldrh {v:w}, [{a}]", a = in(reg) addr, v = inout(reg) out, options(nostack))
+            }
+            Access::LoadWord => {
+                asm!("ldr {v:w}, [{a}]", a = in(reg) addr, v = inout(reg) out, options(nostack))
+            }
+            Access::LoadDouble => {
+                asm!("ldr {v}, [{a}]", a = in(reg) addr, v = inout(reg) out, options(nostack))
+            }
+            Access::LoadSignedByte => {
+                asm!("ldrsb {v}, [{a}]", a = in(reg) addr, v = inout(reg) out, options(nostack))
+            }
+            Access::LoadSignedHalf => {
+                asm!("ldrsh {v}, [{a}]", a = in(reg) addr, v = inout(reg) out, options(nostack))
+            }
+            Access::LoadSignedWord => {
+                asm!("ldrsw {v}, [{a}]", a = in(reg) addr, v = inout(reg) out, options(nostack))
+            }
+            Access::LoadAcquire => {
+                asm!("ldar {v}, [{a}]", a = in(reg) addr, v = inout(reg) out, options(nostack))
+            }
+            Access::LoadExclusive => {
+                asm!("ldxr {v}, [{a}]", "clrex", a = in(reg) addr, v = inout(reg) out, options(nostack))
+            }
             Access::LoadPair => {
                 let mut second: u64 = 0;
                 asm!("ldp {v}, {w}, [{a}]", a = in(reg) addr, v = inout(reg) out, w = inout(reg) second, options(nostack));
                 out ^= second;
             }
-            Access::LoadPreIndex => asm!("ldr {v}, [{a}, #8]!", a = inout(reg) addr.wrapping_sub(8) => _, v = inout(reg) out, options(nostack)),
+            Access::LoadPreIndex => {
+                asm!("ldr {v}, [{a}, #8]!", a = inout(reg) addr.wrapping_sub(8) => _, v = inout(reg) out, options(nostack))
+            }
             Access::LoadZero => asm!("ldr xzr, [{a}]", a = in(reg) addr, options(nostack)),
-            Access::StoreByte => asm!("strb {v:w}, [{a}]", a = in(reg) addr, v = in(reg) value, options(nostack)),
-            Access::StoreHalf => asm!("strh {v:w}, [{a}]", a = in(reg) addr, v = in(reg) value, options(nostack)),
-            Access::StoreWord => asm!("str {v:w}, [{a}]", a = in(reg) addr, v = in(reg) value, options(nostack)),
-            Access::StoreDouble => asm!("str {v}, [{a}]", a = in(reg) addr, v = in(reg) value, options(nostack)),
-            Access::StoreRelease => asm!("stlr {v}, [{a}]", a = in(reg) addr, v = in(reg) value, options(nostack)),
-            Access::StorePair => asm!("stp {v}, {w}, [{a}]", a = in(reg) addr, v = in(reg) value, w = in(reg) !value, options(nostack)),
-            Access::StorePostIndex => asm!("str {v}, [{a}], #16", a = inout(reg) addr => _, v = in(reg) value, options(nostack)),
+            Access::StoreByte => {
+                asm!("strb {v:w}, [{a}]", a = in(reg) addr, v = in(reg) value, options(nostack))
+            }
+            Access::StoreHalf => {
+                asm!("strh {v:w}, [{a}]", a = in(reg) addr, v = in(reg) value, options(nostack))
+            }
+            Access::StoreWord => {
+                asm!("str {v:w}, [{a}]", a = in(reg) addr, v = in(reg) value, options(nostack))
+            }
+            Access::StoreDouble => {
+                asm!("str {v}, [{a}]", a = in(reg) addr, v = in(reg) value, options(nostack))
+            }
+            Access::StoreRelease => {
+                asm!("stlr {v}, [{a}]", a = in(reg) addr, v = in(reg) value, options(nostack))
+            }
+            Access::StorePair => {
+                asm!("stp {v}, {w}, [{a}]", a = in(reg) addr, v = in(reg) value, w = in(reg) !value, options(nostack))
+            }
+            Access::StorePostIndex => {
+                asm!("str {v}, [{a}], #16", a = inout(reg) addr => _, v = in(reg) value, options(nostack))
+            }
             Access::StoreZeroDouble => asm!("str xzr, [{a}]", a = in(reg) addr, options(nostack)),
             Access::StoreZeroByte => asm!("strb wzr, [{a}]", a = in(reg) addr, options(nostack)),
             Access::CleanInvalidate => asm!("dc civac, {a}", a = in(reg) addr, options(nostack)),
             Access::Clean => asm!("dc cvac, {a}", a = in(reg) addr, options(nostack)),
             Access::Invalidate => asm!("dc ivac, {a}", a = in(reg) addr, options(nostack)),
             Access::ZeroBlock => asm!("dc zva, {a}", a = in(reg) addr, options(nostack)),
-            Access::TranslateRead => asm!("at s1e1r, {a}", "isb", a = in(reg) addr, options(nostack)),
-            Access::TranslateWrite => asm!("at s1e1w, {a}", "isb", a = in(reg) addr, options(nostack)),
+            Access::TranslateRead => {
+                asm!("at s1e1r, {a}", "isb", a = in(reg) addr, options(nostack))
+            }
+            Access::TranslateWrite => {
+                asm!("at s1e1w, {a}", "isb", a = in(reg) addr, options(nostack))
+            }
             Access::Prefetch => asm!("prfm pldl1keep, [{a}]", a = in(reg) addr, options(nostack)),
         }
     }

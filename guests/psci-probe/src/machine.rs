@@ -158,14 +158,16 @@ impl Machine {
             let mut out = [None; 2];
             if let Some(reg) = node.reg() {
                 for (slot, region) in out.iter_mut().zip(reg) {
-                    *slot = Some((region.starting_address as u64, region.size.unwrap_or(0) as u64));
+                    *slot = Some((
+                        region.starting_address as u64,
+                        region.size.unwrap_or(0) as u64,
+                    ));
                 }
             }
             out
         };
-        let window = |kind, reg: Option<(u64, u64)>| {
-            reg.map(|(base, size)| MmioWindow { kind, base, size })
-        };
+        let window =
+            |kind, reg: Option<(u64, u64)>| reg.map(|(base, size)| MmioWindow { kind, base, size });
         if let Some(gic) = fdt.find_compatible(&["arm,gic-v3"]) {
             let [d, r] = regs(gic);
             self.gic_version = 3;
@@ -188,7 +190,11 @@ impl Machine {
 
     /// The device window holding `addr`, if any.
     pub fn window_at(&self, addr: u64) -> Option<MmioWindow> {
-        self.windows.iter().flatten().find(|w| w.contains(addr)).copied()
+        self.windows
+            .iter()
+            .flatten()
+            .find(|w| w.contains(addr))
+            .copied()
     }
 
     /// Whether `[addr, addr + len)` overlaps the DTB or the probe image (code, data, stacks):
