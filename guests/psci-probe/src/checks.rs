@@ -61,17 +61,17 @@ pub struct Tally {
 }
 
 impl Tally {
-    fn pass(&mut self, name: impl Display) {
+    pub fn pass(&mut self, name: impl Display) {
         println!("PROBE: PASS {name}");
         self.pass += 1;
     }
 
-    fn fail(&mut self, name: impl Display, got: impl Display, want: impl Display) {
+    pub fn fail(&mut self, name: impl Display, got: impl Display, want: impl Display) {
         println!("PROBE: FAIL {name} got={got} want={want}");
         self.fail += 1;
     }
 
-    fn expect_eq(&mut self, name: impl Display, got: u64, want: u64) {
+    pub fn expect_eq(&mut self, name: impl Display, got: u64, want: u64) {
         if got == want {
             self.pass(name);
         } else {

@@ -13,6 +13,67 @@ pub const RAM_SIZE_FALLBACK: u64 = 64 << 20;
 const MPIDR_AFFINITY_MASK: u64 = 0xFF_00FF_FFFF;
 /// Bootarg asking for that many SYSTEM_RESET cycles before the final SYSTEM_OFF.
 const REBOOTS_ARG: &str = "probe.reboots=";
+/// Bootarg asking for that many hostile operations before the checks (see chaos.rs).
+const CHAOS_ARG: &str = "probe.chaos=";
+/// Bootarg seeding the chaos generator (decimal or 0x-hex).
+const SEED_ARG: &str = "probe.seed=";
+/// Bootarg `probe.chaos_trace=1`: print every hostile operation before doing it.
+const CHAOS_TRACE_ARG: &str = "probe.chaos_trace=";
+/// Bootarg `probe.chaos_skip=K`: generate but do not perform operations 0..K (to bisect a
+/// failing seed down to the operations that matter).
+const CHAOS_SKIP_ARG: &str = "probe.chaos_skip=";
+/// Bootarg `probe.chaos_only=a,b-c,..`: perform only the operations with these indices or in
+/// these inclusive ranges.
+const CHAOS_ONLY_ARG: &str = "probe.chaos_only=";
+/// Most indices `probe.chaos_only=` takes.
+pub const CHAOS_ONLY_MAX: usize = 16;
+/// Seed used when `probe.seed=` is absent.
+const DEFAULT_SEED: u64 = 0x5EED_C4A0_5000_0001;
+/// PL011 base on QEMU virt, used when the DTB names none.
+const PL011_FALLBACK: MmioWindow = MmioWindow {
+    kind: WindowKind::Pl011,
+    base: 0x0900_0000,
+    size: 0x1000,
+};
+
+/// Which device an MMIO window belongs to.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum WindowKind {
+    GicDistributor,
+    /// GICv3 redistributors: RD + SGI frame (0x20000) per vCPU.
+    GicRedistributors,
+    /// GICv2 CPU interface.
+    GicCpuInterface,
+    Pl011,
+}
+
+/// One device window from the DTB.
+#[derive(Clone, Copy, Debug)]
+pub struct MmioWindow {
+    pub kind: WindowKind,
+    pub base: u64,
+    pub size: u64,
+}
+
+impl MmioWindow {
+    pub fn contains(&self, addr: u64) -> bool {
+        addr >= self.base && addr - self.base < self.size
+    }
+}
+
+/// The chaos request from /chosen/bootargs.
+#[derive(Clone, Copy, Default)]
+pub struct ChaosConfig {
+    /// `probe.chaos=N`: hostile operations to perform (0 = none).
+    pub ops: u64,
+    pub seed: u64,
+    pub trace: bool,
+    /// Operations 0..skip are generated but not performed.
+    pub skip: u64,
+    /// When `only_count > 0`, only the operations in these inclusive ranges are performed.
+    pub only: [(u64, u64); CHAOS_ONLY_MAX],
+    pub only_count: usize,
+}
 
 /// Facts from the DTB, or fallbacks when x0 held none.
 pub struct Machine {
@@ -27,6 +88,11 @@ pub struct Machine {
     pub cpu_count: usize,
     /// `probe.reboots=N` from /chosen/bootargs (0 when absent).
     pub reboots: u32,
+    pub chaos: ChaosConfig,
+    /// GIC version from the interrupt controller's compatible (0 when unknown).
+    pub gic_version: u8,
+    /// The device windows the DTB names: GIC frames and the PL011 (`None` = absent).
+    pub windows: [Option<MmioWindow>; 4],
 }
 
 impl Machine {
@@ -41,6 +107,12 @@ impl Machine {
             other_cpu: None,
             cpu_count: 1,
             reboots: 0,
+            chaos: ChaosConfig {
+                seed: DEFAULT_SEED,
+                ..ChaosConfig::default()
+            },
+            gic_version: 0,
+            windows: [Some(PL011_FALLBACK), None, None, None],
         };
         // The DTB must be in RAM and 8-byte aligned (arm64 boot protocol).
         if dtb_addr < RAM_BASE || !dtb_addr.is_multiple_of(8) {
@@ -73,8 +145,62 @@ impl Machine {
             && let Some(args) = fdt.chosen().bootargs()
         {
             machine.reboots = parse_reboots(args);
+            machine.chaos = parse_chaos(args);
         }
+        machine.read_windows(&fdt);
         machine
+    }
+
+    /// The GIC and PL011 windows: `reg` of the GIC node (v3: GICD, GICR; v2: GICD, GICC) and
+    /// of the first PL011.
+    fn read_windows(&mut self, fdt: &Fdt) {
+        let regs = |node: fdt::node::FdtNode| {
+            let mut out = [None; 2];
+            if let Some(reg) = node.reg() {
+                for (slot, region) in out.iter_mut().zip(reg) {
+                    *slot = Some((
+                        region.starting_address as u64,
+                        region.size.unwrap_or(0) as u64,
+                    ));
+                }
+            }
+            out
+        };
+        let window =
+            |kind, reg: Option<(u64, u64)>| reg.map(|(base, size)| MmioWindow { kind, base, size });
+        if let Some(gic) = fdt.find_compatible(&["arm,gic-v3"]) {
+            let [d, r] = regs(gic);
+            self.gic_version = 3;
+            self.windows[1] = window(WindowKind::GicDistributor, d);
+            self.windows[2] = window(WindowKind::GicRedistributors, r);
+        } else if let Some(gic) =
+            fdt.find_compatible(&["arm,cortex-a15-gic", "arm,gic-400", "arm,cortex-a9-gic"])
+        {
+            let [d, c] = regs(gic);
+            self.gic_version = 2;
+            self.windows[1] = window(WindowKind::GicDistributor, d);
+            self.windows[3] = window(WindowKind::GicCpuInterface, c);
+        }
+        if let Some(uart) = fdt.find_compatible(&["arm,pl011"])
+            && let [Some(reg), _] = regs(uart)
+        {
+            self.windows[0] = window(WindowKind::Pl011, Some(reg));
+        }
+    }
+
+    /// The device window holding `addr`, if any.
+    pub fn window_at(&self, addr: u64) -> Option<MmioWindow> {
+        self.windows
+            .iter()
+            .flatten()
+            .find(|w| w.contains(addr))
+            .copied()
+    }
+
+    /// Whether `[addr, addr + len)` overlaps the DTB or the probe image (code, data, stacks):
+    /// memory the chaos must never write.
+    pub fn is_probe_memory(&self, addr: u64, len: u64) -> bool {
+        self.overlaps_loaded_data(addr, len)
     }
 
     pub fn ram_end(&self) -> u64 {
@@ -84,8 +210,47 @@ impl Machine {
     /// Whether `[addr, addr + len)` overlaps the DTB or the probe image.
     fn overlaps_loaded_data(&self, addr: u64, len: u64) -> bool {
         let (image_start, image_end) = image_range();
-        let overlaps = |start: u64, end: u64| addr < end && start < addr + len;
+        let overlaps = |start: u64, end: u64| addr < end && start < addr.saturating_add(len);
         overlaps(image_start, image_end) || overlaps(self.dtb_addr, self.dtb_addr + self.dtb_size)
+    }
+}
+
+fn parse_chaos(bootargs: &str) -> ChaosConfig {
+    let find = |prefix: &str| {
+        bootargs
+            .split(' ')
+            .find_map(|arg| arg.strip_prefix(prefix))
+            .and_then(parse_number)
+    };
+    let mut config = ChaosConfig {
+        ops: find(CHAOS_ARG).unwrap_or(0),
+        seed: find(SEED_ARG).unwrap_or(DEFAULT_SEED),
+        trace: find(CHAOS_TRACE_ARG).is_some_and(|t| t != 0),
+        skip: find(CHAOS_SKIP_ARG).unwrap_or(0),
+        ..ChaosConfig::default()
+    };
+    let only = bootargs
+        .split(' ')
+        .find_map(|arg| arg.strip_prefix(CHAOS_ONLY_ARG))
+        .unwrap_or("");
+    for item in only.split(',') {
+        let range = match item.split_once('-') {
+            Some((first, last)) => parse_number(first).zip(parse_number(last)),
+            None => parse_number(item).map(|index| (index, index)),
+        };
+        if let (Some(range), Some(slot)) = (range, config.only.get_mut(config.only_count)) {
+            *slot = range;
+            config.only_count += 1;
+        }
+    }
+    config
+}
+
+/// A decimal or `0x` hexadecimal number.
+fn parse_number(text: &str) -> Option<u64> {
+    match text.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => text.parse().ok(),
     }
 }
 

@@ -5,6 +5,8 @@
 //! `PROBE: PASS|FAIL <check>` line per check, then `PROBE: DONE pass=N fail=M`, then calls
 //! PSCI SYSTEM_OFF. With `probe.reboots=N` in /chosen/bootargs it first runs N SYSTEM_RESET
 //! cycles (printing `PROBE: BOOT-DONE` each time), and DONE carries the totals of all boots.
+//! With `probe.chaos=N [probe.seed=S]` it first performs N hostile operations (chaos.rs) and
+//! prints `PROBE: chaos done ops=N faults=F`; the checks must then still pass.
 //!
 //! Runs with the MMU off, so every data access is Device memory: the target is built with
 //! strict alignment, and the code avoids read-modify-write atomics (exclusives).
@@ -12,8 +14,10 @@
 #![no_std]
 #![no_main]
 
+mod chaos;
 mod checks;
 mod console;
+mod hostile;
 mod machine;
 mod psci;
 mod vectors;
@@ -119,6 +123,10 @@ extern "C" fn primary_main(dtb: u64) -> ! {
     );
 
     let mut tally = Tally::default();
+    // Only on the first boot: the boot record lives in RAM the chaos may write.
+    if record.boots_done == 0 {
+        chaos::run(&machine, &mut tally);
+    }
     checks::run_all(&machine, &mut tally);
     record.pass_total += tally.pass;
     record.fail_total += tally.fail;

@@ -1,11 +1,16 @@
 //! The EL1 exception vectors and `capture`, which runs one probe step and reports the
 //! synchronous exception it raised, if any.
 //!
-//! Only two exception classes are survivable, and only inside `capture`: a data abort taken at
-//! EL1 (the probe touched an IPA with nothing behind it) and an "unknown reason" exception (an
-//! HVC/SMC that the machine treats as UNDEFINED, e.g. SMC on QEMU without EL3). The handler
-//! records ESR_EL1/FAR_EL1 and resumes at the next instruction. Anything else prints the
-//! registers and powers the machine off, so the probe can never loop on a fault.
+//! Only the exception classes a probe step (or a hostile chaos operation, chaos.rs) can raise
+//! at EL1 are survivable, and only inside `capture`: a data abort (the probe touched an IPA
+//! with nothing behind it, or made an unaligned Device access), an "unknown reason" exception
+//! (an UNDEFINED instruction: an unimplemented or trapped system register, an HVC/SMC the
+//! machine treats as UNDEFINED), an FP/SIMD access trap, an SP alignment fault and, for
+//! the chaos jumps, an instruction abort or a PC alignment fault. The handler records
+//! ESR_EL1/FAR_EL1 and resumes at the next instruction, or, for the two jump faults (ELR is
+//! the bad target then), at the jump's return address in x30. Anything else, or a second
+//! fault in one step, prints the registers and powers the machine off, so the probe can never
+//! loop on a fault.
 //!
 //! State is kept in atomics with plain loads and stores only: read-modify-write atomics need
 //! exclusives, which are not guaranteed on the Device memory the probe runs on (MMU off).
@@ -17,8 +22,18 @@ use crate::{println, psci};
 
 /// ESR_ELx.EC: exception for an unknown reason (UNDEFINED instruction).
 pub const EC_UNKNOWN: u64 = 0x00;
+/// ESR_ELx.EC: access to FP/SIMD trapped (CPACR_EL1.FPEN).
+pub const EC_FP_ACCESS: u64 = 0x07;
+/// ESR_ELx.EC: MSR/MRS/SYS trapped to EL1.
+pub const EC_SYSREG: u64 = 0x18;
+/// ESR_ELx.EC: instruction abort taken without a change of exception level.
+pub const EC_INSTRUCTION_ABORT_SAME_EL: u64 = 0x21;
+/// ESR_ELx.EC: PC alignment fault.
+pub const EC_PC_ALIGNMENT: u64 = 0x22;
 /// ESR_ELx.EC: data abort taken without a change of exception level.
 pub const EC_DATA_ABORT_SAME_EL: u64 = 0x25;
+/// ESR_ELx.EC: SP alignment fault.
+pub const EC_SP_ALIGNMENT: u64 = 0x26;
 /// ESR_ELx ISS.DFSC for a data abort: synchronous external abort, not on a table walk.
 pub const DFSC_SYNC_EXTERNAL: u64 = 0x10;
 
@@ -93,16 +108,30 @@ pub fn store_u32(addr: u64, value: u32) {
     };
 }
 
-/// Called by the vector for a synchronous exception from the current EL (SP_EL1).
-/// Returns the address to resume at.
+/// Called by the vector for a synchronous exception from the current EL (SP_EL1), with x30
+/// as it was when the exception was taken. Returns the address to resume at.
 #[unsafe(no_mangle)]
-extern "C" fn probe_sync_exception(esr: u64, far: u64, elr: u64) -> u64 {
+extern "C" fn probe_sync_exception(esr: u64, far: u64, elr: u64, lr: u64) -> u64 {
     let fault = Fault { esr, far };
-    let survivable = matches!(fault.class(), EC_UNKNOWN | EC_DATA_ABORT_SAME_EL);
+    let class = fault.class();
+    let survivable = matches!(
+        class,
+        EC_UNKNOWN
+            | EC_FP_ACCESS
+            | EC_SYSREG
+            | EC_INSTRUCTION_ABORT_SAME_EL
+            | EC_PC_ALIGNMENT
+            | EC_DATA_ABORT_SAME_EL
+            | EC_SP_ALIGNMENT
+    );
     if ARMED.load(Ordering::SeqCst) && survivable && !TAKEN.load(Ordering::SeqCst) {
         TAKEN_ESR.store(esr, Ordering::SeqCst);
         TAKEN_FAR.store(far, Ordering::SeqCst);
         TAKEN.store(true, Ordering::SeqCst);
+        // A jump to a bad target faults at the target: go back to the `blr` that made it.
+        if matches!(class, EC_INSTRUCTION_ABORT_SAME_EL | EC_PC_ALIGNMENT) {
+            return lr;
+        }
         // Every A64 instruction is 4 bytes; resume after the faulting one.
         return elr + 4;
     }
@@ -170,6 +199,7 @@ probe_sync_current_spx:
     mrs x0, esr_el1
     mrs x1, far_el1
     mrs x2, elr_el1
+    mov x3, x30
     bl probe_sync_exception
     msr elr_el1, x0
     ldp x0, x1, [sp, #0]
