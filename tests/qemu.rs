@@ -404,38 +404,6 @@ fn image_has_a_linux_arm64_header() {
 /// loop) is what this limit catches.
 const CHAOS: Duration = Duration::from_secs(45);
 
-/// Runs `scripts/run.sh ARGS` under coreutils `timeout` (TERM after `limit`, KILL 5 s later)
-/// instead of `run`'s own timeout. Why: a chaos test that finds a wedged hypervisor always
-/// hits its time limit, and `run`'s `kill -9 -PGID` (procps-ng 4.0.2 here) took down
-/// unrelated processes of the same user when it fired during this work; `timeout` only ever
-/// signals its own child.
-fn run_with_deadline(args: &[&str], limit: Duration) -> Run {
-    let mut cmd = Command::new("timeout");
-    cmd.args(["-k", "5", &format!("{}", limit.as_secs())])
-        .arg(repo().join("scripts/run.sh"));
-    if let Ok(image) = std::env::var("BULKHEAD_IMAGE") {
-        cmd.args(["--image", &image]);
-    }
-    let out = cmd
-        .args(args)
-        .current_dir(repo())
-        .stdin(Stdio::null())
-        .output()
-        .expect("cannot start scripts/run.sh");
-    let mut log = String::from_utf8_lossy(&out.stdout).replace('\r', "");
-    log.push_str("\n--- stderr ---\n");
-    log.push_str(&String::from_utf8_lossy(&out.stderr));
-    // timeout(1) exits 124 when the limit fired (137 when KILL was needed).
-    let code = match out.status.code() {
-        Some(124) | Some(137) | None => {
-            log.push_str(&format!("\n--- killed after {limit:?} ---\n"));
-            None
-        }
-        code => code,
-    };
-    Run { code, log }
-}
-
 /// Boots the probe with `probe.chaos=ops probe.seed=seed [extra]` and checks that the
 /// hypervisor survived: the chaos finished, every normal check after it passed, nothing
 /// fatal was printed, and the guest powered the machine off.
