@@ -298,6 +298,22 @@ fn linux_on_raspi4b_sees_a_virt_machine() {
 }
 
 #[test]
+fn linux_console_paste_is_not_lost() {
+    // 300 bytes at once overflow every FIFO on the way (host PL011, guest PL011): Bulkhead must
+    // hold input back, not drop it, and not storm on the host UART's interrupt.
+    let line = "ab".repeat(150);
+    let input = format!("\x16echo {line} | wc -c\npoweroff -f\n");
+    let r = run_typing(
+        &["--smp", "2", "--append", "console=ttyAMA0"],
+        Some(("powers the guest off.", &input)),
+        LINUX,
+    );
+    r.assert_line("301");
+    r.assert_contains("bulkhead: guest powered off");
+    r.assert_exit_ok();
+}
+
+#[test]
 fn linux_1_vcpu() {
     let r = run(
         &[

@@ -67,6 +67,13 @@ pub fn enable_rx_irq() {
     }
 }
 
+/// Masks console input interrupts (flow control while the guest's FIFO is full).
+pub fn disable_rx_irq() {
+    if let Some(uart) = CONSOLE.lock().as_ref() {
+        uart.disable_rx_irq();
+    }
+}
+
 #[macro_export]
 macro_rules! println {
     ($($arg:tt)*) => {

@@ -77,4 +77,9 @@ impl Pl011 {
         self.regs.icr.set(0x7ff);
         self.regs.imsc.write(IMSC::RXIM::SET + IMSC::RTIM::SET);
     }
+
+    /// Masks the receive interrupts (bytes stay in the hardware FIFO).
+    pub fn disable_rx_irq(&self) {
+        self.regs.imsc.set(0);
+    }
 }

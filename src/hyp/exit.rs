@@ -286,6 +286,8 @@ fn emulate(
             let mut uart = vm.uart.lock();
             let value = uart.read(offset, access.size);
             super::irq::update_uart_line(vm, &uart);
+            drop(uart);
+            super::irq::console_input_drained(vm);
             value.map(Some).map_err(|_| ())
         }
         (EmulatedDevice::GicDistributor, true) => {

@@ -84,7 +84,9 @@ pub fn update_uart_line(vm: &Vm, uart: &crate::devices::pl011::Pl011) {
 }
 
 /// Moves bytes typed on the console into the guest's PL011 receive FIFO.
-fn forward_console_input(vm: &Vm) {
+/// When the guest's FIFO fills up, the host UART's receive interrupt is masked (the bytes
+/// wait in its FIFO, and the level-triggered interrupt cannot storm) until the guest reads.
+pub fn forward_console_input(vm: &Vm) {
     let mut uart = vm.uart.lock();
     while uart.rx_space() > 0 {
         match console::getc() {
@@ -94,7 +96,25 @@ fn forward_console_input(vm: &Vm) {
             None => break,
         }
     }
+    let full = uart.rx_space() == 0;
+    if full != RX_THROTTLED.swap(full, Ordering::Relaxed) {
+        if full {
+            console::disable_rx_irq()
+        } else {
+            console::enable_rx_irq()
+        }
+    }
     update_uart_line(vm, &uart);
+}
+
+/// Whether console input is held back because the guest's receive FIFO is full.
+static RX_THROTTLED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// After the guest read from its PL011: resume console input if it was held back.
+pub fn console_input_drained(vm: &Vm) {
+    if RX_THROTTLED.load(Ordering::Relaxed) {
+        forward_console_input(vm);
+    }
 }
 
 /// Acknowledges and handles every pending physical interrupt on this CPU.
