@@ -60,13 +60,20 @@ impl Run {
 
 /// Runs `scripts/run.sh ARGS` with stdin closed, killing it after `timeout`.
 fn run(args: &[&str], timeout: Duration) -> Run {
-    run_typing(args, None, timeout)
+    run_typing(args, &[], timeout)
 }
 
-/// Runs `scripts/run.sh ARGS`, killing it after `timeout`. With `typing = Some((prompt,
-/// input))`, types `input` on the console (one byte at a time, like a person) once `prompt`
-/// was printed; otherwise stdin is closed.
-fn run_typing(args: &[&str], typing: Option<(&str, &str)>, timeout: Duration) -> Run {
+/// What to type on the console: once `after` was printed, send `text`.
+struct Keys<'a> {
+    after: &'a str,
+    text: &'a str,
+    /// All at once (a paste) rather than one byte each 20 ms (a person typing).
+    paste: bool,
+}
+
+/// Runs `scripts/run.sh ARGS`, killing it after `timeout`, typing `keys` in order on its
+/// console (stdin is closed when there is nothing to type).
+fn run_typing(args: &[&str], keys: &[Keys<'_>], timeout: Duration) -> Run {
     use std::io::Write;
     use std::sync::{Arc, Mutex};
 
@@ -79,7 +86,7 @@ fn run_typing(args: &[&str], typing: Option<(&str, &str)>, timeout: Duration) ->
     if let Ok(image) = std::env::var("BULKHEAD_IMAGE") {
         cmd.args(["--image", &image]);
     }
-    let stdin = if typing.is_some() {
+    let stdin = if !keys.is_empty() {
         Stdio::piped()
     } else {
         Stdio::null()
@@ -108,16 +115,29 @@ fn run_typing(args: &[&str], typing: Option<(&str, &str)>, timeout: Duration) ->
     let (out, out_thread) = collect(Box::new(child.stdout.take().unwrap()));
     let (err, err_thread) = collect(Box::new(child.stderr.take().unwrap()));
     let start = Instant::now();
+    let mut typed = 0;
     let code = loop {
-        if let (Some((prompt, text)), Some(stdin)) = (typing, input.as_mut())
-            && String::from_utf8_lossy(&out.lock().unwrap()).contains(prompt)
-        {
-            for b in text.bytes() {
-                let _ = stdin.write_all(&[b]);
+        // Look at the output in its own statement: the reader thread must never wait for the
+        // lock while we type (a full pipe would stall QEMU).
+        let ready = keys.get(typed).filter(|next| {
+            let seen = out.lock().unwrap();
+            String::from_utf8_lossy(&seen).contains(next.after)
+        });
+        if let (Some(next), Some(stdin)) = (ready, input.as_mut()) {
+            // A person reacts after a moment; the shell gets to print its prompt (busybox
+            // also queries the cursor position there) before the keys arrive.
+            std::thread::sleep(Duration::from_secs(2));
+            if next.paste {
+                let _ = stdin.write_all(next.text.as_bytes());
                 let _ = stdin.flush();
-                std::thread::sleep(Duration::from_millis(20));
+            } else {
+                for b in next.text.bytes() {
+                    let _ = stdin.write_all(&[b]);
+                    let _ = stdin.flush();
+                    std::thread::sleep(Duration::from_millis(20));
+                }
             }
-            input = None;
+            typed += 1;
         }
         if let Some(status) = child.try_wait().unwrap() {
             // `timeout` exits with 124 (or 137 after SIGKILL) when it had to stop the run.
@@ -268,10 +288,11 @@ fn linux_smp4_gicv2() {
 fn linux_console_input_reaches_the_shell() {
     let r = run_typing(
         &["--smp", "2", "--append", "console=ttyAMA0"],
-        Some((
-            "powers the guest off.",
-            "echo typed-$((6*7))-ok\npoweroff -f\n",
-        )),
+        &[Keys {
+            after: "powers the guest off.",
+            text: "echo typed-$((6*7))-ok\npoweroff -f\n",
+            paste: false,
+        }],
         LINUX,
     );
     // The shell computed it, so the bytes went host UART -> Bulkhead -> guest PL011 -> sh.
@@ -300,15 +321,34 @@ fn linux_on_raspi4b_sees_a_virt_machine() {
 #[test]
 fn linux_console_paste_is_not_lost() {
     // 300 bytes at once overflow every FIFO on the way (host PL011, guest PL011): Bulkhead must
-    // hold input back, not drop it, and not storm on the host UART's interrupt.
+    // hold input back, not drop it, and not storm on the host UART's interrupt. Paste only
+    // once the shell answered, so the guest's tty is open.
     let line = "ab".repeat(150);
-    let input = format!("\x16echo {line} | wc -c\npoweroff -f\n");
+    // The marker is computed by the shell, so the echoed command line cannot match it.
+    let paste = format!("echo {line} | wc -c | sed s/^/N$((6*7))=/\n");
     let r = run_typing(
         &["--smp", "2", "--append", "console=ttyAMA0"],
-        Some(("powers the guest off.", &input)),
+        &[
+            Keys {
+                after: "powers the guest off.",
+                text: "echo shell-$((2*3))-up\n",
+                paste: false,
+            },
+            Keys {
+                after: "shell-6-up",
+                text: &paste,
+                paste: true,
+            },
+            Keys {
+                after: "N42=",
+                text: "poweroff -f\n",
+                paste: false,
+            },
+        ],
         LINUX,
     );
-    r.assert_line("301");
+    // 300 characters and the newline: every byte arrived.
+    r.assert_contains("N42=301\n");
     r.assert_contains("bulkhead: guest powered off");
     r.assert_exit_ok();
 }

@@ -67,6 +67,11 @@ pub fn enable_rx_irq() {
     }
 }
 
+/// Whether console input is waiting in the UART.
+pub fn has_input() -> bool {
+    CONSOLE.lock().as_ref().is_some_and(|u| u.has_input())
+}
+
 /// Masks console input interrupts (flow control while the guest's FIFO is full).
 pub fn disable_rx_irq() {
     if let Some(uart) = CONSOLE.lock().as_ref() {

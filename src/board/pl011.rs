@@ -73,9 +73,16 @@ impl Pl011 {
     }
 
     /// Enables receive interrupts (for guest console input).
+    /// Unmasks the receive interrupts. Only error interrupts are cleared: clearing RX/RT
+    /// could drop one that just fired (QEMU raises RX once, when the FIFO reaches its trigger).
     pub fn enable_rx_irq(&self) {
-        self.regs.icr.set(0x7ff);
+        self.regs.icr.set(0x780);
         self.regs.imsc.write(IMSC::RXIM::SET + IMSC::RTIM::SET);
+    }
+
+    /// Whether received bytes are waiting.
+    pub fn has_input(&self) -> bool {
+        !self.regs.fr.is_set(FR::RXFE)
     }
 
     /// Masks the receive interrupts (bytes stay in the hardware FIFO).

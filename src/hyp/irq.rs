@@ -88,20 +88,27 @@ pub fn update_uart_line(vm: &Vm, uart: &crate::devices::pl011::Pl011) {
 /// wait in its FIFO, and the level-triggered interrupt cannot storm) until the guest reads.
 pub fn forward_console_input(vm: &Vm) {
     let mut uart = vm.uart.lock();
-    while uart.rx_space() > 0 {
-        match console::getc() {
-            Some(byte) => {
-                uart.push_rx(byte);
+    // Bounded: at most a few refills of the guest's FIFO per call.
+    for _ in 0..4 {
+        while uart.rx_space() > 0 {
+            match console::getc() {
+                Some(byte) => {
+                    uart.push_rx(byte);
+                }
+                None => break,
             }
-            None => break,
         }
-    }
-    let full = uart.rx_space() == 0;
-    if full != RX_THROTTLED.swap(full, Ordering::Relaxed) {
-        if full {
-            console::disable_rx_irq()
-        } else {
-            console::enable_rx_irq()
+        let full = uart.rx_space() == 0;
+        if full != RX_THROTTLED.swap(full, Ordering::Relaxed) {
+            if full {
+                console::disable_rx_irq();
+            } else {
+                console::enable_rx_irq();
+            }
+        }
+        // Bytes that arrived while the interrupt was masked raise nothing new: take them now.
+        if full || !console::has_input() {
+            break;
         }
     }
     update_uart_line(vm, &uart);

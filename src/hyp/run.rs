@@ -90,29 +90,23 @@ fn flush_lrs(vm: &Vm, me: &mut VcpuLocal) {
     }
     let count = vgic_hw::lr_count();
     ExitStats::count(&vm.exits.lr_fills);
-    let vgic = vm.vgic.lock();
-    let fill = vgic_take(vgic, me, count);
+    let fill = {
+        let mut vgic = vm.vgic.lock();
+        let fill = vgic.take_for_lrs(me.index, &mut me.lrs[..count]);
+        // Nothing to load: remember the epoch, read under the lock (every later change bumps
+        // it before it happens), so the next entry can skip the fill if nothing changed.
+        me.quiet_epoch = if fill.count == 0 && !fill.overflow {
+            vm.vgic_epoch.load(Ordering::Acquire)
+        } else {
+            u64::MAX
+        };
+        fill
+    };
     for i in 0..count {
         vgic_hw::write_lr(i, (i < fill.count).then(|| &me.lrs[i]));
     }
     me.lrs_loaded = fill.count;
     vgic_hw::enable(fill.overflow);
-}
-
-/// Fills `me.lrs` from the model; remembers the epoch when there was nothing to load.
-fn vgic_take(
-    mut vgic: crate::sync::SpinGuard<'_, crate::vgic::Vgic>,
-    me: &mut VcpuLocal,
-    count: usize,
-) -> crate::vgic::LrFill {
-    let fill = vgic.take_for_lrs(me.index, &mut me.lrs[..count]);
-    me.quiet_epoch = if fill.count == 0 && !fill.overflow {
-        // Read under the lock: every later change bumps the epoch before it happens.
-        crate::hyp::vm::vm().map_or(u64::MAX, |vm| vm.vgic_epoch.load(Ordering::Acquire))
-    } else {
-        u64::MAX
-    };
-    fill
 }
 
 /// Reads back what the guest did with the list registers, and empties them.
