@@ -237,6 +237,13 @@ fn entered_at_el1_says_so() {
 
 // ---- issue 3: guests ----------------------------------------------------------------------
 
+/// Boots the Debian guest in smoke-test mode with extra `run.sh` arguments.
+fn run_smoke(args: &[&str]) -> Run {
+    let mut all = args.to_vec();
+    all.extend(["--append", "console=ttyAMA0 bulkhead.test=smoke"]);
+    run(&all, LINUX)
+}
+
 fn assert_smoke(r: &Run, cpus: usize) {
     r.assert_contains("BULKHEAD-TEST: init reached");
     r.assert_contains(&format!("BULKHEAD-TEST: cpus online={cpus} "));
@@ -254,33 +261,13 @@ fn assert_smoke(r: &Run, cpus: usize) {
 
 #[test]
 fn linux_smp4_gicv3() {
-    let r = run(
-        &[
-            "--gic",
-            "3",
-            "--smp",
-            "4",
-            "--append",
-            "console=ttyAMA0 bulkhead.test=smoke",
-        ],
-        LINUX,
-    );
+    let r = run_smoke(&["--gic", "3", "--smp", "4"]);
     assert_smoke(&r, 4);
 }
 
 #[test]
 fn linux_smp4_gicv2() {
-    let r = run(
-        &[
-            "--gic",
-            "2",
-            "--smp",
-            "4",
-            "--append",
-            "console=ttyAMA0 bulkhead.test=smoke",
-        ],
-        LINUX,
-    );
+    let r = run_smoke(&["--gic", "2", "--smp", "4"]);
     assert_smoke(&r, 4);
 }
 
@@ -303,17 +290,7 @@ fn linux_console_input_reaches_the_shell() {
 
 #[test]
 fn linux_on_raspi4b_sees_a_virt_machine() {
-    let r = run(
-        &[
-            "--board",
-            "rpi4",
-            "--mem",
-            "256M",
-            "--append",
-            "console=ttyAMA0 bulkhead.test=smoke",
-        ],
-        LINUX,
-    );
+    let r = run_smoke(&["--board", "rpi4", "--mem", "256M"]);
     r.assert_contains("bulkhead: Bulkhead 0.1.0 starting on rpi4 (EL2)");
     assert_smoke(&r, 4);
 }
@@ -355,15 +332,7 @@ fn linux_console_paste_is_not_lost() {
 
 #[test]
 fn linux_1_vcpu() {
-    let r = run(
-        &[
-            "--smp",
-            "1",
-            "--append",
-            "console=ttyAMA0 bulkhead.test=smoke",
-        ],
-        LINUX,
-    );
+    let r = run_smoke(&["--smp", "1"]);
     assert_smoke(&r, 1);
 }
 
