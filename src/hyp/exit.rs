@@ -141,16 +141,15 @@ fn sysreg(vm: &Vm, me: &mut VcpuLocal, esr: u64) -> ExitAction {
         }
         // CNTP_TVAL_EL0 / CNTP_CTL_EL0 / CNTP_CVAL_EL0: the emulated EL1 physical timer.
         (3, 3, 14, 2, op2, _) if TimerReg::from_op2(op2).is_some() => {
-            let reg = TimerReg::from_op2(op2).unwrap_or(TimerReg::Ctl);
-            let now = crate::arch::cpu::counter();
-            if read {
-                if rt != 31 {
+            if let Some(reg) = TimerReg::from_op2(op2) {
+                let now = crate::arch::cpu::counter();
+                if !read {
+                    me.ptimer.write(reg, value, now);
+                } else if rt != 31 {
                     me.regs.x[rt] = me.ptimer.read(reg, now);
                 }
-            } else {
-                me.ptimer.write(reg, value, now);
+                super::irq::update_ptimer(vm, me);
             }
-            super::irq::update_ptimer(vm, me);
         }
         _ => {
             guest_warn!(

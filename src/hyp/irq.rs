@@ -99,7 +99,7 @@ pub fn forward_console_input(vm: &Vm) {
             }
         }
         let full = uart.rx_space() == 0;
-        if full != RX_THROTTLED.swap(full, Ordering::Relaxed) {
+        if full != vm.console_throttled.swap(full, Ordering::Relaxed) {
             if full {
                 console::disable_rx_irq();
             } else {
@@ -114,12 +114,9 @@ pub fn forward_console_input(vm: &Vm) {
     update_uart_line(vm, &uart);
 }
 
-/// Whether console input is held back because the guest's receive FIFO is full.
-static RX_THROTTLED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
-
 /// After the guest read from its PL011: resume console input if it was held back.
 pub fn console_input_drained(vm: &Vm) {
-    if RX_THROTTLED.load(Ordering::Relaxed) {
+    if vm.console_throttled.load(Ordering::Relaxed) {
         forward_console_input(vm);
     }
 }

@@ -27,6 +27,8 @@ pub struct VcpuLocal {
     pub regs: GuestRegs,
     lrs: [LrEntry; vgic_hw::MAX_LRS],
     lrs_loaded: usize,
+    /// List registers this CPU has (read once: the hardware does not change).
+    lr_count: usize,
     /// `vm.vgic_epoch` at the last fill that loaded nothing (`u64::MAX`: fill next time).
     quiet_epoch: u64,
     /// VMID last loaded into VTTBR_EL2 on this CPU.
@@ -48,6 +50,7 @@ impl VcpuLocal {
             regs: GuestRegs::default(),
             lrs: [LrEntry::default(); vgic_hw::MAX_LRS],
             lrs_loaded: 0,
+            lr_count: vgic_hw::lr_count(),
             quiet_epoch: u64::MAX,
             loaded_vmid: None,
             generation: 0,
@@ -88,7 +91,7 @@ fn flush_lrs(vm: &Vm, me: &mut VcpuLocal) {
     if me.lrs_loaded == 0 && vm.vgic_epoch.load(Ordering::Acquire) == me.quiet_epoch {
         return;
     }
-    let count = vgic_hw::lr_count();
+    let count = me.lr_count;
     ExitStats::count(&vm.exits.lr_fills);
     let fill = {
         let mut vgic = vm.vgic.lock();
@@ -158,12 +161,15 @@ pub fn run_vcpu(vm: &'static Vm, index: usize) -> ! {
         if generation != me.generation && vm.power.vm_state() == VmState::Running {
             me.generation = generation;
             fold_lrs(vm, &mut me);
-            me.start_at(0, 0);
+            // The boot vCPU starts at the kernel; the others wait, reset, for a CPU_ON.
+            let boot = *vm.boot.lock();
+            let (entry, x0) = if vm.power.may_run(index) {
+                (boot.entry, boot.dtb_ipa)
+            } else {
+                (0, 0)
+            };
+            me.start_at(entry, x0);
             irq::update_ptimer(vm, &mut me);
-            if vm.power.may_run(index) {
-                let boot = *vm.boot.lock();
-                me.start_at(boot.entry, boot.dtb_ipa);
-            }
         }
         let pending = requests.take_requests();
         if pending.contains(Request::TlbFlush) {

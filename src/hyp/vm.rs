@@ -36,6 +36,10 @@ pub struct VmConfig {
     pub gicv_pa: Option<u64>,
 }
 
+/// SPIs the guest's interrupt controller has (only the PL011 uses one; a GIC has multiples
+/// of 32).
+const GUEST_SPI_COUNT: u32 = 96;
+
 /// Where the boot vCPU starts.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct BootInfo {
@@ -81,6 +85,9 @@ pub struct Vm {
     pub uart: Mutex<Pl011>,
     /// The level last driven on the PL011's interrupt line (changed under the `uart` lock).
     pub uart_line: core::sync::atomic::AtomicBool,
+    /// Console input held back (host UART RX interrupt masked) while the PL011's receive FIFO
+    /// is full; changed under the `uart` lock.
+    pub console_throttled: core::sync::atomic::AtomicBool,
     pub power: VmPower,
     pub requests: Vec<VcpuRequests>,
     pub boot: Mutex<BootInfo>,
@@ -199,8 +206,7 @@ pub fn create(config: VmConfig) -> Result<&'static Vm, VmError> {
     .map_err(VmError::Layout)?;
     // Stage-2 tables come from the heap, which lives in the linear window.
     let stage2 = Stage2Map::new_linear(&geometry, -(phys_to_linear(0) as i64) as isize);
-    let spis = 96;
-    let vgic = Vgic::new(config.gic, config.vcpu_count, spis).map_err(VmError::Vgic)?;
+    let vgic = Vgic::new(config.gic, config.vcpu_count, GUEST_SPI_COUNT).map_err(VmError::Vgic)?;
     let power = VmPower::new(config.vcpu_count, 0).map_err(VmError::Power)?;
     let requests = (0..config.vcpu_count)
         .map(|i| {
@@ -221,6 +227,7 @@ pub fn create(config: VmConfig) -> Result<&'static Vm, VmError> {
         vgic: Mutex::new(vgic),
         uart: Mutex::new(Pl011::new()),
         uart_line: core::sync::atomic::AtomicBool::new(false),
+        console_throttled: core::sync::atomic::AtomicBool::new(false),
         power,
         requests,
         boot: Mutex::new(BootInfo::default()),
