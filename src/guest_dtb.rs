@@ -11,7 +11,7 @@ use crate::guest_layout::{
     GUEST_RAM_BASE, GicVersion, MAX_VCPUS, PL011_BASE, PL011_CLOCK_HZ, PL011_SIZE, PL011_SPI,
     TIMER_PPI_HYP, TIMER_PPI_NONSECURE_PHYS, TIMER_PPI_SECURE_PHYS, TIMER_PPI_VIRT, vcpu_mpidr,
 };
-use crate::loader::DTB_MAX_SIZE;
+use crate::loader::GUEST_DTB_MAX_SIZE;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec;
@@ -68,7 +68,7 @@ impl fmt::Display for GuestDtbError {
             Self::TooLarge(size) => {
                 write!(
                     f,
-                    "guest DTB is {size} bytes, the slot holds {DTB_MAX_SIZE}"
+                    "guest DTB is {size} bytes, the slot holds {GUEST_DTB_MAX_SIZE}"
                 )
             }
         }
@@ -107,7 +107,7 @@ pub fn build_guest_dtb(config: &GuestDtbConfig<'_>) -> Result<Vec<u8>> {
 
     fdt.end_node(root)?;
     let blob = fdt.finish()?;
-    if blob.len() as u64 > DTB_MAX_SIZE {
+    if blob.len() as u64 > GUEST_DTB_MAX_SIZE {
         return Err(GuestDtbError::TooLarge(blob.len()));
     }
     Ok(blob)
@@ -465,7 +465,7 @@ mod tests {
             build_guest_dtb(&nul),
             Err(GuestDtbError::Writer(_))
         ));
-        let huge = "x".repeat(DTB_MAX_SIZE as usize);
+        let huge = "x".repeat(GUEST_DTB_MAX_SIZE as usize);
         let huge = GuestDtbConfig {
             bootargs: &huge,
             ..config(GicVersion::V3, 1)

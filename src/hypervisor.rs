@@ -13,15 +13,7 @@ pub fn fatal_stop() -> ! {
 }
 
 fn host_fdt() -> Option<fdt::Fdt<'static>> {
-    let params = entry::boot_params();
-    let placement = crate::mm::el2_tables::DtbPlacement {
-        pa: params.dtb_pa,
-        size: params.dtb_size,
-    };
-    if params.dtb_size == 0 {
-        return None;
-    }
-    crate::arch::entry::dtb_slice(placement.va(), params.dtb_size).and_then(|b| dtb::parse(b).ok())
+    entry::host_dtb().and_then(|b| dtb::parse(b).ok())
 }
 
 /// The boot CPU, on the runtime table.
@@ -115,7 +107,7 @@ pub fn primary_main() -> ! {
     if let Some(vm) = crate::hyp::setup::create_vm(&fdt, &gic_info, heap.end(), total) {
         // Release the secondaries into their vCPU loops, then run vCPU 0 here.
         cpu::sev();
-        crate::hyp::run::run_vcpu(vm, 0)
+        crate::hyp::run::run_vcpu(vm, 0, 0)
     }
 
     crate::println!(
@@ -233,9 +225,9 @@ pub fn secondary_main(cpu_index: usize) -> ! {
         cpu::halt()
     };
     loop {
-        if let Some(vm) = crate::hyp::vm::vm() {
+        if let Some(vm) = crate::hyp::setup::vm() {
             if cpu_index < vm.config.vcpu_count {
-                crate::hyp::run::run_vcpu(vm, cpu_index)
+                crate::hyp::run::run_vcpu(vm, cpu_index, cpu_index)
             }
             // Not needed by the guest: sleep for good (WFI, unlike a WFE loop, really stops a
             // CPU — and a QEMU vCPU thread).

@@ -11,7 +11,7 @@
 //!
 //! This module only computes addresses; the caller copies the bytes and writes the DTB (the DTB
 //! needs the initrd addresses, so it is written after planning, into a slot of
-//! [`DTB_MAX_SIZE`] bytes).
+//! [`GUEST_DTB_MAX_SIZE`] bytes).
 
 use core::fmt;
 use core::ops::Range;
@@ -25,7 +25,7 @@ const HEADER_SIZE: usize = 0x40;
 /// Where a raw binary or an old (image_size == 0) Image goes, relative to the RAM base.
 pub const DEFAULT_TEXT_OFFSET: u64 = 0x8_0000;
 /// Bytes reserved for the guest DTB. Linux accepts up to 2 MiB; ours is a few KiB.
-pub const DTB_MAX_SIZE: u64 = 0x1_0000;
+pub const GUEST_DTB_MAX_SIZE: u64 = 0x1_0000;
 
 const SZ_4K: u64 = 0x1000;
 const SZ_2M: u64 = 0x20_0000;
@@ -254,7 +254,7 @@ pub fn plan_load(
     let initrd_end = check_fits("initrd", initrd_start.checked_add(initrd_len), ram)?;
 
     let dtb_start = check_fits("dtb", align_up(initrd_end, SZ_2M), ram)?;
-    let dtb_end = check_fits("dtb", dtb_start.checked_add(DTB_MAX_SIZE), ram)?;
+    let dtb_end = check_fits("dtb", dtb_start.checked_add(GUEST_DTB_MAX_SIZE), ram)?;
 
     Ok(LoadPlan {
         kind,
@@ -343,7 +343,7 @@ mod tests {
         assert_eq!(initrd.start, 0x4800_0000);
         assert_eq!(initrd.end, 0x4800_0000 + 5 * MIB + 3);
         assert_eq!(plan.dtb.start, 0x4860_0000);
-        assert_eq!(plan.dtb.end - plan.dtb.start, DTB_MAX_SIZE);
+        assert_eq!(plan.dtb.end - plan.dtb.start, GUEST_DTB_MAX_SIZE);
     }
 
     #[test]

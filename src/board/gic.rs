@@ -2,7 +2,7 @@
 
 use core::ptr::NonNull;
 
-use crate::sync::SpinLock as Mutex;
+use crate::sync::SpinLock;
 use arm_gic::UniqueMmioPointer;
 use arm_gic::gicv2::GicV2;
 use arm_gic::gicv3::{GicCpuInterface, GicV3};
@@ -17,7 +17,7 @@ enum HostGic {
 // SAFETY: the driver only holds MMIO pointers; every use is under the GIC mutex.
 unsafe impl Send for HostGic {}
 
-static GIC: Mutex<Option<HostGic>> = Mutex::new(None);
+static GIC: SpinLock<Option<HostGic>> = SpinLock::new(None);
 
 /// Why the GIC could not be brought up.
 #[derive(Debug)]

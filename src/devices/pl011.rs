@@ -69,7 +69,7 @@ const RX_FIFO_DEPTH: usize = 16;
 
 /// Emulated PL011 state.
 #[derive(Clone, Debug)]
-pub struct Pl011 {
+pub struct EmulatedPl011 {
     rx_fifo: [u8; RX_FIFO_DEPTH],
     rx_head: usize,
     rx_count: usize,
@@ -87,13 +87,13 @@ pub struct Pl011 {
     dmacr: u32,
 }
 
-impl Default for Pl011 {
+impl Default for EmulatedPl011 {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl Pl011 {
+impl EmulatedPl011 {
     /// A PL011 in its reset state.
     pub const fn new() -> Self {
         Self {
@@ -302,25 +302,25 @@ impl Pl011 {
 mod tests {
     use super::*;
 
-    fn read(uart: &mut Pl011, offset: u64) -> u32 {
+    fn read(uart: &mut EmulatedPl011, offset: u64) -> u32 {
         uart.read(offset, AccessSize::Word).unwrap() as u32
     }
 
-    fn write(uart: &mut Pl011, offset: u64, value: u32) -> Option<u8> {
+    fn write(uart: &mut EmulatedPl011, offset: u64, value: u32) -> Option<u8> {
         uart.write(offset, AccessSize::Word, u64::from(value))
             .unwrap()
     }
 
     #[test]
     fn primecell_ids_match_a_pl011() {
-        let mut uart = Pl011::new();
+        let mut uart = EmulatedPl011::new();
         let ids: Vec<u32> = (0..8).map(|i| read(&mut uart, 0xfe0 + 4 * i)).collect();
         assert_eq!(ids, [0x11, 0x10, 0x14, 0x00, 0x0d, 0xf0, 0x05, 0xb1]);
     }
 
     #[test]
     fn tx_is_immediate_and_never_busy() {
-        let mut uart = Pl011::new();
+        let mut uart = EmulatedPl011::new();
         assert_eq!(write(&mut uart, DR, 0x141), Some(0x41));
         // earlycon writes DR with a byte store.
         assert_eq!(uart.write(DR, AccessSize::Byte, 0x42).unwrap(), Some(0x42));
@@ -333,7 +333,7 @@ mod tests {
 
     #[test]
     fn tx_interrupt_follows_imsc() {
-        let mut uart = Pl011::new();
+        let mut uart = EmulatedPl011::new();
         assert!(!uart.irq_level());
         assert_ne!(read(&mut uart, RIS) & INT_TX, 0);
         // Linux unmasks TXIM while it has queued bytes ...
@@ -352,7 +352,7 @@ mod tests {
 
     #[test]
     fn rx_fifo_delivers_bytes_in_order_with_interrupts() {
-        let mut uart = Pl011::new();
+        let mut uart = EmulatedPl011::new();
         write(&mut uart, LCR_H, LCR_H_FEN | 0x60);
         write(&mut uart, IMSC, INT_RX | INT_RT);
         assert_ne!(read(&mut uart, FR) & FR_RXFE, 0);
@@ -375,7 +375,7 @@ mod tests {
 
     #[test]
     fn rx_overrun_is_reported_and_cleared() {
-        let mut uart = Pl011::new();
+        let mut uart = EmulatedPl011::new();
         write(&mut uart, LCR_H, LCR_H_FEN);
         for i in 0..RX_FIFO_DEPTH {
             assert!(uart.push_rx(i as u8));
@@ -394,7 +394,7 @@ mod tests {
 
     #[test]
     fn without_fifo_the_holding_register_is_one_deep() {
-        let mut uart = Pl011::new();
+        let mut uart = EmulatedPl011::new();
         assert!(uart.push_rx(1));
         assert!(!uart.push_rx(2));
         write(&mut uart, IMSC, INT_RX);
@@ -403,7 +403,7 @@ mod tests {
 
     #[test]
     fn control_registers_hold_their_values() {
-        let mut uart = Pl011::new();
+        let mut uart = EmulatedPl011::new();
         assert_eq!(read(&mut uart, CR), 0x300);
         assert_eq!(read(&mut uart, IFLS), 0x12);
         write(&mut uart, IBRD, 13);
@@ -418,7 +418,7 @@ mod tests {
 
     #[test]
     fn bad_accesses_are_errors_and_unknown_offsets_are_raz_wi() {
-        let mut uart = Pl011::new();
+        let mut uart = EmulatedPl011::new();
         assert_eq!(
             uart.read(DR, AccessSize::Double),
             Err(MmioError::BadSize {

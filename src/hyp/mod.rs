@@ -1,11 +1,21 @@
 //! Running guests: the VM (memory, devices, power, VMID), the per-CPU vCPU run loop, and the
 //! exit handlers. Target-only glue between the host-tested core rooms (`vgic`, `psci`,
 //! `vcpu`, `vmid`, `mm::stage2`, `devices`, `loader`, `guest_dtb`) and the arch code.
+pub mod console;
 pub mod exit;
-pub mod irq;
-pub mod run;
-pub mod setup;
+pub mod handle;
+pub mod inject;
+pub mod platform;
+pub mod timer;
+pub mod vcpu;
 pub mod vm;
+
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub mod host_irq;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub mod run;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub mod setup;
 
 /// Rate limit for log lines a guest can provoke: the first few, then one in 1024.
 pub fn guest_log_allowed() -> bool {

@@ -1,104 +1,61 @@
-//! The per-physical-CPU vCPU loop. vCPU `i` of the VM is pinned to physical CPU `i`, so the
+//! The per-physical-CPU run loop. vCPU `i` of the VM is pinned to physical CPU `i`, so the
 //! guest's EL1 and timer registers stay live in the hardware; what moves on every exit is the
-//! GPRs (`switch.rs`) and the list registers (flushed from / folded into the vGIC model).
+//! GPRs (`arch::switch`) and the list registers (flushed from / folded into the vGIC model).
 //!
 //! One pass: requests (seed 004) → may this vCPU run (PSCI power state, seed 003)? → VMID of
-//! the current generation (seed 002/000) → load list registers → enter (refused if a request
-//! raced in) → exit → fold list registers, sample the timer → handle the exit.
+//! the current generation (seeds 002/000) → load list registers → enter (refused if a request
+//! raced in) → exit → fold list registers, sample the timer → decode the exit once
+//! (`hyp::exit`) → its handler (`hyp::handle`) → carry out the action it returns.
 
 use core::sync::atomic::Ordering;
 
-use super::exit::{self, ExitAction};
-use super::irq;
-use super::vm::{ExitStats, GicKick, Vm};
-use crate::arch::switch::{ExitKind, GuestRegs, run_guest};
+use super::exit::{GuestExit, Syndrome};
+use super::handle::{ExitAction, handle_exit};
+use super::host_irq;
+use super::inject::{self, Exception, GuestState};
+use super::setup;
+use super::timer;
+use super::vcpu::Vcpu;
+use super::vm::{ExitStats, Vm};
+use crate::arch::platform::ArchPlatform;
+use crate::arch::switch::{ExitKind, run_guest};
 use crate::arch::sysregs::{self, El1State};
 use crate::arch::{cpu, stage2_hw, vgic_hw};
 use crate::vcpu::power::VmState;
 use crate::vcpu::request::{Request, make_all_request};
-use crate::vgic::LrEntry;
 
-/// PSTATE a vCPU starts with: EL1h, DAIF masked.
-const PSTATE_EL1H_MASKED: u64 = 0x3c5;
-
-/// State of the vCPU owned by this physical CPU.
-pub struct VcpuLocal {
-    pub index: usize,
-    pub regs: GuestRegs,
-    lrs: [LrEntry; vgic_hw::MAX_LRS],
-    lrs_loaded: usize,
+/// What belongs to the physical CPU rather than to the vCPU it runs.
+struct PhysCpu {
     /// List registers this CPU has (read once: the hardware does not change).
     lr_count: usize,
-    /// `vm.vgic_epoch` at the last fill that loaded nothing (`u64::MAX`: fill next time).
-    quiet_epoch: u64,
     /// VMID last loaded into VTTBR_EL2 on this CPU.
     loaded_vmid: Option<u16>,
-    generation: u64,
-    /// Blocked in WFI / CPU_SUSPEND until an interrupt is deliverable.
-    pub blocked: bool,
-    /// The virtual timer's output as last sampled.
-    pub timer_level: bool,
-    /// The emulated EL1 physical timer, and its output as last driven.
-    pub ptimer: crate::devices::ptimer::PhysTimer,
-    pub ptimer_level: bool,
 }
 
-impl VcpuLocal {
-    fn new(index: usize) -> Self {
-        Self {
-            index,
-            regs: GuestRegs::default(),
-            lrs: [LrEntry::default(); vgic_hw::MAX_LRS],
-            lrs_loaded: 0,
-            lr_count: vgic_hw::lr_count(),
-            quiet_epoch: u64::MAX,
-            loaded_vmid: None,
-            generation: 0,
-            blocked: false,
-            timer_level: false,
-            ptimer: crate::devices::ptimer::PhysTimer::new(),
-            ptimer_level: false,
-        }
-    }
-
-    /// Architectural reset of this vCPU's registers, starting at `entry` with `x0`.
-    fn start_at(&mut self, entry: u64, x0: u64) {
-        log::debug!("vcpu {}: start at {entry:#x} x0={x0:#x}", self.index);
-        self.regs = GuestRegs::default();
-        self.regs.x[0] = x0;
-        self.regs.pc = entry;
-        self.regs.pstate = PSTATE_EL1H_MASKED;
-        El1State::reset().restore();
-        vgic_hw::reset_vcpu_interface();
-        self.blocked = false;
-        self.set_timer_level(false);
-        self.ptimer = crate::devices::ptimer::PhysTimer::new();
-    }
-
-    pub fn set_timer_level(&mut self, level: bool) {
-        if level != self.timer_level {
-            self.timer_level = level;
-            // While the virtual interrupt is pending for the guest, keep the physical PPI off
-            // so it does not fire again and again until the guest handles it.
-            crate::board::gic::set_private_enabled(irq::VTIMER_INTID, self.index, !level);
-        }
-    }
+/// (Re)starts `vcpu` at `entry` with `x0`: its registers, and the EL1 system registers, GIC
+/// virtual CPU interface and timer state live in this CPU's hardware.
+fn start_vcpu(vcpu: &mut Vcpu, entry: u64, x0: u64) {
+    log::debug!("vcpu {}: start at {entry:#x} x0={x0:#x}", vcpu.index);
+    vcpu.reset_to(entry, x0);
+    El1State::reset().restore();
+    vgic_hw::reset_vcpu_interface();
+    timer::set_vtimer_level(vcpu, false, &ArchPlatform);
 }
 
 /// Loads the list registers with what the vGIC model says this vCPU should see. Skipped when
 /// the last fill loaded nothing and nobody touched the vGIC since (a null hypercall, say).
-fn flush_lrs(vm: &Vm, me: &mut VcpuLocal) {
-    if me.lrs_loaded == 0 && vm.vgic_epoch.load(Ordering::Acquire) == me.quiet_epoch {
+fn flush_lrs(vm: &Vm, vcpu: &mut Vcpu, pcpu: &PhysCpu) {
+    if vcpu.lrs_loaded == 0 && vm.vgic_epoch.load(Ordering::Acquire) == vcpu.quiet_epoch {
         return;
     }
-    let count = me.lr_count;
+    let count = pcpu.lr_count;
     ExitStats::count(&vm.exits.lr_fills);
     let fill = {
         let mut vgic = vm.vgic.lock();
-        let fill = vgic.take_for_lrs(me.index, &mut me.lrs[..count]);
+        let fill = vgic.take_for_lrs(vcpu.index, &mut vcpu.lrs[..count]);
         // Nothing to load: remember the epoch, read under the lock (every later change bumps
         // it before it happens), so the next entry can skip the fill if nothing changed.
-        me.quiet_epoch = if fill.count == 0 && !fill.overflow {
+        vcpu.quiet_epoch = if fill.count == 0 && !fill.overflow {
             vm.vgic_epoch.load(Ordering::Acquire)
         } else {
             u64::MAX
@@ -106,36 +63,53 @@ fn flush_lrs(vm: &Vm, me: &mut VcpuLocal) {
         fill
     };
     for i in 0..count {
-        vgic_hw::write_lr(i, (i < fill.count).then(|| &me.lrs[i]));
+        vgic_hw::write_lr(i, (i < fill.count).then(|| &vcpu.lrs[i]));
     }
-    me.lrs_loaded = fill.count;
+    vcpu.lrs_loaded = fill.count;
     vgic_hw::enable(fill.overflow);
 }
 
 /// Reads back what the guest did with the list registers, and empties them.
-fn fold_lrs(vm: &Vm, me: &mut VcpuLocal) {
-    if me.lrs_loaded == 0 {
+fn fold_lrs(vm: &Vm, vcpu: &mut Vcpu) {
+    if vcpu.lrs_loaded == 0 {
         return;
     }
     // Underflow maintenance off first: emptying the list registers below must not raise a
     // maintenance interrupt of its own (which, pending on every entry, would starve the guest).
     vgic_hw::enable(false);
     let mut vgic = vm.vgic();
-    for i in 0..me.lrs_loaded {
+    for i in 0..vcpu.lrs_loaded {
         let (pending, active) = vgic_hw::read_lr_state(i);
-        let mut entry = me.lrs[i];
+        let mut entry = vcpu.lrs[i];
         entry.pending = pending;
         entry.active = active;
-        vgic.fold_lr(me.index, &entry);
+        vgic.fold_lr(vcpu.index, &entry);
         vgic_hw::write_lr(i, None);
     }
-    me.lrs_loaded = 0;
+    vcpu.lrs_loaded = 0;
+}
+
+/// Takes `exception` in the guest's EL1, as the CPU would have (`hyp::inject`).
+fn inject(vcpu: &mut Vcpu, exception: Exception) {
+    let (vbar_el1, sctlr_el1) = sysregs::injection_context();
+    let entry = inject::exception_entry(
+        exception,
+        GuestState {
+            pc: vcpu.regs.pc,
+            pstate: vcpu.regs.pstate,
+            vbar_el1,
+            sctlr_el1,
+        },
+    );
+    sysregs::write_exception_registers(entry.esr_el1, entry.far_el1, entry.elr_el1, entry.spsr_el1);
+    vcpu.regs.pc = entry.pc;
+    vcpu.regs.pstate = entry.pstate;
 }
 
 /// Waits on this physical CPU until something (an interrupt, a kick) happens.
-fn wait_for_event(vm: &Vm, me: &mut VcpuLocal) {
+fn wait_for_event(vm: &Vm, vcpu: &mut Vcpu) {
     cpu::wfi();
-    irq::handle_host_irqs(vm, me);
+    host_irq::handle_host_irqs(vm, vcpu);
 }
 
 /// Stops this CPU for good (the VM is off).
@@ -143,24 +117,30 @@ fn park() -> ! {
     cpu::halt()
 }
 
-/// Runs vCPU `index` of `vm` on this physical CPU forever.
-pub fn run_vcpu(vm: &'static Vm, index: usize) -> ! {
-    let mut me = VcpuLocal::new(index);
-    sysregs::activate_traps(index as u64);
-    irq::enable_vcpu_irqs(index);
-    let requests = &vm.requests[index];
-    let Some(vmids) = super::vm::vmids() else {
+/// Runs vCPU `index` of `vm` on this physical CPU (`pcpu_index`) forever.
+pub fn run_vcpu(vm: &'static Vm, index: usize, pcpu_index: usize) -> ! {
+    let Some(vcpu) = vm.vcpus.get(index) else {
         park()
     };
-    log::debug!(
-        "vcpu {index}: run loop on cpu {}",
-        crate::arch::percpu::current()
-    );
+    // Pinned: this CPU holds its vCPU for good.
+    let mut vcpu = vcpu.lock();
+    let vcpu = &mut *vcpu;
+    vcpu.last_pcpu = Some(pcpu_index);
+    let mut pcpu = PhysCpu {
+        lr_count: vgic_hw::lr_count(),
+        loaded_vmid: None,
+    };
+    let p = &ArchPlatform;
+    sysregs::activate_traps(index as u64);
+    host_irq::enable_vcpu_irqs(pcpu_index);
+    let requests = &vm.requests[index];
+    let Some(vmids) = setup::vmids() else { park() };
+    log::debug!("vcpu {index}: run loop on cpu {pcpu_index}");
     loop {
         let generation = vm.generation.load(Ordering::Acquire);
-        if generation != me.generation && vm.power.vm_state() == VmState::Running {
-            me.generation = generation;
-            fold_lrs(vm, &mut me);
+        if generation != vcpu.generation && vm.power.vm_state() == VmState::Running {
+            vcpu.generation = generation;
+            fold_lrs(vm, vcpu);
             // The boot vCPU starts at the kernel; the others wait, reset, for a CPU_ON.
             let boot = *vm.boot.lock();
             let (entry, x0) = if vm.power.may_run(index) {
@@ -168,8 +148,8 @@ pub fn run_vcpu(vm: &'static Vm, index: usize) -> ! {
             } else {
                 (0, 0)
             };
-            me.start_at(entry, x0);
-            irq::update_ptimer(vm, &mut me);
+            start_vcpu(vcpu, entry, x0);
+            timer::update_ptimer(vm, vcpu, p);
         }
         let pending = requests.take_requests();
         if pending.contains(Request::TlbFlush) {
@@ -178,29 +158,29 @@ pub fn run_vcpu(vm: &'static Vm, index: usize) -> ! {
         match vm.power.vm_state() {
             VmState::Off => park(),
             VmState::Resetting => {
-                wait_for_event(vm, &mut me);
+                wait_for_event(vm, vcpu);
                 continue;
             }
             VmState::Running => {}
         }
-        if me.generation != generation {
+        if vcpu.generation != generation {
             continue;
         }
         if !vm.power.may_run(index) {
             match vm.power.claim_start(index) {
-                Some(start) => me.start_at(start.entry, start.context_id),
+                Some(start) => start_vcpu(vcpu, start.entry, start.context_id),
                 None => {
-                    wait_for_event(vm, &mut me);
+                    wait_for_event(vm, vcpu);
                     continue;
                 }
             }
         }
-        if me.blocked {
-            irq::handle_host_irqs(vm, &mut me);
+        if vcpu.blocked {
+            host_irq::handle_host_irqs(vm, vcpu);
             if vm.vgic.lock().has_deliverable(index) {
-                me.blocked = false;
+                vcpu.blocked = false;
             } else {
-                wait_for_event(vm, &mut me);
+                wait_for_event(vm, vcpu);
                 continue;
             }
         }
@@ -212,29 +192,34 @@ pub fn run_vcpu(vm: &'static Vm, index: usize) -> ! {
                 park()
             }
         };
-        if me.loaded_vmid != Some(vmid) {
+        if pcpu.loaded_vmid != Some(vmid) {
             stage2_hw::load(vm.vtcr, vm.stage2_root, vmid);
-            me.loaded_vmid = Some(vmid);
+            pcpu.loaded_vmid = Some(vmid);
         }
         // Fast re-entry: while exits only ask to resume, stay here. Everything the outer
         // checks look at changes only together with a request (and `enter_guest` refuses
         // while one is pending) or through this vCPU's own exit actions, and the VMID stays
         // valid: a rollover keeps every VMID active on a CPU reserved for its VM (seed 002).
         let action = loop {
-            flush_lrs(vm, &mut me);
+            flush_lrs(vm, vcpu, &pcpu);
             if requests.enter_guest().is_err() {
-                fold_lrs(vm, &mut me);
+                fold_lrs(vm, vcpu);
                 break ExitAction::Resume;
             }
-            let kind = run_guest(&mut me.regs);
+            let kind = run_guest(&mut vcpu.regs);
             requests.exit_guest();
-            fold_lrs(vm, &mut me);
-            irq::sample_timer(vm, &mut me);
+            fold_lrs(vm, vcpu);
+            timer::sample_vtimer(vm, vcpu, p);
             let action = match kind {
-                ExitKind::Sync => exit::handle_sync(vm, &mut me),
+                ExitKind::Sync => {
+                    let (esr, far, hpfar) = sysregs::exit_syndrome();
+                    let exit = GuestExit::decode(Syndrome { esr, far, hpfar });
+                    log::trace!("vcpu {index}: {exit:x?} at {:#x}", vcpu.regs.pc);
+                    handle_exit(&exit, vm, vcpu, p)
+                }
                 ExitKind::Irq => {
                     ExitStats::count(&vm.exits.irq);
-                    irq::handle_host_irqs(vm, &mut me);
+                    host_irq::handle_host_irqs(vm, vcpu);
                     ExitAction::Resume
                 }
                 ExitKind::SError => {
@@ -242,13 +227,15 @@ pub fn run_vcpu(vm: &'static Vm, index: usize) -> ! {
                     ExitAction::Resume
                 }
             };
-            if action != ExitAction::Resume {
-                break action;
+            match action {
+                ExitAction::Resume => {}
+                ExitAction::Inject(exception) => inject(vcpu, exception),
+                other => break other,
             }
         };
         match action {
-            ExitAction::Resume => {}
-            ExitAction::Block => me.blocked = true,
+            ExitAction::Resume | ExitAction::Inject(_) => {}
+            ExitAction::Block => vcpu.blocked = true,
             ExitAction::CpuOff => {}
             ExitAction::SystemOff => system_off(vm, index),
             ExitAction::SystemReset => system_reset(vm, index),
@@ -260,12 +247,12 @@ pub fn run_vcpu(vm: &'static Vm, index: usize) -> ! {
 /// caller gets here): stop every vCPU, waiting until none can still be in the guest, then
 /// power the machine off (Bulkhead runs one VM).
 fn system_off(vm: &Vm, index: usize) {
-    make_all_request(vm.requests.iter(), Request::Stop, true, &GicKick);
+    make_all_request(vm.requests.iter(), Request::Stop, true, &ArchPlatform);
     log::info!(
         "guest powered off (vcpu {index}): {} stage-2 mapping faults, {}, {} VMID rollovers; powering off",
         vm.stage2_faults.load(Ordering::Relaxed),
         vm.exits,
-        super::vm::vmids().map_or(0, |v| v.stats().rollovers),
+        setup::vmids().map_or(0, |v| v.stats().rollovers),
     );
     crate::board::power::power_off();
 }
@@ -273,15 +260,15 @@ fn system_off(vm: &Vm, index: usize) {
 /// PSCI SYSTEM_RESET(2) (VM already `Resetting`): stop every vCPU, then rebuild the VM in
 /// place and restart vCPU 0.
 fn system_reset(vm: &Vm, index: usize) {
-    make_all_request(vm.requests.iter(), Request::Reset, true, &GicKick);
+    make_all_request(vm.requests.iter(), Request::Reset, true, &ArchPlatform);
     log::info!(
         "guest reset (vcpu {index}) after {} stage-2 mapping faults",
         vm.stage2_faults.swap(0, Ordering::Relaxed)
     );
-    if let Err(e) = vm.reset() {
+    if let Err(e) = vm.reset(&ArchPlatform) {
         log::error!("guest reset failed: {e}");
         crate::board::power::power_off();
     }
     // Wake everyone: vCPU 0 restarts, the others notice they are off.
-    make_all_request(vm.requests.iter(), Request::Wake, false, &GicKick);
+    make_all_request(vm.requests.iter(), Request::Wake, false, &ArchPlatform);
 }

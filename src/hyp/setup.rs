@@ -6,12 +6,17 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use fdt::Fdt;
+use spin::Once;
 
-use super::irq;
-use super::vm::{self, Vm, VmConfig};
-use crate::arch::{entry, mmu, vgic_hw};
+use super::host_irq;
+use super::vm::{self, Vm, VmConfig, VmError};
+use crate::arch::platform::{self, ArchPlatform};
+use crate::arch::{entry, mmu, stage2_hw, vgic_hw};
 use crate::dtb::{self, GicInfo, ModuleKind, PhysRange};
 use crate::guest_layout::GicVersion;
+use crate::mm::layout::phys_to_linear;
+use crate::mm::stage2::{Stage2Map, stage2_geometry};
+use crate::vmid::VmidAllocator;
 
 /// Parses `512M`, `1G`, `65536K` or plain bytes.
 fn parse_size(s: &str) -> Option<u64> {
@@ -76,7 +81,7 @@ pub fn create_vm(
             maintenance_intid, ..
         } => {
             vgic_hw::init(vgic_hw::VgicHw::V3);
-            irq::set_host_intids(dtb::console_uart_intid(fdt), maintenance_intid);
+            host_irq::set_host_intids(dtb::console_uart_intid(fdt), maintenance_intid);
             (GicVersion::V3, None)
         }
         GicInfo::V2 {
@@ -94,12 +99,12 @@ pub fn create_vm(
                 return None;
             };
             vgic_hw::init(vgic_hw::VgicHw::V2 { gich: gich_va });
-            irq::set_host_intids(dtb::console_uart_intid(fdt), maintenance_intid);
+            host_irq::set_host_intids(dtb::console_uart_intid(fdt), maintenance_intid);
             (GicVersion::V2, Some(gicv.base))
         }
     };
     let vmid_bits = dtb::bootarg(args, "bulkhead.vmid_bits").and_then(|b| b.parse().ok());
-    vm::init_vmids(vmid_bits, cpu_count);
+    init_vmids(vmid_bits, cpu_count);
 
     let config = VmConfig {
         vcpu_count,
@@ -121,11 +126,64 @@ pub fn create_vm(
             r.size >> 10
         ))
     );
-    match vm::create(config) {
+    match create(config) {
         Ok(vm) => Some(vm),
         Err(e) => {
             log::error!("cannot create the guest: {e}");
             None
         }
     }
+}
+
+static VM: Once<Vm> = Once::new();
+static VMIDS: Once<VmidAllocator<stage2_hw::BroadcastTlb>> = Once::new();
+
+/// The VM, once created.
+pub fn vm() -> Option<&'static Vm> {
+    VM.get()
+}
+
+/// The VMID allocator, once set up.
+pub fn vmids() -> Option<&'static VmidAllocator<stage2_hw::BroadcastTlb>> {
+    VMIDS.get()
+}
+
+/// Sets up the VMID allocator: `bits` from `bulkhead.vmid_bits=` or the CPU's width.
+fn init_vmids(requested_bits: Option<u8>, cpu_count: usize) {
+    let hw_bits = if stage2_hw::has_16bit_vmid() { 16 } else { 8 };
+    let bits = requested_bits.map_or(hw_bits, |b| b.min(hw_bits));
+    match VmidAllocator::new(bits, cpu_count, stage2_hw::BroadcastTlb) {
+        Ok(a) => {
+            log::info!("VMIDs: {bits} bits");
+            VMIDS.call_once(|| a);
+        }
+        Err(e) => {
+            log::error!(
+                "VMID allocator with {bits} bits for {cpu_count} CPUs: {e}; using {hw_bits}"
+            );
+            if let Ok(a) = VmidAllocator::new(hw_bits, cpu_count, stage2_hw::BroadcastTlb) {
+                VMIDS.call_once(|| a);
+            }
+        }
+    }
+}
+
+/// Builds the VM (stage-2 geometry from this CPU) and loads its images.
+fn create(config: VmConfig) -> Result<&'static Vm, VmError> {
+    let geometry = stage2_geometry(stage2_hw::pa_range(), 40).map_err(VmError::Layout)?;
+    let vtcr = geometry.vtcr_el2(stage2_hw::has_16bit_vmid());
+    // Stage-2 tables come from the heap, which lives in the linear window.
+    let stage2 = Stage2Map::new_linear(&geometry, -(phys_to_linear(0) as i64) as isize);
+    let ram = PhysRange {
+        base: config.ram_pa,
+        size: config.ram_size,
+    };
+    let images = [Some(config.kernel), config.initrd];
+    if !platform::allow_writing(ram) || !images.into_iter().flatten().all(platform::allow_reading) {
+        log::error!("too many host RAM windows");
+    }
+    let vm = Vm::new(config, vtcr, stage2)?;
+    let vm = VM.call_once(|| vm);
+    vm.load(&ArchPlatform)?;
+    Ok(vm)
 }

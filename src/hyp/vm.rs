@@ -1,26 +1,25 @@
 //! A VM: its RAM (one contiguous host range, mapped lazily into stage 2), its emulated
 //! devices, vGIC, PSCI power state, vCPU requests and VMID, and the images it boots from.
+//! Plain Rust: the hardware it needs (copying images into RAM) comes through [`Platform`].
 
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::ops::Range;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use crate::sync::SpinLock as Mutex;
-use spin::Once;
-
-use crate::arch::{cpu, stage2_hw};
-use crate::devices::pl011::Pl011;
+use super::platform::Platform;
+use super::vcpu::Vcpu;
+use crate::devices::pl011::EmulatedPl011;
 use crate::dtb::PhysRange;
 use crate::guest_dtb::{GuestDtbConfig, build_guest_dtb};
 use crate::guest_layout::{GUEST_RAM_BASE, GicVersion};
 use crate::loader::{GuestRam, plan_load};
-use crate::mm::layout::phys_to_linear;
-use crate::mm::stage2::{GuestMemoryMap, Stage2Map, stage2_geometry};
+use crate::mm::stage2::{GuestMemoryMap, Stage2Map};
+use crate::sync::{SpinGuard, SpinLock};
 use crate::vcpu::power::VmPower;
-use crate::vcpu::request::{Kick, VcpuRequests};
-use crate::vgic::Vgic;
-use crate::vmid::{VmVmid, VmidAllocator};
+use crate::vcpu::request::{Kick, Request, VcpuRequests, make_request};
+use crate::vgic::{VcpuSet, Vgic};
+use crate::vmid::VmVmid;
 
 /// How a VM is described (from the host DTB's multiboot modules and Bulkhead's bootargs).
 pub struct VmConfig {
@@ -72,25 +71,27 @@ impl core::fmt::Display for VmError {
 pub struct Vm {
     pub config: VmConfig,
     pub mem: GuestMemoryMap,
-    pub stage2: Mutex<Stage2Map>,
+    pub stage2: SpinLock<Stage2Map>,
     pub vtcr: u64,
     pub vmid: VmVmid,
     /// The vGIC model. Lock it through [`Vm::vgic`] (which marks it changed) except to read.
-    pub vgic: Mutex<Vgic>,
+    pub vgic: SpinLock<Vgic>,
     /// Bumped whenever the vGIC may have changed: a vCPU whose last list-register fill found
     /// nothing and saw this value since can skip the next fill (the null-exit fast path).
     pub vgic_epoch: AtomicU64,
     /// Stage-2 root table (never changes: reset empties it in place).
     pub stage2_root: u64,
-    pub uart: Mutex<Pl011>,
+    pub uart: SpinLock<EmulatedPl011>,
     /// The level last driven on the PL011's interrupt line (changed under the `uart` lock).
     pub uart_line: core::sync::atomic::AtomicBool,
     /// Console input held back (host UART RX interrupt masked) while the PL011's receive FIFO
     /// is full; changed under the `uart` lock.
     pub console_throttled: core::sync::atomic::AtomicBool,
     pub power: VmPower,
+    /// The vCPUs; a physical CPU locks the one it runs.
+    pub vcpus: Vec<SpinLock<Vcpu>>,
     pub requests: Vec<VcpuRequests>,
-    pub boot: Mutex<BootInfo>,
+    pub boot: SpinLock<BootInfo>,
     /// Bumped at every reset: a vCPU whose loop saw an older value reinitialises itself.
     pub generation: AtomicU64,
     /// Stage-2 faults that mapped memory (RAM is mapped lazily), for the statistics.
@@ -150,130 +151,85 @@ impl core::fmt::Display for ExitStats {
     }
 }
 
-/// Kicks physical CPUs with the GIC kick SGI (vCPU i runs on physical CPU i).
-pub struct GicKick;
-
-impl Kick for GicKick {
-    fn kick(&self, pcpu: usize) {
-        if pcpu != crate::arch::percpu::current() {
-            crate::board::gic::kick(pcpu, cpu::mpidr_of(pcpu));
-        }
-    }
-}
-
-static VM: Once<Vm> = Once::new();
-static VMIDS: Once<VmidAllocator<stage2_hw::BroadcastTlb>> = Once::new();
-
-pub fn vm() -> Option<&'static Vm> {
-    VM.get()
-}
-
-pub fn vmids() -> Option<&'static VmidAllocator<stage2_hw::BroadcastTlb>> {
-    VMIDS.get()
-}
-
-/// Sets up the VMID allocator: `bits` from `bulkhead.vmid_bits=` or the CPU's width.
-pub fn init_vmids(requested_bits: Option<u8>, cpu_count: usize) {
-    let hw_bits = if stage2_hw::has_16bit_vmid() { 16 } else { 8 };
-    let bits = requested_bits.map_or(hw_bits, |b| b.min(hw_bits));
-    match VmidAllocator::new(bits, cpu_count, stage2_hw::BroadcastTlb) {
-        Ok(a) => {
-            log::info!("VMIDs: {bits} bits");
-            VMIDS.call_once(|| a);
-        }
-        Err(e) => {
-            log::error!(
-                "VMID allocator with {bits} bits for {cpu_count} CPUs: {e}; using {hw_bits}"
-            );
-            if let Ok(a) = VmidAllocator::new(hw_bits, cpu_count, stage2_hw::BroadcastTlb) {
-                VMIDS.call_once(|| a);
-            }
-        }
-    }
-}
-
-/// Builds the VM and loads its images.
-pub fn create(config: VmConfig) -> Result<&'static Vm, VmError> {
-    let geometry = stage2_geometry(stage2_hw::pa_range(), 40).map_err(VmError::Layout)?;
-    let vtcr = geometry.vtcr_el2(stage2_hw::has_16bit_vmid());
-    let mem = GuestMemoryMap::virt_guest(
-        config.ram_size,
-        config.ram_pa,
-        config.gic,
-        config.vcpu_count,
-        config.gicv_pa,
-    )
-    .map_err(VmError::Layout)?;
-    // Stage-2 tables come from the heap, which lives in the linear window.
-    let stage2 = Stage2Map::new_linear(&geometry, -(phys_to_linear(0) as i64) as isize);
-    let vgic = Vgic::new(config.gic, config.vcpu_count, GUEST_SPI_COUNT).map_err(VmError::Vgic)?;
-    let power = VmPower::new(config.vcpu_count, 0).map_err(VmError::Power)?;
-    let requests = (0..config.vcpu_count)
-        .map(|i| {
-            let r = VcpuRequests::new();
-            r.set_pcpu(i);
-            r
-        })
-        .collect();
-    let stage2_root = stage2.root_pa();
-    let vm = Vm {
-        config,
-        mem,
-        stage2: Mutex::new(stage2),
-        stage2_root,
-        vgic_epoch: AtomicU64::new(0),
-        vtcr,
-        vmid: VmVmid::new(),
-        vgic: Mutex::new(vgic),
-        uart: Mutex::new(Pl011::new()),
-        uart_line: core::sync::atomic::AtomicBool::new(false),
-        console_throttled: core::sync::atomic::AtomicBool::new(false),
-        power,
-        requests,
-        boot: Mutex::new(BootInfo::default()),
-        generation: AtomicU64::new(1),
-        stage2_faults: AtomicU64::new(0),
-        exits: ExitStats::default(),
-    };
-    let vm = VM.call_once(|| vm);
-    vm.load()?;
-    Ok(vm)
-}
-
-/// A multiboot module's bytes (host RAM reserved for it, never given to a guest).
-fn host_bytes(range: PhysRange) -> &'static [u8] {
-    crate::arch::entry::linear_slice(phys_to_linear(range.base), range.size as usize)
-}
-
 impl Vm {
+    /// Builds a VM around an empty stage-2 table (`vtcr` is the VTCR_EL2 for its geometry).
+    /// The table is marked live from the start — any vCPU may load it — so aarch64-paging
+    /// checks break-before-make on every later update and invalidates what it replaces.
+    pub fn new(config: VmConfig, vtcr: u64, stage2: Stage2Map) -> Result<Self, VmError> {
+        let mem = GuestMemoryMap::virt_guest(
+            config.ram_size,
+            config.ram_pa,
+            config.gic,
+            config.vcpu_count,
+            config.gicv_pa,
+        )
+        .map_err(VmError::Layout)?;
+        let vgic =
+            Vgic::new(config.gic, config.vcpu_count, GUEST_SPI_COUNT).map_err(VmError::Vgic)?;
+        let power = VmPower::new(config.vcpu_count, 0).map_err(VmError::Power)?;
+        let requests = (0..config.vcpu_count)
+            .map(|i| {
+                let r = VcpuRequests::new();
+                r.set_pcpu(i);
+                r
+            })
+            .collect();
+        let stage2_root = stage2.root_pa();
+        stage2.mark_live();
+        let config_vcpus = config.vcpu_count;
+        Ok(Vm {
+            config,
+            mem,
+            stage2: SpinLock::new(stage2),
+            stage2_root,
+            vgic_epoch: AtomicU64::new(0),
+            vtcr,
+            vmid: VmVmid::new(),
+            vgic: SpinLock::new(vgic),
+            uart: SpinLock::new(EmulatedPl011::new()),
+            uart_line: core::sync::atomic::AtomicBool::new(false),
+            console_throttled: core::sync::atomic::AtomicBool::new(false),
+            power,
+            vcpus: (0..config_vcpus)
+                .map(|i| SpinLock::new(Vcpu::new(i)))
+                .collect(),
+            requests,
+            boot: SpinLock::new(BootInfo::default()),
+            generation: AtomicU64::new(1),
+            stage2_faults: AtomicU64::new(0),
+            exits: ExitStats::default(),
+        })
+    }
+
     pub fn ram_ipas(&self) -> Range<u64> {
         GUEST_RAM_BASE..GUEST_RAM_BASE + self.config.ram_size
     }
 
     /// Host PA behind a guest RAM IPA range, if the whole range is RAM.
-    fn ram_host_va(&self, ipas: &Range<u64>) -> Option<u64> {
+    fn ram_host_pa(&self, ipas: &Range<u64>) -> Option<u64> {
         let ram = self.ram_ipas();
         (ipas.start >= ram.start && ipas.end <= ram.end && ipas.start <= ipas.end)
-            .then(|| phys_to_linear(self.config.ram_pa + (ipas.start - ram.start)))
+            .then(|| self.config.ram_pa + (ipas.start - ram.start))
     }
 
-    fn copy_to_guest(&self, ipa: u64, bytes: &[u8]) -> Result<(), VmError> {
+    fn copy_to_guest(&self, p: &impl Platform, ipa: u64, bytes: &[u8]) -> Result<(), VmError> {
         let ipas = ipa..ipa + bytes.len() as u64;
-        let va =
-            self.ram_host_va(&ipas)
+        let pa =
+            self.ram_host_pa(&ipas)
                 .ok_or(VmError::Load(crate::loader::LoadError::DoesNotFit {
                     what: "image",
                     end: ipas.end,
                     ram_end: self.ram_ipas().end,
                 }))?;
-        crate::arch::entry::copy_to_linear(va, bytes);
-        // The guest starts with its MMU off: make the bytes visible to non-cacheable reads.
-        stage2_hw::clean_inval_to_poc(va, bytes.len() as u64);
+        // `write_ram` cleans to PoC: the guest starts with its MMU off (non-cacheable reads).
+        p.write_ram(pa, bytes);
         Ok(())
     }
 
-    /// (Re)loads kernel, initrd and DTB into guest RAM, QEMU `-kernel` style.
-    pub fn load(&self) -> Result<BootInfo, VmError> {
+    /// (Re)loads kernel, initrd and DTB into guest RAM, QEMU `-kernel` style. The images are
+    /// multiboot modules in host RAM that Bulkhead reserved (never given to a guest).
+    pub fn load(&self, p: &impl Platform) -> Result<BootInfo, VmError> {
+        let host_bytes = |range: PhysRange| p.host_ram(range.base, range.size);
         let kernel = host_bytes(self.config.kernel);
         let initrd = self.config.initrd.map(host_bytes);
         let ram = GuestRam {
@@ -297,11 +253,11 @@ impl Vm {
             plan.initrd,
             plan.dtb.start
         );
-        self.copy_to_guest(plan.kernel.start, kernel)?;
+        self.copy_to_guest(p, plan.kernel.start, kernel)?;
         if let (Some(bytes), Some(range)) = (initrd, plan.initrd.as_ref()) {
-            self.copy_to_guest(range.start, bytes)?;
+            self.copy_to_guest(p, range.start, bytes)?;
         }
-        self.copy_to_guest(plan.dtb.start, &dtb)?;
+        self.copy_to_guest(p, plan.dtb.start, &dtb)?;
         let boot = BootInfo {
             entry: plan.entry,
             dtb_ipa: plan.dtb.start,
@@ -314,7 +270,7 @@ impl Vm {
     /// of the old life can match; the old VMID is only reused after a rollover's broadcast
     /// invalidation), devices reset, images reloaded, the boot vCPU on and the others off
     /// (seed 003).
-    pub fn reset(&self) -> Result<(), VmError> {
+    pub fn reset(&self, p: &impl Platform) -> Result<(), VmError> {
         self.stage2.lock().unmap_all().map_err(VmError::Layout)?;
         self.vmid.retire();
         self.vgic().reset();
@@ -323,17 +279,26 @@ impl Vm {
             uart.reset();
             self.uart_line.store(false, Ordering::Relaxed);
         }
-        self.load()?;
+        self.load(p)?;
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.power.restart(0).map_err(VmError::Power)?;
         Ok(())
     }
 
     /// Locks the vGIC for a change.
-    pub fn vgic(&self) -> crate::sync::SpinGuard<'_, Vgic> {
+    pub fn vgic(&self) -> SpinGuard<'_, Vgic> {
         let guard = self.vgic.lock();
         self.vgic_epoch.fetch_add(1, Ordering::AcqRel);
         guard
+    }
+
+    /// Makes the vCPUs in `set` (that have a newly deliverable interrupt) notice it.
+    pub fn kick_vcpus(&self, set: VcpuSet, kick: &impl Kick) {
+        for target in set.iter() {
+            if let Some(req) = self.requests.get(target) {
+                make_request(req, Request::Wake, false, kick);
+            }
+        }
     }
 }
 

@@ -11,7 +11,9 @@
 //! and invalidates the EL2 TLB there, inside EL2 (boot/trampoline.S).
 
 use super::el2_pagetable::{MapError, MapKind, TablePool};
-use super::layout::{DTB_MAX_SIZE, DTB_VA, IMAGE_VA, PAGE_SIZE, TRAMPOLINE_VA, phys_to_linear};
+use super::layout::{
+    DTB_VA, HOST_DTB_MAX_SIZE, IMAGE_VA, PAGE_SIZE, TRAMPOLINE_VA, phys_to_linear,
+};
 
 /// Where the image's sections are, as byte offsets from the image start (from linker.ld).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,7 +93,7 @@ pub fn build_runtime_table(
     pool.map_range(root, TRAMPOLINE_VA, trampoline_pa, PAGE_SIZE, MapKind::Text)?;
     if let Some(dtb) = dtb {
         let start = align_down(dtb.pa);
-        let size = align_up(dtb.pa + dtb.size.min(DTB_MAX_SIZE)) - start;
+        let size = align_up(dtb.pa + dtb.size.min(HOST_DTB_MAX_SIZE)) - start;
         pool.map_range(root, DTB_VA, start, size, MapKind::ReadOnly)?;
     }
     if let Some(uart) = uart_pa {

@@ -17,7 +17,7 @@ pub const IMAGE_MAX_SIZE: u64 = 0x40_0000_0000;
 /// Where the host DTB is mapped read-only.
 pub const DTB_VA: u64 = 0x0000_7f80_0000_0000;
 /// Largest host DTB we map.
-pub const DTB_MAX_SIZE: u64 = 2 << 20;
+pub const HOST_DTB_MAX_SIZE: u64 = 2 << 20;
 /// The one VA at which the trampoline page is mapped in both the boot and the runtime table.
 pub const TRAMPOLINE_VA: u64 = 0x0000_7fff_ffff_0000;
 /// Start of the linear window: VA = LINEAR_BASE + PA for RAM and MMIO.

@@ -24,8 +24,7 @@ use alloc::vec::Vec;
 use core::fmt;
 use core::ops::Range;
 
-/// 4 KiB page.
-pub const PAGE_SIZE: u64 = 0x1000;
+pub use super::layout::PAGE_SIZE;
 /// 2 MiB level-2 block.
 pub const BLOCK_SIZE: u64 = 0x20_0000;
 
@@ -396,6 +395,16 @@ impl Stage2Map<LinearTranslation<Stage2Attributes>> {
     }
 }
 
+impl<T: Translation<Stage2Attributes>> Drop for Stage2Map<T> {
+    /// A table is dropped only with its VM, which no vCPU can still run (they borrow the VM):
+    /// it is no longer live, and aarch64-paging may free it.
+    fn drop(&mut self) {
+        while self.mapping.active() {
+            self.mapping.mark_inactive();
+        }
+    }
+}
+
 impl<T: Translation<Stage2Attributes>> Stage2Map<T> {
     /// An empty table for `geometry` using `translation` for its table pages.
     pub fn new(geometry: &Stage2Geometry, translation: T) -> Self {
@@ -410,9 +419,16 @@ impl<T: Translation<Stage2Attributes>> Stage2Map<T> {
         self.mapping.root_address().0 as u64
     }
 
-    /// The underlying mapping, e.g. to `mark_active` once VTTBR points at it.
-    pub fn mapping(&self) -> &Mapping<T, Stage2> {
-        &self.mapping
+    /// Records that the table may be loaded in VTTBR_EL2 from now on: aarch64-paging then
+    /// checks break-before-make on every update and invalidates the TLB entries (by IPA, for
+    /// the VMID in VTTBR_EL2) of whatever an update replaces.
+    pub fn mark_live(&self) {
+        self.mapping.mark_active();
+    }
+
+    /// Whether [`mark_live`](Self::mark_live) was called.
+    pub fn is_live(&self) -> bool {
+        self.mapping.active()
     }
 
     fn region(&self, ipa: u64, size: u64) -> Result<MemoryRegion, Stage2Error> {

@@ -11,12 +11,12 @@ pub mod request;
 mod loom_models;
 
 /// Highest vCPU count the MPIDR numbering covers (Aff0 0..16, Aff1 and Aff2 0..256).
-pub const MAX_VCPUS: usize = 1 << 20;
+pub const MPIDR_VCPU_LIMIT: usize = 1 << 20;
 
 /// The affinity fields of vCPU `index`'s MPIDR_EL1 (what the guest DTB puts in `cpus/cpu@N/reg`
 /// and PSCI calls name): Aff0 = `index % 16`, Aff1 = `(index / 16) % 256`,
 /// Aff2 = `index / 4096`, as KVM does; GICv3 SGIs reach at most 16 Aff0 values per cluster.
-/// VMPIDR_EL2 is this value with bit 31 (RES1) set. `index` must be below [`MAX_VCPUS`].
+/// VMPIDR_EL2 is this value with bit 31 (RES1) set. `index` must be below [`MPIDR_VCPU_LIMIT`].
 pub const fn vcpu_mpidr(index: usize) -> u64 {
     let index = index as u64;
     (index & 0xf) | ((index >> 4) & 0xff) << 8 | ((index >> 12) & 0xff) << 16
@@ -43,9 +43,9 @@ mod tests {
 
     #[test]
     fn mpidr_numbering_round_trips() {
-        for index in [0, 1, 15, 16, 17, 255, 4095, 4096, MAX_VCPUS - 1] {
+        for index in [0, 1, 15, 16, 17, 255, 4095, 4096, MPIDR_VCPU_LIMIT - 1] {
             assert_eq!(
-                vcpu_index_from_mpidr(vcpu_mpidr(index), MAX_VCPUS),
+                vcpu_index_from_mpidr(vcpu_mpidr(index), MPIDR_VCPU_LIMIT),
                 Some(index)
             );
         }

@@ -45,8 +45,8 @@ pub struct LrFill {
 /// Ordering key: pending-and-deliverable before active-only, then priority, then INTID.
 type Urgency = (bool, u8, u32);
 
-/// Most list registers any GIC has.
-const MAX_PICKS: usize = 16;
+/// Most list registers any GIC has (ICH_VTR_EL2.ListRegs and GICH_VTR.ListRegs are 4 bits).
+pub const MAX_LIST_REGISTERS: usize = 16;
 
 impl Vgic {
     /// Picks the interrupts `vcpu` should see next, most urgent first, into `out` (one slot per
@@ -59,8 +59,8 @@ impl Vgic {
         }
         // One pass over the interrupts keeps the `out.len()` most urgent candidates, sorted
         // (this runs on nearly every guest entry, so no rescans per list register).
-        let slots = out.len().min(MAX_PICKS);
-        let mut picks = [(Urgency::default(), 0u32); MAX_PICKS];
+        let slots = out.len().min(MAX_LIST_REGISTERS);
+        let mut picks = [(Urgency::default(), 0u32); MAX_LIST_REGISTERS];
         let mut picked = 0;
         for intid in 0..PRIVATE_IRQ_COUNT + self.spi_count() {
             let Some(key) = self.urgency(vcpu, intid) else {

@@ -30,7 +30,7 @@ mod lr;
 mod redist;
 pub mod sgi;
 
-pub use lr::{LrEntry, LrFill};
+pub use lr::{LrEntry, LrFill, MAX_LIST_REGISTERS};
 
 /// Number of SGIs + PPIs: the banked, per-vCPU interrupts.
 pub const PRIVATE_IRQ_COUNT: u32 = 32;

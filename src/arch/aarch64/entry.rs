@@ -14,7 +14,7 @@ use super::early_console;
 use crate::dtb;
 use crate::mm::el2_pagetable::{MAIR_EL2_VALUE, Table, TablePool};
 use crate::mm::el2_tables::{DtbPlacement, ImageLayout, build_boot_table, build_runtime_table};
-use crate::mm::layout::{DTB_MAX_SIZE, TRAMPOLINE_VA, check_image_pa};
+use crate::mm::layout::{HOST_DTB_MAX_SIZE, TRAMPOLINE_VA, check_image_pa};
 
 /// Most physical CPUs Bulkhead drives.
 pub const MAX_CPUS: usize = 8;
@@ -132,7 +132,7 @@ fn early_dtb(pa: u64) -> Option<&'static mut [u8]> {
     // any valid DTB, and the total size it reports bounds the slice.
     let header = unsafe { core::slice::from_raw_parts(pa as *const u8, 8) };
     let size = dtb::header_total_size(header)?;
-    if size as u64 > DTB_MAX_SIZE {
+    if size as u64 > HOST_DTB_MAX_SIZE {
         return None;
     }
     // SAFETY: as above; the blob is `size` bytes long and, during early boot, owned by us.
@@ -264,27 +264,41 @@ extern "C" fn rust_runtime_entry(cpu: usize) -> ! {
     }
 }
 
-/// The host DTB as mapped at its runtime VA.
-pub fn dtb_slice(va: u64, size: u64) -> Option<&'static [u8]> {
-    if size == 0 || size > DTB_MAX_SIZE {
+/// The host DTB, as `boot_primary_early` mapped it (read-only) in the runtime table.
+pub fn host_dtb() -> Option<&'static [u8]> {
+    let params = boot_params();
+    let placement = DtbPlacement {
+        pa: params.dtb_pa,
+        size: params.dtb_size,
+    };
+    if placement.size == 0 || placement.size > HOST_DTB_MAX_SIZE {
         return None;
     }
     // SAFETY: `boot_primary_early` mapped `size` bytes of DTB read-only at this VA for the life
-    // of the hypervisor; nothing writes them.
-    Some(unsafe { core::slice::from_raw_parts(va as *const u8, size as usize) })
+    // of the hypervisor (the size was checked against the same limit there); nothing writes
+    // them.
+    Some(unsafe {
+        core::slice::from_raw_parts(placement.va() as *const u8, placement.size as usize)
+    })
 }
 
-/// Bytes of host RAM in the linear window (multiboot modules).
-pub fn linear_slice(va: u64, len: usize) -> &'static [u8] {
-    // SAFETY: callers pass ranges of RAM mapped in the linear window at boot (the whole RAM is
-    // mapped there) that no one writes while the slice lives: the guest images the firmware
-    // loaded, which the hypervisor reserves and never hands to a guest.
+/// Bytes of host RAM in the linear window.
+///
+/// # Safety
+/// `[va, va + len)` must be RAM mapped in the linear window that nothing writes while the
+/// slice lives (the guest images the firmware loaded, which Bulkhead reserves and never hands
+/// to a guest).
+pub unsafe fn linear_slice(va: u64, len: usize) -> &'static [u8] {
+    // SAFETY: the caller's contract.
     unsafe { core::slice::from_raw_parts(va as *const u8, len) }
 }
 
-/// Copies `bytes` into host RAM at linear-window address `va` (guest RAM).
-pub fn copy_to_linear(va: u64, bytes: &[u8]) {
-    // SAFETY: `va` is guest RAM in the linear window (checked by the VM against its RAM
-    // range); the hypervisor owns that memory and no guest vCPU runs while images load.
+/// Copies `bytes` into host RAM at linear-window address `va`.
+///
+/// # Safety
+/// `[va, va + bytes.len())` must be RAM mapped in the linear window that Bulkhead owns and
+/// nothing else accesses during the copy (guest RAM while no vCPU of its VM runs).
+pub unsafe fn copy_to_linear(va: u64, bytes: &[u8]) {
+    // SAFETY: the caller's contract.
     unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), va as *mut u8, bytes.len()) };
 }

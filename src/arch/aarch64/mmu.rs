@@ -1,13 +1,13 @@
 //! The live runtime EL2 table: adding RAM and device windows after boot.
 
-use crate::sync::SpinLock as Mutex;
+use crate::sync::SpinLock;
 
 use super::entry::{TABLE_POOL, TABLE_POOL_USED, boot_params, image};
 use crate::mm::el2_pagetable::{MapError, MapKind, TablePool};
 use crate::mm::el2_tables::{map_linear, map_ram_linear};
 
 /// Serialises edits of the runtime table (CPU 0 at boot, but keep it honest).
-static TABLE_LOCK: Mutex<()> = Mutex::new(());
+static TABLE_LOCK: SpinLock<()> = SpinLock::new(());
 
 fn with_pool<R>(
     f: impl FnOnce(&mut TablePool<'_>, u64) -> Result<R, MapError>,

@@ -9,6 +9,7 @@ pub mod heap;
 pub mod mmu;
 pub mod panic;
 pub mod percpu;
+pub mod platform;
 pub mod spintable;
 pub mod stage2_hw;
 pub mod switch;

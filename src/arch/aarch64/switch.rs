@@ -8,16 +8,7 @@
 
 use core::mem::offset_of;
 
-/// The guest state `guest_enter` switches.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
-pub struct GuestRegs {
-    pub x: [u64; 31],
-    /// ELR_EL2: where the guest resumes.
-    pub pc: u64,
-    /// SPSR_EL2: the guest's PSTATE.
-    pub pstate: u64,
-}
+pub use crate::hyp::vcpu::GuestRegs;
 
 const _: () = assert!(offset_of!(GuestRegs, pc) == 31 * 8);
 const _: () = assert!(offset_of!(GuestRegs, pstate) == 32 * 8);

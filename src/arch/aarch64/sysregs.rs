@@ -162,25 +162,6 @@ pub fn exit_syndrome() -> (u64, u64, u64) {
     (ESR_EL2.get(), FAR_EL2.get(), HPFAR_EL2.get())
 }
 
-/// Injects a synchronous exception into the guest at EL1 (external abort or UNDEF): sets
-/// ESR_EL1/FAR_EL1/ELR_EL1/SPSR_EL1 and returns the new (pc, pstate) the guest resumes with,
-/// exactly as the hardware would take it (vector offset 0x200 from EL1h, 0x0 from EL1t, 0x400
-/// from EL0).
-pub fn inject_sync(pc: u64, pstate: u64, esr: u64, far: u64) -> (u64, u64) {
-    ESR_EL1.set(esr);
-    FAR_EL1.set(far);
-    ELR_EL1.set(pc);
-    SPSR_EL1.set(pstate);
-    let vbar = VBAR_EL1.get();
-    let offset = match pstate & 0xf {
-        0b0101 => 0x200, // EL1h
-        0b0100 => 0x000, // EL1t
-        _ => 0x400,      // EL0 (AArch64)
-    };
-    // EL1h, DAIF masked, as on exception entry.
-    (vbar + offset, 0x3c5)
-}
-
 /// Arms this CPU's EL2 physical timer (CNTHP) at `deadline` (a physical counter value), or
 /// disables it. It backs the guest's emulated EL1 physical timer; its interrupt is PPI 26.
 pub fn set_hyp_timer(deadline: Option<u64>) {
@@ -196,4 +177,25 @@ pub fn set_hyp_timer(deadline: Option<u64>) {
         None => CNTHP_CTL_EL2.set(0),
     }
     aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
+}
+
+/// CNTV_CTL_EL0: the virtual timer of the vCPU on this CPU (ENABLE, IMASK, ISTATUS).
+pub fn vtimer_ctl() -> u64 {
+    CNTV_CTL_EL0.get()
+}
+
+/// The EL1 registers an injected exception reads: VBAR_EL1 and SCTLR_EL1.
+pub fn injection_context() -> (u64, u64) {
+    (VBAR_EL1.get(), SCTLR_EL1.get())
+}
+
+/// Writes the EL1 registers of a synchronous exception taken to the guest's EL1
+/// (`hyp::inject::exception_entry` computes them).
+pub fn write_exception_registers(esr: u64, far: Option<u64>, elr: u64, spsr: u64) {
+    ESR_EL1.set(esr);
+    if let Some(far) = far {
+        FAR_EL1.set(far);
+    }
+    ELR_EL1.set(elr);
+    SPSR_EL1.set(spsr);
 }

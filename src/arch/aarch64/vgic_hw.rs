@@ -42,7 +42,7 @@ fn gich_write(base: u64, off: u64, value: u32) {
 }
 
 /// Most list registers we use (the hardware may have fewer).
-pub const MAX_LRS: usize = 16;
+pub const MAX_LRS: usize = crate::vgic::MAX_LIST_REGISTERS;
 
 /// How many list registers this CPU has.
 pub fn lr_count() -> usize {

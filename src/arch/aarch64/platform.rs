@@ -1,0 +1,133 @@
+//! [`Platform`] on the real machine: the arch and board code behind the exit core's one
+//! interface to hardware. Host RAM is reached only inside the ranges registered here at VM
+//! creation (the guest's RAM, the images Bulkhead reserved), so a wrong address from the core
+//! is refused rather than scribbling over the hypervisor.
+
+use super::{cpu, entry, percpu, stage2_hw, sysregs};
+use crate::board::{console, gic};
+use crate::dtb::PhysRange;
+use crate::hyp::platform::Platform;
+use crate::hyp::timer::VTIMER_INTID;
+use crate::mm::layout::phys_to_linear;
+use crate::sync::SpinLock;
+use crate::vcpu::request::Kick;
+
+/// Host RAM ranges the core may read (reserved images) and write (guest RAM).
+struct Windows {
+    readable: [Option<PhysRange>; 8],
+    writable: [Option<PhysRange>; 4],
+}
+
+static WINDOWS: SpinLock<Windows> = SpinLock::new(Windows {
+    readable: [None; 8],
+    writable: [None; 4],
+});
+
+fn covers(ranges: &[Option<PhysRange>], pa: u64, size: u64) -> bool {
+    ranges
+        .iter()
+        .flatten()
+        .any(|r| pa >= r.base && pa.checked_add(size).is_some_and(|end| end <= r.end()))
+}
+
+fn add(ranges: &mut [Option<PhysRange>], range: PhysRange) -> bool {
+    match ranges.iter_mut().find(|r| r.is_none()) {
+        Some(slot) => {
+            *slot = Some(range);
+            true
+        }
+        None => false,
+    }
+}
+
+/// Registers host RAM holding guest images (read by `host_ram`). False when full.
+pub fn allow_reading(range: PhysRange) -> bool {
+    add(&mut WINDOWS.lock().readable, range)
+}
+
+/// Registers a VM's RAM (written by `write_ram`, cleaned by `clean_ram_to_poc`).
+pub fn allow_writing(range: PhysRange) -> bool {
+    add(&mut WINDOWS.lock().writable, range)
+}
+
+/// This machine (zero-sized: every call goes straight to the hardware of the calling CPU).
+#[derive(Clone, Copy, Default)]
+pub struct ArchPlatform;
+
+impl Kick for ArchPlatform {
+    /// The GIC kick SGI to physical CPU `pcpu` (never to ourselves: we are not in a guest).
+    fn kick(&self, pcpu: usize) {
+        if pcpu != percpu::current() {
+            gic::kick(pcpu, cpu::mpidr_of(pcpu));
+        }
+    }
+}
+
+impl Platform for ArchPlatform {
+    fn counter(&self) -> u64 {
+        cpu::counter()
+    }
+
+    fn vtimer_ctl(&self) -> u64 {
+        sysregs::vtimer_ctl()
+    }
+
+    fn set_vtimer_irq_enabled(&self, enabled: bool) {
+        gic::set_private_enabled(VTIMER_INTID, percpu::current(), enabled);
+    }
+
+    fn set_hyp_timer(&self, deadline: Option<u64>) {
+        sysregs::set_hyp_timer(deadline);
+    }
+
+    fn clean_ram_to_poc(&self, pa: u64, size: u64) {
+        if covers(&WINDOWS.lock().writable, pa, size) {
+            stage2_hw::clean_inval_to_poc(phys_to_linear(pa), size);
+        } else {
+            log::error!("refused to clean {pa:#x}+{size:#x}: not guest RAM");
+        }
+    }
+
+    fn host_ram(&self, pa: u64, size: u64) -> &[u8] {
+        if !covers(&WINDOWS.lock().readable, pa, size) {
+            log::error!("refused to read {pa:#x}+{size:#x}: not a reserved image");
+            return &[];
+        }
+        // SAFETY: a registered image range: RAM mapped in the linear window at boot, reserved
+        // by Bulkhead and never written while it runs.
+        unsafe { entry::linear_slice(phys_to_linear(pa), size as usize) }
+    }
+
+    fn write_ram(&self, pa: u64, bytes: &[u8]) {
+        let size = bytes.len() as u64;
+        if !covers(&WINDOWS.lock().writable, pa, size) {
+            log::error!("refused to write {pa:#x}+{size:#x}: not guest RAM");
+            return;
+        }
+        let va = phys_to_linear(pa);
+        // SAFETY: a registered guest RAM range, mapped in the linear window at boot and owned
+        // by Bulkhead; images are written only while no vCPU of the VM runs (creation, reset).
+        unsafe { entry::copy_to_linear(va, bytes) };
+        stage2_hw::clean_inval_to_poc(va, size);
+    }
+
+    fn console_write(&self, bytes: &[u8]) {
+        console::write_bytes(bytes);
+    }
+
+    fn console_getc(&self) -> Option<u8> {
+        console::getc()
+    }
+
+    fn console_has_input(&self) -> bool {
+        console::has_input()
+    }
+
+    fn set_console_rx_irq(&self, enabled: bool) {
+        if enabled {
+            console::enable_rx_irq();
+        } else {
+            console::disable_rx_irq();
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! Stage-2 aborts (EC 0x24 data, 0x20 instruction, from the guest). A translation or
+//! access-flag fault means "nothing mapped here yet": guest RAM (and a passed-through device
+//! page) is mapped on first touch; an emulated device's window is emulated and the access
+//! completed; anything else is an external abort for the guest. Any other fault (alignment on a
+//! passed-through page, permission) is the guest's own doing: it is reflected, never retried.
+
+use core::sync::atomic::Ordering;
+
+use super::ExitAction;
+use crate::devices::mmio::MmioAccess;
+use crate::guest_warn;
+use crate::hyp::console;
+use crate::hyp::exit::{Abort, FaultKind};
+use crate::hyp::inject::{Exception, FSC_ALIGNMENT, FSC_EXTERNAL};
+use crate::hyp::platform::Platform;
+use crate::hyp::vcpu::Vcpu;
+use crate::hyp::vm::Vm;
+use crate::mm::stage2::{EmulatedDevice, Stage2Decision};
+
+/// The fault status the guest sees for an abort Bulkhead reflects back to it.
+fn guest_fsc(abort: &Abort) -> u8 {
+    if abort.fault == FaultKind::Alignment {
+        FSC_ALIGNMENT
+    } else {
+        FSC_EXTERNAL
+    }
+}
+
+fn data_abort_exception(abort: &Abort) -> ExitAction {
+    ExitAction::Inject(Exception::DataAbort {
+        fsc: guest_fsc(abort),
+        far: abort.far,
+        write: abort.write,
+    })
+}
+
+pub fn data_abort(
+    abort: &Abort,
+    il32: bool,
+    vm: &Vm,
+    vcpu: &mut Vcpu,
+    p: &impl Platform,
+) -> ExitAction {
+    let ipa = abort.ipa;
+    if !abort.fault.is_missing_mapping() {
+        guest_warn!(
+            "vcpu {}: data abort {:?} at IPA {ipa:#x}",
+            vcpu.index,
+            abort.fault
+        );
+        return data_abort_exception(abort);
+    }
+    match vm.mem.decide(ipa) {
+        d @ (Stage2Decision::MapRam { .. } | Stage2Decision::MapDevice { .. }) => {
+            map(vm, vcpu, d, abort, p)
+        }
+        Stage2Decision::Emulate { device, offset } => match abort.mmio {
+            Some(access) => {
+                emulate(vm, vcpu, device, offset, &access, il32, p).unwrap_or_else(|()| {
+                    guest_warn!(
+                        "vcpu {}: bad {device:?} access at offset {offset:#x}",
+                        vcpu.index
+                    );
+                    data_abort_exception(abort)
+                })
+            }
+            None => {
+                guest_warn!(
+                    "vcpu {}: undecodable MMIO (no syndrome) at IPA {ipa:#x}",
+                    vcpu.index
+                );
+                data_abort_exception(abort)
+            }
+        },
+        Stage2Decision::ExternalAbort => {
+            guest_warn!(
+                "vcpu {}: access to unbacked IPA {ipa:#x} at {:#x}",
+                vcpu.index,
+                vcpu.regs.pc
+            );
+            data_abort_exception(abort)
+        }
+    }
+}
+
+pub fn instruction_abort(abort: &Abort, vm: &Vm, vcpu: &mut Vcpu, p: &impl Platform) -> ExitAction {
+    let ipa = abort.ipa;
+    let exception = ExitAction::Inject(Exception::InstructionAbort {
+        fsc: guest_fsc(abort),
+        far: abort.far,
+    });
+    if !abort.fault.is_missing_mapping() {
+        guest_warn!(
+            "vcpu {}: instruction abort {:?} at IPA {ipa:#x}",
+            vcpu.index,
+            abort.fault
+        );
+        return exception;
+    }
+    match vm.mem.decide(ipa) {
+        d @ Stage2Decision::MapRam { .. } => map(vm, vcpu, d, abort, p),
+        _ => {
+            guest_warn!(
+                "vcpu {}: instruction fetch from non-RAM IPA {ipa:#x}",
+                vcpu.index
+            );
+            exception
+        }
+    }
+}
+
+/// Maps guest RAM (or a passed-through device page) on its first touch.
+fn map(
+    vm: &Vm,
+    vcpu: &Vcpu,
+    decision: Stage2Decision,
+    abort: &Abort,
+    p: &impl Platform,
+) -> ExitAction {
+    log::trace!("vcpu {}: stage-2 {decision:?}", vcpu.index);
+    let mut stage2 = vm.stage2.lock();
+    if let Stage2Decision::MapRam { ipa, pa, size } = decision {
+        if stage2.lookup(ipa).is_some() {
+            // Another vCPU mapped it first.
+            return ExitAction::Resume;
+        }
+        // The guest may run with its MMU off: no stale dirty lines may hide its memory.
+        p.clean_ram_to_poc(pa, size);
+    }
+    if let Err(e) = stage2.apply(&decision) {
+        drop(stage2);
+        guest_warn!("vcpu {}: stage-2 map failed: {e}", vcpu.index);
+        return ExitAction::Inject(Exception::DataAbort {
+            fsc: FSC_EXTERNAL,
+            far: abort.far,
+            write: abort.write,
+        });
+    }
+    vm.stage2_faults.fetch_add(1, Ordering::Relaxed);
+    ExitAction::Resume
+}
+
+/// Emulates one access to an emulated device and completes the instruction; `Err` when the
+/// device refuses it (the caller injects an abort).
+fn emulate(
+    vm: &Vm,
+    vcpu: &mut Vcpu,
+    device: EmulatedDevice,
+    offset: u64,
+    access: &MmioAccess,
+    il32: bool,
+    p: &impl Platform,
+) -> Result<ExitAction, ()> {
+    let value = access.write_value(vcpu.reg(access.reg));
+    let read = match (device, access.write) {
+        (EmulatedDevice::Pl011, true) => {
+            console::uart_write(vm, offset, access.size, value, p).map_err(drop)?;
+            None
+        }
+        (EmulatedDevice::Pl011, false) => {
+            Some(console::uart_read(vm, offset, access.size, p).map_err(drop)?)
+        }
+        (EmulatedDevice::GicDistributor, true) => {
+            let set = vm
+                .vgic()
+                .dist_write(vcpu.index, offset, access.size, value)
+                .map_err(drop)?;
+            vm.kick_vcpus(set, p);
+            None
+        }
+        (EmulatedDevice::GicDistributor, false) => Some(
+            vm.vgic()
+                .dist_read(vcpu.index, offset, access.size)
+                .map_err(drop)?,
+        ),
+        (EmulatedDevice::GicRedistributors, true) => {
+            let set = vm
+                .vgic()
+                .redist_write(offset, access.size, value)
+                .map_err(drop)?;
+            vm.kick_vcpus(set, p);
+            None
+        }
+        (EmulatedDevice::GicRedistributors, false) => {
+            Some(vm.vgic().redist_read(offset, access.size).map_err(drop)?)
+        }
+    };
+    if let Some(value) = read {
+        vcpu.set_reg(access.reg, access.read_result(value));
+    }
+    vcpu.skip_instruction(il32);
+    Ok(ExitAction::Resume)
+}

@@ -1,0 +1,82 @@
+//! Exit dispatch: one handler per exception class, one file each (KVM's `handle_exit.c` and
+//! its `arm_exit_handlers[]` are the model). A handler works on the [`Vcpu`] through its
+//! accessors, on the [`Vm`] and on the machine through [`Platform`], and returns the
+//! [`ExitAction`] the run loop carries out. Nothing a guest does may panic or wedge EL2 here:
+//! what Bulkhead cannot or will not do becomes an injected exception, as the Arm ARM says a
+//! real machine would give (UNDEF, an abort with the matching fault status).
+
+mod abort;
+mod smccc;
+mod sysreg;
+mod wfx;
+
+#[cfg(test)]
+mod tests;
+
+use super::exit::{ExitClass, GuestExit};
+use super::inject::Exception;
+use super::platform::Platform;
+use super::vcpu::Vcpu;
+use super::vm::{ExitStats, Vm};
+use crate::guest_warn;
+
+/// What the run loop does after an exit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitAction {
+    /// Enter the guest again.
+    Resume,
+    /// Take this exception in the guest's EL1 (at the faulting instruction), then resume.
+    Inject(Exception),
+    /// Wait until an interrupt is deliverable (WFI, CPU_SUSPEND standby).
+    Block,
+    /// The vCPU powered itself off (PSCI CPU_OFF).
+    CpuOff,
+    /// PSCI SYSTEM_OFF: stop every vCPU and power the VM off.
+    SystemOff,
+    /// PSCI SYSTEM_RESET(2): stop every vCPU and restart the VM.
+    SystemReset,
+}
+
+/// Handles one synchronous guest exit.
+pub fn handle_exit(exit: &GuestExit, vm: &Vm, vcpu: &mut Vcpu, p: &impl Platform) -> ExitAction {
+    let stats = &vm.exits;
+    match exit.class {
+        ExitClass::Wfx(trap) => {
+            ExitStats::count(&stats.wfi);
+            wfx::handle(trap, exit.il32, vcpu)
+        }
+        ExitClass::Hvc { .. } => {
+            ExitStats::count(&stats.hvc);
+            smccc::handle(vm, vcpu, p)
+        }
+        ExitClass::Smc { .. } => {
+            ExitStats::count(&stats.hvc);
+            // A trapped SMC leaves ELR_EL2 at the SMC itself (Arm ARM D1.11.2, HCR_EL2.TSC);
+            // an HVC's preferred return address is the next instruction already.
+            vcpu.skip_instruction(exit.il32);
+            smccc::handle(vm, vcpu, p)
+        }
+        ExitClass::SysReg(access) => {
+            ExitStats::count(&stats.sysreg);
+            sysreg::handle(&access, exit.il32, vm, vcpu, p)
+        }
+        ExitClass::DataAbort(abort) => {
+            ExitStats::count(&stats.mmio);
+            abort::data_abort(&abort, exit.il32, vm, vcpu, p)
+        }
+        ExitClass::InstructionAbort(abort) => {
+            ExitStats::count(&stats.other);
+            abort::instruction_abort(&abort, vm, vcpu, p)
+        }
+        ExitClass::Unknown { ec } => {
+            ExitStats::count(&stats.other);
+            guest_warn!(
+                "vcpu {}: unhandled exit EC={ec:#x} ESR={:#x} at {:#x}",
+                vcpu.index,
+                exit.esr,
+                vcpu.regs.pc
+            );
+            ExitAction::Inject(Exception::Undef)
+        }
+    }
+}

@@ -1,0 +1,29 @@
+//! HVC and trapped SMC: SMC Calling Convention calls (function id in w0, arguments in
+//! x1..x3, results in x0..x3), served by the PSCI/SMCCC model (`crate::psci`).
+
+use super::ExitAction;
+use crate::hyp::platform::Platform;
+use crate::hyp::vcpu::Vcpu;
+use crate::hyp::vm::Vm;
+use crate::psci::{self, PsciAction};
+use crate::vcpu::request::{Request, make_request};
+
+pub fn handle(vm: &Vm, vcpu: &mut Vcpu, p: &impl Platform) -> ExitAction {
+    let fid = vcpu.reg(0) as u32;
+    let args = [vcpu.reg(1), vcpu.reg(2), vcpu.reg(3)];
+    let outcome = psci::handle(fid, args, vcpu.index, &vm.power, vm.ram_ipas());
+    vcpu.regs.x[..4].copy_from_slice(&outcome.regs);
+    match outcome.action {
+        PsciAction::None => ExitAction::Resume,
+        PsciAction::Standby => ExitAction::Block,
+        PsciAction::CpuOff => ExitAction::CpuOff,
+        PsciAction::StartVcpu { target } => {
+            if let Some(req) = vm.requests.get(target) {
+                make_request(req, Request::CpuOn, false, p);
+            }
+            ExitAction::Resume
+        }
+        PsciAction::SystemOff => ExitAction::SystemOff,
+        PsciAction::SystemReset => ExitAction::SystemReset,
+    }
+}

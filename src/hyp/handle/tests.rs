@@ -1,0 +1,530 @@
+//! The exit core end to end on the host: real ESR_EL2 values decoded by `GuestExit::decode`,
+//! handled against a real `Vm` model and a recording fake platform. Every test name says
+//! `exit`, so `cargo test exit` selects them.
+
+use super::*;
+use crate::dtb::PhysRange;
+use crate::guest_layout::{GUEST_RAM_BASE, GicVersion, PL011_BASE};
+use crate::hyp::exit::Syndrome;
+use crate::hyp::inject::{FSC_ALIGNMENT, FSC_EXTERNAL};
+use crate::hyp::platform::fake::FakePlatform;
+use crate::hyp::vm::VmConfig;
+use crate::mm::stage2::{BLOCK_SIZE, Stage2Map, stage2_geometry};
+use crate::vcpu::request::Request;
+use alloc::string::String;
+
+const RAM_PA: u64 = 0x8_0000_0000;
+const RAM_SIZE: u64 = 64 << 20;
+const GICD: u64 = 0x0800_0000;
+const GICR: u64 = 0x080a_0000;
+
+// ESR_EL2 values, from the Arm ARM's ISS encodings (D24.2.40 ESR_EL2).
+/// HVC #0 (EC 0x16, IL).
+const ESR_HVC0: u64 = 0x5a00_0000;
+/// SMC #0 trapped by HCR_EL2.TSC (EC 0x17, IL).
+const ESR_SMC0: u64 = 0x5e00_0000;
+/// WFI (EC 0x01, IL, TI = 00).
+const ESR_WFI: u64 = 0x0600_0000;
+/// WFI as a 16-bit T32 instruction (IL = 0).
+const ESR_WFI_16: u64 = 0x0400_0000;
+/// WFE (TI = 01).
+const ESR_WFE: u64 = 0x0600_0001;
+/// MSR ICC_SGI1R_EL1, x1 (EC 0x18: Op0 3, Op2 5, Op1 0, CRn 12, Rt 1, CRm 11, write).
+const ESR_MSR_SGI1R_X1: u64 = 0x623a_3036;
+/// MRS x1, ICC_SGI1R_EL1 (the same, read: the register is write-only).
+const ESR_MRS_SGI1R_X1: u64 = 0x623a_3037;
+/// MRS x2, CNTP_CTL_EL0 (Op0 3, Op2 1, Op1 3, CRn 14, Rt 2, CRm 2, read).
+const ESR_MRS_CNTP_CTL_X2: u64 = 0x6232_f845;
+/// MSR CNTP_CTL_EL0, x2.
+const ESR_MSR_CNTP_CTL_X2: u64 = 0x6232_f844;
+/// MSR CNTP_CVAL_EL0, x3 (Op2 2).
+const ESR_MSR_CNTP_CVAL_X3: u64 = 0x6234_f864;
+/// MRS x0, S3_0_C15_C0_0 (an IMPLEMENTATION DEFINED register).
+const ESR_MRS_IMPDEF_X0: u64 = 0x6230_3c01;
+/// Data abort, lower EL, ISV, 32-bit store from w1, translation fault level 3.
+const ESR_STR_W1_L3: u64 = 0x9381_0047;
+/// The same store from wzr (Rt = 31).
+const ESR_STR_WZR_L3: u64 = 0x939f_0047;
+/// Data abort, 32-bit load into w2, translation fault level 3.
+const ESR_LDR_W2_L3: u64 = 0x9382_0007;
+/// Data abort, 64-bit load into x2 (SAS = 3, SF = 1), translation fault level 3.
+const ESR_LDR_X2_L3: u64 = 0x93c2_8007;
+/// Data abort without a syndrome (ISV = 0: LDP, SIMD...), translation fault level 3.
+const ESR_NO_ISV_L3: u64 = 0x9200_0007;
+/// Data abort, translation fault level 2, a store (WnR), no syndrome.
+const ESR_DABT_WRITE_L2: u64 = 0x9200_0046;
+/// Data abort, alignment fault.
+const ESR_DABT_ALIGNMENT: u64 = 0x9200_0021;
+/// Data abort, permission fault level 3.
+const ESR_DABT_PERMISSION: u64 = 0x9200_000f;
+/// Instruction abort, lower EL, translation fault level 3.
+const ESR_IABT_L3: u64 = 0x8200_0007;
+/// Trapped FP/SIMD access (EC 0x07): a class Bulkhead does not handle.
+const ESR_FP: u64 = 0x1e00_0000;
+
+fn vm_with(gic: GicVersion, vcpus: usize) -> Vm {
+    let config = VmConfig {
+        vcpu_count: vcpus,
+        ram_size: RAM_SIZE,
+        gic,
+        ram_pa: RAM_PA,
+        kernel: PhysRange { base: 0, size: 0 },
+        initrd: None,
+        bootargs: String::new(),
+        gicv_pa: None,
+    };
+    let geometry = stage2_geometry(4, 40).unwrap();
+    let stage2 = Stage2Map::new_linear(&geometry, 0);
+    Vm::new(config, geometry.vtcr_el2(false), stage2).unwrap()
+}
+
+fn vm() -> Vm {
+    vm_with(GicVersion::V3, 2)
+}
+
+fn syndrome(esr: u64, ipa: u64) -> GuestExit {
+    GuestExit::decode(Syndrome {
+        esr,
+        far: ipa,
+        hpfar: (ipa >> 12) << 4,
+    })
+}
+
+fn run(vm: &Vm, vcpu: &mut Vcpu, p: &FakePlatform, esr: u64, ipa: u64) -> ExitAction {
+    handle_exit(&syndrome(esr, ipa), vm, vcpu, p)
+}
+
+fn vcpu_at(index: usize, pc: u64) -> Vcpu {
+    let mut v = Vcpu::new(index);
+    v.regs.pc = pc;
+    v.regs.pstate = 0x3c5;
+    v
+}
+
+fn hvc(vm: &Vm, vcpu: &mut Vcpu, p: &FakePlatform, fid: u64, args: [u64; 3]) -> ExitAction {
+    vcpu.regs.x[0] = fid;
+    vcpu.regs.x[1..4].copy_from_slice(&args);
+    run(vm, vcpu, p, ESR_HVC0, 0)
+}
+
+#[test]
+fn exit_hvc_psci_version_is_1_1_and_pc_stays() {
+    let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(0, 0x4008_0004));
+    assert_eq!(
+        hvc(&vm, &mut v, &p, 0x8400_0000, [0; 3]),
+        ExitAction::Resume
+    );
+    assert_eq!(v.regs.x[0], 0x1_0001);
+    // HVC's preferred return address is already the next instruction.
+    assert_eq!(v.regs.pc, 0x4008_0004);
+}
+
+#[test]
+fn exit_smc_psci_version_skips_the_smc() {
+    let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(0, 0x4008_0000));
+    v.regs.x[0] = 0x8400_0000;
+    assert_eq!(run(&vm, &mut v, &p, ESR_SMC0, 0), ExitAction::Resume);
+    assert_eq!(v.regs.x[0], 0x1_0001);
+    assert_eq!(v.regs.pc, 0x4008_0004);
+}
+
+#[test]
+fn exit_hvc_unknown_function_is_not_supported() {
+    let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(0, 0x1000));
+    assert_eq!(
+        hvc(&vm, &mut v, &p, 0xc600_1234, [1, 2, 3]),
+        ExitAction::Resume
+    );
+    assert_eq!(v.regs.x[0] as i64, -1);
+}
+
+#[test]
+fn exit_psci_cpu_on_posts_a_start_request() {
+    let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(0, 0x1000));
+    let action = hvc(
+        &vm,
+        &mut v,
+        &p,
+        0xc400_0003,
+        [1, GUEST_RAM_BASE + 0x1000, 42],
+    );
+    assert_eq!(action, ExitAction::Resume);
+    assert_eq!(v.regs.x[0], 0);
+    assert!(vm.requests[1].take_requests().contains(Request::CpuOn));
+    // Started twice: ALREADY_ON or ON_PENDING, never success.
+    hvc(
+        &vm,
+        &mut v,
+        &p,
+        0xc400_0003,
+        [1, GUEST_RAM_BASE + 0x1000, 42],
+    );
+    assert_ne!(v.regs.x[0], 0);
+}
+
+#[test]
+fn exit_psci_cpu_on_outside_ram_is_refused() {
+    let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(0, 0x1000));
+    hvc(&vm, &mut v, &p, 0xc400_0003, [1, 0x10, 0]);
+    assert_eq!(v.regs.x[0] as i64, -2, "INVALID_PARAMETERS");
+    assert!(!vm.requests[1].take_requests().contains(Request::CpuOn));
+}
+
+#[test]
+fn exit_psci_system_off_and_reset_are_actions() {
+    let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(0, 0x1000));
+    assert_eq!(
+        hvc(&vm, &mut v, &p, 0x8400_0008, [0; 3]),
+        ExitAction::SystemOff
+    );
+    let vm = self::vm();
+    assert_eq!(
+        hvc(&vm, &mut v, &p, 0x8400_0009, [0; 3]),
+        ExitAction::SystemReset
+    );
+}
+
+#[test]
+fn exit_psci_cpu_off_and_suspend() {
+    let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(0, 0x1000));
+    assert_eq!(hvc(&vm, &mut v, &p, 0xc400_0001, [0; 3]), ExitAction::Block);
+    assert_eq!(
+        hvc(&vm, &mut v, &p, 0x8400_0002, [0; 3]),
+        ExitAction::CpuOff
+    );
+}
+
+#[test]
+fn exit_wfi_blocks_after_the_instruction() {
+    let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(0, 0x2000));
+    assert_eq!(run(&vm, &mut v, &p, ESR_WFI, 0), ExitAction::Block);
+    assert_eq!(v.regs.pc, 0x2004);
+    assert_eq!(vm.exits.wfi.load(core::sync::atomic::Ordering::Relaxed), 1);
+}
+
+#[test]
+fn exit_wfi_16_bit_skips_two_bytes() {
+    let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(0, 0x2000));
+    assert_eq!(run(&vm, &mut v, &p, ESR_WFI_16, 0), ExitAction::Block);
+    assert_eq!(v.regs.pc, 0x2002);
+}
+
+#[test]
+fn exit_wfe_resumes_after_the_instruction() {
+    let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(0, 0x2000));
+    assert_eq!(run(&vm, &mut v, &p, ESR_WFE, 0), ExitAction::Resume);
+    assert_eq!(v.regs.pc, 0x2004);
+}
+
+#[test]
+fn exit_unknown_sysreg_is_undefined_at_the_instruction() {
+    let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(0, 0x3000));
+    let action = run(&vm, &mut v, &p, ESR_MRS_IMPDEF_X0, 0);
+    assert_eq!(action, ExitAction::Inject(Exception::Undef));
+    assert_eq!(v.regs.pc, 0x3000);
+}
+
+#[test]
+fn exit_sgi1r_write_pends_the_sgi_on_its_target() {
+    let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(0, 0x3000));
+    // INTID 3 to target list {vCPU 1} in affinity 0.0.0.
+    v.regs.x[1] = (3 << 24) | 0b10;
+    assert_eq!(
+        run(&vm, &mut v, &p, ESR_MSR_SGI1R_X1, 0),
+        ExitAction::Resume
+    );
+    assert_eq!(v.regs.pc, 0x3004);
+    // GICR_ISPENDR0 of vCPU 1: redistributor frame 1, SGI page, offset 0x200.
+    let pending = vm
+        .vgic
+        .lock()
+        .redist_read(0x2_0000 + 0x1_0200, crate::devices::mmio::AccessSize::Word);
+    assert_eq!(pending.unwrap() & (1 << 3), 1 << 3);
+}
+
+#[test]
+fn exit_sgi1r_read_is_undefined() {
+    let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(0, 0x3000));
+    assert_eq!(
+        run(&vm, &mut v, &p, ESR_MRS_SGI1R_X1, 0),
+        ExitAction::Inject(Exception::Undef)
+    );
+    assert_eq!(v.regs.pc, 0x3000);
+}
+
+#[test]
+fn exit_ptimer_programming_arms_the_el2_timer() {
+    let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(0, 0x3000));
+    p.now.set(100);
+    v.regs.x[3] = 5000;
+    assert_eq!(
+        run(&vm, &mut v, &p, ESR_MSR_CNTP_CVAL_X3, 0),
+        ExitAction::Resume
+    );
+    v.regs.x[2] = 1; // ENABLE
+    assert_eq!(
+        run(&vm, &mut v, &p, ESR_MSR_CNTP_CTL_X2, 0),
+        ExitAction::Resume
+    );
+    assert_eq!(p.hyp_timer.get(), Some(5000));
+    assert_eq!(v.regs.pc, 0x3008);
+    // Read back: ENABLE, not yet ISTATUS.
+    v.regs.x[2] = 0xdead;
+    run(&vm, &mut v, &p, ESR_MRS_CNTP_CTL_X2, 0);
+    assert_eq!(v.regs.x[2], 1);
+    // Past the deadline: ISTATUS, PPI 30 pending, EL2 timer stopped.
+    p.now.set(6000);
+    run(&vm, &mut v, &p, ESR_MRS_CNTP_CTL_X2, 0);
+    assert_eq!(v.regs.x[2], 0b101);
+    assert_eq!(p.hyp_timer.get(), None);
+    assert!(v.timers.ptimer_level);
+}
+
+#[test]
+fn exit_pl011_store_goes_to_the_console() {
+    let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(0, 0x4000));
+    v.regs.x[1] = u64::from(b'A') | 0xffff_ff00;
+    assert_eq!(
+        run(&vm, &mut v, &p, ESR_STR_W1_L3, PL011_BASE),
+        ExitAction::Resume
+    );
+    assert_eq!(&*p.console_out.borrow(), b"A");
+    assert_eq!(v.regs.pc, 0x4004);
+}
+
+#[test]
+fn exit_pl011_store_from_xzr_writes_zero() {
+    let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(0, 0x4000));
+    v.regs.x[30] = u64::from(b'Z');
+    run(&vm, &mut v, &p, ESR_STR_WZR_L3, PL011_BASE);
+    assert_eq!(&*p.console_out.borrow(), &[0]);
+}
+
+#[test]
+fn exit_pl011_load_reads_the_flag_register() {
+    let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(0, 0x4000));
+    v.regs.x[2] = u64::MAX;
+    assert_eq!(
+        run(&vm, &mut v, &p, ESR_LDR_W2_L3, PL011_BASE + 0x18),
+        ExitAction::Resume
+    );
+    // RX FIFO empty (RXFE), TX FIFO empty (TXFE); a W register load clears the top half.
+    assert_eq!(v.regs.x[2], 0x90);
+    assert_eq!(v.regs.pc, 0x4004);
+}
+
+#[test]
+fn exit_console_input_reaches_the_guest_pl011() {
+    let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(0, 0x4000));
+    p.console_in.borrow_mut().extend(*b"hi");
+    crate::hyp::console::forward_input(&vm, &p);
+    run(&vm, &mut v, &p, ESR_LDR_W2_L3, PL011_BASE);
+    assert_eq!(v.regs.x[2], u64::from(b'h'));
+    run(&vm, &mut v, &p, ESR_LDR_W2_L3, PL011_BASE);
+    assert_eq!(v.regs.x[2], u64::from(b'i'));
+}
+
+#[test]
+fn exit_pl011_64_bit_access_is_an_external_abort() {
+    let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(0, 0x4000));
+    let action = run(&vm, &mut v, &p, ESR_LDR_X2_L3, PL011_BASE);
+    assert_eq!(
+        action,
+        ExitAction::Inject(Exception::DataAbort {
+            fsc: FSC_EXTERNAL,
+            far: PL011_BASE,
+            write: false
+        })
+    );
+    assert_eq!(v.regs.pc, 0x4000);
+}
+
+#[test]
+fn exit_mmio_without_syndrome_is_an_external_abort() {
+    let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(0, 0x4000));
+    let action = run(&vm, &mut v, &p, ESR_NO_ISV_L3, PL011_BASE + 4);
+    assert_eq!(
+        action,
+        ExitAction::Inject(Exception::DataAbort {
+            fsc: FSC_EXTERNAL,
+            far: PL011_BASE + 4,
+            write: false
+        })
+    );
+}
+
+#[test]
+fn exit_gicd_write_then_read_ctlr() {
+    let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(0, 0x4000));
+    v.regs.x[1] = 0x2; // EnableGrp1A
+    assert_eq!(
+        run(&vm, &mut v, &p, ESR_STR_W1_L3, GICD),
+        ExitAction::Resume
+    );
+    run(&vm, &mut v, &p, ESR_LDR_W2_L3, GICD);
+    assert_eq!(v.regs.x[2] & 0x2, 0x2);
+    assert_eq!(v.regs.pc, 0x4008);
+}
+
+#[test]
+fn exit_gicd_typer_reports_the_spis() {
+    let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(0, 0x4000));
+    run(&vm, &mut v, &p, ESR_LDR_W2_L3, GICD + 4);
+    // ITLinesNumber: 32 * (N + 1) interrupt IDs cover the SPIs the VM has.
+    assert!(v.regs.x[2] & 0x1f >= 1);
+}
+
+#[test]
+fn exit_gicr_typer_names_the_vcpu() {
+    let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(0, 0x4000));
+    // GICR_TYPER of redistributor 1, upper word: its affinity (vCPU 1 = Aff0 1).
+    run(&vm, &mut v, &p, ESR_LDR_W2_L3, GICR + 0x2_0000 + 0xc);
+    assert_eq!(v.regs.x[2], 1);
+}
+
+#[test]
+fn exit_gicv2_distributor_is_emulated_too() {
+    let (vm, p, mut v) = (
+        vm_with(GicVersion::V2, 1),
+        FakePlatform::default(),
+        vcpu_at(0, 0x4000),
+    );
+    assert_eq!(
+        run(&vm, &mut v, &p, ESR_LDR_W2_L3, GICD + 4),
+        ExitAction::Resume
+    );
+    assert_eq!(v.regs.pc, 0x4004);
+}
+
+#[test]
+fn exit_abort_outside_ram_and_devices_is_an_external_abort() {
+    let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(0, 0x4000));
+    let ipa = 0x2000_0000;
+    let action = run(&vm, &mut v, &p, ESR_DABT_WRITE_L2, ipa);
+    assert_eq!(
+        action,
+        ExitAction::Inject(Exception::DataAbort {
+            fsc: FSC_EXTERNAL,
+            far: ipa,
+            write: true
+        })
+    );
+    assert_eq!(v.regs.pc, 0x4000);
+    assert!(p.cleaned.borrow().is_empty());
+}
+
+#[test]
+fn exit_abort_past_the_end_of_ram_is_an_external_abort() {
+    let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(0, 0x4000));
+    let ipa = GUEST_RAM_BASE + RAM_SIZE;
+    assert!(matches!(
+        run(&vm, &mut v, &p, ESR_LDR_W2_L3, ipa),
+        ExitAction::Inject(Exception::DataAbort {
+            fsc: FSC_EXTERNAL,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn exit_first_touch_of_ram_maps_a_cleaned_block_once() {
+    let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(0, 0x4000));
+    let ipa = GUEST_RAM_BASE + 0x1234;
+    assert_eq!(run(&vm, &mut v, &p, ESR_NO_ISV_L3, ipa), ExitAction::Resume);
+    assert_eq!(v.regs.pc, 0x4000, "the access is retried, not skipped");
+    assert_eq!(&*p.cleaned.borrow(), &[(RAM_PA, BLOCK_SIZE)]);
+    let (pa, size, _) = vm.stage2.lock().lookup(ipa).unwrap();
+    assert_eq!((pa, size), (RAM_PA + 0x1234, BLOCK_SIZE));
+    // A second vCPU faulting on the same block finds it mapped.
+    let mut other = vcpu_at(1, 0x5000);
+    assert_eq!(
+        run(&vm, &mut other, &p, ESR_NO_ISV_L3, ipa + 8),
+        ExitAction::Resume
+    );
+    assert_eq!(p.cleaned.borrow().len(), 1);
+    assert_eq!(
+        vm.stage2_faults.load(core::sync::atomic::Ordering::Relaxed),
+        1
+    );
+}
+
+#[test]
+fn exit_instruction_fetch_from_ram_maps_it() {
+    let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(0, GUEST_RAM_BASE));
+    assert_eq!(
+        run(&vm, &mut v, &p, ESR_IABT_L3, GUEST_RAM_BASE),
+        ExitAction::Resume
+    );
+    assert!(vm.stage2.lock().lookup(GUEST_RAM_BASE).is_some());
+}
+
+#[test]
+fn exit_instruction_fetch_from_a_device_is_a_prefetch_abort() {
+    let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(0, PL011_BASE));
+    assert_eq!(
+        run(&vm, &mut v, &p, ESR_IABT_L3, PL011_BASE),
+        ExitAction::Inject(Exception::InstructionAbort {
+            fsc: FSC_EXTERNAL,
+            far: PL011_BASE
+        })
+    );
+}
+
+#[test]
+fn exit_alignment_fault_is_reflected_as_alignment() {
+    let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(0, 0x4000));
+    let ipa = GUEST_RAM_BASE + 3;
+    assert_eq!(
+        run(&vm, &mut v, &p, ESR_DABT_ALIGNMENT, ipa),
+        ExitAction::Inject(Exception::DataAbort {
+            fsc: FSC_ALIGNMENT,
+            far: ipa,
+            write: false
+        })
+    );
+    assert!(
+        vm.stage2.lock().lookup(ipa).is_none(),
+        "not mapped: never retried"
+    );
+}
+
+#[test]
+fn exit_permission_fault_is_not_retried() {
+    let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(0, 0x4000));
+    let ipa = GUEST_RAM_BASE;
+    assert!(matches!(
+        run(&vm, &mut v, &p, ESR_DABT_PERMISSION, ipa),
+        ExitAction::Inject(Exception::DataAbort {
+            fsc: FSC_EXTERNAL,
+            ..
+        })
+    ));
+    assert!(p.cleaned.borrow().is_empty());
+}
+
+#[test]
+fn exit_unhandled_class_is_undefined() {
+    let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(0, 0x4000));
+    assert_eq!(
+        run(&vm, &mut v, &p, ESR_FP, 0),
+        ExitAction::Inject(Exception::Undef)
+    );
+    assert_eq!(
+        vm.exits.other.load(core::sync::atomic::Ordering::Relaxed),
+        1
+    );
+}
+
+#[test]
+fn exit_virtual_timer_firing_raises_ppi_27_and_masks_the_physical_one() {
+    let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(0, 0x4000));
+    p.vtimer_ctl.set(0b101);
+    crate::hyp::timer::sample_vtimer(&vm, &mut v, &p);
+    assert!(v.timers.vtimer_level);
+    assert_eq!(p.vtimer_irq_enabled.get(), Some(false));
+    // Masked by the guest (IMASK): the line drops, the physical PPI comes back.
+    p.vtimer_ctl.set(0b111);
+    crate::hyp::timer::sample_vtimer(&vm, &mut v, &p);
+    assert!(!v.timers.vtimer_level);
+    assert_eq!(p.vtimer_irq_enabled.get(), Some(true));
+}

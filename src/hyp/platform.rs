@@ -1,0 +1,117 @@
+//! What the exit core needs from the machine, as one trait. The target implements it with the
+//! arch and board code (`hyp::arch_platform`); host tests implement it with a fake that
+//! records what happened — Hafnium's model of a real and a fake architecture behind one
+//! interface, so every exit handler runs as a host unit test.
+
+use crate::vcpu::request::Kick;
+
+/// The hardware operations the exit handlers, the timer and the console bridge use. `kick`
+/// (from [`Kick`]) makes a physical CPU leave its guest or wake up.
+pub trait Platform: Kick {
+    /// The physical counter (CNTPCT_EL0).
+    fn counter(&self) -> u64;
+    /// CNTV_CTL_EL0 of the vCPU running on this CPU (its virtual timer is live in hardware).
+    fn vtimer_ctl(&self) -> u64;
+    /// Unmasks (true) or masks this CPU's virtual-timer PPI.
+    fn set_vtimer_irq_enabled(&self, enabled: bool);
+    /// Arms this CPU's EL2 physical timer at `deadline` (a counter value), or stops it.
+    fn set_hyp_timer(&self, deadline: Option<u64>);
+    /// Cleans and invalidates host RAM `[pa, pa + size)` to the point of coherency, so a guest
+    /// running with its MMU off (non-cacheable) sees what the caches hold.
+    fn clean_ram_to_poc(&self, pa: u64, size: u64);
+    /// Host RAM `[pa, pa + size)` that Bulkhead reserved (guest images), for reading.
+    fn host_ram(&self, pa: u64, size: u64) -> &[u8];
+    /// Copies `bytes` to host RAM at `pa` (guest RAM) and cleans them to the point of
+    /// coherency.
+    fn write_ram(&self, pa: u64, bytes: &[u8]);
+    /// Writes bytes to the console UART.
+    fn console_write(&self, bytes: &[u8]);
+    /// One byte typed on the console, if any.
+    fn console_getc(&self) -> Option<u8>;
+    /// Whether the console UART holds received bytes.
+    fn console_has_input(&self) -> bool;
+    /// Unmasks (true) or masks the console UART's receive interrupt.
+    fn set_console_rx_irq(&self, enabled: bool);
+}
+
+#[cfg(test)]
+pub mod fake {
+    //! A recording [`Platform`] for host tests.
+    use super::*;
+    use alloc::collections::VecDeque;
+    use alloc::vec::Vec;
+    use core::cell::{Cell, RefCell};
+
+    /// Guest-visible effects, recorded; inputs, scripted.
+    #[derive(Default)]
+    pub struct FakePlatform {
+        pub now: Cell<u64>,
+        pub vtimer_ctl: Cell<u64>,
+        pub vtimer_irq_enabled: Cell<Option<bool>>,
+        pub hyp_timer: Cell<Option<u64>>,
+        pub kicks: RefCell<Vec<usize>>,
+        pub cleaned: RefCell<Vec<(u64, u64)>>,
+        pub console_out: RefCell<Vec<u8>>,
+        pub console_in: RefCell<VecDeque<u8>>,
+        pub console_rx_irq: Cell<Option<bool>>,
+        /// Host RAM: `(base PA, bytes)`.
+        pub ram: RefCell<(u64, Vec<u8>)>,
+    }
+
+    impl FakePlatform {
+        /// A fake with `size` bytes of host RAM at `base`.
+        pub fn with_ram(base: u64, size: usize) -> Self {
+            let fake = Self::default();
+            *fake.ram.borrow_mut() = (base, alloc::vec![0; size]);
+            fake
+        }
+    }
+
+    impl Kick for FakePlatform {
+        fn kick(&self, pcpu: usize) {
+            self.kicks.borrow_mut().push(pcpu);
+        }
+    }
+
+    impl Platform for FakePlatform {
+        fn counter(&self) -> u64 {
+            self.now.get()
+        }
+        fn vtimer_ctl(&self) -> u64 {
+            self.vtimer_ctl.get()
+        }
+        fn set_vtimer_irq_enabled(&self, enabled: bool) {
+            self.vtimer_irq_enabled.set(Some(enabled));
+        }
+        fn set_hyp_timer(&self, deadline: Option<u64>) {
+            self.hyp_timer.set(deadline);
+        }
+        fn clean_ram_to_poc(&self, pa: u64, size: u64) {
+            self.cleaned.borrow_mut().push((pa, size));
+        }
+        fn host_ram(&self, pa: u64, size: u64) -> &[u8] {
+            let ram = self.ram.borrow();
+            let start = (pa - ram.0) as usize;
+            let bytes: &[u8] = &ram.1[start..start + size as usize];
+            // Tests only: leak a copy so the `RefCell` borrow can end here.
+            Vec::leak(bytes.to_vec())
+        }
+        fn write_ram(&self, pa: u64, bytes: &[u8]) {
+            let mut ram = self.ram.borrow_mut();
+            let start = (pa - ram.0) as usize;
+            ram.1[start..start + bytes.len()].copy_from_slice(bytes);
+        }
+        fn console_write(&self, bytes: &[u8]) {
+            self.console_out.borrow_mut().extend_from_slice(bytes);
+        }
+        fn console_getc(&self) -> Option<u8> {
+            self.console_in.borrow_mut().pop_front()
+        }
+        fn console_has_input(&self) -> bool {
+            !self.console_in.borrow().is_empty()
+        }
+        fn set_console_rx_irq(&self, enabled: bool) {
+            self.console_rx_irq.set(Some(enabled));
+        }
+    }
+}

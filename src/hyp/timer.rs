@@ -1,0 +1,76 @@
+//! A vCPU's timers as the guest sees them. The virtual timer is the guest's own hardware:
+//! its output is sampled on exits and forwarded as the level of PPI 27 in the vGIC. The EL1
+//! physical timer traps (CNTHCTL_EL2.EL1PCEN = 0) and is emulated (`devices::ptimer`), its
+//! deadline backed by the EL2 physical timer, its output driving PPI 30.
+
+use super::platform::Platform;
+use super::vcpu::Vcpu;
+use super::vm::Vm;
+use crate::devices::ptimer::TimerReg;
+
+/// The virtual timer PPI (INTID 27), the same physical and virtual.
+pub const VTIMER_INTID: u32 = crate::guest_layout::VTIMER_INTID;
+/// The EL1 physical timer PPI (INTID 30), emulated for the guest.
+pub const PTIMER_INTID: u32 = 30;
+/// The EL2 physical timer PPI (INTID 26), backing the emulated one.
+pub const HYP_TIMER_INTID: u32 = 26;
+
+/// CNTV_CTL_EL0: ENABLE, IMASK, ISTATUS.
+const CTL_ENABLE_IMASK_ISTATUS: u64 = 0b111;
+const CTL_FIRING: u64 = 0b101;
+
+/// Samples the virtual timer's output (ENABLE and ISTATUS set, IMASK clear) and forwards a
+/// change to the vGIC.
+pub fn sample_vtimer(vm: &Vm, vcpu: &mut Vcpu, p: &impl Platform) {
+    let level = p.vtimer_ctl() & CTL_ENABLE_IMASK_ISTATUS == CTL_FIRING;
+    if level != vcpu.timers.vtimer_level {
+        if let Ok(set) = vm.vgic().set_line_level(vcpu.index, VTIMER_INTID, level) {
+            vm.kick_vcpus(set, p);
+        }
+        set_vtimer_level(vcpu, level, p);
+    }
+}
+
+/// Records the virtual timer's level. While the virtual interrupt is pending for the guest
+/// the physical PPI stays masked, so it does not fire again and again until the guest handles
+/// it.
+pub fn set_vtimer_level(vcpu: &mut Vcpu, level: bool, p: &impl Platform) {
+    if level != vcpu.timers.vtimer_level {
+        vcpu.timers.vtimer_level = level;
+        p.set_vtimer_irq_enabled(!level);
+    }
+}
+
+/// Re-evaluates the emulated physical timer: drives PPI 30 and arms (or stops) the EL2 timer
+/// that wakes this CPU at its deadline.
+pub fn update_ptimer(vm: &Vm, vcpu: &mut Vcpu, p: &impl Platform) {
+    let now = p.counter();
+    let level = vcpu.timers.ptimer.level(now);
+    if level != vcpu.timers.ptimer_level {
+        vcpu.timers.ptimer_level = level;
+        if let Ok(set) = vm.vgic().set_line_level(vcpu.index, PTIMER_INTID, level) {
+            vm.kick_vcpus(set, p);
+        }
+    }
+    p.set_hyp_timer(vcpu.timers.ptimer.deadline(now));
+}
+
+/// A trapped MRS/MSR of CNTP_TVAL/CTL/CVAL_EL0: returns the value read (for MRS).
+pub fn ptimer_access(
+    vm: &Vm,
+    vcpu: &mut Vcpu,
+    reg: TimerReg,
+    write: Option<u64>,
+    p: &impl Platform,
+) -> u64 {
+    let now = p.counter();
+    let value = match write {
+        Some(value) => {
+            vcpu.timers.ptimer.write(reg, value, now);
+            0
+        }
+        None => vcpu.timers.ptimer.read(reg, now),
+    };
+    update_ptimer(vm, vcpu, p);
+    value
+}
