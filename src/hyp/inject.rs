@@ -3,8 +3,8 @@
 //!
 //! Pure: the run loop reads VBAR_EL1 and SCTLR_EL1 from the hardware, calls
 //! [`exception_entry`], writes ESR_EL1, FAR_EL1, ELR_EL1 and SPSR_EL1 back and resumes the
-//! guest at the returned PC and PSTATE. The rules are the Arm ARM's (D1.3 "Exception entry",
-//! pseudocode `AArch64.TakeException()`), in the form of KVM's `enter_exception64()`
+//! guest at the returned PC and PSTATE. The rules are the Arm ARM's (chapter D1, "Exception
+//! entry", pseudocode `AArch64.TakeException()`), in the form of KVM's `enter_exception64()`
 //! (arch/arm64/kvm/hyp/exception.c) and `inject_abt64()` / `inject_undef64()`
 //! (arch/arm64/kvm/inject_fault.c). Only AArch64 EL1 is a target: Bulkhead's guests run EL1
 //! in AArch64 (HCR_EL2.RW = 1); AArch32 EL0 is a source, as KVM handles it.
@@ -13,7 +13,7 @@ use tock_registers::{LocalRegisterCopy, register_bitfields};
 
 use super::exit::esr::{ABORT_ISS, AbortIss, ESR_ELx, Esr};
 
-/// Fault status codes the guest sees (DFSC/IFSC, Arm ARM D24.2): decoded by
+/// Fault status codes the guest sees (DFSC/IFSC of ESR_EL1, same codes as ESR_EL2): decoded by
 /// [`FaultKind::from_fsc`](super::exit::FaultKind::from_fsc).
 pub const FSC_TRANSLATION_L0: u8 = 0x04;
 pub const FSC_TRANSLATION_L1: u8 = 0x05;
@@ -67,8 +67,9 @@ pub struct El1Entry {
 }
 
 register_bitfields! [u64,
-    /// PSTATE as saved in SPSR_ELx on taking an exception from AArch64 (Arm ARM C5.2.18
-    /// "SPSR_EL1"); for a source in AArch32 only NRW and the flags share this layout.
+    /// PSTATE as saved in SPSR_ELx on taking an exception from AArch64 (Arm ARM, "SPSR_EL1,
+    /// Saved Program Status Register (EL1)"); for a source in AArch32 only NRW and the flags
+    /// share this layout.
     PSTATE [
         NZCV OFFSET(28) NUMBITS(4) [],
         /// Tag check override (FEAT_MTE).
@@ -112,7 +113,7 @@ register_bitfields! [u64,
 type Pstate = LocalRegisterCopy<u64, PSTATE::Register>;
 
 /// Where the exception is taken from, as seen from EL1: selects the vector table quarter
-/// (Arm ARM D1.3.1 "Exception vectors", table "Vector offsets from vector table base address").
+/// (Arm ARM, "Exception vectors": "Vector offsets from vector table base address").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Source {
     /// EL1 using SP_EL0 (EL1t).
@@ -211,9 +212,10 @@ fn syndrome(ec: ESR_ELx::EC::Value, fsc: u8, write: bool) -> u64 {
 /// PSTATE after taking an exception to EL1h, exactly as KVM's `enter_exception64()` builds it
 /// (Arm ARM `AArch64.TakeException()`):
 /// - N, Z, C, V and DIT are unchanged;
-/// - PAN is unchanged unless SCTLR_EL1.SPAN is 0, then set. Without FEAT_PAN (Armv8.0 cores:
-///   Cortex-A53/A57/A72) SCTLR_EL1.SPAN is RES1 and PSTATE.PAN does not exist, so the rule
-///   leaves the bit clear there;
+/// - PAN is unchanged unless SCTLR_EL1.SPAN is 0, then set. This assumes FEAT_PAN (Armv8.1),
+///   and is also right without it (Armv8.0 cores: Cortex-A53/A57/A72): SCTLR_EL1 bit [23] is
+///   SPAN only with FEAT_PAN and RES1 otherwise (as KVM's comment says), and PSTATE.PAN does
+///   not exist, so the bit stays clear;
 /// - SSBS = SCTLR_EL1.DSSBS;
 /// - D, A, I, F set; M = EL1h;
 /// - everything else is zero: UAO, SS, IL, BTYPE, and TCO (set only with FEAT_MTE, which

@@ -58,15 +58,6 @@ pub mod fake {
         pub ram: RefCell<(u64, Vec<u8>)>,
     }
 
-    impl FakePlatform {
-        /// A fake with `size` bytes of host RAM at `base`.
-        pub fn with_ram(base: u64, size: usize) -> Self {
-            let fake = Self::default();
-            *fake.ram.borrow_mut() = (base, alloc::vec![0; size]);
-            fake
-        }
-    }
-
     impl Kick for FakePlatform {
         fn kick(&self, pcpu: usize) {
             self.kicks.borrow_mut().push(pcpu);

@@ -12,8 +12,6 @@
 
 /// Where the image is linked and mapped in the runtime table (must match linker.ld).
 pub const IMAGE_VA: u64 = 0x0000_7f00_0000_0000;
-/// Largest image (text+data+bss) the layout leaves room for.
-pub const IMAGE_MAX_SIZE: u64 = 0x40_0000_0000;
 /// Where the host DTB is mapped read-only.
 pub const DTB_VA: u64 = 0x0000_7f80_0000_0000;
 /// Largest host DTB we map.
@@ -24,19 +22,12 @@ pub const TRAMPOLINE_VA: u64 = 0x0000_7fff_ffff_0000;
 pub const LINEAR_BASE: u64 = 0x0000_8000_0000_0000;
 /// Physical addresses handled by the linear window (and allowed for the identity map).
 pub const IDENTITY_LIMIT: u64 = 0x0000_7000_0000_0000;
-/// Top of the 48-bit VA space.
-pub const VA_LIMIT: u64 = 1 << 48;
 
 pub const PAGE_SIZE: u64 = 4096;
 
 /// VA of a physical address in the linear window.
 pub const fn phys_to_linear(pa: u64) -> u64 {
     LINEAR_BASE + pa
-}
-
-/// Physical address behind a linear-window VA.
-pub const fn linear_to_phys(va: u64) -> u64 {
-    va - LINEAR_BASE
 }
 
 /// Why a physical placement cannot work with this layout.

@@ -426,11 +426,6 @@ impl<T: Translation<Stage2Attributes>> Stage2Map<T> {
         self.mapping.mark_active();
     }
 
-    /// Whether [`mark_live`](Self::mark_live) was called.
-    pub fn is_live(&self) -> bool {
-        self.mapping.active()
-    }
-
     fn region(&self, ipa: u64, size: u64) -> Result<MemoryRegion, Stage2Error> {
         let misaligned = Stage2Error::Misaligned { ipa, size };
         let end = ipa.checked_add(size).ok_or(misaligned.clone())?;

@@ -15,14 +15,6 @@ pub fn counter_frequency() -> u64 {
     CNTFRQ_EL0.get()
 }
 
-/// Busy-waits for `us` microseconds on the physical counter.
-pub fn delay_us(us: u64) {
-    let end = counter() + counter_frequency() * us / 1_000_000;
-    while counter() < end {
-        crate::arch::cpu::yield_hint();
-    }
-}
-
 pub fn wfe() {
     aarch64_cpu::asm::wfe();
 }

@@ -50,39 +50,6 @@ impl El1State {
         }
     }
 
-    /// Reads the live EL1 state of this CPU.
-    pub fn save() -> Self {
-        Self {
-            sctlr: SCTLR_EL1.get(),
-            tcr: TCR_EL1.get(),
-            ttbr0: TTBR0_EL1.get(),
-            ttbr1: TTBR1_EL1.get(),
-            mair: MAIR_EL1.get(),
-            amair: AMAIR_EL1.get(),
-            vbar: VBAR_EL1.get(),
-            contextidr: CONTEXTIDR_EL1.get(),
-            cpacr: CPACR_EL1.get(),
-            esr: ESR_EL1.get(),
-            far: FAR_EL1.get(),
-            afsr0: AFSR0_EL1.get(),
-            afsr1: AFSR1_EL1.get(),
-            par: PAR_EL1.get(),
-            tpidr_el0: TPIDR_EL0.get(),
-            tpidrro_el0: TPIDRRO_EL0.get(),
-            tpidr_el1: TPIDR_EL1.get(),
-            sp_el0: SP_EL0.get(),
-            sp_el1: SP_EL1.get(),
-            elr_el1: ELR_EL1.get(),
-            spsr_el1: SPSR_EL1.get(),
-            cntkctl: CNTKCTL_EL1.get(),
-            cntv_ctl: CNTV_CTL_EL0.get(),
-            cntv_cval: CNTV_CVAL_EL0.get(),
-            mdscr: MDSCR_EL1.get(),
-            csselr: CSSELR_EL1.get(),
-            actlr: ACTLR_EL1.get(),
-        }
-    }
-
     /// Writes this state into the CPU's EL1 registers.
     pub fn restore(&self) {
         SCTLR_EL1.set(self.sctlr);
@@ -148,12 +115,6 @@ pub fn activate_traps(vcpu_index: u64) {
     // SAFETY: VPIDR_EL2 only changes what the guest reads as MIDR_EL1 (aarch64-cpu has no
     // accessor for it).
     unsafe { core::arch::asm!("msr vpidr_el2, {}", in(reg) midr, options(nomem, nostack)) };
-    aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
-}
-
-/// Turns off the guest traps (stage-2 off) on this CPU.
-pub fn deactivate_traps() {
-    HCR_EL2.write(HCR_EL2::RW::EL1IsAarch64);
     aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
 }
 

@@ -1,8 +1,9 @@
 //! Field layouts of ESR_ELx and of the ISS encodings Bulkhead decodes, declared once with
 //! `tock-registers` and read through [`LocalRegisterCopy`].
 //!
-//! Source: Arm ARM (DDI 0487) D24.2 "ESR_EL2, Exception Syndrome Register (EL2)" and its ISS
-//! encodings; cross-checked with Linux `arch/arm64/include/asm/esr.h`. ESR_EL1 has the same
+//! Source: the Arm ARM (DDI 0487), chapter D24 "AArch64 System Register Descriptions":
+//! "ESR_EL2, Exception Syndrome Register (EL2)" and its ISS encodings; cross-checked with Linux
+//! `arch/arm64/include/asm/esr.h` and QEMU `target/arm/syndrome.h`. ESR_EL1 has the same
 //! layout, so [`inject`](crate::hyp::inject) builds the guest's syndrome from these fields too.
 //!
 //! Every ISS layout is declared at its position inside the whole 64-bit ESR value (the ISS is

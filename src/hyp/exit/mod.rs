@@ -39,7 +39,7 @@ pub struct GuestExit {
     pub esr: u64,
 }
 
-/// Why the guest exited: the exception classes Bulkhead handles (Arm ARM D24.2 ESR_EL2.EC).
+/// Why the guest exited: the exception classes Bulkhead handles (Arm ARM, ESR_EL2.EC).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitClass {
     /// EC 0x01: trapped WFI, WFE, WFIT or WFET.
@@ -98,8 +98,8 @@ pub struct SysRegAccess {
     pub read: bool,
 }
 
-/// What a DFSC/IFSC says went wrong (Arm ARM D24.2, "ISS encoding for an exception from a Data
-/// Abort", field DFSC; the IFSC of instruction aborts uses the same codes). Levels are the
+/// What a DFSC/IFSC says went wrong (Arm ARM, ESR_EL2 "ISS encoding for an exception from a
+/// Data Abort", field DFSC; the IFSC of instruction aborts uses the same codes). Levels are the
 /// translation table level: -1 exists with FEAT_LPA2, -2 with FEAT_D128.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FaultKind {
@@ -135,8 +135,10 @@ pub enum FaultKind {
 pub struct Abort {
     /// The faulting IPA (HPFAR page | FAR page offset), via devices::mmio::fault_ipa.
     ///
-    /// HPFAR_EL2 is valid for translation, access flag and (most) permission faults and for
-    /// stage-2 faults on a stage-1 walk; FAR's page offset only when ISS.FnV = 0. Check
+    /// HPFAR_EL2 holds the IPA for stage-2 translation, access flag and address size faults
+    /// and for any fault on a stage-1 walk (S1PTW); for the others (permission, external,
+    /// alignment) it may be UNKNOWN, which is why KVM's `__get_fault_info()` resolves those
+    /// with an AT instruction. FAR's page offset is valid only when ISS.FnV = 0. Check
     /// [`Abort::fault`] before trusting this.
     pub ipa: u64,
     /// FAR_EL2: the guest virtual address.
@@ -253,7 +255,7 @@ impl SysRegAccess {
 }
 
 impl FaultKind {
-    /// Decodes ISS DFSC/IFSC bits [5:0] (higher bits are ignored): Arm ARM D24.2 ESR_ELx ISS
+    /// Decodes ISS DFSC/IFSC bits [5:0] (higher bits are ignored): the Arm ARM's ESR_ELx ISS
     /// encoding for aborts, including the FEAT_LPA2 level -1 codes (0b101001 address size,
     /// 0b101011 translation, 0b010011 external abort on a walk) and the FEAT_D128 level -2
     /// ones (0b101100, 0b101010, 0b010010).

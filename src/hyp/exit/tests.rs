@@ -563,3 +563,123 @@ proptest! {
         prop_assert_eq!(a.mmio, if data { mmio::decode_data_abort(esr, a.ipa).ok() } else { None });
     }
 }
+
+// ---- From a real boot ----------------------------------------------------------------------
+//
+// Syndromes logged by Bulkhead (`loglevel=trace`) booting Debian's arm64 kernel on QEMU 10
+// `virt` (cortex-a72, GICv3, 2 vCPUs): PL011 at IPA 0x0900_0000, GICD at 0x0800_0000, GICR at
+// 0x080a_0000.
+
+fn logged(esr: u64, far: u64, hpfar: u64) -> GuestExit {
+    GuestExit::decode(Syndrome { esr, far, hpfar })
+}
+
+fn logged_mmio(esr: u64, far: u64, hpfar: u64) -> MmioAccess {
+    match logged(esr, far, hpfar).class {
+        ExitClass::DataAbort(Abort {
+            mmio: Some(access),
+            fault,
+            ..
+        }) => {
+            assert!(fault.is_missing_mapping());
+            access
+        }
+        other => panic!("not an MMIO access: {other:?}"),
+    }
+}
+
+#[test]
+fn exit_real_log_wfi() {
+    let exit = logged(0x07e0_0000, 0xffff_8000_0a03_1038, 0x9_0000);
+    assert_eq!(
+        exit.class,
+        ExitClass::Wfx(WfxTrap {
+            kind: WfxKind::Wfi,
+            timeout_reg: None
+        })
+    );
+}
+
+#[test]
+fn exit_real_log_hvc_0() {
+    let exit = logged(0x5a00_0000, 0xffff_8000_089f_7350, 0x40_9f70);
+    assert_eq!(exit.class, ExitClass::Hvc { imm: 0 });
+}
+
+#[test]
+fn exit_real_log_msr_icc_sgi1r_el1_x0() {
+    // As `msr_icc_sgi1r_el1_x1` with Rt = 0: 0x623a_3016.
+    let access = sysreg(0x623a_3016);
+    assert_eq!(access.name(), Some(SysReg::ICC_SGI1R_EL1));
+    assert_eq!(access.rt, 0);
+    assert!(!access.read);
+}
+
+#[test]
+fn exit_real_log_pl011_ldrh_w0_from_uartcr() {
+    // ISV, SAS 0b01 (16 bits), SRT 0, read, translation fault level 1 (nothing mapped).
+    let access = logged_mmio(0x9340_0005, 0xffff_8000_0a03_1030, 0x9_0000);
+    assert_eq!(access.ipa, 0x0900_0030);
+    assert_eq!(access.size, AccessSize::Half);
+    assert_eq!(access.reg, 0);
+    assert!(!access.write);
+}
+
+#[test]
+fn exit_real_log_pl011_strh_w20_to_uartdr() {
+    // ISV, SAS 0b01, SRT 20, WnR, translation fault level 1.
+    let access = logged_mmio(0x9354_0045, 0xffff_8000_0a03_1000, 0x9_0000);
+    assert_eq!(access.ipa, 0x0900_0000);
+    assert_eq!(access.size, AccessSize::Half);
+    assert_eq!(access.reg, 20);
+    assert!(access.write);
+}
+
+#[test]
+fn exit_real_log_gicd_irouter_str_x0() {
+    // ISV, SAS 0b11, SF, SRT 0, WnR, level 1: GICD_IROUTER<32> at GICD + 0x6100.
+    let access = logged_mmio(0x93c0_8045, 0xffff_8000_0a02_6100, 0x8_0060);
+    assert_eq!(access.ipa, 0x0800_6100);
+    assert_eq!(access.size, AccessSize::Double);
+    assert!(access.reg_is_64bit && access.write);
+    assert_eq!(access.reg, 0);
+}
+
+#[test]
+fn exit_real_log_gicr_typer_ldr_x20() {
+    // ISV, SAS 0b11, SF, SRT 20, read, level 1: GICR_TYPER at GICR + 0x8.
+    let access = logged_mmio(0x93d4_8005, 0xffff_8000_0a04_0008, 0x8_0a00);
+    assert_eq!(access.ipa, 0x080a_0008);
+    assert_eq!(access.size, AccessSize::Double);
+    assert_eq!(access.reg, 20);
+    assert!(!access.write);
+}
+
+#[test]
+fn exit_real_log_ram_first_touch_by_a_store_pair() {
+    // ISV = 0, WnR, translation fault level 2; the guest's MMU is off, so FAR is the IPA.
+    let ExitClass::DataAbort(a) = logged(0x9200_0046, 0x41cb_6000, 0x41_cb60).class else {
+        panic!("not a data abort");
+    };
+    assert_eq!(a.ipa, 0x41cb_6000);
+    assert_eq!(a.fault, FaultKind::Translation { level: 2 });
+    assert!(a.write && a.fault.is_missing_mapping());
+    assert_eq!(a.mmio, None);
+}
+
+#[test]
+fn exit_real_log_first_instruction_fetches() {
+    // The very first fetch (stage 2 empty: level 0), then a later one at level 2.
+    let ExitClass::InstructionAbort(first) = logged(0x8200_0004, 0x4000_0000, 0x40_0000).class
+    else {
+        panic!("not an instruction abort");
+    };
+    assert_eq!(first.ipa, 0x4000_0000);
+    assert_eq!(first.fault, FaultKind::Translation { level: 0 });
+    let ExitClass::InstructionAbort(later) = logged(0x8200_0006, 0x4166_8d5c, 0x41_6680).class
+    else {
+        panic!("not an instruction abort");
+    };
+    assert_eq!(later.ipa, 0x4166_8d5c);
+    assert_eq!(later.fault, FaultKind::Translation { level: 2 });
+}
