@@ -6,9 +6,9 @@
 //! it is tested on the host. (aarch64-cpu's `ESR_EL2` field definitions are target-only, so the
 //! few ISS fields we need are spelled out here.)
 //!
-//! The flow for the exit handler: `decode_data_abort(esr, fault_ipa(hpfar, far))` → give
-//! `access.write_value(x[srt])` to the device for a write, or store `access.read_result(v)`
-//! in x[srt] for a read (unless `srt` is 31 = XZR) → advance ELR by `access.instruction_len`.
+//! The flow for the exit handler: `decode_data_abort(esr)` → give `access.write_value(x[srt])`
+//! to the device for a write, or store `access.read_result(v)` in x[srt] for a read (unless
+//! `srt` is 31 = XZR) → complete the instruction (ESR_EL2.IL says how long it was).
 
 use core::fmt;
 
@@ -16,7 +16,6 @@ use core::fmt;
 pub const EC_DATA_ABORT_LOWER: u64 = 0x24;
 
 const ESR_EC_SHIFT: u64 = 26;
-const ESR_IL: u64 = 1 << 25;
 const ISS_ISV: u64 = 1 << 24;
 const ISS_SAS_SHIFT: u64 = 22;
 const ISS_SSE: u64 = 1 << 21;
@@ -65,8 +64,6 @@ impl AccessSize {
 /// One decoded guest MMIO access.
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
 pub struct MmioAccess {
-    /// The faulting IPA (full byte address).
-    pub ipa: u64,
     /// Access width.
     pub size: AccessSize,
     /// True for a store.
@@ -79,8 +76,6 @@ pub struct MmioAccess {
     pub reg_is_64bit: bool,
     /// Acquire/release semantics (no effect on emulation, reported for completeness).
     pub acquire_release: bool,
-    /// Bytes to advance ELR_EL2 by after emulation (4, or 2 for a 16-bit T32 instruction).
-    pub instruction_len: u64,
 }
 
 impl MmioAccess {
@@ -153,8 +148,8 @@ pub const fn far_not_valid(esr_el2: u64) -> bool {
     esr_el2 & ISS_FNV != 0
 }
 
-/// Decodes a lower-EL data abort (ESR_EL2 value) at `ipa` into an MMIO access.
-pub fn decode_data_abort(esr_el2: u64, ipa: u64) -> Result<MmioAccess, MmioDecodeError> {
+/// Decodes a lower-EL data abort (ESR_EL2 value) into an MMIO access.
+pub fn decode_data_abort(esr_el2: u64) -> Result<MmioAccess, MmioDecodeError> {
     if (esr_el2 >> ESR_EC_SHIFT) & 0x3f != EC_DATA_ABORT_LOWER {
         return Err(MmioDecodeError::NotDataAbort);
     }
@@ -177,20 +172,20 @@ pub fn decode_data_abort(esr_el2: u64, ipa: u64) -> Result<MmioAccess, MmioDecod
         _ => AccessSize::Double,
     };
     Ok(MmioAccess {
-        ipa,
         size,
         write: esr_el2 & ISS_WNR != 0,
         reg: ((esr_el2 >> ISS_SRT_SHIFT) & 0x1f) as u8,
         sign_extend: esr_el2 & ISS_SSE != 0,
         reg_is_64bit: esr_el2 & ISS_SF != 0,
         acquire_release: esr_el2 & ISS_AR != 0,
-        instruction_len: if esr_el2 & ESR_IL != 0 { 4 } else { 2 },
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const ESR_IL: u64 = 1 << 25;
 
     /// Builds an ESR_EL2 for a data abort with a valid syndrome.
     fn esr(sas: u64, sse: bool, srt: u64, sf: bool, write: bool) -> u64 {
@@ -208,19 +203,18 @@ mod tests {
     #[test]
     fn decodes_str_w() {
         // str w3, [x0]
-        let access = decode_data_abort(esr(2, false, 3, false, true), 0x0900_0000).unwrap();
+        let access = decode_data_abort(esr(2, false, 3, false, true)).unwrap();
         assert_eq!(access.size, AccessSize::Word);
         assert!(access.write);
         assert_eq!(access.reg, 3);
         assert!(!access.reg_is_64bit);
-        assert_eq!(access.instruction_len, 4);
         assert_eq!(access.write_value(0xdead_beef_1234_5678), 0x1234_5678);
     }
 
     #[test]
     fn decodes_ldrsb_x_with_sign_extension() {
         // ldrsb x5, [x1]
-        let access = decode_data_abort(esr(0, true, 5, true, false), 0x0900_0018).unwrap();
+        let access = decode_data_abort(esr(0, true, 5, true, false)).unwrap();
         assert_eq!(access.size, AccessSize::Byte);
         assert!(!access.write);
         assert_eq!(access.read_result(0x80), 0xffff_ffff_ffff_ff80);
@@ -229,52 +223,40 @@ mod tests {
 
     #[test]
     fn ldrsh_w_sign_extends_to_32_bits_only() {
-        let access = decode_data_abort(esr(1, true, 1, false, false), 0).unwrap();
+        let access = decode_data_abort(esr(1, true, 1, false, false)).unwrap();
         assert_eq!(access.read_result(0x8001), 0xffff_8001);
     }
 
     #[test]
     fn ldr_x_is_zero_extended_and_full_width() {
-        let access = decode_data_abort(esr(3, false, 30, true, false), 0).unwrap();
+        let access = decode_data_abort(esr(3, false, 30, true, false)).unwrap();
         assert_eq!(access.size, AccessSize::Double);
         assert_eq!(access.read_result(u64::MAX), u64::MAX);
-        let word = decode_data_abort(esr(2, false, 30, true, false), 0).unwrap();
+        let word = decode_data_abort(esr(2, false, 30, true, false)).unwrap();
         assert_eq!(word.read_result(u64::MAX), 0xffff_ffff);
     }
 
     #[test]
     fn xzr_store_writes_zero() {
-        let access = decode_data_abort(esr(2, false, 31, false, true), 0).unwrap();
+        let access = decode_data_abort(esr(2, false, 31, false, true)).unwrap();
         assert_eq!(access.write_value(0x1234), 0);
     }
 
     #[test]
     fn undecodable_aborts_are_errors() {
         let no_isv = esr(2, false, 3, false, true) & !ISS_ISV;
-        assert_eq!(
-            decode_data_abort(no_isv, 0),
-            Err(MmioDecodeError::NoSyndrome)
-        );
+        assert_eq!(decode_data_abort(no_isv), Err(MmioDecodeError::NoSyndrome));
         let svc = 0x15 << 26;
-        assert_eq!(
-            decode_data_abort(svc, 0),
-            Err(MmioDecodeError::NotDataAbort)
-        );
+        assert_eq!(decode_data_abort(svc), Err(MmioDecodeError::NotDataAbort));
         let walk = esr(3, false, 0, true, false) | ISS_S1PTW;
-        assert_eq!(
-            decode_data_abort(walk, 0),
-            Err(MmioDecodeError::PageTableWalk)
-        );
+        assert_eq!(decode_data_abort(walk), Err(MmioDecodeError::PageTableWalk));
         let cm = esr(3, false, 0, true, true) | ISS_CM;
         assert_eq!(
-            decode_data_abort(cm, 0),
+            decode_data_abort(cm),
             Err(MmioDecodeError::CacheMaintenance)
         );
         let ea = esr(3, false, 0, true, true) | ISS_EA;
-        assert_eq!(
-            decode_data_abort(ea, 0),
-            Err(MmioDecodeError::ExternalAbort)
-        );
+        assert_eq!(decode_data_abort(ea), Err(MmioDecodeError::ExternalAbort));
     }
 
     #[test]

@@ -13,8 +13,8 @@ use tock_registers::{LocalRegisterCopy, register_bitfields};
 
 use super::exit::esr::{ABORT_ISS, AbortIss, ESR_ELx, Esr};
 
-/// Fault status codes the guest sees (DFSC/IFSC of ESR_EL1, same codes as ESR_EL2): decoded by
-/// [`FaultKind::from_fsc`](super::exit::FaultKind::from_fsc).
+// Fault status codes the guest sees (DFSC/IFSC of ESR_EL1, the same codes as ESR_EL2's, which
+// `exit::FaultKind::from_fsc` decodes).
 pub const FSC_TRANSLATION_L0: u8 = 0x04;
 pub const FSC_TRANSLATION_L1: u8 = 0x05;
 pub const FSC_TRANSLATION_L2: u8 = 0x06;

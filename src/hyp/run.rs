@@ -69,11 +69,17 @@ fn flush_lrs(vm: &Vm, vcpu: &mut Vcpu, pcpu: &PhysCpu) {
     vgic_hw::enable(fill.overflow);
 }
 
-/// Reads back what the guest did with the list registers, and empties them.
+/// Reads back what the guest did with the list registers, and empties them. Inline: most
+/// exits (a hypercall, an MMIO access) come back with nothing loaded.
+#[inline(always)]
 fn fold_lrs(vm: &Vm, vcpu: &mut Vcpu) {
-    if vcpu.lrs_loaded == 0 {
-        return;
+    if vcpu.lrs_loaded != 0 {
+        fold_loaded_lrs(vm, vcpu);
     }
+}
+
+#[inline(never)]
+fn fold_loaded_lrs(vm: &Vm, vcpu: &mut Vcpu) {
     // Underflow maintenance off first: emptying the list registers below must not raise a
     // maintenance interrupt of its own (which, pending on every entry, would starve the guest).
     vgic_hw::enable(false);

@@ -130,7 +130,8 @@ pub enum FaultKind {
     },
 }
 
-/// A stage-2 instruction or data abort from the guest.
+/// A stage-2 instruction or data abort from the guest. The addresses are decoded up front;
+/// the ISS fields on demand (cheap bit reads), which keeps the exit small on the hot path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Abort {
     /// The faulting IPA (HPFAR page | FAR page offset), via devices::mmio::fault_ipa.
@@ -143,19 +144,10 @@ pub struct Abort {
     pub ipa: u64,
     /// FAR_EL2: the guest virtual address.
     pub far: u64,
-    pub fault: FaultKind,
-    /// The raw FSC (bits 5:0).
-    pub fsc: u8,
-    /// Stage-2 fault on a stage-1 table walk (ISS.S1PTW).
-    pub s1ptw: bool,
-    /// Data aborts: ISS.WnR (write). Always false for instruction aborts.
-    pub write: bool,
-    /// Data aborts: ISS.CM, a cache maintenance / address translation instruction.
-    pub cache_maintenance: bool,
-    /// Data aborts whose syndrome describes the access (ISV=1, and not external, on a stage-1
-    /// walk or a cache maintenance instruction): the access as
-    /// [`decode_data_abort`](mmio::decode_data_abort) decodes it. None otherwise.
-    pub mmio: Option<MmioAccess>,
+    /// The ESR_EL2 it came from.
+    esr: u64,
+    /// A data abort (EC 0x24) rather than an instruction abort (EC 0x20).
+    data: bool,
 }
 
 impl GuestExit {
@@ -208,6 +200,7 @@ impl WfxTrap {
 }
 
 impl SysRegId {
+    /// An encoding from its five fields.
     pub const fn new(op0: u8, op1: u8, crn: u8, crm: u8, op2: u8) -> Self {
         Self {
             op0,
@@ -289,25 +282,54 @@ impl FaultKind {
 }
 
 impl Abort {
-    /// Decodes the ISS of an abort from a lower EL; `data` for EC 0x24, else EC 0x20.
+    /// An abort from a lower EL; `data` for EC 0x24, else EC 0x20.
     fn decode(s: Syndrome, data: bool) -> Self {
-        let iss = AbortIss::new(s.esr);
-        // A 6-bit field.
-        let fsc = iss.read(ABORT_ISS::FSC) as u8;
-        let ipa = mmio::fault_ipa(s.hpfar, s.far);
         Self {
-            ipa,
+            ipa: mmio::fault_ipa(s.hpfar, s.far),
             far: s.far,
-            fault: FaultKind::from_fsc(fsc),
-            fsc,
-            s1ptw: iss.is_set(ABORT_ISS::S1PTW),
-            write: data && iss.is_set(ABORT_ISS::WNR),
-            cache_maintenance: data && iss.is_set(ABORT_ISS::CM),
-            mmio: if data {
-                mmio::decode_data_abort(s.esr, ipa).ok()
-            } else {
-                None
-            },
+            esr: s.esr,
+            data,
+        }
+    }
+
+    fn iss(&self) -> AbortIss {
+        AbortIss::new(self.esr)
+    }
+
+    /// The raw fault status code (ISS bits 5:0).
+    pub fn fsc(&self) -> u8 {
+        // A 6-bit field.
+        self.iss().read(ABORT_ISS::FSC) as u8
+    }
+
+    /// What the fault status code says went wrong.
+    pub fn fault(&self) -> FaultKind {
+        FaultKind::from_fsc(self.fsc())
+    }
+
+    /// Stage-2 fault on a stage-1 table walk (ISS.S1PTW).
+    pub fn s1ptw(&self) -> bool {
+        self.iss().is_set(ABORT_ISS::S1PTW)
+    }
+
+    /// Data aborts: ISS.WnR (a write). Always false for instruction aborts.
+    pub fn write(&self) -> bool {
+        self.data && self.iss().is_set(ABORT_ISS::WNR)
+    }
+
+    /// Data aborts: ISS.CM, a cache maintenance / address translation instruction.
+    pub fn cache_maintenance(&self) -> bool {
+        self.data && self.iss().is_set(ABORT_ISS::CM)
+    }
+
+    /// Data aborts whose syndrome describes the access (ISV=1, and not external, on a stage-1
+    /// walk or a cache maintenance instruction): the access as
+    /// [`decode_data_abort`](mmio::decode_data_abort) decodes it. None otherwise.
+    pub fn mmio(&self) -> Option<MmioAccess> {
+        if self.data {
+            mmio::decode_data_abort(self.esr).ok()
+        } else {
+            None
         }
     }
 }

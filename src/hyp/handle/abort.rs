@@ -19,7 +19,7 @@ use crate::mm::stage2::{EmulatedDevice, Stage2Decision};
 
 /// The fault status the guest sees for an abort Bulkhead reflects back to it.
 fn guest_fsc(abort: &Abort) -> u8 {
-    if abort.fault == FaultKind::Alignment {
+    if abort.fault() == FaultKind::Alignment {
         FSC_ALIGNMENT
     } else {
         FSC_EXTERNAL
@@ -30,7 +30,7 @@ fn data_abort_exception(abort: &Abort) -> ExitAction {
     ExitAction::Inject(Exception::DataAbort {
         fsc: guest_fsc(abort),
         far: abort.far,
-        write: abort.write,
+        write: abort.write(),
     })
 }
 
@@ -42,11 +42,11 @@ pub fn data_abort(
     p: &impl Platform,
 ) -> ExitAction {
     let ipa = abort.ipa;
-    if !abort.fault.is_missing_mapping() {
+    if !abort.fault().is_missing_mapping() {
         guest_warn!(
             "vcpu {}: data abort {:?} at IPA {ipa:#x}",
             vcpu.index,
-            abort.fault
+            abort.fault()
         );
         return data_abort_exception(abort);
     }
@@ -54,7 +54,7 @@ pub fn data_abort(
         d @ (Stage2Decision::MapRam { .. } | Stage2Decision::MapDevice { .. }) => {
             map(vm, vcpu, d, abort, p)
         }
-        Stage2Decision::Emulate { device, offset } => match abort.mmio {
+        Stage2Decision::Emulate { device, offset } => match abort.mmio() {
             Some(access) => {
                 emulate(vm, vcpu, device, offset, &access, il32, p).unwrap_or_else(|()| {
                     guest_warn!(
@@ -89,11 +89,11 @@ pub fn instruction_abort(abort: &Abort, vm: &Vm, vcpu: &mut Vcpu, p: &impl Platf
         fsc: guest_fsc(abort),
         far: abort.far,
     });
-    if !abort.fault.is_missing_mapping() {
+    if !abort.fault().is_missing_mapping() {
         guest_warn!(
             "vcpu {}: instruction abort {:?} at IPA {ipa:#x}",
             vcpu.index,
-            abort.fault
+            abort.fault()
         );
         return exception;
     }
@@ -133,7 +133,7 @@ fn map(
         return ExitAction::Inject(Exception::DataAbort {
             fsc: FSC_EXTERNAL,
             far: abort.far,
-            write: abort.write,
+            write: abort.write(),
         });
     }
     vm.stage2_faults.fetch_add(1, Ordering::Relaxed);

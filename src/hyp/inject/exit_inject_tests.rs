@@ -235,9 +235,9 @@ fn exit_inject_syndrome_reads_back_through_the_exit_decoder() {
         panic!("{exit:?}");
     };
     assert!(exit.il32);
-    assert_eq!(abort.fault, FaultKind::Alignment);
-    assert!(abort.write);
-    assert_eq!(abort.mmio, None, "ISV = 0");
+    assert_eq!(abort.fault(), FaultKind::Alignment);
+    assert!(abort.write());
+    assert_eq!(abort.mmio(), None, "ISV = 0");
 
     let e = exception_entry(
         Exception::InstructionAbort {
@@ -255,7 +255,7 @@ fn exit_inject_syndrome_reads_back_through_the_exit_decoder() {
     else {
         panic!("not an instruction abort");
     };
-    assert_eq!(abort.fault, FaultKind::Permission { level: 2 });
+    assert_eq!(abort.fault(), FaultKind::Permission { level: 2 });
 }
 
 proptest! {
