@@ -1,4 +1,4 @@
-//! Host benchmarks of the VMID allocator (issue 4). `cargo bench --bench models` or
+//! Host benchmarks of the VMID allocator. `cargo bench --bench models` or
 //! `scripts/bench-models.sh`. Plain `std::time` timing (harness = false): no extra crates.
 //!
 //! - fast path (generation matches): ns per `update`, 1 and 2 threads, and a check that the
@@ -166,7 +166,7 @@ fn main() {
     fast_path_two_threads(true);
     fast_path_two_threads(false);
     println!(
-        "rollover: median of 15; others: mean of 2000 calls; 'scanned' = reserved entries looked at per slow path (seed 002 counter)"
+        "rollover: median of 15; others: mean of 2000 calls; 'scanned' = reserved entries looked at per slow path"
     );
     for cpus in [4, 16, 64, 256] {
         rollover_and_slow_path(cpus);

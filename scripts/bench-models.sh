@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Host benchmarks of the VMID allocator (issue 4): fast path ns/call with 1 and 2 threads
+# Host benchmarks of the VMID allocator: fast path ns/call with 1 and 2 threads
 # (and proof it takes no lock), rollover and slow-path cost for 4/16/64/256 simulated CPUs.
 # Built with the release settings (`bench` profile). Numbers are wall time on this host.
 set -euo pipefail

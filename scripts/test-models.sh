@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Runs the loom model checks of the concurrent core (issue 4, scenarios 1-4): the VMID
+# Runs the loom model checks of the concurrent core: the VMID
 # allocator (src/vmid/loom_models.rs) and the vCPU request/kick protocol and PSCI power state
 # (src/vcpu/loom_models.rs). They explore all interleavings of the real code on loom's atomics.
 #
 #   scripts/test-models.sh            # all models
-#   scripts/test-models.sh scenario1  # only models whose name contains "scenario1"
+#   scripts/test-models.sh rollover   # only models whose name contains "rollover"
 #
 # LOOM_MAX_PREEMPTIONS bounds the preemptions per explored execution (default 3 here; unset it
 # with LOOM_MAX_PREEMPTIONS= for an unbounded, much longer, exhaustive search).

@@ -7,21 +7,48 @@ use crate::arch::{cpu, entry, firmware::Firmware, heap, mmu, percpu};
 use crate::board::{BoardKind, console, gic, power};
 use crate::dtb::{self, EnableMethod, PsciConduit};
 
-/// Stops the machine after a fatal error.
-pub fn fatal_stop() -> ! {
-    power::power_off()
+/// Why the boot CPU cannot bring the machine up. Each is reported once, in one place
+/// ([`primary_main`]), which then powers the machine off.
+enum BootError {
+    NoDtb,
+    NoHeap(heap::HeapError),
+    Dtb(dtb::DtbError),
+    Gic(gic::GicInitError),
+}
+
+impl core::fmt::Display for BootError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::NoDtb => write!(f, "no usable device tree"),
+            Self::NoHeap(e) => write!(f, "no heap: {e:?}"),
+            Self::Dtb(e) => write!(f, "device tree: {e}"),
+            Self::Gic(e) => write!(f, "GIC init failed: {e:?}"),
+        }
+    }
 }
 
 fn host_fdt() -> Option<fdt::Fdt<'static>> {
     entry::host_dtb().and_then(|b| dtb::parse(b).ok())
 }
 
-/// The boot CPU, on the runtime table.
+/// The boot CPU, on the runtime table: brings the machine up, then runs vCPU 0 or, with no
+/// guest, reports `ready` and powers off. Every failure ends here, logged once.
 pub fn primary_main() -> ! {
     percpu::set_current(0);
+    match boot_primary() {
+        Ok(never) => match never {},
+        Err(e) => {
+            log::error!("cannot boot: {e}");
+            power::power_off()
+        }
+    }
+}
+
+/// The boot spine: DTB → console and logging → power control → RAM and heap → CPUs and GIC →
+/// secondaries → the VM (or the `ready` report).
+fn boot_primary() -> Result<core::convert::Infallible, BootError> {
     // Console first: the early UART is already mapped in the linear window.
-    let fdt = host_fdt();
-    let Some(fdt) = fdt else { cpu::halt() };
+    let fdt = host_fdt().ok_or(BootError::NoDtb)?;
     if let Some(uart) = dtb::console_uart(&fdt) {
         console::init(uart.base);
     }
@@ -57,32 +84,14 @@ pub fn primary_main() -> ! {
             log::error!("cannot map RAM {:#x}+{:#x}: {e}", bank.base, bank.size);
         }
     }
-    let heap = match heap::init(&ram[..banks]) {
-        Ok(heap) => heap,
-        Err(e) => {
-            log::error!("no heap: {e:?}");
-            fatal_stop()
-        }
-    };
+    let heap = heap::init(&ram[..banks]).map_err(BootError::NoHeap)?;
 
-    let cpus: alloc::vec::Vec<dtb::CpuInfo> = match dtb::cpus(&fdt) {
-        Ok(it) => it.take(entry::MAX_CPUS).collect(),
-        Err(e) => {
-            log::error!("{e}");
-            fatal_stop()
-        }
-    };
-    let gic_info = match dtb::gic(&fdt) {
-        Ok(g) => g,
-        Err(e) => {
-            log::error!("{e}");
-            fatal_stop()
-        }
-    };
-    if let Err(e) = gic::init_primary(&gic_info, cpus.len()) {
-        log::error!("GIC init failed: {e:?}");
-        fatal_stop()
-    }
+    let cpus: alloc::vec::Vec<dtb::CpuInfo> = dtb::cpus(&fdt)
+        .map_err(BootError::Dtb)?
+        .take(entry::MAX_CPUS)
+        .collect();
+    let gic_info = dtb::gic(&fdt).map_err(BootError::Dtb)?;
+    gic::init_primary(&gic_info, cpus.len()).map_err(BootError::Gic)?;
     mark_online(0);
 
     // The boot CPU is the one whose MPIDR we run on; order the table so index 0 is us.

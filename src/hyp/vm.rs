@@ -269,7 +269,7 @@ impl Vm {
     /// Resets the VM after every vCPU stopped: stage 2 emptied, a fresh VMID (so no TLB entry
     /// of the old life can match; the old VMID is only reused after a rollover's broadcast
     /// invalidation), devices reset, images reloaded, the boot vCPU on and the others off
-    /// (seed 003).
+    /// (KVM/ARM: turn off vCPUs and flush stage 2 on system events, 2014).
     pub fn reset(&self, p: &impl Platform) -> Result<(), VmError> {
         self.stage2.lock().unmap_all().map_err(VmError::Layout)?;
         self.vmid.retire();

@@ -1,4 +1,4 @@
-//! The two EL2 stage-1 tables of seed 001.
+//! The two EL2 stage-1 tables (the trampoline scheme of the KVM/ARM HYP-init rework, 2013).
 //!
 //! - **boot table**: the image identity-mapped (VA == PA) plus the trampoline page at
 //!   `TRAMPOLINE_VA`. Used only between "MMU on" and the jump into the trampoline.

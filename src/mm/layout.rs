@@ -4,7 +4,7 @@
 //! 0x0000_0000_0000_0000 ..  identity range: the image's physical address (boot table only)
 //! 0x0000_7f00_0000_0000     IMAGE_VA: the hypervisor image (runtime table; linker.ld links here)
 //! 0x0000_7f80_0000_0000     DTB_VA: the host device tree, read-only
-//! 0x0000_7fff_ffff_0000     TRAMPOLINE_VA: the trampoline page, in BOTH tables (seed 001)
+//! 0x0000_7fff_ffff_0000     TRAMPOLINE_VA: the trampoline page, in BOTH tables (the KVM/ARM HYP-init rework, Zyngier 2013)
 //! 0x0000_8000_0000_0000 ..  LINEAR_BASE + PA: RAM (normal) and device windows (Device-nGnRE)
 //! ```
 //! The identity range must stay below `IDENTITY_LIMIT` so it can never collide with a runtime

@@ -1,5 +1,5 @@
-//! Loom models of the vCPU request/kick protocol and of PSCI power state (issue 4, scenarios 3
-//! and 4). Built only with `RUSTFLAGS="--cfg loom"`; run by `scripts/test-models.sh`.
+//! Loom models of the vCPU request/kick protocol and of PSCI power state. Built only with
+//! `RUSTFLAGS="--cfg loom"`; run by `scripts/test-models.sh`.
 //!
 //! "The guest uses the memory" is modelled by the vCPU reading a `reused` flag while in guest
 //! mode, and "the requester reuses the memory" by storing `true` into it once its request call
@@ -76,7 +76,7 @@ fn run_loop(vcpu: &VcpuRequests, requesters: &[&Requester], rounds: usize) {
     }
 }
 
-/// Scenario 3 (seed 004): two requests back to back, the second arriving while the vCPU may
+/// Two requests: two requests back to back, the second arriving while the vCPU may
 /// already be EXITING because of the first; each requester with `wait` returns only after the
 /// vCPU took its request or left guest mode. `waits` says which of the two wait.
 fn two_requests_back_to_back(waits: [bool; 2]) {
@@ -108,16 +108,16 @@ fn two_requests_back_to_back(waits: [bool; 2]) {
     }
 }
 
-/// The second request waits: the seed 004 case (it finds the vCPU EXITING, sends no IPI, and
+/// The second request waits: the case of the KVM vCPU-request thread (2017) (it finds the vCPU EXITING, sends no IPI, and
 /// must still wait).
 #[test]
-fn loom_scenario3_kick_second_request_while_exiting_still_waits() {
+fn loom_kick_second_request_while_exiting_still_waits() {
     loom::model(|| two_requests_back_to_back([false, true]));
 }
 
 /// The first request waits while a second one piles on.
 #[test]
-fn loom_scenario3_kick_first_waiting_request_unaffected_by_second() {
+fn loom_kick_first_waiting_request_unaffected_by_second() {
     loom::model(|| two_requests_back_to_back([true, false]));
 }
 
@@ -126,16 +126,16 @@ fn loom_scenario3_kick_first_waiting_request_unaffected_by_second() {
 /// checker, not of the protocol: each spinner only reads), so this model is explored with at
 /// most one preemption; the two models above cover each waiter at the full bound.
 #[test]
-fn loom_scenario3_kick_two_waiting_requests_while_exiting() {
+fn loom_kick_two_waiting_requests_while_exiting() {
     let mut builder = loom::model::Builder::new();
     builder.preemption_bound = Some(1);
     builder.check(|| two_requests_back_to_back([true, true]));
 }
 
-/// Scenario 3, fan-out: one requester waits on two vCPUs in the guest at once
+/// Fan-out: one requester waits on two vCPUs in the guest at once
 /// (`make_all_request`), the way SYSTEM_OFF and stage-2 unmapping use it.
 #[test]
-fn loom_scenario3_kick_make_all_request_waits_for_every_vcpu() {
+fn loom_kick_make_all_request_waits_for_every_vcpu() {
     loom::model(|| {
         let vcpus = Arc::new([vcpu_in_guest(0), vcpu_in_guest(1)]);
         let requester = Arc::new(Requester {
@@ -158,11 +158,11 @@ fn loom_scenario3_kick_make_all_request_waits_for_every_vcpu() {
     });
 }
 
-/// Scenario 3: wait=false never blocks, even on a vCPU that stays in the guest until the
+/// wait=false never blocks, even on a vCPU that stays in the guest until the
 /// requester has returned (if it blocked, the model would spin forever and loom would fail).
 /// Of two such requests, only the one that found the vCPU in the guest sends the IPI.
 #[test]
-fn loom_scenario3_kick_without_wait_never_blocks_and_kicks_once() {
+fn loom_kick_without_wait_never_blocks_and_kicks_once() {
     loom::model(|| {
         let vcpu = Arc::new(vcpu_in_guest(0));
         let kick = Arc::new(CountingKick::default());
@@ -197,7 +197,7 @@ fn loom_scenario3_kick_without_wait_never_blocks_and_kicks_once() {
 const RAM: core::ops::Range<u64> = 0x4000_0000..0x6000_0000;
 const ENTRY: u64 = 0x4008_0000;
 
-/// Scenario 4: vCPU 0 calls CPU_ON for vCPU 2 while vCPU 1 calls SYSTEM_OFF (or
+/// vCPU 0 calls CPU_ON for vCPU 2 while vCPU 1 calls SYSTEM_OFF (or
 /// SYSTEM_RESET); vCPU 2's run loop reacts to its requests. Afterwards no vCPU of the VM can
 /// run, and no vCPU is in the guest once the system event's waiting Stop request returned.
 fn system_event_races_cpu_on(event_fid: u32) {
@@ -279,20 +279,20 @@ fn system_event_races_cpu_on(event_fid: u32) {
 }
 
 #[test]
-fn loom_scenario4_system_off_racing_cpu_on_leaves_no_vcpu_running() {
+fn loom_system_off_racing_cpu_on_leaves_no_vcpu_running() {
     system_event_races_cpu_on(PSCI_SYSTEM_OFF);
 }
 
 #[test]
-fn loom_scenario4_system_reset_racing_cpu_on_leaves_no_vcpu_running() {
+fn loom_system_reset_racing_cpu_on_leaves_no_vcpu_running() {
     system_event_races_cpu_on(PSCI_SYSTEM_RESET);
 }
 
-/// Scenario 4: CPU_ON racing CPU_ON on one target (while the target may already be starting):
+/// CPU_ON racing CPU_ON on one target (while the target may already be starting):
 /// exactly one SUCCESS, the others ALREADY_ON or ON_PENDING, and the target starts at the
 /// winner's entry point.
 #[test]
-fn loom_scenario4_cpu_on_racing_cpu_on_has_exactly_one_success() {
+fn loom_cpu_on_racing_cpu_on_has_exactly_one_success() {
     loom::model(|| {
         let vm = Arc::new(VmPower::new(3, 0).unwrap());
         vm.cpu_on(1, ENTRY, 0).unwrap();

@@ -1,7 +1,7 @@
 //! Virtual CPUs: the state other physical CPUs share with a vCPU's run loop.
 //!
-//! - [`request`]: request bits, guest mode and kicks (seed 004);
-//! - [`power`]: PSCI power state of each vCPU and of the VM (seed 003);
+//! - [`request`]: request bits, guest mode and kicks (KVM's vCPU requests);
+//! - [`power`]: PSCI power state of each vCPU and of the VM (KVM/ARM: turn off vCPUs and flush stage 2 on system events, 2014);
 //! - the vCPU ↔ MPIDR numbering below, used by PSCI, the guest DTB and the vGIC.
 
 pub mod power;

@@ -1,4 +1,4 @@
-//! PSCI power state of a VM's vCPUs and of the VM itself (seed 003).
+//! PSCI power state of a VM's vCPUs and of the VM itself (KVM/ARM: turn off vCPUs and flush stage 2 on system events, 2014).
 //!
 //! Each vCPU's state is one atomic byte, and every transition is a single compare-and-swap or
 //! swap on it, so concurrent PSCI calls from several vCPUs resolve without a lock:

@@ -1,4 +1,4 @@
-//! vCPU requests and kicks (seed 004, KVM's `kvm_make_request` / `kvm_vcpu_kick` /
+//! vCPU requests and kicks (KVM's `kvm_make_request` / `kvm_vcpu_kick` /
 //! `kvm_make_all_cpus_request`).
 //!
 //! Another physical CPU asks a vCPU to do something before it next runs guest code (stop,
@@ -15,7 +15,7 @@
 //!
 //! A requester that waits (`wait = true`) returns only once every target has taken the request
 //! or is outside guest mode — also when the target is already "exiting" because of an earlier
-//! request, the case seed 004 got wrong (that requester sent no IPI and did not wait either,
+//! request, the case the 2017 KVM thread found wrong (that requester sent no IPI and did not wait either,
 //! then reused memory the guest could still reach). It spins with `sync::spin_wait`; the wait
 //! ends because a kicked vCPU always leaves the guest.
 
@@ -232,7 +232,7 @@ impl VcpuRequests {
             }
         };
         let must_kick = match mode_of(was) {
-            // Only the requester that moved it to "exiting" sends the IPI (seed 004).
+            // Only the requester that moved it to "exiting" sends the IPI.
             GuestMode::InGuest => true,
             GuestMode::Exiting => false,
             GuestMode::Outside => request.wakes_blocked_vcpu(),

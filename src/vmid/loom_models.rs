@@ -1,4 +1,4 @@
-//! Loom models of the VMID allocator (issue 4, scenarios 1 and 2). Built only with
+//! Loom models of the VMID allocator. Built only with
 //! `RUSTFLAGS="--cfg loom"`; run by `scripts/test-models.sh`. Every physical CPU is a loom
 //! thread running the real `VmidAllocator` on loom's atomics and mutex; a `GuestOracle` behind a
 //! mutex checks each guest entry.
@@ -45,13 +45,13 @@ impl World {
     }
 }
 
-/// Scenario 1 (seed 000): VM0 has vCPUs in the guest on CPU0 and CPU1, the VMID space is full,
+/// One VMID per VM across a rollover (KVM/ARM world-switch review, 2012): VM0 has vCPUs in the guest on CPU0 and CPU1, the VMID space is full,
 /// and VM1 is scheduled for the first time on CPU2, so its allocation rolls over. CPU0 and
 /// CPU1 re-enter VM0 in any order and at any point — CPU0 "returning late" included. The
 /// oracle asserts that the two vCPUs of VM0 never run with different VMIDs and that no VMID is
 /// held by two VMs at once.
 #[test]
-fn loom_scenario1_seed000_vcpus_of_one_vm_share_a_vmid_across_rollover() {
+fn loom_vcpus_of_one_vm_share_a_vmid_across_rollover() {
     loom::model(|| {
         let world = World::new(3, 3);
         let (vm0, vm1) = (Arc::new(VmVmid::new()), Arc::new(VmVmid::new()));
@@ -87,13 +87,13 @@ fn loom_scenario1_seed000_vcpus_of_one_vm_share_a_vmid_across_rollover() {
     });
 }
 
-/// Scenario 2: rollover while other CPUs are in the guest. VM A runs on CPU0, VM B on CPU1,
+/// Rollover while other CPUs are in the guest. VM A runs on CPU0, VM B on CPU1,
 /// fillers used up the rest of the space on CPU2; CPU2 then runs a new VM C, which rolls
 /// over, while CPU0 and CPU1 exit and re-enter their VMs at any point. Every VMID active at
 /// the rollover stays with its VM, and a VMID recycled from a filler is only used after the
 /// broadcast TLB invalidation (the oracle checks the flush count at every entry).
 #[test]
-fn loom_scenario2_rollover_preserves_active_vmids_and_flushes_before_reuse() {
+fn loom_rollover_preserves_active_vmids_and_flushes_before_reuse() {
     loom::model(|| {
         let world = World::new(3, 3);
         let (vm_a, vm_b, vm_c) = (

@@ -1,5 +1,5 @@
 //! Test oracle for the VMID allocator: records which VM each physical CPU runs in the guest,
-//! with which hardware VMID, and checks the invariants of seeds 000 and 002 at every entry:
+//! with which hardware VMID, and checks the invariants of KVM's VMID allocator (one VMID per VM across CPUs; active VMIDs survive a rollover) at every entry:
 //! - two vCPUs of one VM in the guest at the same time hold the same VMID;
 //! - two different VMs in the guest at the same time hold different VMIDs (so no VMID is held
 //!   by two VMs in one generation, nor across a rollover while the older user still runs);

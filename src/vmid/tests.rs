@@ -168,7 +168,7 @@ fn rollover_preserves_every_active_vmid_for_2_and_3_bits_and_1_to_4_cpus() {
 
 #[test]
 fn rollover_keeps_one_vm_on_one_vmid_when_a_cpu_returns_late() {
-    // Seed 000 sequentially: VM0 on CPU0 and CPU1, VM1 first scheduled on CPU2 when the
+    // The KVM/ARM world-switch review case (one VMID per VM across CPUs) sequentially: VM0 on CPU0 and CPU1, VM1 first scheduled on CPU2 when the
     // next allocation rolls over; CPU1 re-enters VM0 first, CPU0 returns late.
     for cpu0_first in [false, true] {
         let mut sim = Sim::new(3, 3, 2);

@@ -3,7 +3,7 @@
 //!
 //! Each check prints `PROBE: PASS <name>` or `PROBE: FAIL <name> got=.. want=..`. The wanted
 //! values are the PSCI 1.1 / SMCCC 1.1 answers of a hypervisor that implements exactly what
-//! issue 3 asks for; see the report in the probe's commit for the table.
+//! Bulkhead promises; see the report in the probe's commit for the table.
 
 use core::fmt::Display;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -20,7 +20,7 @@ pub const WANT_SMCCC_VERSION: i64 = psci::VERSION_1_1;
 
 /// CPU_ON's answer for an entry point outside guest RAM.
 ///
-/// Bulkhead's contract (issue 3) is INVALID_PARAMETERS for a bad MPIDR *or* a bad entry point.
+/// Bulkhead's contract is INVALID_PARAMETERS for a bad MPIDR *or* a bad entry point.
 /// DEN0022 also defines INVALID_ADDRESS (-9) for an entry "known not to be available to the
 /// caller" (TF-A uses it); we follow the product contract, so a guest only has one code to
 /// handle. Change both sides together if that contract changes.

@@ -59,7 +59,7 @@ extern "C" fn el2_exception(frame: &mut ExceptionFrame, kind: u64) {
             _ => {}
         }
     }
-    crate::hypervisor::fatal_stop()
+    crate::board::power::power_off()
 }
 
 /// Early vectors (MMU off or boot table): raw report, then the asm parks the CPU.

@@ -1,5 +1,5 @@
 //! Stage-2 hardware controls: VTCR/VTTBR, TLB invalidation by VMID, and the cache
-//! maintenance a guest running with its MMU off needs (seed 003).
+//! maintenance a guest running with its MMU off needs (KVM/ARM: turn off vCPUs and flush stage 2 on system events, 2014).
 
 use aarch64_cpu::registers::{
     ID_AA64MMFR0_EL1, ID_AA64MMFR1_EL1, Readable, VTCR_EL2, VTTBR_EL2, Writeable,

@@ -41,7 +41,7 @@ fn kick_is_sent_once_and_the_target_becomes_exiting() {
     assert_eq!(vcpu.mode(), GuestMode::InGuest);
     assert!(make_request(&vcpu, Request::TlbFlush, false, &kick));
     assert_eq!(vcpu.mode(), GuestMode::Exiting);
-    // A second request while exiting sends no second IPI (seed 004: avoiding it is the point
+    // A second request while exiting sends no second IPI (avoiding it is the point
     // of the exiting state) ...
     assert!(!make_request(&vcpu, Request::Stop, false, &kick));
     assert_eq!(kick.kicked(), [3]);
