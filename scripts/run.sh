@@ -5,7 +5,13 @@
 #   scripts/run.sh [--board virt|rpi4] [--gic 2|3] [--smp N] [--no-guest]
 #                  [--kernel PATH] [--initrd PATH] [--append "GUEST CMDLINE"] [--mem SIZE]
 #                  [--hyp-append "BULKHEAD BOOTARGS"] [--image PATH] [--icount]
+#                  [--vm "name=domU1,kernel=PATH[,initrd=PATH][,cpus=N][,mem=SIZE]
+#                        [,affinity=CPUS][,append=GUEST CMDLINE]"]...
 #                  [-- EXTRA QEMU ARGS]
+#
+# With --vm (repeatable, virt only) the VMs are described the way Xen dom0less users do it: a
+# host DTB with one `xen,domain` node per VM (scripts/mkdom0less.sh) and the files placed by
+# QEMU's generic loader. `append=` comes last in a --vm value and takes the rest.
 #
 # The guest image (and initrd) reach Bulkhead as Xen-style multiboot modules in /chosen, written
 # by QEMU's `-device guest-loader` - the same command line boots Xen. Exits with QEMU's code.
@@ -14,7 +20,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 board=virt gic=3 smp=4 guest=1 kernel="" initrd="" append="" mem=512M hyp_append="" image=""
 icount=0 qemu_cpus="" virt_ext=on kernel_addr=0x50000000 initrd_addr=0x58000000
-extra=()
+extra=() vms=()
+caller_dir=$OLDPWD   # `cd` above: relative --vm paths are the caller's
 while [ $# -gt 0 ]; do
     case "$1" in
         --board) board=$2; shift 2 ;;
@@ -29,9 +36,10 @@ while [ $# -gt 0 ]; do
         --hyp-append) hyp_append=$2; shift 2 ;;
         --image) image=$2; shift 2 ;;
         --icount) icount=1; shift ;;
+        --vm) vms+=("$2"); shift 2 ;;
         --el1) virt_ext=off; shift ;;   # tests: start the image at EL1 (it must say so)
         --) shift; extra=("$@"); break ;;
-        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
         *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -70,6 +78,35 @@ case "$board" in
         ;;
     *) echo "run.sh: unknown board $board" >&2; exit 2 ;;
 esac
+
+if [ ${#vms[@]} -gt 0 ]; then
+    [ "$board" = virt ] || { echo "run.sh: --vm needs --board virt" >&2; exit 2; }
+    guest=0
+    # Host RAM: 512 MiB for the hypervisor, QEMU's DTB and the files, plus every VM's RAM.
+    vm_mib=0
+    for spec in "${vms[@]}"; do
+        size=$(sed -n 's/.*mem=\([0-9]*[KkMmGg]\?\).*/\1/p' <<<"${spec%%append=*}")
+        size=${size:-256M}
+        case "${size,,}" in
+            *g) vm_mib=$(( vm_mib + ${size%[Gg]} * 1024 )) ;;
+            *m) vm_mib=$(( vm_mib + ${size%[Mm]} )) ;;
+            *k) vm_mib=$(( vm_mib + ${size%[Kk]} / 1024 )) ;;
+        esac
+    done
+    host_mib=$(( 512 + vm_mib + 64 ))
+    dtb=$(mktemp --suffix=.dtb)
+    vm_args=()
+    for spec in "${vms[@]}"; do vm_args+=(--vm "$spec"); done
+    repo=$PWD
+    mapfile -t loaders < <(cd "$caller_dir" && "$repo/scripts/mkdom0less.sh" --out "$dtb" \
+        --gic "$gic" --smp "${qemu_cpus:-$smp}" --mem "$host_mib" "${vm_args[@]}")
+    [ ${#loaders[@]} -gt 0 ] || { echo "run.sh: could not build the dom0less DTB" >&2; exit 2; }
+    # The same machine, with the DTB that names the VMs and the files where it says.
+    for i in "${!qemu[@]}"; do
+        [ "${qemu[$i]}" = "-m" ] && qemu[$((i + 1))]="${host_mib}M"
+    done
+    qemu+=(-dtb "$dtb" "${loaders[@]}")
+fi
 
 if [ "$guest" = 1 ]; then
     if [ -z "$kernel" ]; then

@@ -113,10 +113,10 @@ fn boot_primary() -> Result<core::convert::Infallible, BootError> {
         hotplug_test(&mpidrs, psci, cycles);
     }
 
-    if let Some(vm) = crate::hyp::setup::create_vm(&fdt, &gic_info, heap.end(), total) {
-        // Release the secondaries into their vCPU loops, then run vCPU 0 here.
+    if crate::hyp::setup::create_vms(&fdt, &gic_info, heap.end(), total) > 0 {
+        // Release the secondaries into their vCPU loops, then run this CPU's share here.
         cpu::sev();
-        crate::hyp::run::run_vcpu(vm, 0, 0)
+        crate::hyp::run::run_cpu(0)
     }
 
     crate::println!(
@@ -234,13 +234,8 @@ pub fn secondary_main(cpu_index: usize) -> ! {
         cpu::halt()
     };
     loop {
-        if let Some(vm) = crate::hyp::setup::vm() {
-            if cpu_index < vm.config.vcpu_count {
-                crate::hyp::run::run_vcpu(vm, cpu_index, cpu_index)
-            }
-            // Not needed by the guest: sleep for good (WFI, unlike a WFE loop, really stops a
-            // CPU — and a QEMU vCPU thread).
-            cpu::halt()
+        if !crate::hyp::setup::vms().is_empty() {
+            crate::hyp::run::run_cpu(cpu_index)
         }
         if me.command.swap(percpu::CMD_NONE, Ordering::AcqRel) == percpu::CMD_OFFLINE {
             me.online.store(false, Ordering::Release);

@@ -44,7 +44,7 @@ pub fn uart_read(
     drop(uart);
     // The guest may have made room in its receive FIFO: resume held-back input.
     if vm.console_throttled.load(Ordering::Relaxed) {
-        forward_input(vm, p);
+        forward_input(core::slice::from_ref(vm), p);
     }
     value
 }
@@ -61,9 +61,10 @@ fn update_uart_line(vm: &Vm, uart: &EmulatedPl011, p: &impl Platform) {
     }
 }
 
-/// Moves bytes typed on the console into the guest's PL011 receive FIFO (the host UART's
-/// receive interrupt, or the guest reading its FIFO, calls this).
-pub fn forward_input(vm: &Vm, p: &impl Platform) {
+/// Moves bytes typed on the console into the receive FIFO of the VM in focus (the host UART's
+/// receive interrupt, or that guest reading its FIFO, calls this).
+pub fn forward_input(vms: &[Vm], p: &impl Platform) {
+    let Some(vm) = vms.first() else { return };
     let mut uart = vm.uart.lock();
     // Bounded: at most a few refills of the guest's FIFO per call.
     for _ in 0..4 {

@@ -23,21 +23,27 @@ pub fn set_host_intids(uart: Option<u32>, maintenance: Option<u32>) {
     }
 }
 
-/// Enables the interrupts a CPU running a vCPU takes. Physical CPU 0 also owns the console.
+/// Enables the interrupts a CPU running a vCPU takes.
 pub fn enable_vcpu_irqs(pcpu: usize) {
     gic::enable_private(timer::VTIMER_INTID, pcpu);
     gic::enable_private(timer::HYP_TIMER_INTID, pcpu);
     gic::enable_private(gic::KICK_SGI, pcpu);
     gic::enable_private(MAINTENANCE_INTID.load(Ordering::Relaxed), pcpu);
+}
+
+/// Enables the console UART's receive interrupt, routed to the boot CPU (CPU 0), which
+/// serves console input whether or not it runs a vCPU.
+pub fn enable_console_irq() {
     let uart = UART_INTID.load(Ordering::Relaxed);
-    if pcpu == 0 && uart >= 32 {
+    if uart >= 32 {
         host_console::enable_rx_irq();
         gic::enable_shared(uart);
     }
 }
 
-/// Acknowledges and handles every pending physical interrupt on this CPU.
-pub fn handle_host_irqs(vm: &Vm, vcpu: &mut Vcpu) {
+/// Acknowledges and handles every pending physical interrupt on this CPU; `running` is the
+/// vCPU this CPU runs, if any.
+pub fn handle_host_irqs(mut running: Option<(&Vm, &mut Vcpu)>) {
     let p = &ArchPlatform;
     let uart = UART_INTID.load(Ordering::Relaxed);
     // Bounded: a device that keeps re-asserting must not wedge this CPU.
@@ -48,12 +54,11 @@ pub fn handle_host_irqs(vm: &Vm, vcpu: &mut Vcpu) {
         if intid >= 1020 {
             return;
         }
-        if intid == timer::VTIMER_INTID {
-            timer::sample_vtimer(vm, vcpu, p);
-        } else if intid == timer::HYP_TIMER_INTID {
-            timer::update_ptimer(vm, vcpu, p);
-        } else if intid == uart && uart != 0 {
-            console::forward_input(vm, p);
+        match (intid, running.as_mut()) {
+            (timer::VTIMER_INTID, Some((vm, vcpu))) => timer::sample_vtimer(vm, vcpu, p),
+            (timer::HYP_TIMER_INTID, Some((vm, vcpu))) => timer::update_ptimer(vm, vcpu, p),
+            (intid, _) if intid == uart && uart != 0 => console::forward_input(super::setup::vms(), p),
+            _ => {}
         }
         gic::eoi(iar);
     }

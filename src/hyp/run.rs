@@ -1,6 +1,7 @@
-//! The per-physical-CPU run loop. vCPU `i` of the VM is pinned to physical CPU `i`, so the
-//! guest's EL1 and timer registers stay live in the hardware; what moves on every exit is the
-//! GPRs (`arch::switch`) and the list registers (flushed from / folded into the vGIC model).
+//! The per-physical-CPU run loop. Each vCPU of each VM is pinned to a physical CPU of its own
+//! (static partitioning, `config::place`), so the guest's EL1 and timer registers stay live in
+//! the hardware; what moves on every exit is the GPRs (`arch::switch`) and the list registers
+//! (flushed from / folded into the vGIC model). A CPU without a vCPU idles in WFI.
 //!
 //! One pass: requests (KVM's vCPU requests) → may this vCPU run (PSCI power state)? → VMID of
 //! the current generation (KVM's VMID allocator) → load list registers → enter (refused if a request
@@ -115,7 +116,7 @@ fn inject(vcpu: &mut Vcpu, exception: Exception) {
 /// Waits on this physical CPU until something (an interrupt, a kick) happens.
 fn wait_for_event(vm: &Vm, vcpu: &mut Vcpu) {
     cpu::wfi();
-    host_irq::handle_host_irqs(vm, vcpu);
+    host_irq::handle_host_irqs(Some((vm, &mut *vcpu)));
 }
 
 /// Stops this CPU for good (the VM is off).
@@ -123,8 +124,30 @@ fn park() -> ! {
     cpu::halt()
 }
 
+/// Runs whatever this physical CPU was given: its vCPU, or nothing (idle).
+pub fn run_cpu(pcpu_index: usize) -> ! {
+    match setup::assigned(pcpu_index) {
+        Some((vm, vcpu)) => run_vcpu(vm, vcpu, pcpu_index),
+        None => idle(pcpu_index),
+    }
+}
+
+/// A CPU no vCPU uses. CPU 0 (where the console's interrupt is routed) still serves console
+/// input; the others sleep for good (WFI, unlike a WFE loop, really stops a CPU — and a QEMU
+/// vCPU thread).
+fn idle(pcpu_index: usize) -> ! {
+    if pcpu_index != 0 {
+        park()
+    }
+    host_irq::enable_console_irq();
+    loop {
+        cpu::wfi();
+        host_irq::handle_host_irqs(None);
+    }
+}
+
 /// Runs vCPU `index` of `vm` on this physical CPU (`pcpu_index`) forever.
-pub fn run_vcpu(vm: &'static Vm, index: usize, pcpu_index: usize) -> ! {
+fn run_vcpu(vm: &'static Vm, index: usize, pcpu_index: usize) -> ! {
     let Some(vcpu) = vm.vcpus.get(index) else {
         park()
     };
@@ -139,6 +162,9 @@ pub fn run_vcpu(vm: &'static Vm, index: usize, pcpu_index: usize) -> ! {
     let p = &ArchPlatform;
     sysregs::activate_traps(index as u64);
     host_irq::enable_vcpu_irqs(pcpu_index);
+    if pcpu_index == 0 {
+        host_irq::enable_console_irq();
+    }
     let requests = &vm.requests[index];
     let Some(vmids) = setup::vmids() else { park() };
     log::debug!("vcpu {index}: run loop on cpu {pcpu_index}");
@@ -182,7 +208,7 @@ pub fn run_vcpu(vm: &'static Vm, index: usize, pcpu_index: usize) -> ! {
             }
         }
         if vcpu.blocked {
-            host_irq::handle_host_irqs(vm, vcpu);
+            host_irq::handle_host_irqs(Some((vm, &mut *vcpu)));
             if vm.vgic.lock().has_deliverable(index) {
                 vcpu.blocked = false;
             } else {
@@ -191,7 +217,7 @@ pub fn run_vcpu(vm: &'static Vm, index: usize, pcpu_index: usize) -> ! {
             }
         }
 
-        let vmid = match vmids.update(index, &vm.vmid) {
+        let vmid = match vmids.update(pcpu_index, &vm.vmid) {
             Ok(v) => v,
             Err(e) => {
                 log::error!("vcpu {index}: no VMID: {e}");
@@ -225,7 +251,7 @@ pub fn run_vcpu(vm: &'static Vm, index: usize, pcpu_index: usize) -> ! {
                 }
                 ExitKind::Irq => {
                     ExitStats::count(&vm.exits.irq);
-                    host_irq::handle_host_irqs(vm, vcpu);
+                    host_irq::handle_host_irqs(Some((vm, &mut *vcpu)));
                     ExitAction::Resume
                 }
                 ExitKind::SError => {
@@ -250,31 +276,54 @@ pub fn run_vcpu(vm: &'static Vm, index: usize, pcpu_index: usize) -> ! {
 }
 
 /// PSCI SYSTEM_OFF (the PSCI handler already moved the VM to `Off`, and only the winning
-/// caller gets here): stop every vCPU, waiting until none can still be in the guest, then
-/// power the machine off (Bulkhead runs one VM).
+/// caller gets here): stop every vCPU of this VM, waiting until none can still be in the
+/// guest; its CPUs then idle. When the last VM is off, the machine powers off.
 fn system_off(vm: &Vm, index: usize) {
     make_all_request(vm.requests.iter(), Request::Stop, true, &ArchPlatform);
     log::info!(
-        "guest powered off (vcpu {index}): {} stage-2 mapping faults, {}, {} VMID rollovers; powering off",
+        "{} powered off (vcpu {index}): {} stage-2 mapping faults, {}, {} VMID rollovers, heap {} KiB in use",
+        vm.config.name,
         vm.stage2_faults.load(Ordering::Relaxed),
         vm.exits,
         setup::vmids().map_or(0, |v| v.stats().rollovers),
+        crate::arch::heap::used_bytes() >> 10,
     );
-    crate::board::power::power_off();
+    power_off_when_all_off();
 }
 
-/// PSCI SYSTEM_RESET(2) (VM already `Resetting`): stop every vCPU, then rebuild the VM in
-/// place and restart vCPU 0.
+/// Powers the machine off once every VM is off.
+fn power_off_when_all_off() {
+    if setup::vms()
+        .iter()
+        .all(|vm| vm.power.vm_state() == VmState::Off)
+    {
+        log::info!("every VM is off; powering off");
+        crate::board::power::power_off();
+    }
+}
+
+/// PSCI SYSTEM_RESET(2) (VM already `Resetting`): stop every vCPU of this VM, then rebuild it
+/// in place and restart its vCPU 0. The other VMs do not notice.
 fn system_reset(vm: &Vm, index: usize) {
     make_all_request(vm.requests.iter(), Request::Reset, true, &ArchPlatform);
     log::info!(
-        "guest reset (vcpu {index}) after {} stage-2 mapping faults",
+        "{} reset (vcpu {index}) after {} stage-2 mapping faults",
+        vm.config.name,
         vm.stage2_faults.swap(0, Ordering::Relaxed)
     );
     if let Err(e) = vm.reset(&ArchPlatform) {
-        log::error!("guest reset failed: {e}");
-        crate::board::power::power_off();
+        log::error!("{}: reset failed: {e}; the VM stays off", vm.config.name);
+        vm.power.force_off();
+        make_all_request(vm.requests.iter(), Request::Wake, false, &ArchPlatform);
+        power_off_when_all_off();
+        return;
     }
+    log::info!(
+        "{} restarted: VMID rollovers {}, heap {} bytes in use",
+        vm.config.name,
+        setup::vmids().map_or(0, |v| v.stats().rollovers),
+        crate::arch::heap::used_bytes(),
+    );
     // Wake everyone: vCPU 0 restarts, the others notice they are off.
     make_all_request(vm.requests.iter(), Request::Wake, false, &ArchPlatform);
 }

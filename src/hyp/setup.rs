@@ -1,6 +1,7 @@
-//! Building the VM from what the host DTB describes: the guest images are Xen-style multiboot
-//! modules in `/chosen` (QEMU's `-device guest-loader`), sizes come from Bulkhead's bootargs
-//! (`bulkhead.guest_mem=`, `bulkhead.guest_smp=`, `bulkhead.vmid_bits=`).
+//! Building the VMs from what the host DTB describes (`crate::config`: Xen's dom0less
+//! `xen,domain` nodes, or the multiboot modules of QEMU's `-device guest-loader` as one VM),
+//! placing them (`config::place`: RAM and physical CPUs), and the VMID allocator
+//! (`bulkhead.vmid_bits=`).
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -9,80 +10,26 @@ use fdt::Fdt;
 use spin::Once;
 
 use super::host_irq;
-use super::vm::{self, Vm, VmConfig, VmError};
+use super::vm::{Vm, VmConfig, VmError};
+use crate::config;
 use crate::arch::platform::{self, ArchPlatform};
 use crate::arch::{entry, mmu, stage2_hw, vgic_hw};
-use crate::dtb::{self, GicInfo, ModuleKind, PhysRange};
+use crate::dtb::{self, GicInfo, PhysRange};
 use crate::guest_layout::GicVersion;
 use crate::mm::layout::phys_to_linear;
 use crate::mm::stage2::{Stage2Map, stage2_geometry};
 use crate::vmid::VmidAllocator;
 
-/// Parses `512M`, `1G`, `65536K` or plain bytes.
-fn parse_size(s: &str) -> Option<u64> {
-    let (digits, unit) = match s.char_indices().last()? {
-        (i, 'K' | 'k') => (&s[..i], 1 << 10),
-        (i, 'M' | 'm') => (&s[..i], 1 << 20),
-        (i, 'G' | 'g') => (&s[..i], 1 << 30),
-        _ => (s, 1),
-    };
-    digits.parse::<u64>().ok()?.checked_mul(unit)
-}
-
-/// Creates the VM if the DTB carries a guest kernel; `None` means run without a guest.
-pub fn create_vm(
-    fdt: &Fdt<'_>,
-    gic: &GicInfo,
-    hypervisor_end: u64,
-    cpu_count: usize,
-) -> Option<&'static Vm> {
-    let modules: Vec<dtb::Module<'_>> = dtb::modules(fdt).collect();
-    let kernel = modules.iter().find(|m| m.kind == ModuleKind::Kernel)?;
-    let initrd = modules
-        .iter()
-        .find(|m| m.kind == ModuleKind::Ramdisk)
-        .map(|m| m.range);
-    let args = dtb::bootargs(fdt);
-    let ram_size = dtb::bootarg(args, "bulkhead.guest_mem")
-        .and_then(parse_size)
-        .unwrap_or(512 << 20);
-    let vcpu_count = dtb::bootarg(args, "bulkhead.guest_smp")
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(cpu_count);
-    if vcpu_count == 0 || vcpu_count > cpu_count {
-        log::error!(
-            "guest wants {vcpu_count} vCPUs; this machine runs at most {cpu_count} (one per CPU)"
-        );
-        return None;
-    }
-
-    let image = entry::image();
-    let params = entry::boot_params();
-    let mut avoid = alloc::vec![
-        PhysRange {
-            base: image.pa,
-            size: hypervisor_end - image.pa
-        },
-        PhysRange {
-            base: params.dtb_pa,
-            size: params.dtb_size
-        },
-    ];
-    avoid.extend(modules.iter().map(|m| m.range));
-    avoid.extend(dtb::reserved_regions(fdt));
-    let ram: Vec<PhysRange> = dtb::memory_regions(fdt).collect();
-    let Some(ram_pa) = vm::place_guest_ram(&ram, ram_size, &avoid) else {
-        log::error!("no room for {} MiB of guest RAM", ram_size >> 20);
-        return None;
-    };
-
-    let (version, gicv_pa) = match *gic {
+/// The GIC virtualization hardware, set up once for all VMs: the guest-visible GIC version and
+/// (GICv2) the host GICV passed through at the guests' GICC.
+fn init_virtual_gic(fdt: &Fdt<'_>, gic: &GicInfo) -> Option<(GicVersion, Option<u64>)> {
+    match *gic {
         GicInfo::V3 {
             maintenance_intid, ..
         } => {
             vgic_hw::init(vgic_hw::VgicHw::V3);
             host_irq::set_host_intids(dtb::console_uart_intid(fdt), maintenance_intid);
-            (GicVersion::V3, None)
+            Some((GicVersion::V3, None))
         }
         GicInfo::V2 {
             gich,
@@ -100,48 +47,138 @@ pub fn create_vm(
             };
             vgic_hw::init(vgic_hw::VgicHw::V2 { gich: gich_va });
             host_irq::set_host_intids(dtb::console_uart_intid(fdt), maintenance_intid);
-            (GicVersion::V2, Some(gicv.base))
-        }
-    };
-    let vmid_bits = dtb::bootarg(args, "bulkhead.vmid_bits").and_then(|b| b.parse().ok());
-    init_vmids(vmid_bits, cpu_count);
-
-    let config = VmConfig {
-        vcpu_count,
-        ram_size,
-        gic: version,
-        ram_pa,
-        kernel: kernel.range,
-        initrd,
-        bootargs: String::from(kernel.bootargs.unwrap_or("")),
-        gicv_pa,
-    };
-    log::info!(
-        "guest: {vcpu_count} vCPUs, {} MiB RAM at {ram_pa:#x}, GICv{}, kernel {} KiB{}",
-        ram_size >> 20,
-        if version == GicVersion::V3 { 3 } else { 2 },
-        kernel.range.size >> 10,
-        initrd.map_or(String::new(), |r| alloc::format!(
-            ", initrd {} KiB",
-            r.size >> 10
-        ))
-    );
-    match create(config) {
-        Ok(vm) => Some(vm),
-        Err(e) => {
-            log::error!("cannot create the guest: {e}");
-            None
+            Some((GicVersion::V2, Some(gicv.base)))
         }
     }
 }
 
-static VM: Once<Vm> = Once::new();
-static VMIDS: Once<VmidAllocator<stage2_hw::BroadcastTlb>> = Once::new();
+/// Builds every VM the host DTB describes (Xen dom0less `xen,domain` nodes, or the bare
+/// multiboot modules of QEMU's guest-loader as one VM), refusing bad ones with one line each,
+/// and loads their images. Returns how many VMs will run (0: run without a guest).
+pub fn create_vms(fdt: &Fdt<'_>, gic: &GicInfo, hypervisor_end: u64, cpu_count: usize) -> usize {
+    let args = dtb::bootargs(fdt);
+    let parsed = config::parse(fdt, args, cpu_count);
+    for warning in &parsed.warnings {
+        log::warn!("{warning}");
+    }
+    for refused in &parsed.refused {
+        log::error!("VM refused: {refused}");
+    }
+    if parsed.vms.is_empty() {
+        return 0;
+    }
+    let Some((version, gicv_pa)) = init_virtual_gic(fdt, gic) else {
+        return 0;
+    };
+    let vmid_bits = dtb::bootarg(args, "bulkhead.vmid_bits").and_then(|b| b.parse().ok());
+    init_vmids(vmid_bits, cpu_count);
 
-/// The VM, once created.
-pub fn vm() -> Option<&'static Vm> {
-    VM.get()
+    // Host RAM no VM may have: the hypervisor and its heap, the host DTB, the images.
+    let image = entry::image();
+    let params = entry::boot_params();
+    let mut avoid = alloc::vec![
+        PhysRange {
+            base: image.pa,
+            size: hypervisor_end - image.pa
+        },
+        PhysRange {
+            base: params.dtb_pa,
+            size: params.dtb_size
+        },
+    ];
+    for spec in &parsed.vms {
+        avoid.push(spec.kernel);
+        avoid.extend(spec.initrd);
+    }
+    avoid.extend(dtb::reserved_regions(fdt));
+    let ram: Vec<PhysRange> = dtb::memory_regions(fdt).collect();
+    let placements = config::place(&parsed.vms, &ram, &avoid, cpu_count);
+
+    let mut vms = Vec::new();
+    for (spec, placement) in parsed.vms.iter().zip(placements) {
+        let placement = match placement {
+            Ok(p) => p,
+            Err(e) => {
+                log::error!("VM refused: {e}");
+                continue;
+            }
+        };
+        let config = VmConfig {
+            name: spec.name.clone(),
+            vcpu_count: spec.vcpus,
+            pcpus: placement.pcpus.clone(),
+            ram_size: spec.memory,
+            gic: version,
+            ram_pa: placement.ram_pa,
+            kernel: spec.kernel,
+            initrd: spec.initrd,
+            bootargs: spec.bootargs.clone(),
+            gicv_pa,
+        };
+        log::info!(
+            "{}: {} vCPUs on CPUs {:?}, {} MiB RAM at {:#x}, GICv{}, kernel {} KiB{}",
+            spec.name,
+            spec.vcpus,
+            placement.pcpus,
+            spec.memory >> 20,
+            placement.ram_pa,
+            if version == GicVersion::V3 { 3 } else { 2 },
+            spec.kernel.size >> 10,
+            spec.initrd.map_or(String::new(), |r| alloc::format!(
+                ", initrd {} KiB",
+                r.size >> 10
+            ))
+        );
+        match build(vms.len(), config) {
+            Ok(vm) => vms.push(vm),
+            Err(e) => log::error!("{}: cannot create the VM: {e}", spec.name),
+        }
+    }
+    // Load each VM's images; a VM that cannot be loaded is off from the start.
+    let mut running = 0;
+    for vm in &vms {
+        match vm.load(&ArchPlatform) {
+            Ok(_) => running += 1,
+            Err(e) => {
+                log::error!("{}: cannot load the guest: {e}", vm.config.name);
+                vm.power.force_off();
+            }
+        }
+    }
+    let mut assignment = [None; entry::MAX_CPUS];
+    for vm in &vms {
+        for (vcpu, &pcpu) in vm.config.pcpus.iter().enumerate() {
+            if let Some(slot) = assignment.get_mut(pcpu) {
+                *slot = Some((vm.id, vcpu));
+            }
+        }
+    }
+    // Published last, complete: the other CPUs start running as soon as they see it.
+    MACHINE.call_once(|| Machine { vms, assignment });
+    running
 }
+
+/// The VMs and which physical CPU runs which vCPU, published once everything is loaded.
+struct Machine {
+    vms: Vec<Vm>,
+    /// Index = physical CPU: (VM id, vCPU).
+    assignment: [Option<(usize, usize)>; entry::MAX_CPUS],
+}
+
+static MACHINE: Once<Machine> = Once::new();
+
+/// The VMs, once created and loaded (empty before, and when there are none).
+pub fn vms() -> &'static [Vm] {
+    MACHINE.get().map_or(&[], |m| m.vms.as_slice())
+}
+
+/// The vCPU physical CPU `pcpu` runs, if any.
+pub fn assigned(pcpu: usize) -> Option<(&'static Vm, usize)> {
+    let machine = MACHINE.get()?;
+    let (vm, vcpu) = (*machine.assignment.get(pcpu)?)?;
+    Some((machine.vms.get(vm)?, vcpu))
+}
+static VMIDS: Once<VmidAllocator<stage2_hw::BroadcastTlb>> = Once::new();
 
 /// The VMID allocator, once set up.
 pub fn vmids() -> Option<&'static VmidAllocator<stage2_hw::BroadcastTlb>> {
@@ -168,8 +205,8 @@ fn init_vmids(requested_bits: Option<u8>, cpu_count: usize) {
     }
 }
 
-/// Builds the VM (stage-2 geometry from this CPU) and loads its images.
-fn create(config: VmConfig) -> Result<&'static Vm, VmError> {
+/// Builds a VM (stage-2 geometry from this CPU); its images are loaded once it has its place.
+fn build(id: usize, config: VmConfig) -> Result<Vm, VmError> {
     let geometry = stage2_geometry(stage2_hw::pa_range(), 40).map_err(VmError::Layout)?;
     let vtcr = geometry.vtcr_el2(stage2_hw::has_16bit_vmid());
     // Stage-2 tables come from the heap, which lives in the linear window.
@@ -182,8 +219,5 @@ fn create(config: VmConfig) -> Result<&'static Vm, VmError> {
     if !platform::allow_writing(ram) || !images.into_iter().flatten().all(platform::allow_reading) {
         log::error!("too many host RAM windows");
     }
-    let vm = Vm::new(config, vtcr, stage2)?;
-    let vm = VM.call_once(|| vm);
-    vm.load(&ArchPlatform)?;
-    Ok(vm)
+    Vm::new(id, config, vtcr, stage2)
 }

@@ -23,7 +23,11 @@ use crate::vmid::VmVmid;
 
 /// How a VM is described (from the host DTB's multiboot modules and Bulkhead's bootargs).
 pub struct VmConfig {
+    /// The VM's name (its dom0less node name), used in console prefixes and logs.
+    pub name: String,
     pub vcpu_count: usize,
+    /// The physical CPU each vCPU runs on (index = vCPU id).
+    pub pcpus: Vec<usize>,
     pub ram_size: u64,
     pub gic: GicVersion,
     /// Host PA of the guest's RAM.
@@ -54,6 +58,8 @@ pub enum VmError {
     Dtb(crate::guest_dtb::GuestDtbError),
     Vgic(crate::vgic::VgicError),
     Power(crate::vcpu::power::PowerError),
+    /// Not one physical CPU per vCPU.
+    Placement,
 }
 
 impl core::fmt::Display for VmError {
@@ -64,11 +70,14 @@ impl core::fmt::Display for VmError {
             Self::Dtb(e) => write!(f, "guest DTB: {e:?}"),
             Self::Vgic(e) => write!(f, "vGIC: {e}"),
             Self::Power(e) => write!(f, "vCPU power state: {e:?}"),
+            Self::Placement => write!(f, "not one physical CPU per vCPU"),
         }
     }
 }
 
 pub struct Vm {
+    /// Index among the VMs (0 = the first configured).
+    pub id: usize,
     pub config: VmConfig,
     pub mem: GuestMemoryMap,
     pub stage2: SpinLock<Stage2Map>,
@@ -155,7 +164,12 @@ impl Vm {
     /// Builds a VM around an empty stage-2 table (`vtcr` is the VTCR_EL2 for its geometry).
     /// The table is marked live from the start — any vCPU may load it — so aarch64-paging
     /// checks break-before-make on every later update and invalidates what it replaces.
-    pub fn new(config: VmConfig, vtcr: u64, stage2: Stage2Map) -> Result<Self, VmError> {
+    pub fn new(
+        id: usize,
+        config: VmConfig,
+        vtcr: u64,
+        stage2: Stage2Map,
+    ) -> Result<Self, VmError> {
         let mem = GuestMemoryMap::virt_guest(
             config.ram_size,
             config.ram_pa,
@@ -167,10 +181,15 @@ impl Vm {
         let vgic =
             Vgic::new(config.gic, config.vcpu_count, GUEST_SPI_COUNT).map_err(VmError::Vgic)?;
         let power = VmPower::new(config.vcpu_count, 0).map_err(VmError::Power)?;
-        let requests = (0..config.vcpu_count)
-            .map(|i| {
+        if config.pcpus.len() != config.vcpu_count {
+            return Err(VmError::Placement);
+        }
+        let requests = config
+            .pcpus
+            .iter()
+            .map(|&pcpu| {
                 let r = VcpuRequests::new();
-                r.set_pcpu(i);
+                r.set_pcpu(pcpu);
                 r
             })
             .collect();
@@ -178,6 +197,7 @@ impl Vm {
         stage2.mark_live();
         let config_vcpus = config.vcpu_count;
         Ok(Vm {
+            id,
             config,
             mem,
             stage2: SpinLock::new(stage2),
@@ -300,16 +320,4 @@ impl Vm {
             }
         }
     }
-}
-
-/// Where the guest's RAM goes in host RAM: the top of the first RAM bank, clear of everything
-/// the hypervisor and firmware use.
-pub fn place_guest_ram(ram: &[PhysRange], size: u64, avoid: &[PhysRange]) -> Option<u64> {
-    const ALIGN: u64 = 2 << 20;
-    ram.iter().find_map(|bank| {
-        let top = bank.end() & !(ALIGN - 1);
-        let base = top.checked_sub(size)? & !(ALIGN - 1);
-        let candidate = PhysRange { base, size };
-        (base >= bank.base && !avoid.iter().any(|a| a.overlaps(&candidate))).then_some(base)
-    })
 }

@@ -254,6 +254,15 @@ impl VmPower {
         won
     }
 
+    /// Turns the VM off for good whatever its state (a VM whose images could not be loaded or
+    /// reloaded): every vCPU halted, the VM `Off`.
+    pub fn force_off(&self) {
+        self.state.store(VM_OFF, Ordering::Release);
+        for vcpu in &self.vcpus {
+            vcpu.state.swap(HALTED, Ordering::AcqRel);
+        }
+    }
+
     /// After a reset: all vCPUs off except `boot_vcpu`, which is on, and the VM running again.
     /// Call only once every vCPU has stopped (the `Reset` request with wait returned).
     pub fn restart(&self, boot_vcpu: usize) -> Result<(), PowerError> {

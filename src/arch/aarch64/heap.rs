@@ -51,3 +51,8 @@ pub fn init(ram: &[PhysRange]) -> Result<PhysRange, HeapError> {
     });
     Ok(heap)
 }
+
+/// Bytes of heap in use (what the allocator handed out and was not given back).
+pub fn used_bytes() -> usize {
+    HEAP.lock().stats_alloc_actual()
+}

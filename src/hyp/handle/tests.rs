@@ -64,7 +64,9 @@ const ESR_FP: u64 = 0x1e00_0000;
 
 fn vm_with(gic: GicVersion, vcpus: usize) -> Vm {
     let config = VmConfig {
+        name: String::from("test"),
         vcpu_count: vcpus,
+        pcpus: (0..vcpus).collect(),
         ram_size: RAM_SIZE,
         gic,
         ram_pa: RAM_PA,
@@ -75,7 +77,7 @@ fn vm_with(gic: GicVersion, vcpus: usize) -> Vm {
     };
     let geometry = stage2_geometry(4, 40).unwrap();
     let stage2 = Stage2Map::new_linear(&geometry, 0);
-    Vm::new(config, geometry.vtcr_el2(false), stage2).unwrap()
+    Vm::new(0, config, geometry.vtcr_el2(false), stage2).unwrap()
 }
 
 fn vm() -> Vm {
@@ -317,7 +319,7 @@ fn exit_pl011_load_reads_the_flag_register() {
 fn exit_console_input_reaches_the_guest_pl011() {
     let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(0, 0x4000));
     p.console_in.borrow_mut().extend(*b"hi");
-    crate::hyp::console::forward_input(&vm, &p);
+    crate::hyp::console::forward_input(core::slice::from_ref(&vm), &p);
     run(&vm, &mut v, &p, ESR_LDR_W2_L3, PL011_BASE);
     assert_eq!(v.regs.x[2], u64::from(b'h'));
     run(&vm, &mut v, &p, ESR_LDR_W2_L3, PL011_BASE);
