@@ -1,89 +1,92 @@
-//! The console bridge: the guest's emulated PL011 on one side, the host's console UART on the
-//! other. Guest writes go out to the host UART; bytes typed on the host UART go into the
-//! PL011's receive FIFO, with flow control (the host UART's receive interrupt is masked while
-//! the guest's FIFO is full, so the bytes wait in the host FIFO and a level interrupt cannot
-//! storm). Lock order: the VM's UART, then its vGIC.
+//! The one host console every VM and the hypervisor share: the multiplexer (`console_mux`:
+//! one VM's output passed through unchanged; several VMs' output as whole lines with a
+//! `name: ` prefix; input to the VM in focus) behind a lock, the flow-control state, and the
+//! deadline of held partial lines. `console_bridge` connects it to the guests' PL011s.
 
-use core::sync::atomic::Ordering;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use super::console_mux::{ConsoleMux, Input};
 use super::platform::Platform;
-use super::vm::Vm;
-use crate::devices::MmioError;
-use crate::devices::mmio::AccessSize;
-use crate::devices::pl011::EmulatedPl011;
-use crate::guest_layout::PL011_INTID;
+use crate::sync::SpinLock;
 
-/// A guest store to its PL011.
-pub fn uart_write(
-    vm: &Vm,
-    offset: u64,
-    size: AccessSize,
-    value: u64,
-    p: &impl Platform,
-) -> Result<(), MmioError> {
-    let mut uart = vm.uart.lock();
-    let out = uart.write(offset, size, value)?;
-    update_uart_line(vm, &uart, p);
-    drop(uart);
-    if let Some(byte) = out {
-        p.console_write(&[byte]);
-    }
-    Ok(())
+/// No partial-line flush pending.
+const NO_DEADLINE: u64 = u64::MAX;
+
+/// The one physical console every VM and the hypervisor share.
+pub struct Console {
+    mux: SpinLock<ConsoleMux>,
+    /// Console input held back (host UART RX interrupt masked) while the focused VM's receive
+    /// FIFO is full.
+    pub throttled: AtomicBool,
+    /// When the oldest held partial line is due (counter ticks), as last told to the platform.
+    flush_at: AtomicU64,
+    /// How long a partial line (a shell prompt) may wait for its end, in counter ticks.
+    idle_ticks: u64,
 }
 
-/// A guest load from its PL011.
-pub fn uart_read(
-    vm: &Vm,
-    offset: u64,
-    size: AccessSize,
-    p: &impl Platform,
-) -> Result<u64, MmioError> {
-    let mut uart = vm.uart.lock();
-    let value = uart.read(offset, size);
-    update_uart_line(vm, &uart, p);
-    drop(uart);
-    // The guest may have made room in its receive FIFO: resume held-back input.
-    if vm.console_throttled.load(Ordering::Relaxed) {
-        forward_input(core::slice::from_ref(vm), p);
+impl Console {
+    /// A console for VMs named `names` (index = VM id); `escape` typed three times switches
+    /// input focus; partial lines show after `idle_ticks`.
+    pub fn new(names: Vec<String>, escape: u8, idle_ticks: u64) -> Self {
+        Self {
+            mux: SpinLock::new(ConsoleMux::new(names, escape)),
+            throttled: AtomicBool::new(false),
+            flush_at: AtomicU64::new(NO_DEADLINE),
+            idle_ticks,
+        }
     }
-    value
-}
 
-/// Drives the guest PL011's interrupt line from its state; call with the UART locked. Only a
-/// change of level touches the vGIC, so the common console write costs no list-register
-/// refill.
-fn update_uart_line(vm: &Vm, uart: &EmulatedPl011, p: &impl Platform) {
-    let level = uart.irq_level();
-    if vm.uart_line.swap(level, Ordering::Relaxed) != level
-        && let Ok(set) = vm.vgic().set_line_level(0, PL011_INTID, level)
-    {
-        vm.kick_vcpus(set, p);
+    /// Bytes VM `vm` printed.
+    pub fn vm_output(&self, vm: usize, bytes: &[u8], p: &impl Platform) {
+        let now = p.counter();
+        let mut out = |b: &[u8]| p.console_write(b);
+        let mut mux = self.mux.lock();
+        mux.vm_output(vm, bytes, now, &mut out);
+        let due = mux.flush_idle(now, self.idle_ticks, &mut out);
+        drop(mux);
+        self.note_deadline(due, p);
     }
-}
 
-/// Moves bytes typed on the console into the receive FIFO of the VM in focus (the host UART's
-/// receive interrupt, or that guest reading its FIFO, calls this).
-pub fn forward_input(vms: &[Vm], p: &impl Platform) {
-    let Some(vm) = vms.first() else { return };
-    let mut uart = vm.uart.lock();
-    // Bounded: at most a few refills of the guest's FIFO per call.
-    for _ in 0..4 {
-        while uart.rx_space() > 0 {
-            match p.console_getc() {
-                Some(byte) => {
-                    uart.push_rx(byte);
-                }
-                None => break,
-            }
-        }
-        let full = uart.rx_space() == 0;
-        if full != vm.console_throttled.swap(full, Ordering::Relaxed) {
-            p.set_console_rx_irq(!full);
-        }
-        // Bytes that arrived while the interrupt was masked raise nothing new: take them now.
-        if full || !p.console_has_input() {
-            break;
+    /// Shows partial lines that waited long enough (the platform's console timer fired).
+    pub fn flush_idle(&self, p: &impl Platform) {
+        let now = p.counter();
+        let due = self
+            .mux
+            .lock()
+            .flush_idle(now, self.idle_ticks, &mut |b| p.console_write(b));
+        self.note_deadline(due, p);
+    }
+
+    fn note_deadline(&self, due: Option<u64>, p: &impl Platform) {
+        let due = due.unwrap_or(NO_DEADLINE);
+        if self.flush_at.swap(due, Ordering::AcqRel) != due {
+            p.set_console_deadline((due != NO_DEADLINE).then_some(due));
         }
     }
-    update_uart_line(vm, &uart, p);
+
+    /// A hypervisor line (`bulkhead: ...`), never printed inside a VM's line.
+    pub fn hyp_line(&self, args: core::fmt::Arguments<'_>, p: &impl Platform) {
+        self.mux
+            .lock()
+            .hyp_line_fmt(args, &mut |b| p.console_write(b));
+    }
+
+    /// A VM stopped (or started again): focus and held output follow.
+    pub fn set_alive(&self, vm: usize, alive: bool, p: &impl Platform) {
+        self.mux
+            .lock()
+            .set_alive(vm, alive, &mut |b| p.console_write(b));
+    }
+
+    /// The VM console input goes to.
+    pub fn focus(&self) -> usize {
+        self.mux.lock().focus()
+    }
+
+    /// One byte typed on the console: where it goes.
+    pub fn input(&self, byte: u8, p: &impl Platform) -> Input {
+        self.mux.lock().input(byte, &mut |b| p.console_write(b))
+    }
 }

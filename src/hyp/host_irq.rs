@@ -6,10 +6,12 @@
 
 use core::sync::atomic::{AtomicU32, Ordering};
 
+use super::setup;
 use super::vcpu::Vcpu;
 use super::vm::Vm;
-use super::{console, timer};
+use super::{console_bridge, timer};
 use crate::arch::platform::ArchPlatform;
+use crate::arch::{percpu, platform};
 use crate::board::{console as host_console, gic};
 
 /// Host INTIDs learned from the DTB (0 = none).
@@ -32,8 +34,11 @@ pub fn enable_vcpu_irqs(pcpu: usize) {
 }
 
 /// Enables the console UART's receive interrupt, routed to the boot CPU (CPU 0), which
-/// serves console input whether or not it runs a vCPU.
+/// serves console input whether or not it runs a vCPU, and the EL2 timer and kick it shows
+/// held partial lines with.
 pub fn enable_console_irq() {
+    gic::enable_private(timer::HYP_TIMER_INTID, platform::CONSOLE_CPU);
+    gic::enable_private(gic::KICK_SGI, platform::CONSOLE_CPU);
     let uart = UART_INTID.load(Ordering::Relaxed);
     if uart >= 32 {
         host_console::enable_rx_irq();
@@ -56,8 +61,25 @@ pub fn handle_host_irqs(mut running: Option<(&Vm, &mut Vcpu)>) {
         }
         match (intid, running.as_mut()) {
             (timer::VTIMER_INTID, Some((vm, vcpu))) => timer::sample_vtimer(vm, vcpu, p),
-            (timer::HYP_TIMER_INTID, Some((vm, vcpu))) => timer::update_ptimer(vm, vcpu, p),
-            (intid, _) if intid == uart && uart != 0 => console::forward_input(super::setup::vms(), p),
+            (timer::HYP_TIMER_INTID, running) => {
+                if percpu::current() == platform::CONSOLE_CPU
+                    && platform::console_due()
+                    && let Some(console) = setup::console()
+                {
+                    console.flush_idle(p);
+                }
+                match running {
+                    Some((vm, vcpu)) => timer::update_ptimer(vm, vcpu, p),
+                    None => platform::rearm_hyp_timer(),
+                }
+            }
+            // Another CPU changed the console's deadline.
+            (gic::KICK_SGI, _) if percpu::current() == platform::CONSOLE_CPU => {
+                platform::rearm_hyp_timer()
+            }
+            (intid, _) if intid == uart && uart != 0 => {
+                console_bridge::forward_input(setup::vms(), p)
+            }
             _ => {}
         }
         gic::eoi(iar);

@@ -2,6 +2,7 @@
 //! exit handlers. Target-only glue between the host-tested core rooms (`vgic`, `psci`,
 //! `vcpu`, `vmid`, `mm::stage2`, `devices`, `loader`, `guest_dtb`) and the arch code.
 pub mod console;
+pub mod console_bridge;
 pub mod console_mux;
 pub mod exit;
 pub mod handle;

@@ -32,6 +32,9 @@ pub trait Platform: Kick {
     fn console_has_input(&self) -> bool;
     /// Unmasks (true) or masks the console UART's receive interrupt.
     fn set_console_rx_irq(&self, enabled: bool);
+    /// When the console must next show held partial lines (counter ticks), or never: the
+    /// platform calls `Console::flush_idle` then.
+    fn set_console_deadline(&self, deadline: Option<u64>);
 }
 
 #[cfg(test)]
@@ -54,6 +57,7 @@ pub mod fake {
         pub console_out: RefCell<Vec<u8>>,
         pub console_in: RefCell<VecDeque<u8>>,
         pub console_rx_irq: Cell<Option<bool>>,
+        pub console_deadline: Cell<Option<u64>>,
         /// Host RAM: `(base PA, bytes)`.
         pub ram: RefCell<(u64, Vec<u8>)>,
     }
@@ -103,6 +107,9 @@ pub mod fake {
         }
         fn set_console_rx_irq(&self, enabled: bool) {
             self.console_rx_irq.set(Some(enabled));
+        }
+        fn set_console_deadline(&self, deadline: Option<u64>) {
+            self.console_deadline.set(deadline);
         }
     }
 }

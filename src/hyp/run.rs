@@ -280,6 +280,7 @@ fn run_vcpu(vm: &'static Vm, index: usize, pcpu_index: usize) -> ! {
 /// guest; its CPUs then idle. When the last VM is off, the machine powers off.
 fn system_off(vm: &Vm, index: usize) {
     make_all_request(vm.requests.iter(), Request::Stop, true, &ArchPlatform);
+    vm.console.set_alive(vm.id, false, &ArchPlatform);
     log::info!(
         "{} powered off (vcpu {index}): {} stage-2 mapping faults, {}, {} VMID rollovers, heap {} KiB in use",
         vm.config.name,
@@ -314,6 +315,7 @@ fn system_reset(vm: &Vm, index: usize) {
     if let Err(e) = vm.reset(&ArchPlatform) {
         log::error!("{}: reset failed: {e}; the VM stays off", vm.config.name);
         vm.power.force_off();
+        vm.console.set_alive(vm.id, false, &ArchPlatform);
         make_all_request(vm.requests.iter(), Request::Wake, false, &ArchPlatform);
         power_off_when_all_off();
         return;

@@ -9,6 +9,8 @@ use alloc::vec::Vec;
 use fdt::Fdt;
 use spin::Once;
 
+use super::console::Console;
+use super::console_mux;
 use super::host_irq;
 use super::vm::{Vm, VmConfig, VmError};
 use crate::config;
@@ -93,16 +95,30 @@ pub fn create_vms(fdt: &Fdt<'_>, gic: &GicInfo, hypervisor_end: u64, cpu_count: 
     avoid.extend(dtb::reserved_regions(fdt));
     let ram: Vec<PhysRange> = dtb::memory_regions(fdt).collect();
     let placements = config::place(&parsed.vms, &ram, &avoid, cpu_count);
-
-    let mut vms = Vec::new();
-    for (spec, placement) in parsed.vms.iter().zip(placements) {
-        let placement = match placement {
-            Ok(p) => p,
+    let placed: Vec<(&config::VmSpec, config::Placement)> = parsed
+        .vms
+        .iter()
+        .zip(placements)
+        .filter_map(|(spec, placement)| match placement {
+            Ok(p) => Some((spec, p)),
             Err(e) => {
                 log::error!("VM refused: {e}");
-                continue;
+                None
             }
-        };
+        })
+        .collect();
+    if placed.is_empty() {
+        return 0;
+    }
+    let console: &'static Console = CONSOLE.call_once(|| {
+        let escape = console_escape(args);
+        // A partial line (a prompt) shows after 50 ms without its end.
+        let idle = crate::arch::cpu::counter_frequency() / 20;
+        Console::new(placed.iter().map(|(s, _)| s.name.clone()).collect(), escape, idle)
+    });
+
+    let mut vms = Vec::new();
+    for (id, (spec, placement)) in placed.into_iter().enumerate() {
         let config = VmConfig {
             name: spec.name.clone(),
             vcpu_count: spec.vcpus,
@@ -129,9 +145,12 @@ pub fn create_vms(fdt: &Fdt<'_>, gic: &GicInfo, hypervisor_end: u64, cpu_count: 
                 r.size >> 10
             ))
         );
-        match build(vms.len(), config) {
+        match build(id, console, config) {
             Ok(vm) => vms.push(vm),
-            Err(e) => log::error!("{}: cannot create the VM: {e}", spec.name),
+            Err(e) => {
+                log::error!("{}: cannot create the VM: {e}", spec.name);
+                console.set_alive(id, false, &ArchPlatform);
+            }
         }
     }
     // Load each VM's images; a VM that cannot be loaded is off from the start.
@@ -142,6 +161,7 @@ pub fn create_vms(fdt: &Fdt<'_>, gic: &GicInfo, hypervisor_end: u64, cpu_count: 
             Err(e) => {
                 log::error!("{}: cannot load the guest: {e}", vm.config.name);
                 vm.power.force_off();
+                console.set_alive(vm.id, false, &ArchPlatform);
             }
         }
     }
@@ -176,7 +196,32 @@ pub fn vms() -> &'static [Vm] {
 pub fn assigned(pcpu: usize) -> Option<(&'static Vm, usize)> {
     let machine = MACHINE.get()?;
     let (vm, vcpu) = (*machine.assignment.get(pcpu)?)?;
-    Some((machine.vms.get(vm)?, vcpu))
+    Some((machine.vms.iter().find(|v| v.id == vm)?, vcpu))
+}
+
+/// The console the VMs share, once there are VMs.
+pub fn console() -> Option<&'static Console> {
+    CONSOLE.get()
+}
+
+static CONSOLE: Once<Console> = Once::new();
+
+/// The console escape byte (typed three times, it moves console input to the next VM):
+/// `bulkhead.console_escape=` as `^A`..`^Z`, or a number (default Ctrl-A, as Xen).
+fn console_escape(args: &str) -> u8 {
+    let Some(value) = dtb::bootarg(args, "bulkhead.console_escape") else {
+        return console_mux::DEFAULT_ESCAPE;
+    };
+    let parsed = match value.as_bytes() {
+        [b'^', letter] if letter.is_ascii_alphabetic() => Some(letter.to_ascii_uppercase() - b'@'),
+        _ => value
+            .strip_prefix("0x")
+            .map_or_else(|| value.parse().ok(), |hex| u8::from_str_radix(hex, 16).ok()),
+    };
+    parsed.unwrap_or_else(|| {
+        log::warn!("bulkhead.console_escape={value}: not ^A..^Z or a number; using ^A");
+        console_mux::DEFAULT_ESCAPE
+    })
 }
 static VMIDS: Once<VmidAllocator<stage2_hw::BroadcastTlb>> = Once::new();
 
@@ -206,7 +251,7 @@ fn init_vmids(requested_bits: Option<u8>, cpu_count: usize) {
 }
 
 /// Builds a VM (stage-2 geometry from this CPU); its images are loaded once it has its place.
-fn build(id: usize, config: VmConfig) -> Result<Vm, VmError> {
+fn build(id: usize, console: &'static Console, config: VmConfig) -> Result<Vm, VmError> {
     let geometry = stage2_geometry(stage2_hw::pa_range(), 40).map_err(VmError::Layout)?;
     let vtcr = geometry.vtcr_el2(stage2_hw::has_16bit_vmid());
     // Stage-2 tables come from the heap, which lives in the linear window.
@@ -219,5 +264,5 @@ fn build(id: usize, config: VmConfig) -> Result<Vm, VmError> {
     if !platform::allow_writing(ram) || !images.into_iter().flatten().all(platform::allow_reading) {
         log::error!("too many host RAM windows");
     }
-    Vm::new(id, config, vtcr, stage2)
+    Vm::new(id, console, config, vtcr, stage2)
 }

@@ -7,6 +7,7 @@ use alloc::vec::Vec;
 use core::ops::Range;
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use super::console::Console;
 use super::platform::Platform;
 use super::vcpu::Vcpu;
 use crate::devices::pl011::EmulatedPl011;
@@ -76,8 +77,10 @@ impl core::fmt::Display for VmError {
 }
 
 pub struct Vm {
-    /// Index among the VMs (0 = the first configured).
+    /// Index among the VMs (0 = the first configured); also its index on the console.
     pub id: usize,
+    /// The console the VM's PL011 prints on.
+    pub console: &'static Console,
     pub config: VmConfig,
     pub mem: GuestMemoryMap,
     pub stage2: SpinLock<Stage2Map>,
@@ -93,9 +96,6 @@ pub struct Vm {
     pub uart: SpinLock<EmulatedPl011>,
     /// The level last driven on the PL011's interrupt line (changed under the `uart` lock).
     pub uart_line: core::sync::atomic::AtomicBool,
-    /// Console input held back (host UART RX interrupt masked) while the PL011's receive FIFO
-    /// is full; changed under the `uart` lock.
-    pub console_throttled: core::sync::atomic::AtomicBool,
     pub power: VmPower,
     /// The vCPUs; a physical CPU locks the one it runs.
     pub vcpus: Vec<SpinLock<Vcpu>>,
@@ -166,6 +166,7 @@ impl Vm {
     /// checks break-before-make on every later update and invalidates what it replaces.
     pub fn new(
         id: usize,
+        console: &'static Console,
         config: VmConfig,
         vtcr: u64,
         stage2: Stage2Map,
@@ -198,6 +199,7 @@ impl Vm {
         let config_vcpus = config.vcpu_count;
         Ok(Vm {
             id,
+            console,
             config,
             mem,
             stage2: SpinLock::new(stage2),
@@ -208,7 +210,6 @@ impl Vm {
             vgic: SpinLock::new(vgic),
             uart: SpinLock::new(EmulatedPl011::new()),
             uart_line: core::sync::atomic::AtomicBool::new(false),
-            console_throttled: core::sync::atomic::AtomicBool::new(false),
             power,
             vcpus: (0..config_vcpus)
                 .map(|i| SpinLock::new(Vcpu::new(i)))

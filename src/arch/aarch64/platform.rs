@@ -11,16 +11,46 @@ use crate::hyp::timer::VTIMER_INTID;
 use crate::mm::layout::phys_to_linear;
 use crate::sync::SpinLock;
 use crate::vcpu::request::Kick;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+/// The CPU that owns the console: its receive interrupt is routed there, and it shows held
+/// partial lines when they are due.
+pub const CONSOLE_CPU: usize = 0;
+const NEVER: u64 = u64::MAX;
+
+/// Per CPU: the deadline of the emulated physical timer of the vCPU it runs.
+static PTIMER_DEADLINE: [AtomicU64; super::entry::MAX_CPUS] =
+    [const { AtomicU64::new(NEVER) }; super::entry::MAX_CPUS];
+/// When the console must show held partial lines.
+static CONSOLE_DEADLINE: AtomicU64 = AtomicU64::new(NEVER);
+
+/// Programs this CPU's EL2 timer for the earliest of what it serves: its vCPU's emulated
+/// physical timer and, on the console CPU, the console's partial-line deadline.
+pub fn rearm_hyp_timer() {
+    let cpu = percpu::current();
+    let mut deadline = PTIMER_DEADLINE
+        .get(cpu)
+        .map_or(NEVER, |d| d.load(Ordering::Acquire));
+    if cpu == CONSOLE_CPU {
+        deadline = deadline.min(CONSOLE_DEADLINE.load(Ordering::Acquire));
+    }
+    sysregs::set_hyp_timer((deadline != NEVER).then_some(deadline));
+}
+
+/// Whether the console's held partial lines are due.
+pub fn console_due() -> bool {
+    CONSOLE_DEADLINE.load(Ordering::Acquire) <= cpu::counter()
+}
 
 /// Host RAM ranges the core may read (reserved images) and write (guest RAM).
 struct Windows {
-    readable: [Option<PhysRange>; 8],
-    writable: [Option<PhysRange>; 4],
+    readable: [Option<PhysRange>; 16],
+    writable: [Option<PhysRange>; 8],
 }
 
 static WINDOWS: SpinLock<Windows> = SpinLock::new(Windows {
-    readable: [None; 8],
-    writable: [None; 4],
+    readable: [None; 16],
+    writable: [None; 8],
 });
 
 fn covers(ranges: &[Option<PhysRange>], pa: u64, size: u64) -> bool {
@@ -77,7 +107,10 @@ impl Platform for ArchPlatform {
     }
 
     fn set_hyp_timer(&self, deadline: Option<u64>) {
-        sysregs::set_hyp_timer(deadline);
+        if let Some(slot) = PTIMER_DEADLINE.get(percpu::current()) {
+            slot.store(deadline.unwrap_or(NEVER), Ordering::Release);
+        }
+        rearm_hyp_timer();
     }
 
     fn clean_ram_to_poc(&self, pa: u64, size: u64) {
@@ -121,6 +154,16 @@ impl Platform for ArchPlatform {
 
     fn console_has_input(&self) -> bool {
         console::has_input()
+    }
+
+    fn set_console_deadline(&self, deadline: Option<u64>) {
+        CONSOLE_DEADLINE.store(deadline.unwrap_or(NEVER), Ordering::Release);
+        if percpu::current() == CONSOLE_CPU {
+            rearm_hyp_timer();
+        } else {
+            // The console CPU re-arms its timer when the kick arrives.
+            gic::kick(CONSOLE_CPU, cpu::mpidr_of(CONSOLE_CPU));
+        }
     }
 
     fn set_console_rx_irq(&self, enabled: bool) {

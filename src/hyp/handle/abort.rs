@@ -9,7 +9,7 @@ use core::sync::atomic::Ordering;
 use super::ExitAction;
 use crate::devices::mmio::MmioAccess;
 use crate::guest_warn;
-use crate::hyp::console;
+use crate::hyp::console_bridge as console;
 use crate::hyp::exit::{Abort, FaultKind};
 use crate::hyp::inject::{Exception, FSC_ALIGNMENT, FSC_EXTERNAL};
 use crate::hyp::platform::Platform;

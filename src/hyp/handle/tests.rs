@@ -5,6 +5,7 @@
 use super::*;
 use crate::dtb::PhysRange;
 use crate::guest_layout::{GUEST_RAM_BASE, GicVersion, PL011_BASE};
+use crate::hyp::console::Console;
 use crate::hyp::exit::Syndrome;
 use crate::hyp::inject::{FSC_ALIGNMENT, FSC_EXTERNAL};
 use crate::hyp::platform::fake::FakePlatform;
@@ -77,7 +78,12 @@ fn vm_with(gic: GicVersion, vcpus: usize) -> Vm {
     };
     let geometry = stage2_geometry(4, 40).unwrap();
     let stage2 = Stage2Map::new_linear(&geometry, 0);
-    Vm::new(0, config, geometry.vtcr_el2(false), stage2).unwrap()
+    let console = alloc::boxed::Box::leak(alloc::boxed::Box::new(Console::new(
+        alloc::vec![String::from("test")],
+        crate::hyp::console_mux::DEFAULT_ESCAPE,
+        1000,
+    )));
+    Vm::new(0, console, config, geometry.vtcr_el2(false), stage2).unwrap()
 }
 
 fn vm() -> Vm {
@@ -319,7 +325,7 @@ fn exit_pl011_load_reads_the_flag_register() {
 fn exit_console_input_reaches_the_guest_pl011() {
     let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(0, 0x4000));
     p.console_in.borrow_mut().extend(*b"hi");
-    crate::hyp::console::forward_input(core::slice::from_ref(&vm), &p);
+    crate::hyp::console_bridge::forward_input(core::slice::from_ref(&vm), &p);
     run(&vm, &mut v, &p, ESR_LDR_W2_L3, PL011_BASE);
     assert_eq!(v.regs.x[2], u64::from(b'h'));
     run(&vm, &mut v, &p, ESR_LDR_W2_L3, PL011_BASE);
