@@ -490,3 +490,36 @@ fn probe_guest_chaos_unaligned_gicc_load_gicv2() {
     r.assert_contains("PROBE: chaos op 19476: LoadSignedWord addr=0x8010bdf");
     assert_chaos_done(&r, 1);
 }
+
+// ---- guest RAM across resets ------------------------------------------------------------
+
+/// Six lives of one VM with 3 usable VMIDs (so VMIDs roll over): every boot reads back, word for
+/// word, the 4 MiB pattern the boot before it wrote, although stage 2 was emptied and the
+/// VMID changed in between.
+#[test]
+fn probe_guest_ram_reads_back_across_resets_and_vmid_rollover() {
+    let probe = probe();
+    let r = run(
+        &[
+            "--kernel",
+            &probe,
+            "--smp",
+            "2",
+            "--mem",
+            "256M",
+            "--append",
+            "probe.reboots=5 probe.memcheck=4",
+            "--hyp-append",
+            "bulkhead.vmid_bits=2",
+        ],
+        QUICK,
+    );
+    r.assert_line("PROBE: memcheck boot=1 verified=0");
+    for boot in 2..=6 {
+        r.assert_line(&format!("PROBE: memcheck boot={boot} verified=1024"));
+    }
+    assert_eq!(r.count("PROBE: memcheck boot="), 6, "{}", r.log);
+    r.assert_contains(" VMID rollovers; powering off");
+    r.assert_lacks(", 0 VMID rollovers");
+    assert_probe(&r);
+}

@@ -13,6 +13,8 @@ pub const RAM_SIZE_FALLBACK: u64 = 64 << 20;
 const MPIDR_AFFINITY_MASK: u64 = 0xFF_00FF_FFFF;
 /// Bootarg asking for that many SYSTEM_RESET cycles before the final SYSTEM_OFF.
 const REBOOTS_ARG: &str = "probe.reboots=";
+/// Bootarg asking for a check of that many MiB of RAM across resets (see memcheck.rs).
+const MEMCHECK_ARG: &str = "probe.memcheck=";
 /// Bootarg asking for that many hostile operations before the checks (see chaos.rs).
 const CHAOS_ARG: &str = "probe.chaos=";
 /// Bootarg seeding the chaos generator (decimal or 0x-hex).
@@ -83,11 +85,17 @@ pub struct Machine {
     pub dtb_size: u64,
     pub ram_base: u64,
     pub ram_size: u64,
+    /// Whether `ram_base`/`ram_size` come from the DTB's memory node (not the fallback).
+    pub ram_from_dtb: bool,
+    /// `[start, end)` of the initrd from /chosen, if the DTB names one.
+    pub initrd: Option<(u64, u64)>,
     /// `reg` of a CPU node other than the probe's own, if the DTB lists one.
     pub other_cpu: Option<u64>,
     pub cpu_count: usize,
     /// `probe.reboots=N` from /chosen/bootargs (0 when absent).
     pub reboots: u32,
+    /// `probe.memcheck=MIB` from /chosen/bootargs (0 when absent).
+    pub memcheck_mib: u64,
     pub chaos: ChaosConfig,
     /// GIC version from the interrupt controller's compatible (0 when unknown).
     pub gic_version: u8,
@@ -104,9 +112,12 @@ impl Machine {
             dtb_size: 0,
             ram_base: RAM_BASE,
             ram_size: RAM_SIZE_FALLBACK,
+            ram_from_dtb: false,
+            initrd: None,
             other_cpu: None,
             cpu_count: 1,
             reboots: 0,
+            memcheck_mib: 0,
             chaos: ChaosConfig {
                 seed: DEFAULT_SEED,
                 ..ChaosConfig::default()
@@ -131,6 +142,7 @@ impl Machine {
         {
             machine.ram_base = region.starting_address as u64;
             machine.ram_size = region.size.unwrap_or(0) as u64;
+            machine.ram_from_dtb = true;
         }
         let own = own_mpidr();
         machine.cpu_count = 0;
@@ -145,7 +157,15 @@ impl Machine {
             && let Some(args) = fdt.chosen().bootargs()
         {
             machine.reboots = parse_reboots(args);
+            machine.memcheck_mib = bootarg_number(args, MEMCHECK_ARG).unwrap_or(0);
             machine.chaos = parse_chaos(args);
+        }
+        if let Some(chosen) = fdt.find_node("/chosen") {
+            let prop = |name| chosen.property(name).and_then(|p| p.as_usize());
+            if let (Some(start), Some(end)) = (prop("linux,initrd-start"), prop("linux,initrd-end"))
+            {
+                machine.initrd = Some((start as u64, end as u64));
+            }
         }
         machine.read_windows(&fdt);
         machine
@@ -215,13 +235,16 @@ impl Machine {
     }
 }
 
+/// The number after `prefix` in `bootargs`, if there is one.
+fn bootarg_number(bootargs: &str, prefix: &str) -> Option<u64> {
+    bootargs
+        .split(' ')
+        .find_map(|arg| arg.strip_prefix(prefix))
+        .and_then(parse_number)
+}
+
 fn parse_chaos(bootargs: &str) -> ChaosConfig {
-    let find = |prefix: &str| {
-        bootargs
-            .split(' ')
-            .find_map(|arg| arg.strip_prefix(prefix))
-            .and_then(parse_number)
-    };
+    let find = |prefix: &str| bootarg_number(bootargs, prefix);
     let mut config = ChaosConfig {
         ops: find(CHAOS_ARG).unwrap_or(0),
         seed: find(SEED_ARG).unwrap_or(DEFAULT_SEED),
@@ -310,11 +333,15 @@ pub struct BootRecord {
     pub boots_done: u64,
     pub pass_total: u64,
     pub fail_total: u64,
+    /// The boot (1 = first) whose memcheck pattern is in RAM; 0 = none.
+    pub memcheck_boot: u64,
+    /// The memcheck seed of this run, drawn on its first boot.
+    pub memcheck_seed: u64,
 }
 
 /// "PRBBOOTS": marks the page as written by an earlier boot of the probe.
 const BOOT_RECORD_MAGIC: u64 = 0x5354_4f4f_4242_5250;
-const BOOT_RECORD_BYTES: u64 = 32;
+const BOOT_RECORD_BYTES: u64 = 48;
 
 impl BootRecord {
     /// Where the record lives: the last page of RAM, or 1 MiB lower if the DTB or image is
@@ -340,6 +367,8 @@ impl BootRecord {
                 boots_done: words.add(1).read_volatile(),
                 pass_total: words.add(2).read_volatile(),
                 fail_total: words.add(3).read_volatile(),
+                memcheck_boot: words.add(4).read_volatile(),
+                memcheck_seed: words.add(5).read_volatile(),
             }
         }
     }
@@ -352,6 +381,8 @@ impl BootRecord {
             words.add(1).write_volatile(self.boots_done);
             words.add(2).write_volatile(self.pass_total);
             words.add(3).write_volatile(self.fail_total);
+            words.add(4).write_volatile(self.memcheck_boot);
+            words.add(5).write_volatile(self.memcheck_seed);
         }
     }
 }

@@ -7,6 +7,8 @@
 //! cycles (printing `PROBE: BOOT-DONE` each time), and DONE carries the totals of all boots.
 //! With `probe.chaos=N [probe.seed=S]` it first performs N hostile operations (chaos.rs) and
 //! prints `PROBE: chaos done ops=N faults=F`; the checks must then still pass.
+//! With `probe.memcheck=MIB` every boot verifies the RAM pattern of the boot before and
+//! writes its own over MIB MiB (memcheck.rs), printing `PROBE: memcheck boot=N verified=P`.
 //!
 //! Runs with the MMU off, so every data access is Device memory: the target is built with
 //! strict alignment, and the code avoids read-modify-write atomics (exclusives).
@@ -19,6 +21,7 @@ mod checks;
 mod console;
 mod hostile;
 mod machine;
+mod memcheck;
 mod psci;
 mod vectors;
 
@@ -126,6 +129,10 @@ extern "C" fn primary_main(dtb: u64) -> ! {
     // Only on the first boot: the boot record lives in RAM the chaos may write.
     if record.boots_done == 0 {
         chaos::run(&machine, &mut tally);
+    }
+    // After the chaos, which may write any RAM outside the probe's own.
+    if machine.memcheck_mib > 0 {
+        memcheck::run(&machine, &mut record, &mut tally);
     }
     checks::run_all(&machine, &mut tally);
     record.pass_total += tally.pass;
