@@ -261,7 +261,7 @@ impl PhysRange {
     }
 }
 
-fn be_cells(bytes: &[u8], cells: usize) -> Option<u64> {
+pub(crate) fn be_cells(bytes: &[u8], cells: usize) -> Option<u64> {
     if cells == 0 || cells > 2 || bytes.len() < cells * 4 {
         return None;
     }
