@@ -103,6 +103,11 @@ impl CpuSet {
         ok
     }
 
+    /// The CPUs in either set.
+    pub fn union(self, other: Self) -> Self {
+        Self(self.0 | other.0)
+    }
+
     /// The CPUs in ascending order.
     pub fn iter(&self) -> impl Iterator<Item = usize> + use<> {
         let bits = self.0;

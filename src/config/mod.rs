@@ -1,4 +1,5 @@
-//! The VM configuration: what the host DTB asks Bulkhead to run, turned into [`VmSpec`]s.
+//! The VM configuration: what the host DTB asks Bulkhead to run, turned into [`VmSpec`]s, and
+//! where each VM goes ([`place`]).
 //!
 //! Two forms are read, both from `/chosen`:
 //! - **dom0less** (Xen's `docs/misc/arm/device-tree/booting.txt`, "Creating Multiple Domains
@@ -15,6 +16,7 @@
 //! hardware; it is host-tested, including against mutated DTBs.
 
 mod cpuset;
+mod place;
 #[cfg(test)]
 mod tests;
 
@@ -30,6 +32,7 @@ use crate::dtb::{self, ModuleKind, PhysRange, be_cells, is_compatible};
 use crate::guest_layout::{GUEST_RAM_BASE, MAX_VCPUS};
 
 pub use cpuset::{CpuSet, CpuSetError};
+pub use place::{Placement, place};
 
 /// The name of the one VM of the legacy form.
 pub const LEGACY_VM_NAME: &str = "guest";

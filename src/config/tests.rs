@@ -231,12 +231,16 @@ fn load(name: &str) -> Vec<u8> {
 // ---------------------------------------------------------------------------------------------
 // Robustness: mutated and truncated host DTBs
 
-/// The whole path a host DTB takes, as boot runs it: parse, read the VMs.
+/// The whole path a host DTB takes, as boot runs it: parse, read the VMs, place them.
 fn run_everything(blob: &[u8]) {
     let Ok(fdt) = dtb::parse(blob) else {
         return;
     };
     let cfg = parse(&fdt, dtb::bootargs(&fdt), CPUS);
+    let ram: Vec<PhysRange> = dtb::memory_regions(&fdt).collect();
+    let avoid: Vec<PhysRange> = dtb::reserved_regions(&fdt).collect();
+    let placements = place(&cfg.vms, &ram, &avoid, CPUS);
+    assert_eq!(placements.len(), cfg.vms.len());
     let _ = cfg.refused.iter().map(ToString::to_string).count();
 }
 
@@ -1103,6 +1107,34 @@ fn legacy_modules_built_here_match_the_fixture_rules() {
 }
 
 #[test]
+fn legacy_placement_is_where_setup_put_the_guest() {
+    let blob = load("virt-gicv3-guest-loader.dtb");
+    let fdt = dtb::parse(&blob).unwrap();
+    let cfg = parse(&fdt, "", 4);
+    let ram: Vec<PhysRange> = dtb::memory_regions(&fdt).collect();
+    let mut avoid = vec![
+        PhysRange {
+            base: 0x4020_0000,
+            size: 0x80_0000,
+        },
+        PhysRange {
+            base: 0x4000_0000,
+            size: 0x10_0000,
+        },
+    ];
+    avoid.extend(dtb::modules(&fdt).map(|m| m.range));
+    let placed = place(&cfg.vms, &ram, &avoid, 4);
+    let old = crate::hyp::vm::place_guest_ram(&ram, cfg.vms[0].memory, &avoid);
+    assert_eq!(
+        placed,
+        [Ok(Placement {
+            ram_pa: old.unwrap(),
+            pcpus: vec![0, 1, 2, 3]
+        })]
+    );
+}
+
+#[test]
 fn no_kernel_means_no_vm_and_no_error() {
     for name in ["virt-gicv3.dtb", "bcm2711-rpi-4-b.dtb"] {
         let blob = load(name);
@@ -1135,6 +1167,7 @@ fn cpuset_parses_xen_cpu_lists() {
     assert_eq!(CpuSet::parse("5-5").unwrap(), CpuSet::single(5).unwrap());
     assert_eq!(CpuSet::EMPTY.first(), None);
     assert!(CpuSet::EMPTY.is_empty() && CpuSet::single(64).is_none());
+    assert_eq!(set.union(CpuSet::parse("2-4").unwrap()).to_string(), "0-4");
 }
 
 #[test]
@@ -1228,5 +1261,270 @@ fn byte_sizes_print_in_the_largest_exact_unit() {
         (2 << 40, "2 TiB"),
     ] {
         assert_eq!(ByteSize(bytes).to_string(), text);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Placement
+
+const MIB: u64 = 1 << 20;
+const BANK: PhysRange = PhysRange {
+    base: RAM_BASE,
+    size: RAM_SIZE,
+};
+
+fn spec(name: &str, mib: u64, vcpus: usize) -> VmSpec {
+    VmSpec {
+        name: name.into(),
+        vcpus,
+        memory: mib * MIB,
+        kernel: PhysRange {
+            base: 0x4800_0000,
+            size: MIB,
+        },
+        initrd: None,
+        bootargs: String::new(),
+        affinity: vec![None; vcpus],
+    }
+}
+
+fn pinned(mut vm: VmSpec, affinity: &[Option<&str>]) -> VmSpec {
+    vm.affinity = affinity
+        .iter()
+        .map(|a| a.map(|s| CpuSet::parse(s).unwrap()))
+        .collect();
+    vm
+}
+
+fn ok(r: &Result<Placement, ConfigError>) -> &Placement {
+    r.as_ref().unwrap_or_else(|e| panic!("refused: {e}"))
+}
+
+fn err(r: &Result<Placement, ConfigError>) -> String {
+    r.as_ref().expect_err("placed").to_string()
+}
+
+#[test]
+fn place_puts_vms_top_down_first_fit_without_overlap() {
+    let cfg = parse_domains(three_domains());
+    let avoid = [PhysRange {
+        base: RAM_BASE,
+        size: 0x100_0000,
+    }];
+    let placed = place(&cfg.vms, &[BANK], &avoid, CPUS);
+    let top = BANK.end();
+    assert_eq!(
+        placed,
+        [
+            Ok(Placement {
+                ram_pa: top - 256 * MIB,
+                pcpus: vec![0]
+            }),
+            Ok(Placement {
+                ram_pa: top - 384 * MIB,
+                pcpus: vec![1, 2]
+            }),
+            Ok(Placement {
+                ram_pa: top - 448 * MIB,
+                pcpus: vec![3]
+            }),
+        ]
+    );
+}
+
+#[test]
+fn place_avoids_every_range_and_every_vms_images() {
+    let vms = [spec("a", 64, 1), spec("b", 64, 1)];
+    // Something at the very top, and b's kernel just below where a lands.
+    let top = BANK.end();
+    let avoid = [PhysRange {
+        base: top - MIB,
+        size: MIB,
+    }];
+    let mut vms = vms.to_vec();
+    vms[1].kernel = PhysRange {
+        base: top - 70 * MIB,
+        size: MIB,
+    };
+    let placed = place(&vms, &[BANK], &avoid, CPUS);
+    // a: below the avoided MiB, 2 MiB aligned.
+    assert_eq!(ok(&placed[0]).ram_pa, top - 66 * MIB);
+    // b: below b's own kernel.
+    assert_eq!(ok(&placed[1]).ram_pa, top - 134 * MIB);
+}
+
+#[test]
+fn place_uses_the_highest_bank_that_fits() {
+    let low = PhysRange {
+        base: 0x4000_0000,
+        size: 1 << 30,
+    };
+    let high = PhysRange {
+        base: 0x1_0000_0000,
+        size: 256 * MIB,
+    };
+    let vms = [
+        spec("small", 128, 1),
+        spec("big", 512, 1),
+        spec("rest", 128, 1),
+    ];
+    let placed = place(&vms, &[low, high], &[], CPUS);
+    assert_eq!(ok(&placed[0]).ram_pa, high.end() - 128 * MIB);
+    assert_eq!(ok(&placed[1]).ram_pa, low.end() - 512 * MIB);
+    assert_eq!(ok(&placed[2]).ram_pa, high.base);
+}
+
+#[test]
+fn place_refuses_what_does_not_fit_and_places_the_rest() {
+    let vms = [
+        spec("huge", 4096, 1),
+        spec("two", 64, 2),
+        spec("three", 64, 3),
+        spec("one", 64, 1),
+    ];
+    let placed = place(&vms, &[BANK], &[], CPUS);
+    assert!(err(&placed[0]).starts_with("huge: memory: no room for 4 GiB of RAM"));
+    // The refused VM took no CPU.
+    assert_eq!(ok(&placed[1]).pcpus, [0, 1]);
+    assert_eq!(
+        err(&placed[2]),
+        "three: cpus: 3 vCPUs but only 2 of the 4 CPUs are free (one vCPU per CPU)"
+    );
+    assert_eq!(ok(&placed[3]).pcpus, [2]);
+}
+
+#[test]
+fn place_honours_hard_affinity() {
+    let vms = [
+        pinned(spec("a", 64, 2), &[Some("3"), Some("1-2")]),
+        pinned(spec("b", 64, 2), &[None, Some("1-2")]),
+    ];
+    let placed = place(&vms, &[BANK], &[], CPUS);
+    assert_eq!(ok(&placed[0]).pcpus, [3, 1]);
+    assert_eq!(ok(&placed[1]).pcpus, [0, 2]);
+}
+
+#[test]
+fn place_refuses_affinity_to_a_taken_or_missing_cpu() {
+    let vms = [
+        pinned(spec("a", 64, 1), &[Some("1")]),
+        pinned(spec("b", 64, 1), &[Some("1")]),
+        pinned(spec("c", 64, 1), &[Some("7")]),
+        spec("d", 64, 1),
+    ];
+    let placed = place(&vms, &[BANK], &[], CPUS);
+    assert_eq!(ok(&placed[0]).pcpus, [1]);
+    assert_eq!(
+        err(&placed[1]),
+        "b: hard-affinity: vCPU 0 may run only on CPU 1, taken (CPU 1 runs a's vCPU 0)"
+    );
+    assert_eq!(
+        err(&placed[2]),
+        "c: hard-affinity: vCPU 0 is pinned to CPU 7 but the machine has 4 CPUs"
+    );
+    assert_eq!(ok(&placed[3]).pcpus, [0]);
+    // A set names every holder, this VM's own vCPUs included.
+    let vms = [pinned(
+        spec("x", 64, 3),
+        &[Some("0"), Some("0-1"), Some("0-1")],
+    )];
+    assert_eq!(
+        err(&place(&vms, &[BANK], &[], CPUS)[0]),
+        "x: hard-affinity: vCPU 2 may run only on CPUs 0-1, taken (CPU 0 runs this VM's vCPU 0, \
+         CPU 1 runs this VM's vCPU 1)"
+    );
+}
+
+#[test]
+fn place_keeps_cpus_that_later_vms_are_pinned_to() {
+    // a has no affinity; b, listed after it, needs CPU 0.
+    let vms = [spec("a", 64, 1), pinned(spec("b", 64, 1), &[Some("0")])];
+    let placed = place(&vms, &[BANK], &[], CPUS);
+    assert_eq!(ok(&placed[0]).pcpus, [1]);
+    assert_eq!(ok(&placed[1]).pcpus, [0]);
+    // Within a VM, the pinned vCPU chooses first.
+    let vms = [pinned(spec("a", 64, 2), &[None, Some("0")])];
+    assert_eq!(ok(&place(&vms, &[BANK], &[], CPUS)[0]).pcpus, [1, 0]);
+}
+
+#[test]
+fn place_refuses_degenerate_specs_without_panicking() {
+    let mut no_affinity_list = spec("short", 64, 2);
+    no_affinity_list.affinity.clear();
+    let vms = [spec("none", 64, 0), spec("empty", 0, 1), no_affinity_list];
+    let placed = place(&vms, &[BANK, PhysRange { base: 0, size: 0 }], &[], 2);
+    assert_eq!(err(&placed[0]), "none: cpus: 0 vCPUs");
+    assert!(err(&placed[1]).starts_with("empty: memory: no room for 0 bytes"));
+    assert_eq!(ok(&placed[2]).pcpus, [0, 1]);
+    assert_eq!(place(&[], &[BANK], &[], 4), []);
+    assert!(place(&[spec("a", 64, 1)], &[], &[], 4)[0].is_err());
+}
+
+fn arb_vm() -> impl Strategy<Value = VmSpec> {
+    (
+        1u64..=384,
+        1usize..=3,
+        prop::collection::vec(prop::option::of(0u64..(1 << 6)), 3),
+        0u64..0x100,
+    )
+        .prop_map(|(mib4k, vcpus, pins, kernel_mib)| {
+            let mut vm = spec("vm", 0, vcpus);
+            vm.memory = mib4k * 2 * MIB - (mib4k % 3) * 4096;
+            vm.kernel.base = RAM_BASE + kernel_mib * 8 * MIB;
+            vm.affinity = pins[..vcpus]
+                .iter()
+                .map(|p| {
+                    p.filter(|&b| b != 0).map(|bits| {
+                        let mut s = CpuSet::EMPTY;
+                        (0..6).filter(|c| bits & (1 << c) != 0).for_each(|c| {
+                            s.insert(c);
+                        });
+                        s
+                    })
+                })
+                .collect();
+            vm
+        })
+}
+
+fn arb_range(max_mib: u64) -> impl Strategy<Value = PhysRange> {
+    (0u64..0x1000, 0u64..max_mib).prop_map(|(base_mib, mib)| PhysRange {
+        base: RAM_BASE + base_mib * MIB + 4096 * (base_mib % 5),
+        size: mib * MIB,
+    })
+}
+
+proptest! {
+    /// Whatever is asked, placements never overlap anything, stay in RAM, are 2 MiB aligned,
+    /// and give each physical CPU to at most one vCPU, within its affinity.
+    #[test]
+    fn config_placement_invariants(
+        vms in prop::collection::vec(arb_vm(), 0..6),
+        banks in prop::collection::vec(arb_range(2048), 1..4),
+        avoid in prop::collection::vec(arb_range(64), 0..5),
+        cpu_count in 1usize..8,
+    ) {
+        let placed = place(&vms, &banks, &avoid, cpu_count);
+        prop_assert_eq!(placed.len(), vms.len());
+        let mut taken = std::collections::HashSet::new();
+        let mut rams: Vec<PhysRange> = Vec::new();
+        let images: Vec<PhysRange> =
+            vms.iter().flat_map(|v| [Some(v.kernel), v.initrd]).flatten().collect();
+        for (vm, p) in vms.iter().zip(&placed) {
+            let Ok(p) = p else { continue };
+            let ram = PhysRange { base: p.ram_pa, size: vm.memory };
+            prop_assert_eq!(p.ram_pa % (2 * MIB), 0);
+            prop_assert!(banks.iter().any(|b| b.base <= ram.base && ram.end() <= b.end()));
+            prop_assert!(!avoid.iter().chain(&images).chain(&rams).any(|a| a.overlaps(&ram)));
+            rams.push(ram);
+            prop_assert_eq!(p.pcpus.len(), vm.vcpus);
+            for (v, &cpu) in p.pcpus.iter().enumerate() {
+                prop_assert!(cpu < cpu_count);
+                prop_assert!(taken.insert(cpu), "CPU {} given twice", cpu);
+                if let Some(set) = vm.affinity[v] {
+                    prop_assert!(set.contains(cpu));
+                }
+            }
+        }
     }
 }
