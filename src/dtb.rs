@@ -53,13 +53,129 @@ pub fn header_total_size(header: &[u8]) -> Option<usize> {
     (word(0)? == 0xd00d_feed).then_some(word(4)? as usize)
 }
 
-/// Parses a blob, turning every failure into `DtbError::Invalid`.
+/// Parses a blob, turning every failure into `DtbError::Invalid`. The blob must pass
+/// [`check_structure`] (so NOPs must have been stripped first, see [`strip_nops`]).
 pub fn parse(blob: &[u8]) -> Result<Fdt<'_>, DtbError> {
-    let size = header_total_size(blob).ok_or(DtbError::Invalid)?;
-    if size > blob.len() {
-        return Err(DtbError::Invalid);
-    }
+    check_structure(blob)?;
     Fdt::new(blob).map_err(|_| DtbError::Invalid)
+}
+
+/// Nesting deeper than this is refused: the `fdt` crate recurses per level and keeps a 64-entry
+/// parent stack; real trees are under 10 deep.
+const MAX_DEPTH: usize = 32;
+
+/// Checks everything the `fdt` crate takes for granted, so that no later use of it can panic
+/// or recurse forever on a malformed blob. The crate slices the blob with the header's
+/// offsets, reads property values and names (string offsets, NUL, UTF-8) and node names
+/// without bounds checks, asserts that every node is `BEGIN_NODE name props* children*
+/// END_NODE`, and looks up a path that is not found as an `/aliases` entry, again and again.
+/// Checked here, per the devicetree specification (v0.4, chapter 5):
+/// - the header's blocks lie inside `totalsize`, the reservation map ends with its zero entry;
+/// - the structure block is one root node followed by `FDT_END`, properties before child
+///   nodes, at most [`MAX_DEPTH`] deep, no `FDT_NOP` (strip them with [`strip_nops`]);
+/// - node names and property names (NUL-terminated inside their block) are UTF-8, and every
+///   property value lies inside the structure block;
+/// - in `/aliases`, names do not start with `/` and string values are absolute paths, so an
+///   alias lookup ends after one step.
+///
+/// Only aligned 32-bit word reads and byte reads: this runs with the MMU off too.
+pub fn check_structure(blob: &[u8]) -> Result<(), DtbError> {
+    const BEGIN_NODE: u32 = 1;
+    const END_NODE: u32 = 2;
+    const PROP: u32 = 3;
+    const END: u32 = 9;
+    const HEADER_SIZE: usize = 40;
+    let bad = DtbError::Invalid;
+    let word = |i: usize| -> Option<u32> {
+        blob.get(i..i.checked_add(4)?)
+            .map(|w| u32::from_be_bytes([w[0], w[1], w[2], w[3]]))
+    };
+    // A block [offset, offset + size) inside the first `total` bytes.
+    let block = |offset: usize, size: usize, total: usize| -> Option<(usize, usize)> {
+        let end = offset.checked_add(size)?;
+        (offset >= HEADER_SIZE && end <= total).then_some((offset, end))
+    };
+    // A NUL-terminated UTF-8 string starting at `at`, ending before `end`.
+    let c_str = |at: usize, end: usize| -> Option<&str> {
+        let bytes = blob.get(at..end)?;
+        let nul = bytes.iter().position(|&b| b == 0)?;
+        core::str::from_utf8(&bytes[..nul]).ok()
+    };
+
+    let total = header_total_size(blob).ok_or(bad)?;
+    if total > blob.len() || total < HEADER_SIZE {
+        return Err(bad);
+    }
+    let header = |i: usize| word(i).map(|w| w as usize).ok_or(bad);
+    let (off_struct, off_strings, off_rsvmap) = (header(8)?, header(12)?, header(16)?);
+    let (size_strings, size_struct) = (header(32)?, header(36)?);
+    let (start, end) = block(off_struct, size_struct, total).ok_or(bad)?;
+    let (strings, strings_end) = block(off_strings, size_strings, total).ok_or(bad)?;
+    if !off_struct.is_multiple_of(4) || !off_rsvmap.is_multiple_of(8) || off_rsvmap < HEADER_SIZE {
+        return Err(bad);
+    }
+    // Reservation entries are (address, size) pairs of 64-bit values up to an all-zero one.
+    let mut entry = off_rsvmap;
+    loop {
+        if entry.checked_add(16).is_none_or(|e| e > total) {
+            return Err(bad);
+        }
+        if [0, 4, 8, 12].iter().all(|i| word(entry + i) == Some(0)) {
+            break;
+        }
+        entry += 16;
+    }
+
+    let token = |at: usize| if at + 4 <= end { word(at) } else { None };
+    let (mut at, mut depth) = (start, 0usize);
+    let mut root_done = false;
+    // Whether the current node has had a child: no property may follow.
+    let mut after_child = false;
+    // Whether we are among the properties of an `/aliases` node.
+    let mut in_aliases = false;
+    loop {
+        match token(at).ok_or(bad)? {
+            BEGIN_NODE => {
+                if root_done || depth == MAX_DEPTH {
+                    return Err(bad);
+                }
+                let name = c_str(at + 4, end).ok_or(bad)?;
+                // `find_node("/aliases")` matches `aliases` and `aliases@...` under the root.
+                in_aliases = depth == 1 && name.split('@').next() == Some("aliases");
+                depth += 1;
+                after_child = false;
+                at += 4 + (name.len() + 1).next_multiple_of(4);
+            }
+            PROP => {
+                if depth == 0 || after_child {
+                    return Err(bad);
+                }
+                let len = token(at + 4).ok_or(bad)? as usize;
+                let name_off = token(at + 8).ok_or(bad)? as usize;
+                let value_at = at + 12;
+                let value_end = value_at.checked_add(len).filter(|&e| e <= end).ok_or(bad)?;
+                let name = c_str(strings.checked_add(name_off).ok_or(bad)?, strings_end);
+                let name = name.ok_or(bad)?;
+                if in_aliases {
+                    let value = core::str::from_utf8(&blob[value_at..value_end])
+                        .map(|s| s.trim_end_matches('\0'));
+                    if name.starts_with('/') || value.is_ok_and(|v| !v.starts_with('/')) {
+                        return Err(bad);
+                    }
+                }
+                at = value_at + len.next_multiple_of(4);
+            }
+            END_NODE => {
+                depth = depth.checked_sub(1).ok_or(bad)?;
+                root_done = depth == 0;
+                after_child = true;
+                in_aliases = false;
+                at += 4;
+            }
+            END if root_done => return Ok(()),
+            _ => return Err(bad),
+        }
+    }
 }
 
 /// Removes `FDT_NOP` tokens from the structure block in place (shrinking `size_dt_struct`).
@@ -145,7 +261,7 @@ impl PhysRange {
     }
 }
 
-fn be_cells(bytes: &[u8], cells: usize) -> Option<u64> {
+pub(crate) fn be_cells(bytes: &[u8], cells: usize) -> Option<u64> {
     if cells == 0 || cells > 2 || bytes.len() < cells * 4 {
         return None;
     }
