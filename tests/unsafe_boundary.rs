@@ -19,7 +19,10 @@ fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
 fn unsafe_code_is_allowed_only_for_arch_and_board() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let lib = fs::read_to_string(root.join("src/lib.rs")).unwrap();
-    let deny = lib.split("#![deny(").nth(1).and_then(|rest| rest.split(')').next());
+    let deny = lib
+        .split("#![deny(")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next());
     assert!(
         deny.is_some_and(|lints| lints.split(',').any(|l| l.trim() == "unsafe_code")),
         "the crate root denies unsafe code"

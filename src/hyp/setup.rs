@@ -13,9 +13,9 @@ use super::console::Console;
 use super::console_mux;
 use super::host_irq;
 use super::vm::{Vm, VmConfig, VmError};
-use crate::config;
 use crate::arch::platform::{self, ArchPlatform};
 use crate::arch::{entry, mmu, stage2_hw, vgic_hw};
+use crate::config;
 use crate::dtb::{self, GicInfo, PhysRange};
 use crate::guest_layout::GicVersion;
 use crate::mm::layout::phys_to_linear;
@@ -114,7 +114,11 @@ pub fn create_vms(fdt: &Fdt<'_>, gic: &GicInfo, hypervisor_end: u64, cpu_count: 
         let escape = console_escape(args);
         // A partial line (a prompt) shows after 50 ms without its end.
         let idle = crate::arch::cpu::counter_frequency() / 20;
-        Console::new(placed.iter().map(|(s, _)| s.name.clone()).collect(), escape, idle)
+        Console::new(
+            placed.iter().map(|(s, _)| s.name.clone()).collect(),
+            escape,
+            idle,
+        )
     });
 
     let mut vms = Vec::new();
@@ -214,9 +218,10 @@ fn console_escape(args: &str) -> u8 {
     };
     let parsed = match value.as_bytes() {
         [b'^', letter] if letter.is_ascii_alphabetic() => Some(letter.to_ascii_uppercase() - b'@'),
-        _ => value
-            .strip_prefix("0x")
-            .map_or_else(|| value.parse().ok(), |hex| u8::from_str_radix(hex, 16).ok()),
+        _ => value.strip_prefix("0x").map_or_else(
+            || value.parse().ok(),
+            |hex| u8::from_str_radix(hex, 16).ok(),
+        ),
     };
     parsed.unwrap_or_else(|| {
         log::warn!("bulkhead.console_escape={value}: not ^A..^Z or a number; using ^A");
