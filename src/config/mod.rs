@@ -46,8 +46,9 @@ pub const DEFAULT_GUEST_MEM: u64 = 512 << 20;
 pub const MIN_GUEST_RAM: u64 = 2 << 20;
 
 /// The most guest RAM accepted: what fits above [`GUEST_RAM_BASE`] in the 40-bit IPA space
-/// that VM setup asks stage 2 for. Anything larger is a typo (or a unit mix-up), and whether
-/// the host really has that much is [`place`]'s question.
+/// VM setup asks stage 2 for (an upper bound: a CPU with a small PA range grants 39 bits).
+/// Anything larger is a typo or a unit mix-up; whether the host has that much RAM is for
+/// placement to find out.
 pub const MAX_GUEST_RAM: u64 = (1 << 40) - GUEST_RAM_BASE;
 
 /// One VM to run, as the host DTB describes it.

@@ -1,6 +1,6 @@
-use std::string::{String, ToString};
-use std::vec::Vec;
-use std::{format, vec};
+//! The config room on the host: host DTBs built with `vm_fdt` (or token by token, for the
+//! malformed ones), parsed, and placed; plus property tests over mutated DTBs and random
+//! placements. Everything here runs under `cargo test config`.
 
 use proptest::prelude::*;
 use vm_fdt::FdtWriter;
@@ -248,7 +248,7 @@ fn mutation_base() -> Vec<u8> {
     let mut domains = three_domains();
     domains[0] = domains[0].clone().child(vcpu(0, "1"));
     domains[1] = domains[1].clone().child(vcpu(1, "2-3"));
-    domains[2].set("direct-map", Vec::new());
+    domains[2] = domain_cells("domU3", 1, 1, 64, 1, 0x5800_0000).prop("direct-map", Vec::new());
     blob(&host(chosen(domains)))
 }
 
@@ -659,13 +659,13 @@ fn a_vm_without_ramdisk_has_no_initrd() {
 
 #[test]
 fn dom0less_ignores_bare_chosen_modules_and_legacy_sizes() {
-    let chosen = chosen(vec![domain("domU1", 64, 1, 0x5000_0000)])
+    let node = chosen(vec![domain("domU1", 64, 1, 0x5000_0000)])
         .prop(
             "bootargs",
             strs(&["bulkhead.guest_mem=1G bulkhead.guest_smp=2"]),
         )
         .child(module("multiboot,kernel", 2, 2, 0x4800_0000, 0x100_0000));
-    let cfg = parse_blob(&blob(&host(chosen)), CPUS);
+    let cfg = parse_blob(&blob(&host(node)), CPUS);
     assert_eq!(names(&cfg), ["domU1"]);
     assert_eq!(cfg.vms[0].memory, 64 << 20);
     assert_eq!(cfg.warnings.len(), 3, "{:#?}", cfg.warnings);
@@ -1084,22 +1084,21 @@ fn legacy_refusals_name_the_bootarg() {
 }
 
 #[test]
-fn legacy_modules_built_here_match_the_fixture_rules() {
+fn legacy_modules_use_the_root_cells_and_an_empty_kernel_is_refused() {
     // Modules straight under /chosen use the root's cells (2/2 here), as guest-loader writes.
-    let chosen = chosen(Vec::new())
+    let node = chosen(Vec::new())
         .child(
             module("multiboot,kernel", 2, 2, 0x4800_0000, 0x100_0000)
                 .prop("bootargs", strs(&["console=ttyAMA0"])),
         )
         .child(module("multiboot,ramdisk", 2, 2, 0x4c00_0000, 0x1000));
-    let cfg = parse_blob(&blob(&host(chosen)), 2);
+    let cfg = parse_blob(&blob(&host(node)), 2);
     assert_eq!(names(&cfg), [LEGACY_VM_NAME]);
     assert_eq!(cfg.vms[0].vcpus, 2);
     assert_eq!(cfg.vms[0].bootargs, "console=ttyAMA0");
     // A zero-size kernel refuses the VM rather than loading nothing.
-    let chosen =
-        super::tests::chosen(Vec::new()).child(module("multiboot,kernel", 2, 2, 0x4800_0000, 0));
-    let cfg = parse_blob(&blob(&host(chosen)), 2);
+    let node = chosen(Vec::new()).child(module("multiboot,kernel", 2, 2, 0x4800_0000, 0));
+    let cfg = parse_blob(&blob(&host(node)), 2);
     assert_eq!(
         cfg.refused[0].to_string(),
         "guest: multiboot,kernel: zero size at 0x48000000"
