@@ -523,3 +523,370 @@ fn probe_guest_ram_reads_back_across_resets_and_vmid_rollover() {
     r.assert_lacks(", 0 VMID rollovers");
     assert_probe(&r);
 }
+
+// ---- several VMs (Xen dom0less) -------------------------------------------------------------
+
+/// A `--vm` value for a Debian Linux guest in smoke-test mode.
+fn linux_vm(name: &str, cpus: usize, mode: &str) -> String {
+    format!(
+        "name={name},kernel=.cache/kernel/Image,initrd=.cache/initramfs/initrd.gz,cpus={cpus},mem=512M,append=console=ttyAMA0 {mode}"
+    )
+}
+
+/// A `--vm` value for the probe guest.
+fn probe_vm(name: &str, cpus: usize, args: &str) -> String {
+    format!(
+        "name={name},kernel={},cpus={cpus},mem=128M,append={args}",
+        probe()
+    )
+}
+
+/// Several VMs' lines are held whole; a VM descheduled mid-line for long (2 CPUs run all the
+/// test's vCPUs) would see its line shown in two parts. The tests check whole lines, so they
+/// give a line 5 s.
+const WHOLE_LINES: &str = "bulkhead.console_idle_ms=5000";
+
+fn run_vms(vms: &[String], extra: &[&str], timeout: Duration) -> Run {
+    let mut args: Vec<&str> = extra.to_vec();
+    if !args.contains(&"--hyp-append") {
+        args.extend(["--hyp-append", WHOLE_LINES]);
+    }
+    for vm in vms {
+        args.extend(["--vm", vm]);
+    }
+    run(&args, timeout)
+}
+
+/// The smoke checks of one Linux VM, on its own prefixed lines.
+fn assert_vm_smoke(r: &Run, name: &str, cpus: usize) {
+    r.assert_contains(&format!("{name}: [")); // kernel log lines carry the prefix
+    let online = if cpus == 1 {
+        String::from("0")
+    } else {
+        format!("0-{}", cpus - 1)
+    };
+    r.assert_line(&format!(
+        "{name}: BULKHEAD-TEST: cpus online={cpus} ({online})"
+    ));
+    for cpu in 0..cpus {
+        r.assert_line(&format!("{name}: BULKHEAD-TEST: work ran on cpu {cpu}"));
+    }
+    r.assert_line(&format!("{name}: BULKHEAD-TEST: timer ticks on all cpus"));
+    r.assert_line(&format!("{name}: BULKHEAD-TEST: smoke passed"));
+    r.assert_contains(&format!("bulkhead: {name} powered off"));
+}
+
+/// No line mixes two VMs or a VM and the hypervisor: every line is one source's.
+fn assert_lines_have_one_source(r: &Run, names: &[&str]) {
+    let console = r.log.split("\n--- stderr ---").next().unwrap_or("");
+    for line in console.lines() {
+        let line = line.trim_end_matches('\r');
+        if line.is_empty() || line.starts_with("+ ") || line.starts_with("assets:") {
+            continue;
+        }
+        let own = line.starts_with("bulkhead: ")
+            || names.iter().any(|n| line.starts_with(&format!("{n}: ")));
+        assert!(own, "a line of no single source: {line:?}\n{}", r.log);
+        let sources = names
+            .iter()
+            .filter(|n| line.contains(&format!("{n}: BULKHEAD-TEST")))
+            .count();
+        assert!(sources <= 1, "two VMs in one line: {line:?}");
+    }
+}
+
+fn assert_two_linux_vms(gic: &str) {
+    let vms = [
+        linux_vm("domU1", 2, "bulkhead.test=smoke"),
+        linux_vm("domU2", 2, "bulkhead.test=smoke"),
+    ];
+    let r = run_vms(&vms, &["--smp", "4", "--gic", gic], LINUX);
+    r.assert_contains("bulkhead: domU1: 2 vCPUs on CPUs [0, 1]");
+    r.assert_contains("bulkhead: domU2: 2 vCPUs on CPUs [2, 3]");
+    assert_vm_smoke(&r, "domU1", 2);
+    assert_vm_smoke(&r, "domU2", 2);
+    assert_lines_have_one_source(&r, &["domU1", "domU2"]);
+    r.assert_contains("bulkhead: every VM is off; powering off");
+    r.assert_lacks("BULKHEAD-TEST: FAIL");
+    r.assert_lacks("PANIC");
+    r.assert_exit_ok();
+}
+
+#[test]
+fn dom0less_two_linux_vms_gicv3() {
+    assert_two_linux_vms("3");
+}
+
+#[test]
+fn dom0less_two_linux_vms_gicv2() {
+    assert_two_linux_vms("2");
+}
+
+#[test]
+fn dom0less_three_vms_linux_linux_probe() {
+    let vms = [
+        linux_vm("linux2", 2, "bulkhead.test=smoke"),
+        linux_vm("linux1", 1, "bulkhead.test=smoke"),
+        probe_vm("probe", 1, "probe.memcheck=4"),
+    ];
+    let r = run_vms(&vms, &["--smp", "4"], LINUX);
+    assert_vm_smoke(&r, "linux2", 2);
+    assert_vm_smoke(&r, "linux1", 1);
+    r.assert_contains("probe: PROBE: DONE pass=");
+    r.assert_lacks("PROBE: FAIL");
+    r.assert_contains("bulkhead: probe powered off");
+    assert_lines_have_one_source(&r, &["linux2", "linux1", "probe"]);
+    r.assert_exit_ok();
+}
+
+#[test]
+fn dom0less_one_vm_resets_while_another_runs() {
+    let vms = [
+        linux_vm("linux", 2, "bulkhead.test=smoke"),
+        probe_vm("resetter", 1, "probe.reboots=3 probe.memcheck=2"),
+    ];
+    let r = run_vms(&vms, &["--smp", "4"], LINUX);
+    assert_eq!(r.count("bulkhead: resetter reset"), 3, "{}", r.log);
+    assert_eq!(r.count("bulkhead: linux reset"), 0, "{}", r.log);
+    r.assert_line("resetter: PROBE: memcheck boot=4 verified=512");
+    r.assert_contains("resetter: PROBE: DONE pass=");
+    r.assert_lacks("PROBE: FAIL");
+    assert_vm_smoke(&r, "linux", 2);
+    r.assert_exit_ok();
+}
+
+#[test]
+fn dom0less_a_bad_vm_is_refused_and_the_others_run() {
+    let probe = probe();
+    let vms = [
+        probe_vm("good", 1, ""),
+        format!("name=bad,kernel={probe},cpus=9,mem=64M"),
+        probe_vm("alsogood", 1, ""),
+    ];
+    let r = run_vms(&vms, &["--smp", "2"], QUICK);
+    r.assert_contains("bulkhead: error: VM refused: bad: cpus: ");
+    r.assert_contains("good: PROBE: DONE pass=");
+    r.assert_contains("alsogood: PROBE: DONE pass=");
+    r.assert_lacks("PROBE: FAIL");
+    r.assert_lacks("bad powered off");
+    r.assert_exit_ok();
+}
+
+/// Four VMs, 7 usable VMIDs, each VM resetting itself ten times (every life takes a fresh
+/// VMID): VMIDs roll over while the other VMs' vCPUs run, and every guest reads back after
+/// every reset what it wrote before it — a TLB entry of another VM or of an older VMID
+/// generation would show up as wrong data.
+#[test]
+fn dom0less_vmid_rollover_under_four_resetting_vms() {
+    let vms: Vec<String> = (0..4)
+        .map(|i| probe_vm(&format!("vm{i}"), 1, "probe.reboots=10 probe.memcheck=4"))
+        .collect();
+    let r = run_vms(
+        &vms,
+        &[
+            "--smp",
+            "4",
+            "--hyp-append",
+            "bulkhead.vmid_bits=3 bulkhead.console_idle_ms=5000",
+        ],
+        LINUX,
+    );
+    r.assert_contains("bulkhead: VMIDs: 3 bits");
+    for i in 0..4 {
+        assert_eq!(r.count(&format!("bulkhead: vm{i} reset")), 10, "{}", r.log);
+        r.assert_line(&format!("vm{i}: PROBE: memcheck boot=11 verified=1024"));
+        r.assert_contains(&format!("vm{i}: PROBE: DONE pass="));
+    }
+    r.assert_lacks("PROBE: FAIL");
+    r.assert_lacks(", 0 VMID rollovers");
+    let rollovers: Vec<&str> = r
+        .log
+        .lines()
+        .filter(|l| l.contains("powered off") && l.contains("VMID rollovers"))
+        .collect();
+    eprintln!("rollover lines: {rollovers:#?}");
+    r.assert_exit_ok();
+}
+
+#[test]
+fn dom0less_chaos_probe_next_to_linux() {
+    let vms = [
+        linux_vm("linux", 2, "bulkhead.test=smoke"),
+        probe_vm("chaos", 1, "probe.chaos=20000 probe.seed=7"),
+    ];
+    let r = run_vms(&vms, &["--smp", "4"], LINUX);
+    r.assert_contains("chaos: PROBE: chaos done ops=20000");
+    r.assert_contains("chaos: PROBE: DONE pass=");
+    r.assert_lacks("PROBE: FAIL");
+    assert_vm_smoke(&r, "linux", 2);
+    r.assert_lacks("bulkhead: FATAL");
+    r.assert_exit_ok();
+}
+
+/// EL2 memory is constant across a VM's lives: after the first reset every restart finds the
+/// hypervisor heap exactly as full as before.
+#[test]
+fn dom0less_heap_is_constant_across_100_resets() {
+    let vms = [probe_vm("looper", 1, "probe.reboots=100")];
+    let r = run_vms(&vms, &["--smp", "2"], LINUX);
+    let heap: Vec<&str> = r
+        .log
+        .lines()
+        .filter_map(|l| l.split("heap ").nth(1))
+        .filter(|rest| rest.contains("bytes in use"))
+        .collect();
+    assert_eq!(heap.len(), 100, "{}", r.log);
+    assert!(
+        heap.iter().all(|h| *h == heap[0]),
+        "heap use changed: {heap:?}"
+    );
+    // One VM: its console passes through unprefixed.
+    r.assert_contains("PROBE: DONE pass=");
+    r.assert_lacks("PROBE: FAIL");
+    r.assert_exit_ok();
+}
+
+/// Console input goes to one VM at a time; Ctrl-A three times moves it to the next.
+#[test]
+fn dom0less_console_focus_switching() {
+    let vms = [linux_vm("domU1", 1, ""), linux_vm("domU2", 1, "")];
+    let mut args: Vec<&str> = vec!["--smp", "2", "--hyp-append", WHOLE_LINES];
+    for vm in &vms {
+        args.extend(["--vm", vm]);
+    }
+    let r = run_typing(
+        &args,
+        &[
+            Keys {
+                after: "domU2: A busybox shell",
+                text: "echo first-$((6*7))\n",
+                paste: false,
+            },
+            Keys {
+                after: "first-42",
+                text: "\x01\x01\x01",
+                paste: false,
+            },
+            Keys {
+                after: "bulkhead: console input to domU2",
+                text: "echo second-$((7*7))\npoweroff -f\n",
+                paste: false,
+            },
+            Keys {
+                after: "bulkhead: domU2 powered off",
+                text: "poweroff -f\n",
+                paste: false,
+            },
+        ],
+        LINUX,
+    );
+    r.assert_line("domU1: first-42");
+    r.assert_line("domU2: second-49");
+    r.assert_lacks("domU2: first-42");
+    r.assert_contains("bulkhead: domU1 powered off");
+    r.assert_exit_ok();
+}
+
+/// Xen's own QEMU command line boots Bulkhead: a dom0less DTB made the way Xen users make it
+/// (QEMU's dumped DTB plus `xen,domain` nodes, compiled with dtc) given with `-dtb`, the files
+/// placed by QEMU's generic loader. No run.sh.
+#[test]
+fn dom0less_plain_xen_style_qemu_command_line() {
+    let image = std::env::var("BULKHEAD_IMAGE").unwrap_or_else(|_| {
+        let out = Command::new(repo().join("scripts/build.sh"))
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    });
+    let probe = probe();
+    let dir = std::env::temp_dir().join(format!("bulkhead-xen-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let qemu_dtb = dir.join("qemu.dtb");
+    let machine = "virt,virtualization=on,gic-version=3";
+    let status = Command::new("qemu-system-aarch64")
+        .args(["-M", &format!("{machine},dumpdtb={}", qemu_dtb.display())])
+        .args([
+            "-cpu",
+            "cortex-a72",
+            "-smp",
+            "2",
+            "-m",
+            "1024M",
+            "-display",
+            "none",
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let dts = Command::new("dtc")
+        .args(["-q", "-I", "dtb", "-O", "dts"])
+        .arg(&qemu_dtb)
+        .output()
+        .unwrap();
+    let size = std::fs::metadata(&probe).unwrap().len();
+    let mut source = String::from_utf8(dts.stdout).unwrap();
+    for (i, addr) in [(1, 0x5000_0000u64), (2, 0x5100_0000)] {
+        source.push_str(&format!(
+            "/ {{ chosen {{ domU{i} {{ compatible = \"xen,domain\"; #address-cells = <1>; #size-cells = <1>;
+               memory = <0 0x10000>; cpus = <1>; vpl011;
+               module@{addr:x} {{ compatible = \"multiboot,kernel\", \"multiboot,module\";
+                   reg = <{addr:#x} {size:#x}>; bootargs = \"probe.memcheck=2\"; }}; }}; }}; }};\n"
+        ));
+    }
+    let dts_path = dir.join("dom0less.dts");
+    let dtb_path = dir.join("dom0less.dtb");
+    std::fs::write(&dts_path, source).unwrap();
+    let status = Command::new("dtc")
+        .args(["-q", "-I", "dts", "-O", "dtb", "-o"])
+        .arg(&dtb_path)
+        .arg(&dts_path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = Command::new("timeout")
+        .args(["--kill-after=10", "120", "qemu-system-aarch64"])
+        .args([
+            "-M",
+            machine,
+            "-cpu",
+            "cortex-a72",
+            "-smp",
+            "2",
+            "-m",
+            "1024M",
+        ])
+        .args([
+            "-display",
+            "none",
+            "-monitor",
+            "none",
+            "-serial",
+            "stdio",
+            "-no-reboot",
+        ])
+        .arg("-dtb")
+        .arg(&dtb_path)
+        .args([
+            "-device",
+            &format!("loader,file={probe},addr=0x50000000,force-raw=on"),
+        ])
+        .args([
+            "-device",
+            &format!("loader,file={probe},addr=0x51000000,force-raw=on"),
+        ])
+        .args(["-kernel", &image, "-append", WHOLE_LINES])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let r = Run {
+        code: out.status.code(),
+        log: String::from_utf8_lossy(&out.stdout).into_owned(),
+    };
+    r.assert_contains("bulkhead: domU1: 1 vCPUs");
+    r.assert_contains("domU1: PROBE: DONE pass=");
+    r.assert_contains("domU2: PROBE: DONE pass=");
+    r.assert_lacks("PROBE: FAIL");
+    r.assert_contains("bulkhead: every VM is off; powering off");
+    r.assert_exit_ok();
+}

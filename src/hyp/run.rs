@@ -292,12 +292,10 @@ fn system_off(vm: &Vm, index: usize) {
     power_off_when_all_off();
 }
 
-/// Powers the machine off once every VM is off.
+/// Counts a VM that finished stopping; the last one powers the machine off. (Checking the
+/// VMs' power states instead would let a VM that just turned off cut short another's report.)
 fn power_off_when_all_off() {
-    if setup::vms()
-        .iter()
-        .all(|vm| vm.power.vm_state() == VmState::Off)
-    {
+    if setup::count_stopped_vm() {
         log::info!("every VM is off; powering off");
         crate::board::power::power_off();
     }

@@ -5,6 +5,7 @@
 
 use alloc::string::String;
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 use fdt::Fdt;
 use spin::Once;
@@ -112,8 +113,11 @@ pub fn create_vms(fdt: &Fdt<'_>, gic: &GicInfo, hypervisor_end: u64, cpu_count: 
     }
     let console: &'static Console = CONSOLE.call_once(|| {
         let escape = console_escape(args);
-        // A partial line (a prompt) shows after 50 ms without its end.
-        let idle = crate::arch::cpu::counter_frequency() / 20;
+        // A partial line (a prompt) shows after this long without its end.
+        let idle_ms = dtb::bootarg(args, "bulkhead.console_idle_ms")
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(DEFAULT_CONSOLE_IDLE_MS);
+        let idle = crate::arch::cpu::counter_frequency().saturating_mul(idle_ms) / 1000;
         Console::new(
             placed.iter().map(|(s, _)| s.name.clone()).collect(),
             escape,
@@ -166,6 +170,7 @@ pub fn create_vms(fdt: &Fdt<'_>, gic: &GicInfo, hypervisor_end: u64, cpu_count: 
                 log::error!("{}: cannot load the guest: {e}", vm.config.name);
                 vm.power.force_off();
                 console.set_alive(vm.id, false, &ArchPlatform);
+                STOPPED_VMS.fetch_add(1, Ordering::AcqRel);
             }
         }
     }
@@ -203,12 +208,25 @@ pub fn assigned(pcpu: usize) -> Option<(&'static Vm, usize)> {
     Some((machine.vms.iter().find(|v| v.id == vm)?, vcpu))
 }
 
+/// VMs that are off for good and finished saying so.
+static STOPPED_VMS: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts one more VM off for good; true for the last one.
+pub fn count_stopped_vm() -> bool {
+    STOPPED_VMS.fetch_add(1, Ordering::AcqRel) + 1 >= vms().len()
+}
+
 /// The console the VMs share, once there are VMs.
 pub fn console() -> Option<&'static Console> {
     CONSOLE.get()
 }
 
 static CONSOLE: Once<Console> = Once::new();
+
+/// How long a VM's partial line (a shell prompt) waits for its end before it is shown anyway
+/// (`bulkhead.console_idle_ms=`): long enough that a line printed byte by byte is rarely cut,
+/// short enough that a prompt appears without a keystroke.
+const DEFAULT_CONSOLE_IDLE_MS: u64 = 200;
 
 /// The console escape byte (typed three times, it moves console input to the next VM):
 /// `bulkhead.console_escape=` as `^A`..`^Z`, or a number (default Ctrl-A, as Xen).
