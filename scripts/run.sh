@@ -47,10 +47,16 @@ case "$mem" in
 esac
 
 qemu=(qemu-system-aarch64 -no-reboot)
+# The console is the UART the DTB's stdout-path names: on virt the PL011 (QEMU's first serial
+# port); on raspi4b the mini UART (`serial1`, QEMU's second serial port; the first, the
+# PL011, is not used).
+serial=()
+[ "$board" = rpi4 ] && serial=(-serial null)
 if [ -t 0 ]; then
-    qemu+=(-nographic)              # interactive: serial + monitor on the terminal (Ctrl-A x quits)
+    # interactive: serial + monitor on the terminal (Ctrl-A x quits)
+    qemu+=(-display none "${serial[@]}" -serial mon:stdio)
 else
-    qemu+=(-display none -monitor none -serial stdio)
+    qemu+=(-display none -monitor none "${serial[@]}" -serial stdio)
 fi
 [ "$icount" = 1 ] && qemu+=(-icount shift=0)
 case "$board" in

@@ -31,7 +31,7 @@ pub fn primary_main() -> ! {
     let fdt = host_fdt();
     let Some(fdt) = fdt else { cpu::halt() };
     if let Some(uart) = dtb::console_uart(&fdt) {
-        console::init(uart.base);
+        console::init(uart);
     }
     let bootargs = dtb::bootargs(&fdt);
     console::init_logging(dtb::bootarg(bootargs, "loglevel"));

@@ -18,6 +18,7 @@ pub mod hyp;
 pub mod hypervisor;
 
 pub mod devices;
+pub mod drivers;
 pub mod dtb;
 pub mod guest_dtb;
 pub mod guest_layout;
