@@ -6,6 +6,13 @@
 #                  [--kernel PATH] [--initrd PATH] [--append "GUEST CMDLINE"] [--mem SIZE]
 #                  [--hyp-append "BULKHEAD BOOTARGS"] [--image PATH] [--icount]
 #                  [-- EXTRA QEMU ARGS]
+#       scripts/run.sh --sdcard CARD.img [-- EXTRA QEMU ARGS]
+#
+# --sdcard boots a Raspberry Pi 4 card (scripts/mkimage-rpi4.sh) the way its firmware would,
+# from the card's own files (read with mtools): config.txt's kernel= as -kernel, its
+# device_tree= as -dtb, its `initramfs FILE` as -initrd (QEMU writes linux,initrd-start/end as
+# the firmware does), cmdline.txt as -append; console on the mini UART (QEMU's second serial
+# port). No other option applies.
 #
 # The guest image (and initrd) reach Bulkhead as Xen-style multiboot modules in /chosen, written
 # by QEMU's `-device guest-loader` - the same command line boots Xen. Exits with QEMU's code.
@@ -13,7 +20,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 board=virt gic=3 smp=4 guest=1 kernel="" initrd="" append="" mem=512M hyp_append="" image=""
-icount=0 qemu_cpus="" virt_ext=on kernel_addr=0x50000000 initrd_addr=0x58000000
+icount=0 qemu_cpus="" virt_ext=on kernel_addr=0x50000000 initrd_addr=0x58000000 sdcard=""
 extra=()
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -30,13 +37,19 @@ while [ $# -gt 0 ]; do
         --image) image=$2; shift 2 ;;
         --icount) icount=1; shift ;;
         --el1) virt_ext=off; shift ;;   # tests: start the image at EL1 (it must say so)
+        --sdcard) sdcard=$2; shift 2 ;;
         --) shift; extra=("$@"); break ;;
-        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
         *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
 
 scripts/setup.sh
+
+if [ -n "$sdcard" ]; then
+    [ -z "$image" ] || { echo "run.sh: --sdcard boots the card's own bulkhead.bin; drop --image" >&2; exit 2; }
+    exec scripts/boot-sdcard.sh "$sdcard" "${extra[@]}"
+fi
 [ -n "$image" ] || image=$(scripts/build.sh)
 
 # Guest RAM size in MiB.

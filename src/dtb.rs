@@ -129,6 +129,95 @@ pub fn strip_nops(blob: &mut [u8]) -> Result<usize, DtbError> {
     Ok(removed)
 }
 
+/// Checks a blob token by token so that the `fdt` crate, which panics on malformed input,
+/// only ever sees a well-formed tree (Devicetree Specification v0.4, 5.4 "Structure Block"):
+/// the blocks lie inside the blob; every token is known; node names and property names are
+/// NUL-terminated UTF-8 inside their blocks; properties come before a node's children; nodes
+/// nest properly under one root; the block ends with `FDT_END`. `FDT_NOP` is refused (a
+/// file written by dtc has none; QEMU's patched DTBs go through [`strip_nops`] instead).
+pub fn check_structure(blob: &[u8]) -> Result<(), DtbError> {
+    const BEGIN_NODE: u32 = 1;
+    const END_NODE: u32 = 2;
+    const PROP: u32 = 3;
+    const END: u32 = 9;
+    /// Nesting deeper than this is refused (a bit per level records "children seen").
+    const MAX_DEPTH: u32 = 64;
+    let word = |i: usize| -> Result<usize, DtbError> {
+        blob.get(i..i + 4)
+            .map(|w| u32::from_be_bytes([w[0], w[1], w[2], w[3]]) as usize)
+            .ok_or(DtbError::Invalid)
+    };
+    let total = header_total_size(blob).ok_or(DtbError::Invalid)?;
+    let (off_struct, off_strings) = (word(8)?, word(12)?);
+    let (size_strings, size_struct) = (word(32)?, word(36)?);
+    let struct_end = off_struct
+        .checked_add(size_struct)
+        .ok_or(DtbError::Invalid)?;
+    let strings_end = off_strings
+        .checked_add(size_strings)
+        .ok_or(DtbError::Invalid)?;
+    if total > blob.len()
+        || total < 40
+        || struct_end > total
+        || strings_end > total
+        || !off_struct.is_multiple_of(4)
+    {
+        return Err(DtbError::Invalid);
+    }
+    let strings = &blob[off_strings..strings_end];
+    let c_str = |bytes: &[u8]| -> Result<usize, DtbError> {
+        let nul = bytes
+            .iter()
+            .position(|&b| b == 0)
+            .ok_or(DtbError::Invalid)?;
+        core::str::from_utf8(&bytes[..nul]).map_err(|_| DtbError::Invalid)?;
+        Ok(nul)
+    };
+    let (mut at, mut depth, mut children_seen) = (off_struct, 0u32, 0u64);
+    let mut root_done = false;
+    loop {
+        if at + 4 > struct_end {
+            return Err(DtbError::Invalid);
+        }
+        match word(at)? as u32 {
+            BEGIN_NODE => {
+                if root_done || depth >= MAX_DEPTH {
+                    return Err(DtbError::Invalid);
+                }
+                if depth > 0 {
+                    children_seen |= 1 << (depth - 1);
+                }
+                let nul = c_str(&blob[at + 4..struct_end])?;
+                at += 4 + (nul + 1).div_ceil(4) * 4;
+                depth += 1;
+                children_seen &= !(1 << (depth - 1));
+            }
+            END_NODE => {
+                depth = depth.checked_sub(1).ok_or(DtbError::Invalid)?;
+                root_done = depth == 0;
+                at += 4;
+            }
+            PROP => {
+                if depth == 0 || children_seen & (1 << (depth - 1)) != 0 {
+                    return Err(DtbError::Invalid);
+                }
+                let len = word(at + 4)?;
+                let name = word(at + 8)?;
+                c_str(strings.get(name..).ok_or(DtbError::Invalid)?)?;
+                at = len
+                    .checked_add(3)
+                    .map(|l| at + 12 + l / 4 * 4)
+                    .ok_or(DtbError::Invalid)?;
+            }
+            END if root_done => return Ok(()),
+            _ => return Err(DtbError::Invalid),
+        }
+        if at > struct_end {
+            return Err(DtbError::Invalid);
+        }
+    }
+}
+
 /// A contiguous range of physical addresses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PhysRange {

@@ -17,6 +17,7 @@ pub mod hyp;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub mod hypervisor;
 
+pub mod bundle;
 pub mod devices;
 pub mod drivers;
 pub mod dtb;

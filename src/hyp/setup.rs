@@ -10,8 +10,10 @@ use fdt::Fdt;
 use super::irq;
 use super::vm::{self, Vm, VmConfig};
 use crate::arch::{entry, mmu, vgic_hw};
+use crate::bundle;
 use crate::dtb::{self, GicInfo, ModuleKind, PhysRange};
 use crate::guest_layout::GicVersion;
+use crate::mm::layout::phys_to_linear;
 
 /// Parses `512M`, `1G`, `65536K` or plain bytes.
 fn parse_size(s: &str) -> Option<u64> {
@@ -31,7 +33,12 @@ pub fn create_vm(
     hypervisor_end: u64,
     cpu_count: usize,
 ) -> Option<&'static Vm> {
-    let modules: Vec<dtb::Module<'_>> = dtb::modules(fdt).collect();
+    // Multiboot module nodes, else a guest bundle the boot loader put at linux,initrd-start.
+    let host_ram = |r: PhysRange| entry::linear_slice(phys_to_linear(r.base), r.size as usize);
+    let guest = bundle::guest_source(fdt, host_ram)
+        .map_err(|e| log::error!("{e}"))
+        .ok()?;
+    let modules = &guest.modules;
     let kernel = modules.iter().find(|m| m.kind == ModuleKind::Kernel)?;
     let initrd = modules
         .iter()
@@ -40,9 +47,11 @@ pub fn create_vm(
     let args = dtb::bootargs(fdt);
     let ram_size = dtb::bootarg(args, "bulkhead.guest_mem")
         .and_then(parse_size)
+        .or(guest.ram_size)
         .unwrap_or(512 << 20);
     let vcpu_count = dtb::bootarg(args, "bulkhead.guest_smp")
         .and_then(|s| s.parse().ok())
+        .or(guest.vcpu_count)
         .unwrap_or(cpu_count);
     if vcpu_count == 0 || vcpu_count > cpu_count {
         log::error!(
@@ -63,7 +72,7 @@ pub fn create_vm(
             size: params.dtb_size
         },
     ];
-    avoid.extend(modules.iter().map(|m| m.range));
+    avoid.extend(modules.iter().map(|m| m.range).chain(guest.bundle));
     avoid.extend(dtb::reserved_regions(fdt));
     let ram: Vec<PhysRange> = dtb::memory_regions(fdt).collect();
     let Some(ram_pa) = vm::place_guest_ram(&ram, ram_size, &avoid) else {

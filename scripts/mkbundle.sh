@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# Writes a Bulkhead guest bundle: one file with a VM's description and its images, for boot
+# loaders that load a single extra file and name it in /chosen/linux,initrd-start/end (the
+# Raspberry Pi firmware's `initramfs FILE followkernel`, QEMU's -initrd).
+#
+# Usage: scripts/mkbundle.sh [--kernel PATH] [--initrd PATH | --no-initrd]
+#                            [--append "GUEST CMDLINE"] [--cpus N] [--mem SIZE] [--name NAME]
+#                            [-o OUT=bundle.bin]
+#   defaults: Debian's arm64 kernel and the busybox initramfs (scripts/assets.sh),
+#             --append "console=ttyAMA0", --cpus 4, --mem 512M, --name vm0
+# Prints BUNDLE=<absolute path> on stdout.
+#
+# Format (src/bundle.rs has the full description): a device tree at offset 0 whose root is
+# compatible with "bulkhead,guest-bundle-v1" and whose /chosen holds the VM as Xen's dom0less
+# binding describes a domain (docs/misc/arm/device-tree/booting.txt in Xen):
+#   vm0 { compatible = "xen,domain"; #address-cells = <2>; #size-cells = <2>;
+#         cpus = <N>; memory = <0 KiB>; vpl011;
+#         module@OFF { compatible = "multiboot,kernel", "multiboot,module";
+#                      reg = <0 OFF 0 SIZE>; bootargs = "..."; };
+#         module@OFF { compatible = "multiboot,ramdisk", "multiboot,module"; reg = <...>; }; };
+# except that a module's reg is an offset into this file. The images follow the tree, each at
+# a 4 KiB boundary. Offsets appear in node names, so the tree's size depends on them: the
+# layout is recomputed until it no longer changes.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+die() {
+    printf 'mkbundle: ERROR: %s\n' "$*" >&2
+    exit 1
+}
+
+kernel="" initrd="" no_initrd=0 append="console=ttyAMA0" cpus=4 mem=512M name=vm0 out=bundle.bin
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --kernel) kernel=$2; shift 2 ;;
+        --initrd) initrd=$2; shift 2 ;;
+        --no-initrd) no_initrd=1; shift ;;
+        --append) append=$2; shift 2 ;;
+        --cpus) cpus=$2; shift 2 ;;
+        --mem) mem=$2; shift 2 ;;
+        --name) name=$2; shift 2 ;;
+        -o) out=$2; shift 2 ;;
+        -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+        *) die "unknown argument $1" ;;
+    esac
+done
+command -v dtc >/dev/null 2>&1 || die "'dtc' not found (device-tree-compiler; run scripts/setup.sh)"
+
+if [ -z "$kernel" ]; then
+    eval "$("$REPO/scripts/assets.sh" kernel initramfs)"
+    kernel=$KERNEL
+    [ -n "$initrd" ] || [ "$no_initrd" = 1 ] || initrd=$INITRD
+fi
+[ "$no_initrd" = 1 ] && initrd=""
+[ -f "$kernel" ] || die "kernel '$kernel' is not a file"
+[ -z "$initrd" ] || [ -f "$initrd" ] || die "initrd '$initrd' is not a file"
+[[ "$cpus" =~ ^[1-9][0-9]*$ ]] || die "--cpus wants a positive number, not '$cpus'"
+[[ "$name" =~ ^[A-Za-z][A-Za-z0-9,._+-]*$ ]] || die "--name '$name' is not a valid node name"
+case "$mem" in
+    *G) kib=$(( ${mem%G} * 1024 * 1024 )) ;;
+    *M) kib=$(( ${mem%M} * 1024 )) ;;
+    *K) kib=${mem%K} ;;
+    *) die "--mem wants a size like 512M or 1G, not '$mem'" ;;
+esac
+[ "$kib" -gt 0 ] || die "--mem must not be 0"
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+images=("$kernel")
+kinds=(kernel)
+[ -z "$initrd" ] || { images+=("$initrd"); kinds+=(ramdisk); }
+sizes=()
+for f in "${images[@]}"; do
+    size=$(stat -c %s "$f")
+    [ "$size" -gt 0 ] || die "'$f' is empty"
+    sizes+=("$size")
+done
+
+# A dts string literal: backslashes and quotes escaped.
+dts_string() { local s=${1//\\/\\\\}; printf '"%s"' "${s//\"/\\\"}"; }
+cells64() { printf '0x%x 0x%x' $(($1 >> 32)) $(($1 & 0xffffffff)); }
+
+write_tree() { # OFFSETS...
+    local offsets=("$@") i
+    {
+        echo '/dts-v1/;'
+        echo '/ {'
+        echo '    compatible = "bulkhead,guest-bundle-v1";'
+        echo '    #address-cells = <2>;'
+        echo '    #size-cells = <2>;'
+        echo '    chosen {'
+        echo "        $name {"
+        echo '            compatible = "xen,domain";'
+        echo '            #address-cells = <2>;'
+        echo '            #size-cells = <2>;'
+        echo "            cpus = <$cpus>;"
+        echo "            memory = <$(cells64 "$kib")>;"
+        echo '            vpl011;'
+        for i in "${!images[@]}"; do
+            printf '            module@%x {\n' "${offsets[$i]}"
+            echo "                compatible = \"multiboot,${kinds[$i]}\", \"multiboot,module\";"
+            echo "                reg = <$(cells64 "${offsets[$i]}") $(cells64 "${sizes[$i]}")>;"
+            [ "${kinds[$i]}" != kernel ] || echo "                bootargs = $(dts_string "$append");"
+            echo '            };'
+        done
+        echo '        };'
+        echo '    };'
+        echo '};'
+    } >"$tmp/bundle.dts"
+    dtc -q -I dts -O dtb -o "$tmp/tree.dtb" "$tmp/bundle.dts" || die "dtc failed on $tmp/bundle.dts"
+}
+
+align() { echo $(( ($1 + 4095) / 4096 * 4096 )); }
+layout() { # TREE_SIZE -> offsets
+    local at i
+    at=$(align "$1")
+    for i in "${!images[@]}"; do
+        printf '%s ' "$at"
+        at=$(align $((at + sizes[i])))
+    done
+}
+
+offsets=($(layout 0))
+for _ in 1 2 3 4 5; do
+    write_tree "${offsets[@]}"
+    again=($(layout "$(stat -c %s "$tmp/tree.dtb")"))
+    [ "${again[*]}" != "${offsets[*]}" ] || break
+    offsets=("${again[@]}")
+done
+[ "${again[*]}" = "${offsets[*]}" ] || die "layout did not settle"
+
+cp "$tmp/tree.dtb" "$tmp/out"
+for i in "${!images[@]}"; do
+    truncate -s "${offsets[$i]}" "$tmp/out"
+    cat "${images[$i]}" >>"$tmp/out"
+done
+mkdir -p "$(dirname "$out")"
+mv "$tmp/out" "$out"
+
+summary="$name: $cpus vCPUs, $((kib / 1024)) MiB"
+for i in "${!images[@]}"; do
+    summary+=", ${kinds[$i]} $(basename "${images[$i]}") (${sizes[$i]} bytes at ${offsets[$i]})"
+done
+echo "mkbundle: wrote $out ($(stat -c %s "$out") bytes): $summary, bootargs \"$append\"" >&2
+echo "BUNDLE=$(cd "$(dirname "$out")" && pwd)/$(basename "$out")"
