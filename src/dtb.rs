@@ -866,7 +866,7 @@ mod tests {
             initrd(&fdt),
             Some(PhysRange {
                 base: 0x0800_0000,
-                size: 0x80f18f1 - 0x0800_0000
+                size: 0x10_0000
             })
         );
         assert_eq!(bootargs(&fdt), "loglevel=info");

@@ -419,7 +419,7 @@ fn every_error_is_one_line() {
 
 // ---- where the guest comes from -----------------------------------------------------------
 
-/// QEMU raspi4b's DTB for `-initrd` of 989425 bytes at 0x8000000 (tests/data/README.md).
+/// QEMU raspi4b's DTB for a 1 MiB `-initrd` at 0x8000000 (tests/data/README.md).
 fn raspi4b_with_initrd() -> Vec<u8> {
     let mut blob = load("raspi4b-qemu-initrd.dtb");
     dtb::strip_nops(&mut blob).unwrap();
@@ -483,7 +483,7 @@ fn a_bad_bundle_is_an_error_that_says_where_it_was() {
     assert_eq!(err.error, Some(BundleError::NotADeviceTree));
     assert!(
         err.to_string()
-            .starts_with("guest bundle at 0x8000000 (989425 bytes): not a guest bundle")
+            .starts_with("guest bundle at 0x8000000 (1048576 bytes): not a guest bundle")
     );
 }
 
