@@ -125,7 +125,7 @@ fn bundle(vms: &[VmSpec<'_>]) -> Vec<u8> {
     bundle_with(vms, COMPATIBLE)
 }
 
-fn bytes_of<'a>(file: &'a [u8], span: Span) -> &'a [u8] {
+fn bytes_of(file: &[u8], span: Span) -> &[u8] {
     &file[span.offset as usize..(span.offset + span.size) as usize]
 }
 
