@@ -2,16 +2,17 @@
 # Fetches the guest assets Bulkhead's tests and scripts boot, from Debian's archive,
 # without touching the host's apt setup.
 #
-# Usage: scripts/assets.sh [kernel|initramfs|rpi4-firmware|qemu-plugin-header|all|versions|refresh]...
+# Usage: scripts/assets.sh [kernel|initramfs|rpi4-firmware|u-boot-rpi|qemu-plugin-header|all|versions|refresh]...
 #   kernel         Debian's arm64 kernel Image (uncompressed, boots as-is) + bcm2711-rpi-4-b.dtb
 #   initramfs      busybox initramfs (cpio newc + gzip) with tests/guest-init/init as /init
 #   rpi4-firmware  start4.elf, fixup4.dat, bootcode.bin from raspi-firmware (non-free-firmware)
+#   u-boot-rpi     Debian's U-Boot for 64-bit Raspberry Pis (u-boot-rpi: rpi_arm64/u-boot.bin)
 #   qemu-plugin-header  QEMU's qemu-plugin.h, from Debian's source package of the installed QEMU
 #   all            kernel, initramfs, rpi4-firmware (the default)
 #   versions       print $CACHE/versions.txt
 #   refresh        forget the stamps (and the apt lists) so the next run fetches the newest
 # Prints the resulting paths as KEY=VALUE lines on stdout (KERNEL=, RPI4_DTB=, INITRD=,
-# BUSYBOX=, RPI4_FIRMWARE_DIR=, QEMU_PLUGIN_H=); everything else goes to stderr. Fails loudly on any error.
+# BUSYBOX=, RPI4_FIRMWARE_DIR=, UBOOT_RPI=, QEMU_PLUGIN_H=); everything else goes to stderr. Fails loudly on any error.
 #
 # How: a private APT_CONFIG whose only sources are `[arch=arm64]` bookworm (main,
 # non-free-firmware), bookworm-updates and bookworm-security, with Dir::State / Dir::Cache in
@@ -313,6 +314,29 @@ do_rpi4_firmware() {
     echo "RPI4_FIRMWARE_DIR=$FIRMWARE_DIR"
 }
 
+do_uboot_rpi() {
+    local dir=$CACHE/u-boot-rpi
+    if stamp_ok u-boot-rpi "$dir/u-boot.bin"; then
+        log "u-boot-rpi: cached ($(cat "$STAMP_DIR/u-boot-rpi"))"
+    else
+        apt_ready
+        local deb ver tmp src
+        deb=$(download_deb u-boot-rpi)
+        ver=$(dpkg-deb -f "$deb" Version)
+        tmp=$CACHE/extract/u-boot-rpi
+        extract_deb "$deb" "$tmp"
+        src=$tmp/usr/lib/u-boot/rpi_arm64/u-boot.bin
+        [ -f "$src" ] || die "no usr/lib/u-boot/rpi_arm64/u-boot.bin in $deb"
+        mkdir -p "$dir"
+        cp "$src" "$dir/u-boot.bin"
+        rm -rf "$tmp"
+        record_version u-boot-rpi "$ver"
+        stamp_write u-boot-rpi "u-boot-rpi $ver"
+        log "u-boot-rpi: u-boot-rpi $ver"
+    fi
+    echo "UBOOT_RPI=$dir/u-boot.bin"
+}
+
 # QEMU's plugin API header (qemu-plugin.h) for scripts/icount-plugin. No Debian binary package
 # ships it, so it is taken from Debian's source package of the installed QEMU (the deb-src
 # bookworm-backports line above; setup.sh installs QEMU from there). Version-matched: the
@@ -370,6 +394,7 @@ main() {
         busybox) do_busybox ;;
         initramfs | initrd) do_initramfs ;;
         rpi4-firmware | firmware) do_rpi4_firmware ;;
+        u-boot-rpi) do_uboot_rpi ;;
         qemu-plugin-header) do_qemu_plugin_header ;;
         all)
             do_kernel
@@ -382,7 +407,7 @@ main() {
             log "stamps cleared; the next run fetches the newest versions"
             ;;
         -h | --help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' ;;
-        *) die "unknown subcommand '$cmd' (kernel|initramfs|rpi4-firmware|qemu-plugin-header|all|versions|refresh)" ;;
+        *) die "unknown subcommand '$cmd' (kernel|initramfs|rpi4-firmware|u-boot-rpi|qemu-plugin-header|all|versions|refresh)" ;;
         esac
     done
 }

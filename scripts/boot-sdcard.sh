@@ -12,6 +12,7 @@
 #   device_tree=FILE            -> -dtb FILE (default bcm2711-rpi-4-b.dtb)
 #   initramfs FILE [ADDRESS]    -> -initrd FILE: QEMU writes /chosen/linux,initrd-start/end
 #   cmdline=FILE                -> -append "$(cat FILE)" (default cmdline.txt) into /chosen/bootargs
+#   the card itself             -> -drive if=sd (for U-Boot, whose boot.scr reads the card)
 # The console is the mini UART (the DTB's stdout-path), QEMU's second serial port; the first
 # (the PL011) goes nowhere. The firmware's own additions to bootargs, and its RAM above 1 GiB,
 # are not imitated (QEMU describes 960 MiB at 0).
@@ -61,6 +62,14 @@ qemu+=(-kernel "$(get "$kernel_name")" -dtb "$(get "${dtb_name:-bcm2711-rpi-4-b.
 [ -z "$initrd_name" ] || qemu+=(-initrd "$(get "$initrd_name")")
 cmdline=$(get "${cmdline_name:-cmdline.txt}")
 qemu+=(-append "$(head -1 "$cmdline")")
+# The card itself, for a kernel= that reads it (U-Boot's boot.scr); its writes are discarded.
+# QEMU takes only SD images a power of two long (mkimage-rpi4.sh makes them so).
+size=$(stat -c %s "$card")
+if [ $((size & (size - 1))) = 0 ]; then
+    qemu+=(-drive "if=sd,format=raw,snapshot=on,file=$card")
+else
+    echo "boot-sdcard: $card is not a power of two long: not attached as the SD card" >&2
+fi
 echo "+ ${qemu[*]} $*" >&2
 # Not exec: the trap removes the extracted files when QEMU ends.
 "${qemu[@]}" "$@"

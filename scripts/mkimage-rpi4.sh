@@ -11,6 +11,11 @@
 #   --guest-append  the default bundle's guest command line (default "console=ttyAMA0")
 #   --cmdline       cmdline.txt: Bulkhead's own bootargs (default "loglevel=info")
 #   --no-guest      no bundle and no initramfs line: Bulkhead reports "ready" and halts
+#   --uboot         boot through Debian's U-Boot (u-boot-rpi) instead: config.txt starts
+#                   u-boot.bin, whose boot.scr loads bulkhead.bin, the guest's Image and
+#                   initrd.gz, writes them into the DTB as multiboot module nodes (as Xen's
+#                   ImageBuilder does for Xen) and boots Bulkhead with booti. Bulkhead's bootargs
+#                   are then boot.scr's `setenv bootargs` (cmdline.txt is not used).
 #   env: BOOT_MB=128 size of the FAT32 boot partition; EXTRA_FILES="a b" more files for it
 # Prints SDCARD=<absolute path> on stdout.
 #
@@ -45,7 +50,7 @@ die() {
     exit 1
 }
 
-IMAGE="" BUNDLE="" OUT=sdcard.img CMDLINE="loglevel=info" GUEST_APPEND="console=ttyAMA0" guest=1
+IMAGE="" BUNDLE="" OUT=sdcard.img CMDLINE="loglevel=info" GUEST_APPEND="console=ttyAMA0" guest=1 uboot=0
 if [ $# -ge 1 ] && [ "${1#-}" = "$1" ]; then
     IMAGE=$1
     OUT=${2:-$OUT}
@@ -59,8 +64,9 @@ while [ $# -gt 0 ]; do
         --cmdline) CMDLINE=$2; shift 2 ;;
         --guest-append) GUEST_APPEND=$2; shift 2 ;;
         --no-guest) guest=0; shift ;;
+        --uboot) uboot=1; shift ;;
         -o) OUT=$2; shift 2 ;;
-        -h|--help) sed -n '2,44p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,50p' "$0"; exit 0 ;;
         *) die "unknown argument $1 (see --help)" ;;
     esac
 done
@@ -80,14 +86,60 @@ if [ -z "$IMAGE" ]; then
     IMAGE=$("$REPO/scripts/build.sh") || die "scripts/build.sh failed"
 fi
 [ -f "$IMAGE" ] || die "IMAGE '$IMAGE' is not a file"
-if [ "$guest" = 1 ] && [ -z "$BUNDLE" ]; then
+[ "$uboot" = 0 ] || [ -z "$BUNDLE" ] || die "--uboot loads the guest's files itself: no --bundle"
+if [ "$uboot" = 1 ]; then
+    command -v mkimage >/dev/null 2>&1 || die "'mkimage' not found (u-boot-tools; run scripts/setup.sh)"
+fi
+if [ "$guest" = 1 ] && [ "$uboot" = 0 ] && [ -z "$BUNDLE" ]; then
     BUNDLE=$tmp/bundle.bin
     "$REPO/scripts/mkbundle.sh" --cpus 4 --mem 512M --append "$GUEST_APPEND" -o "$BUNDLE" >/dev/null ||
         die "scripts/mkbundle.sh failed"
 fi
-[ "$guest" = 0 ] || [ -f "$BUNDLE" ] || die "BUNDLE '$BUNDLE' is not a file"
+[ "$guest" = 0 ] || [ "$uboot" = 1 ] || [ -f "$BUNDLE" ] || die "BUNDLE '$BUNDLE' is not a file"
 
-eval "$("$REPO/scripts/assets.sh" kernel rpi4-firmware)"
+eval "$("$REPO/scripts/assets.sh" kernel initramfs rpi4-firmware)"
+[ "$uboot" = 0 ] || eval "$("$REPO/scripts/assets.sh" u-boot-rpi)"
+
+# The U-Boot route: a boot script in the style of Xen's ImageBuilder (scripts/uboot-script-gen
+# there): load every file, describe the guest under /chosen with `fdt mknode` / `fdt set`,
+# booti. The DTB is the firmware's (${fdt_addr}), moved to ${fdt_addr_r} and grown for the new
+# nodes; /chosen gets <2 2> cells for the module regs, as ImageBuilder gives it.
+# U-Boot's environment on the Pi 4 (include/configs/rpi.h): kernel_addr_r 0x80000,
+# fdt_addr_r 0x2600000; the guest's files go to 256 MiB and 384 MiB, clear of Bulkhead's
+# image and heap (the first 18 MiB) and of U-Boot, which relocated itself to the top of RAM.
+uboot_script() {
+    local kernel_addr=0x10000000 initrd_addr=0x18000000
+    cat <<EOF_SCRIPT
+# Bulkhead through U-Boot (written by scripts/mkimage-rpi4.sh --uboot).
+echo "Bulkhead: loading the hypervisor and its guest"
+fatload mmc 0:1 \${kernel_addr_r} bulkhead.bin
+fdt addr \${fdt_addr}
+fdt move \${fdt_addr} \${fdt_addr_r} 0x40000
+fdt addr \${fdt_addr_r}
+fdt resize 4096
+fdt set /chosen \#address-cells <0x2>
+fdt set /chosen \#size-cells <0x2>
+EOF_SCRIPT
+    if [ "$guest" = 1 ]; then
+        local escaped=${GUEST_APPEND//\\/\\\\}
+        escaped=${escaped//\"/\\\"}
+        cat <<EOF_SCRIPT
+fatload mmc 0:1 $kernel_addr Image
+fdt mknode /chosen module@${kernel_addr#0x}
+fdt set /chosen/module@${kernel_addr#0x} compatible "multiboot,kernel" "multiboot,module"
+fdt set /chosen/module@${kernel_addr#0x} reg <0x0 $kernel_addr 0x0 0x\${filesize}>
+fdt set /chosen/module@${kernel_addr#0x} bootargs "$escaped"
+fatload mmc 0:1 $initrd_addr initrd.gz
+fdt mknode /chosen module@${initrd_addr#0x}
+fdt set /chosen/module@${initrd_addr#0x} compatible "multiboot,ramdisk" "multiboot,module"
+fdt set /chosen/module@${initrd_addr#0x} reg <0x0 $initrd_addr 0x0 0x\${filesize}>
+EOF_SCRIPT
+    fi
+    cat <<EOF_SCRIPT
+setenv bootargs "$CMDLINE"
+booti \${kernel_addr_r} - \${fdt_addr_r}
+EOF_SCRIPT
+}
 
 {
     cat <<EOF_CONFIG
@@ -100,11 +152,20 @@ enable_uart=1
 # The GIC-400 (Bulkhead runs guests on its virtualization extensions), not the legacy
 # interrupt controller. The Pi 4's default; said here because Bulkhead depends on it.
 enable_gic=1
-kernel=bulkhead.bin
-kernel_address=$KERNEL_ADDRESS
 device_tree=bcm2711-rpi-4-b.dtb
 EOF_CONFIG
-    if [ "$guest" = 1 ]; then
+    if [ "$uboot" = 1 ]; then
+        cat <<'EOF_CONFIG'
+# U-Boot (Debian u-boot-rpi, rpi_arm64) runs boot.scr, which loads Bulkhead and the guest.
+kernel=u-boot.bin
+EOF_CONFIG
+    else
+        cat <<EOF_CONFIG
+kernel=bulkhead.bin
+kernel_address=$KERNEL_ADDRESS
+EOF_CONFIG
+    fi
+    if [ "$guest" = 1 ] && [ "$uboot" = 0 ]; then
         cat <<'EOF_CONFIG'
 # The guest bundle: loaded into RAM, its place written to /chosen/linux,initrd-start/end.
 initramfs bundle.bin followkernel
@@ -127,7 +188,16 @@ for f in ${EXTRA_FILES:-}; do
 done
 mcopy -i "$part" -o "${files[@]}" ::/ || die "mcopy failed"
 mcopy -i "$part" -o "$IMAGE" ::/bulkhead.bin || die "mcopy of IMAGE failed"
-if [ "$guest" = 1 ]; then
+if [ "$uboot" = 1 ]; then
+    uboot_script >"$tmp/boot.cmd"
+    mkimage -A arm64 -O linux -T script -C none -n "Bulkhead" -d "$tmp/boot.cmd" "$tmp/boot.scr" >/dev/null ||
+        die "mkimage (boot.scr) failed"
+    mcopy -i "$part" -o "$UBOOT_RPI" "$tmp/boot.cmd" "$tmp/boot.scr" ::/ || die "mcopy of U-Boot failed"
+    if [ "$guest" = 1 ]; then
+        mcopy -i "$part" -o "$KERNEL" ::/Image || die "mcopy of the guest kernel failed"
+        mcopy -i "$part" -o "$INITRD" ::/initrd.gz || die "mcopy of the guest initrd failed"
+    fi
+elif [ "$guest" = 1 ]; then
     mcopy -i "$part" -o "$BUNDLE" ::/bundle.bin || die "mcopy of the bundle failed (BOOT_MB too small?)"
 fi
 
@@ -150,7 +220,11 @@ start=2048 # 1 MiB alignment
 total_sectors=$((start + part_sectors))
 mkdir -p "$(dirname "$OUT")"
 rm -f "$OUT"
-truncate -s $((total_sectors * 512)) "$OUT"
+# The file is a power of two long (the space after the partition stays unallocated): QEMU's
+# raspi4b only takes such SD card images (-drive if=sd), e.g. for the U-Boot route.
+card_bytes=1048576
+while [ "$card_bytes" -lt $((total_sectors * 512)) ]; do card_bytes=$((card_bytes * 2)); done
+truncate -s "$card_bytes" "$OUT"
 {
     printf '\x42\x55\x4c\x4b'           # disk signature "BULK" at 0x1b8
     printf '\x00\x00'                   # reserved
@@ -169,10 +243,15 @@ dd if="$part" of="$OUT" bs=1M seek=1 conv=notrunc status=none
 [ "$(od -An -tx1 -j 510 -N 2 "$OUT" | tr -d ' \n')" = 55aa ] || die "MBR signature missing"
 listing=$(mdir -i "$OUT@@$((start * 512))" -b ::/) || die "cannot read the FAT partition back"
 expected=(start4.elf fixup4.dat bootcode.bin bcm2711-rpi-4-b.dtb config.txt cmdline.txt bulkhead.bin)
-[ "$guest" = 0 ] || expected+=(bundle.bin)
+if [ "$uboot" = 1 ]; then
+    expected+=(u-boot.bin boot.scr)
+    [ "$guest" = 0 ] || expected+=(Image initrd.gz)
+elif [ "$guest" = 1 ]; then
+    expected+=(bundle.bin)
+fi
 for f in "${expected[@]}"; do
     grep -qi "/$f\$" <<<"$listing" || die "$f missing from the boot partition"
 done
-echo "mkimage-rpi4: wrote $OUT ($((total_sectors / 2048)) MiB; FAT32 boot partition at 1 MiB;" \
+echo "mkimage-rpi4: wrote $OUT ($((card_bytes >> 20)) MiB; FAT32 boot partition at 1 MiB;" \
     "cmdline.txt \"$CMDLINE\"${BUNDLE:+; guest bundle $(stat -c %s "$BUNDLE") bytes})" >&2
 echo "SDCARD=$(cd "$(dirname "$OUT")" && pwd)/$(basename "$OUT")"

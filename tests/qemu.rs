@@ -552,6 +552,7 @@ fn rpi4_sdcard_has_partition_table_firmware_config_cmdline_image_and_bundle() {
     let count = u32::from_le_bytes(entry[12..16].try_into().unwrap()) as usize;
     assert_eq!(first, 2048);
     assert!((first + count) * 512 <= bytes.len());
+    assert!(bytes.len().is_power_of_two(), "QEMU's -drive if=sd wants it");
     assert!(
         bytes[0x1ce..0x1fe].iter().all(|&b| b == 0),
         "one partition only"
@@ -671,4 +672,24 @@ fn rpi4_sdcard_with_a_corrupt_bundle_says_so_and_halts() {
     r.assert_contains("; no guest");
     r.assert_line("bulkhead: ready: cpus=4/4 el=2 mmu=runtime gic=v2 board=rpi4");
     r.assert_exit_ok();
+}
+
+#[test]
+fn rpi4_uboot_card_boot_scr_writes_module_nodes_and_boots_linux() {
+    // The U-Boot route: the card's u-boot.bin reads boot.scr from the card (QEMU's SD card),
+    // which loads Bulkhead, Image and initrd.gz and writes the multiboot module nodes.
+    let card = make_sdcard(
+        "uboot",
+        &[
+            "--uboot",
+            "--guest-append",
+            "console=ttyAMA0 bulkhead.test=smoke",
+        ],
+    );
+    let r = run(&["--sdcard", card.to_str().unwrap()], LINUX);
+    r.assert_contains("Found U-Boot script /boot.scr");
+    r.assert_contains("Bulkhead: loading the hypervisor and its guest");
+    r.assert_contains("bulkhead: Bulkhead 0.1.0 starting on rpi4 (EL2)");
+    r.assert_contains("bulkhead: guest: 4 vCPUs, 512 MiB RAM at ");
+    assert_smoke(&r, 4);
 }
