@@ -9,7 +9,7 @@
 # MBR partition (FAT) with mtools and follows config.txt:
 #   kernel=FILE                 -> -kernel FILE (entered at EL2, x0 = DTB; CPUs 1-3 on the
 #                                  spin-table, as the firmware's armstub leaves them)
-#   device_tree=FILE            -> -dtb FILE (default bcm2711-rpi-4-b.dtb)
+#   device_tree=FILE            -> -dtb FILE (default bcm2711-rpi-4-b.dtb, a Pi 4 B's)
 #   initramfs FILE [ADDRESS]    -> -initrd FILE: QEMU writes /chosen/linux,initrd-start/end
 #   cmdline=FILE                -> -append "$(cat FILE)" (default cmdline.txt) into /chosen/bootargs
 #   the card itself             -> -drive if=sd (for U-Boot, whose boot.scr reads the card)

@@ -21,7 +21,9 @@
 #
 # The card: an MBR with one bootable FAT32 (type 0x0c) partition starting at 1 MiB, holding
 #   start4.elf fixup4.dat bootcode.bin   the RPi firmware (Debian raspi-firmware)
-#   bcm2711-rpi-4-b.dtb                  from Debian's arm64 kernel package
+#   bcm2711-rpi-4-b.dtb                  from Debian's arm64 kernel package, under the names
+#   bcm2711-rpi-400.dtb                  the firmware loads on a Pi 4 B, a Pi 400 and a CM4
+#   bcm2711-rpi-cm4.dtb                  (the last is Debian's bcm2711-rpi-cm4-io.dtb)
 #   config.txt                           below
 #   cmdline.txt                          Bulkhead's bootargs (the firmware copies them into
 #                                        /chosen/bootargs, adding some of its own)
@@ -152,7 +154,8 @@ enable_uart=1
 # The GIC-400 (Bulkhead runs guests on its virtualization extensions), not the legacy
 # interrupt controller. The Pi 4's default; said here because Bulkhead depends on it.
 enable_gic=1
-device_tree=bcm2711-rpi-4-b.dtb
+# No device_tree= line: the firmware picks the board's own DTB (bcm2711-rpi-4-b.dtb,
+# bcm2711-rpi-400.dtb or bcm2711-rpi-cm4.dtb), so one card serves the Pi 4 B, Pi 400 and CM4.
 EOF_CONFIG
     if [ "$uboot" = 1 ]; then
         cat <<'EOF_CONFIG'
@@ -188,6 +191,8 @@ for f in ${EXTRA_FILES:-}; do
 done
 mcopy -i "$part" -o "${files[@]}" ::/ || die "mcopy failed"
 mcopy -i "$part" -o "$IMAGE" ::/bulkhead.bin || die "mcopy of IMAGE failed"
+mcopy -i "$part" -o "$RPI400_DTB" ::/bcm2711-rpi-400.dtb || die "mcopy of the Pi 400 DTB failed"
+mcopy -i "$part" -o "$RPI_CM4_DTB" ::/bcm2711-rpi-cm4.dtb || die "mcopy of the CM4 DTB failed"
 if [ "$uboot" = 1 ]; then
     uboot_script >"$tmp/boot.cmd"
     mkimage -A arm64 -O linux -T script -C none -n "Bulkhead" -d "$tmp/boot.cmd" "$tmp/boot.scr" >/dev/null ||
@@ -242,7 +247,8 @@ dd if="$part" of="$OUT" bs=1M seek=1 conv=notrunc status=none
 # Check what we wrote: the partition table and the files, read back through the MBR offset.
 [ "$(od -An -tx1 -j 510 -N 2 "$OUT" | tr -d ' \n')" = 55aa ] || die "MBR signature missing"
 listing=$(mdir -i "$OUT@@$((start * 512))" -b ::/) || die "cannot read the FAT partition back"
-expected=(start4.elf fixup4.dat bootcode.bin bcm2711-rpi-4-b.dtb config.txt cmdline.txt bulkhead.bin)
+expected=(start4.elf fixup4.dat bootcode.bin bcm2711-rpi-4-b.dtb bcm2711-rpi-400.dtb bcm2711-rpi-cm4.dtb
+    config.txt cmdline.txt bulkhead.bin)
 if [ "$uboot" = 1 ]; then
     expected+=(u-boot.bin boot.scr)
     [ "$guest" = 0 ] || expected+=(Image initrd.gz)

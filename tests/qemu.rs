@@ -552,7 +552,10 @@ fn rpi4_sdcard_has_partition_table_firmware_config_cmdline_image_and_bundle() {
     let count = u32::from_le_bytes(entry[12..16].try_into().unwrap()) as usize;
     assert_eq!(first, 2048);
     assert!((first + count) * 512 <= bytes.len());
-    assert!(bytes.len().is_power_of_two(), "QEMU's -drive if=sd wants it");
+    assert!(
+        bytes.len().is_power_of_two(),
+        "QEMU's -drive if=sd wants it"
+    );
     assert!(
         bytes[0x1ce..0x1fe].iter().all(|&b| b == 0),
         "one partition only"
@@ -574,7 +577,6 @@ fn rpi4_sdcard_has_partition_table_firmware_config_cmdline_image_and_bundle() {
         "enable_uart=1",
         "enable_gic=1",
         "kernel=bulkhead.bin",
-        "device_tree=bcm2711-rpi-4-b.dtb",
         "initramfs bundle.bin followkernel",
     ] {
         assert!(
@@ -586,6 +588,10 @@ fn rpi4_sdcard_has_partition_table_firmware_config_cmdline_image_and_bundle() {
         !settings.iter().any(|l| l.starts_with("armstub")),
         "the firmware's own armstub enters at EL2"
     );
+    assert!(
+        !settings.iter().any(|l| l.starts_with("device_tree")),
+        "the firmware picks the board's DTB"
+    );
     assert_eq!(card_file(card, "cmdline.txt"), b"loglevel=info\n");
 
     let image = card_file(card, "bulkhead.bin");
@@ -596,10 +602,21 @@ fn rpi4_sdcard_has_partition_table_firmware_config_cmdline_image_and_bundle() {
             "the card holds another image"
         );
     }
-    let dtb = card_file(card, "bcm2711-rpi-4-b.dtb");
-    let fdt = bulkhead::dtb::parse(&dtb).unwrap();
-    let console = bulkhead::dtb::console_uart(&fdt).unwrap();
-    assert_eq!(console.kind, bulkhead::dtb::UartKind::Bcm2835Aux);
+    // The DTBs the firmware loads on a Pi 4 B, a Pi 400 and a CM4: each names the mini UART
+    // (on GPIO 14/15) as the console.
+    for (name, model) in [
+        ("bcm2711-rpi-4-b.dtb", "raspberrypi,4-model-b"),
+        ("bcm2711-rpi-400.dtb", "raspberrypi,400"),
+        ("bcm2711-rpi-cm4.dtb", "raspberrypi,4-compute-module"),
+    ] {
+        let dtb = card_file(card, name);
+        let fdt = bulkhead::dtb::parse(&dtb).unwrap();
+        let root = fdt.find_node("/").unwrap();
+        assert!(bulkhead::dtb::is_compatible(&root, model), "{name}");
+        let console = bulkhead::dtb::console_uart(&fdt).unwrap();
+        assert_eq!(console.kind, bulkhead::dtb::UartKind::Bcm2835Aux, "{name}");
+        assert_eq!(console.regs.base, 0xfe21_5040, "{name}");
+    }
 
     // The bundle: one VM, 4 vCPUs, 512 MiB, Debian's kernel and the busybox initramfs.
     let file = card_file(card, "bundle.bin");
