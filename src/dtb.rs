@@ -881,6 +881,95 @@ mod tests {
         );
     }
 
+    /// A hand-made blob: header, empty reservation map, `tokens` (big-endian words) as the
+    /// structure block, `strings` as the strings block.
+    fn hand_made(tokens: &[u32], strings: &[u8]) -> Vec<u8> {
+        let structure: Vec<u8> = tokens.iter().flat_map(|t| t.to_be_bytes()).collect();
+        let (off_struct, off_strings) = (56u32, 56 + structure.len() as u32);
+        let total = off_strings + strings.len() as u32;
+        let header = [
+            0xd00d_feed,
+            total,
+            off_struct,
+            off_strings,
+            40,
+            17,
+            16,
+            0,
+            strings.len() as u32,
+            structure.len() as u32,
+        ];
+        let mut blob: Vec<u8> = header.iter().flat_map(|w| w.to_be_bytes()).collect();
+        blob.extend_from_slice(&[0; 16]);
+        blob.extend_from_slice(&structure);
+        blob.extend_from_slice(strings);
+        blob
+    }
+
+    // Tokens (Devicetree Specification 5.4.1) and a node named "a" (padded to a word).
+    const BEGIN: u32 = 1;
+    const END_NODE: u32 = 2;
+    const PROP: u32 = 3;
+    const NOP: u32 = 4;
+    const END: u32 = 9;
+    const ROOT_NAME: u32 = 0;
+    const NAME_A: u32 = 0x6100_0000;
+
+    #[test]
+    fn check_structure_accepts_real_trees() {
+        for name in [
+            "virt-gicv3.dtb",
+            "virt-gicv2.dtb",
+            "virt-gicv3-guest-loader.dtb",
+            "bcm2711-rpi-4-b.dtb",
+            "bcm2711-firmware-initrd.dtb",
+            "no-memory.dtb",
+        ] {
+            assert_eq!(check_structure(&load(name)), Ok(()), "{name}");
+        }
+        let mut qemu = load("raspi4b-qemu.dtb");
+        assert!(check_structure(&qemu).is_err(), "QEMU's NOPs are refused");
+        strip_nops(&mut qemu).unwrap();
+        assert_eq!(check_structure(&qemu), Ok(()));
+        let props_then_child = [
+            BEGIN, ROOT_NAME, PROP, 0, 0, BEGIN, NAME_A, END_NODE, END_NODE, END,
+        ];
+        assert_eq!(
+            check_structure(&hand_made(&props_then_child, b"x\0")),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn check_structure_refuses_what_the_fdt_crate_would_panic_on() {
+        assert!(check_structure(&load("truncated.dtb")).is_err());
+        let bad: [&[u32]; 7] = [
+            // A property after a child node (the crate asserts "bad node").
+            &[
+                BEGIN, ROOT_NAME, BEGIN, NAME_A, END_NODE, PROP, 0, 0, END_NODE, END,
+            ],
+            // A property name offset past the strings block.
+            &[BEGIN, ROOT_NAME, PROP, 0, 99, END_NODE, END],
+            // A NOP between properties.
+            &[BEGIN, ROOT_NAME, PROP, 0, 0, NOP, PROP, 0, 0, END_NODE, END],
+            // An unknown token, unbalanced nodes, a second root, no END.
+            &[BEGIN, ROOT_NAME, 7, END_NODE, END],
+            &[BEGIN, ROOT_NAME, END_NODE, END_NODE, END],
+            &[BEGIN, ROOT_NAME, END_NODE, BEGIN, ROOT_NAME, END_NODE, END],
+            &[BEGIN, ROOT_NAME, END_NODE],
+        ];
+        for tokens in bad {
+            assert!(
+                check_structure(&hand_made(tokens, b"x\0")).is_err(),
+                "{tokens:x?}"
+            );
+        }
+        // A property name that is not NUL-terminated inside the strings block.
+        let tokens = [BEGIN, ROOT_NAME, PROP, 0, 0, END_NODE, END];
+        assert!(check_structure(&hand_made(&tokens, b"xy")).is_err());
+        assert_eq!(check_structure(&hand_made(&tokens, b"xy\0")), Ok(()));
+    }
+
     #[test]
     fn strip_nops_rejects_garbage() {
         let mut blob = load("virt-gicv3.dtb");

@@ -530,3 +530,25 @@ fn no_single_corrupted_byte_of_the_tree_makes_parsing_panic() {
         }
     }
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
+
+    /// Several corrupted bytes anywhere in the tree, and any cut: an error or a bundle, never
+    /// a panic.
+    #[test]
+    fn random_corruption_never_panics(
+        edits in proptest::collection::vec((0usize..4096, proptest::prelude::any::<u8>()), 1..8),
+        cut in 0usize..8192,
+    ) {
+        let file = bundle(&[vm("vm0"), vm("vm1")]);
+        let tree_size = dtb::header_total_size(&file).unwrap();
+        let mut bad = file.clone();
+        for (at, value) in edits {
+            bad[at % tree_size] = value;
+        }
+        bad.truncate(cut.max(1).min(bad.len()));
+        let outcome = std::panic::catch_unwind(|| Bundle::parse(&bad).map(|_| ()));
+        proptest::prop_assert!(outcome.is_ok());
+    }
+}
