@@ -124,8 +124,15 @@ pub fn force_write_fmt(args: core::fmt::Arguments<'_>) {
 /// Waits (bounded) until everything written has left the UART: call before a reset or
 /// power-off, which would cut the last line short.
 pub fn flush() {
-    if let Some(uart) = CONSOLE.lock().as_ref() {
-        uart.flush();
+    // Bounded: on a fatal path another CPU may have stopped while holding the lock.
+    for _ in 0..1_000_000 {
+        if let Some(console) = CONSOLE.try_lock() {
+            if let Some(uart) = console.as_ref() {
+                uart.flush();
+            }
+            return;
+        }
+        relax();
     }
 }
 
