@@ -2,8 +2,8 @@
 # Runs all of Bulkhead's tests: host unit tests, the QEMU boot tests in tests/ (no-guest boots
 # on virt GICv3/GICv2/1 CPU and raspi4b, hotplug, EL1 entry, Debian Linux SMP guests on GICv3
 # and GICv2, 1 vCPU, reboot cycle, the PSCI probe guest with 8- and 2-bit VMIDs, the Raspberry
-# Pi 4 SD cards booted from their own files) and the loom
-# models of the concurrent core. Installs what is missing on a fresh Debian 12 machine first.
+# Pi 4 SD cards booted from their own files) and the loom models of the concurrent core.
+# Installs what is missing on a fresh Debian 12 machine first.
 #
 #   scripts/test.sh              # everything
 #   scripts/test.sh --no-models  # skip the loom models (about 2 minutes)
