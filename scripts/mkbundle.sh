@@ -40,7 +40,7 @@ while [ $# -gt 0 ]; do
         --mem) mem=$2; shift 2 ;;
         --name) name=$2; shift 2 ;;
         -o) out=$2; shift 2 ;;
-        -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
         *) die "unknown argument $1" ;;
     esac
 done

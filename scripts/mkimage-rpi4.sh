@@ -3,7 +3,8 @@
 # console on the GPIO header's serial pins.
 #
 # Usage: scripts/mkimage-rpi4.sh [--image IMAGE] [--bundle BUNDLE] [--cmdline "BULKHEAD ARGS"]
-#                                [--guest-append "GUEST CMDLINE"] [--no-guest] [-o OUT=sdcard.img]
+#                                [--guest-append "GUEST CMDLINE"] [--no-guest] [--uboot]
+#                                [-o OUT=sdcard.img]
 #        scripts/mkimage-rpi4.sh IMAGE [OUT]          (the older form)
 #   --image         Bulkhead's flat image (default: build it, scripts/build.sh)
 #   --bundle        a guest bundle (default: scripts/mkbundle.sh: Debian's arm64 kernel + the
@@ -68,7 +69,7 @@ while [ $# -gt 0 ]; do
         --no-guest) guest=0; shift ;;
         --uboot) uboot=1; shift ;;
         -o) OUT=$2; shift 2 ;;
-        -h|--help) sed -n '2,50p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
         *) die "unknown argument $1 (see --help)" ;;
     esac
 done

@@ -9,10 +9,10 @@
 #       scripts/run.sh --sdcard CARD.img [-- EXTRA QEMU ARGS]
 #
 # --sdcard boots a Raspberry Pi 4 card (scripts/mkimage-rpi4.sh) the way its firmware would,
-# from the card's own files (read with mtools): config.txt's kernel= as -kernel, its
-# device_tree= as -dtb, its `initramfs FILE` as -initrd (QEMU writes linux,initrd-start/end as
-# the firmware does), cmdline.txt as -append; console on the mini UART (QEMU's second serial
-# port). No other option applies.
+# from the card's own files (read with mtools; scripts/boot-sdcard.sh): config.txt's kernel= as
+# -kernel, the Pi 4 B's DTB as -dtb, its `initramfs FILE` as -initrd (QEMU writes
+# linux,initrd-start/end as the firmware does), cmdline.txt as -append, the card as the SD card;
+# console on the mini UART (QEMU's second serial port). No other option applies.
 #
 # The guest image (and initrd) reach Bulkhead as Xen-style multiboot modules in /chosen, written
 # by QEMU's `-device guest-loader` - the same command line boots Xen. Exits with QEMU's code.
@@ -39,7 +39,7 @@ while [ $# -gt 0 ]; do
         --el1) virt_ext=off; shift ;;   # tests: start the image at EL1 (it must say so)
         --sdcard) sdcard=$2; shift 2 ;;
         --) shift; extra=("$@"); break ;;
-        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
         *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
