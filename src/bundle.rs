@@ -315,12 +315,20 @@ pub struct GuestSource<'a> {
     pub bundle: Option<PhysRange>,
 }
 
+/// Why the initrd cannot be read as a bundle at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// It is not (wholly) inside a `/memory` bank.
+    NotInRam,
+    /// It overlaps the hypervisor's image or heap, which overwrite it.
+    OverlapsHypervisor(PhysRange),
+}
+
 /// A bundle that cannot be used, and where it was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GuestSourceError<'a> {
     pub bundle: PhysRange,
-    /// `None`: the initrd is not (wholly) in RAM.
-    pub error: Option<BundleError<'a>>,
+    pub error: Result<BundleError<'a>, Placement>,
 }
 
 impl fmt::Display for GuestSourceError<'_> {
@@ -328,18 +336,26 @@ impl fmt::Display for GuestSourceError<'_> {
         let PhysRange { base, size } = self.bundle;
         write!(f, "guest bundle at {base:#x} ({size} bytes): ")?;
         match &self.error {
-            Some(e) => write!(f, "{e}"),
-            None => write!(f, "not in RAM (bad linux,initrd-start/end)"),
+            Ok(e) => write!(f, "{e}"),
+            Err(Placement::NotInRam) => write!(f, "not in RAM (bad linux,initrd-start/end)"),
+            Err(Placement::OverlapsHypervisor(h)) => write!(
+                f,
+                "overlaps Bulkhead's image and heap ({:#x}..{:#x}); load it above them",
+                h.base,
+                h.end()
+            ),
         }?;
         write!(f, "; no guest")
     }
 }
 
 /// The guest from the host DTB: its multiboot module nodes (QEMU guest-loader, U-Boot, ...),
-/// else the guest bundle the boot loader put at `/chosen/linux,initrd-start`. `host_ram`
-/// gives the bytes of a host RAM range (only called for a range inside a `/memory` bank).
+/// else the guest bundle the boot loader put at `/chosen/linux,initrd-start`. `hypervisor` is
+/// Bulkhead's own image and heap; `host_ram` gives the bytes of a host RAM range (only called
+/// for a range inside a `/memory` bank and clear of `hypervisor`).
 pub fn guest_source<'a>(
     fdt: &'a Fdt<'a>,
+    hypervisor: PhysRange,
     host_ram: impl FnOnce(PhysRange) -> &'a [u8],
 ) -> Result<GuestSource<'a>, GuestSourceError<'a>> {
     let modules: Vec<Module<'a>> = dtb::modules(fdt).collect();
@@ -355,9 +371,14 @@ pub fn guest_source<'a>(
     let fail = |error| GuestSourceError { bundle: at, error };
     let in_ram = dtb::memory_regions(fdt).any(|r| r.base <= at.base && at.end() <= r.end());
     if !in_ram {
-        return Err(fail(None));
+        return Err(fail(Err(Placement::NotInRam)));
     }
-    let bundle = Bundle::parse(host_ram(at)).map_err(|e| fail(Some(e)))?;
+    // The heap right after the image would overwrite it (the Raspberry Pi firmware's
+    // `followkernel` loads it high, clear of the kernel: raspberrypi/documentation#829).
+    if at.overlaps(&hypervisor) {
+        return Err(fail(Err(Placement::OverlapsHypervisor(hypervisor))));
+    }
+    let bundle = Bundle::parse(host_ram(at)).map_err(|e| fail(Ok(e)))?;
     let vm = &bundle.vms[0];
     if bundle.vms.len() > 1 {
         log::warn!(

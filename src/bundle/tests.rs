@@ -405,7 +405,7 @@ fn every_error_is_one_line() {
                 base: 0x800_0000,
                 size: 100,
             },
-            error: Some(e),
+            error: Ok(e),
         }
         .to_string();
         assert!(!text.contains('\n'), "{text}");
@@ -418,6 +418,12 @@ fn every_error_is_one_line() {
 }
 
 // ---- where the guest comes from -----------------------------------------------------------
+
+/// Bulkhead at 0x80000 with its 16 MiB heap from 2 MiB, as on QEMU raspi4b.
+const HYPERVISOR: PhysRange = PhysRange {
+    base: 0x8_0000,
+    size: 0x120_0000 - 0x8_0000,
+};
 
 /// QEMU raspi4b's DTB for a 1 MiB `-initrd` at 0x8000000 (tests/data/README.md).
 fn raspi4b_with_initrd() -> Vec<u8> {
@@ -434,7 +440,7 @@ fn the_initrd_bundle_gives_modules_at_host_addresses_inside_it() {
     let mut loaded = bundle(&[vm("vm0")]);
     loaded.resize(at.size as usize, 0);
     let mut asked = None;
-    let source = guest_source(&fdt, |r| {
+    let source = guest_source(&fdt, HYPERVISOR, |r| {
         asked = Some(r);
         &loaded
     })
@@ -469,7 +475,7 @@ fn only_the_first_vm_of_a_bundle_runs() {
     };
     let mut loaded = bundle(&[first, second]);
     loaded.resize(dtb::initrd(&fdt).unwrap().size as usize, 0);
-    let source = guest_source(&fdt, |_| &loaded).unwrap();
+    let source = guest_source(&fdt, HYPERVISOR, |_| &loaded).unwrap();
     assert_eq!(source.vcpu_count, Some(3));
     assert_eq!(source.modules.len(), 2);
 }
@@ -479,8 +485,8 @@ fn a_bad_bundle_is_an_error_that_says_where_it_was() {
     let blob = raspi4b_with_initrd();
     let fdt = dtb::parse(&blob).unwrap();
     let loaded = vec![0x1f; dtb::initrd(&fdt).unwrap().size as usize];
-    let err = guest_source(&fdt, |_| &loaded).unwrap_err();
-    assert_eq!(err.error, Some(BundleError::NotADeviceTree));
+    let err = guest_source(&fdt, HYPERVISOR, |_| &loaded).unwrap_err();
+    assert_eq!(err.error, Ok(BundleError::NotADeviceTree));
     assert!(
         err.to_string()
             .starts_with("guest bundle at 0x8000000 (1048576 bytes): not a guest bundle")
@@ -491,7 +497,7 @@ fn a_bad_bundle_is_an_error_that_says_where_it_was() {
 fn multiboot_modules_in_the_dtb_win_and_the_initrd_is_not_read() {
     let blob = load("virt-gicv3-guest-loader.dtb");
     let fdt = dtb::parse(&blob).unwrap();
-    let source = guest_source(&fdt, |_| panic!("read host RAM")).unwrap();
+    let source = guest_source(&fdt, HYPERVISOR, |_| panic!("read host RAM")).unwrap();
     assert_eq!(source.modules.len(), 2);
     assert_eq!(source.bundle, None);
     assert_eq!(source.vcpu_count, None);
@@ -501,7 +507,7 @@ fn multiboot_modules_in_the_dtb_win_and_the_initrd_is_not_read() {
 fn no_modules_and_no_initrd_means_no_guest() {
     let blob = load("virt-gicv3.dtb");
     let fdt = dtb::parse(&blob).unwrap();
-    let source = guest_source(&fdt, |_| panic!("read host RAM")).unwrap();
+    let source = guest_source(&fdt, HYPERVISOR, |_| panic!("read host RAM")).unwrap();
     assert_eq!(source, GuestSource::default());
 }
 
@@ -511,8 +517,8 @@ fn an_initrd_outside_ram_is_never_read() {
     // initrd as the firmware would.
     let blob = load("bcm2711-firmware-initrd.dtb");
     let fdt = dtb::parse(&blob).unwrap();
-    let err = guest_source(&fdt, |_| panic!("read host RAM")).unwrap_err();
-    assert_eq!(err.error, None);
+    let err = guest_source(&fdt, HYPERVISOR, |_| panic!("read host RAM")).unwrap_err();
+    assert_eq!(err.error, Err(Placement::NotInRam));
     assert!(err.to_string().contains("not in RAM"), "{err}");
 }
 
@@ -551,4 +557,22 @@ proptest::proptest! {
         let outcome = std::panic::catch_unwind(|| Bundle::parse(&bad).map(|_| ()));
         proptest::prop_assert!(outcome.is_ok());
     }
+}
+
+#[test]
+fn a_bundle_under_the_hypervisors_heap_is_never_read() {
+    let blob = raspi4b_with_initrd();
+    let fdt = dtb::parse(&blob).unwrap();
+    // As if the heap reached into the initrd at 0x8000000.
+    let hypervisor = PhysRange {
+        base: 0x8_0000,
+        size: 0x800_1000 - 0x8_0000,
+    };
+    let err = guest_source(&fdt, hypervisor, |_| panic!("read host RAM")).unwrap_err();
+    assert_eq!(err.error, Err(Placement::OverlapsHypervisor(hypervisor)));
+    assert!(
+        err.to_string()
+            .contains("overlaps Bulkhead's image and heap (0x80000..0x8001000)"),
+        "{err}"
+    );
 }

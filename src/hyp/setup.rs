@@ -35,7 +35,11 @@ pub fn create_vm(
 ) -> Option<&'static Vm> {
     // Multiboot module nodes, else a guest bundle the boot loader put at linux,initrd-start.
     let host_ram = |r: PhysRange| entry::linear_slice(phys_to_linear(r.base), r.size as usize);
-    let guest = bundle::guest_source(fdt, host_ram)
+    let hypervisor = PhysRange {
+        base: entry::image().pa,
+        size: hypervisor_end - entry::image().pa,
+    };
+    let guest = bundle::guest_source(fdt, hypervisor, host_ram)
         .map_err(|e| log::error!("{e}"))
         .ok()?;
     let modules = &guest.modules;
