@@ -76,6 +76,10 @@ printf 'tiny kernel\n' >"$tmp/tiny-kernel"
 printf 'tiny initrd\n' >"$tmp/tiny-initrd"
 "$REPO/scripts/mkbundle.sh" --kernel "$tmp/tiny-kernel" --initrd "$tmp/tiny-initrd" \
     --append "console=ttyAMA0 quiet" --cpus 2 --mem 64M -o "$OUT/bundle-tiny.bin" >/dev/null
+# bundle-two-vms.bin: two VMs, the first without an initrd, the second named "other".
+"$REPO/scripts/mkbundle.sh" --kernel "$tmp/tiny-kernel" --no-initrd \
+    --vm --kernel "$tmp/tiny-kernel" --initrd "$tmp/tiny-initrd" --cpus 1 --name other \
+    -o "$OUT/bundle-two-vms.bin" >/dev/null
 
 # Broken inputs for error paths. Both start from a compact copy of virt-gicv3.dtb (QEMU pads
 # its DTB to 1 MiB; recompiling drops the padding).

@@ -710,3 +710,35 @@ fn rpi4_uboot_card_boot_scr_writes_module_nodes_and_boots_linux() {
     r.assert_contains("bulkhead: guest: 4 vCPUs, 512 MiB RAM at ");
     assert_smoke(&r, 4);
 }
+
+#[test]
+fn rpi4_sdcard_bundle_with_two_vms_runs_the_first_and_says_so() {
+    let dir = repo().join("target/test-sdcard");
+    std::fs::create_dir_all(&dir).unwrap();
+    let other = dir.join("other-kernel");
+    std::fs::write(&other, b"never started").unwrap();
+    let bundle = dir.join("two-vms.bin");
+    let made = Command::new(repo().join("scripts/mkbundle.sh"))
+        .args([
+            "--append",
+            "console=ttyAMA0 bulkhead.test=smoke",
+            "--vm",
+            "--kernel",
+        ])
+        .arg(&other)
+        .args(["--no-initrd", "--cpus", "1", "-o"])
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let card = make_sdcard("two-vms", &["--bundle", bundle.to_str().unwrap()]);
+    let r = run(&["--sdcard", card.to_str().unwrap()], LINUX);
+    r.assert_line(
+        "bulkhead: warning: guest bundle holds 2 VMs; Bulkhead runs one: vm0 (the others are ignored)",
+    );
+    assert_smoke(&r, 4);
+}

@@ -212,6 +212,25 @@ fn the_bundle_scripts_mkbundle_sh_writes_parses() {
     assert_eq!(bytes_of(&file, vm.ramdisk.unwrap()), b"tiny initrd\n");
 }
 
+#[test]
+fn the_two_vm_bundle_scripts_mkbundle_sh_writes_parses() {
+    // tests/data/bundle-two-vms.bin: scripts/mkbundle.sh --kernel tiny-kernel --no-initrd
+    // --vm --kernel tiny-kernel --initrd tiny-initrd --cpus 1 --name other.
+    let file = load("bundle-two-vms.bin");
+    let parsed = Bundle::parse(&file).unwrap();
+    let [first, other] = &parsed.vms[..] else {
+        panic!("{parsed:?}")
+    };
+    assert_eq!(
+        (first.name, first.vcpus, first.ramdisk),
+        ("vm0", Some(4), None)
+    );
+    assert_eq!(bytes_of(&file, first.kernel), b"tiny kernel\n");
+    assert_eq!((other.name, other.vcpus), ("other", Some(1)));
+    assert_eq!(other.memory_kib, Some(512 * 1024));
+    assert_eq!(bytes_of(&file, other.ramdisk.unwrap()), b"tiny initrd\n");
+}
+
 // ---- truncated -----------------------------------------------------------------------------
 
 #[test]
