@@ -143,10 +143,10 @@ layout() { # TREE_SIZE -> offsets
     done
 }
 
-offsets=($(layout 0))
+read -ra offsets <<<"$(layout 0)"
 for _ in 1 2 3 4 5; do
     write_tree "${offsets[@]}"
-    again=($(layout "$(stat -c %s "$tmp/tree.dtb")"))
+    read -ra again <<<"$(layout "$(stat -c %s "$tmp/tree.dtb")")"
     [ "${again[*]}" != "${offsets[*]}" ] || break
     offsets=("${again[@]}")
 done
