@@ -742,3 +742,36 @@ fn rpi4_sdcard_bundle_with_two_vms_runs_the_first_and_says_so() {
     );
     assert_smoke(&r, 4);
 }
+
+#[test]
+fn rpi4_sdcard_paste_into_the_mini_uart_is_not_lost() {
+    // As linux_console_paste_is_not_lost, through the mini UART's 8-byte FIFO: Bulkhead masks
+    // its receive interrupt while the guest's FIFO is full, and drops nothing.
+    let card = default_sdcard().to_str().unwrap().to_string();
+    let line = "ab".repeat(150);
+    let paste = format!("echo {line} | wc -c | sed s/^/N$((6*7))=/\n");
+    let r = run_typing(
+        &["--sdcard", &card],
+        &[
+            Keys {
+                after: "powers the guest off.",
+                text: "echo shell-$((2*3))-up\n",
+                paste: false,
+            },
+            Keys {
+                after: "shell-6-up",
+                text: &paste,
+                paste: true,
+            },
+            Keys {
+                after: "N42=",
+                text: "poweroff -f\n",
+                paste: false,
+            },
+        ],
+        LINUX,
+    );
+    r.assert_contains("N42=301\n");
+    r.assert_contains("bulkhead: guest powered off");
+    r.assert_exit_ok();
+}
