@@ -41,7 +41,7 @@
 //! `compatible = "xen,domain"` is a VM, in tree order; each VM has exactly one
 //! `multiboot,kernel` and at most one `multiboot,ramdisk` module; modules lie after the tree
 //! (`totalsize` of its header) and inside the file; the guest's command line is the kernel
-//! module's `bootargs`, else the VM node's (both places Xen accepts). `scripts/mkbundle.sh`
+//! module's `bootargs` (where Xen's binding puts it), else a `bootargs` on the VM node. `scripts/mkbundle.sh`
 //! writes bundles (images 4 KiB aligned). Bulkhead runs one VM today: it takes the first and
 //! says that it ignores the others.
 //!
