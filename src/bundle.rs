@@ -41,9 +41,9 @@
 //! `compatible = "xen,domain"` is a VM, in tree order; each VM has exactly one
 //! `multiboot,kernel` and at most one `multiboot,ramdisk` module; modules lie after the tree
 //! (`totalsize` of its header) and inside the file; the guest's command line is the kernel
-//! module's `bootargs` (where Xen's binding puts it), else a `bootargs` on the VM node. `scripts/mkbundle.sh`
-//! writes bundles (images 4 KiB aligned). Bulkhead runs one VM today: it takes the first and
-//! says that it ignores the others.
+//! module's `bootargs` (where Xen's binding puts it), else a `bootargs` on the VM node.
+//! `scripts/mkbundle.sh` writes bundles (images 4 KiB aligned). Bulkhead runs one VM today: it
+//! takes the first and says that it ignores the others.
 //!
 //! Module ranges come back as host physical addresses inside the loaded bundle, in the same
 //! [`dtb::Module`] shape QEMU's guest-loader nodes give: the hypervisor reads the images in
