@@ -2,16 +2,19 @@
 # Fetches the guest assets Bulkhead's tests and scripts boot, from Debian's archive,
 # without touching the host's apt setup.
 #
-# Usage: scripts/assets.sh [kernel|initramfs|rpi4-firmware|qemu-plugin-header|all|versions|refresh]...
-#   kernel         Debian's arm64 kernel Image (uncompressed, boots as-is) + bcm2711-rpi-4-b.dtb
+# Usage: scripts/assets.sh [kernel|initramfs|rpi4-firmware|u-boot-rpi|qemu-plugin-header|all|versions|refresh]...
+#   kernel         Debian's arm64 kernel Image (uncompressed, boots as-is) + the BCM2711 DTBs
+#                  (bcm2711-rpi-4-b.dtb, bcm2711-rpi-400.dtb, bcm2711-rpi-cm4-io.dtb)
 #   initramfs      busybox initramfs (cpio newc + gzip) with tests/guest-init/init as /init
 #   rpi4-firmware  start4.elf, fixup4.dat, bootcode.bin from raspi-firmware (non-free-firmware)
+#   u-boot-rpi     Debian's U-Boot for 64-bit Raspberry Pis (u-boot-rpi: rpi_arm64/u-boot.bin)
 #   qemu-plugin-header  QEMU's qemu-plugin.h, from Debian's source package of the installed QEMU
 #   all            kernel, initramfs, rpi4-firmware (the default)
 #   versions       print $CACHE/versions.txt
 #   refresh        forget the stamps (and the apt lists) so the next run fetches the newest
-# Prints the resulting paths as KEY=VALUE lines on stdout (KERNEL=, RPI4_DTB=, INITRD=,
-# BUSYBOX=, RPI4_FIRMWARE_DIR=, QEMU_PLUGIN_H=); everything else goes to stderr. Fails loudly on any error.
+# Prints the resulting paths as KEY=VALUE lines on stdout (KERNEL=, RPI4_DTB=, RPI400_DTB=,
+# RPI_CM4_DTB=, INITRD=,
+# BUSYBOX=, RPI4_FIRMWARE_DIR=, UBOOT_RPI=, QEMU_PLUGIN_H=); everything else goes to stderr. Fails loudly on any error.
 #
 # How: a private APT_CONFIG whose only sources are `[arch=arm64]` bookworm (main,
 # non-free-firmware), bookworm-updates and bookworm-security, with Dir::State / Dir::Cache in
@@ -205,7 +208,9 @@ check_arm64_image() {
 }
 
 do_kernel() {
-    if stamp_ok kernel "$KERNEL_DIR/Image" "$KERNEL_DIR/bcm2711-rpi-4-b.dtb"; then
+    # The BCM2711 boards' DTBs: Raspberry Pi 4 B, Pi 400, and CM4 (on its IO board).
+    local dtbs=(bcm2711-rpi-4-b.dtb bcm2711-rpi-400.dtb bcm2711-rpi-cm4-io.dtb)
+    if stamp_ok kernel "$KERNEL_DIR/Image" "${dtbs[@]/#/$KERNEL_DIR/}"; then
         log "kernel: cached ($(cat "$STAMP_DIR/kernel"))"
     else
         apt_ready
@@ -217,12 +222,14 @@ do_kernel() {
         extract_deb "$deb" "$tmp"
         vmlinuz=$(find "$tmp/boot" -name 'vmlinuz-*' | head -1)
         [ -n "$vmlinuz" ] || die "no /boot/vmlinuz-* in $deb"
-        dtb=$(find "$tmp/usr/lib" -path '*/broadcom/bcm2711-rpi-4-b.dtb' | head -1)
-        [ -n "$dtb" ] || die "no broadcom/bcm2711-rpi-4-b.dtb in $deb"
         check_arm64_image "$vmlinuz"
         mkdir -p "$KERNEL_DIR"
+        for name in "${dtbs[@]}"; do
+            dtb=$(find "$tmp/usr/lib" -path "*/broadcom/$name" | head -1)
+            [ -n "$dtb" ] || die "no broadcom/$name in $deb"
+            cp "$dtb" "$KERNEL_DIR/$name.tmp" && mv "$KERNEL_DIR/$name.tmp" "$KERNEL_DIR/$name"
+        done
         cp "$vmlinuz" "$KERNEL_DIR/Image.tmp" && mv "$KERNEL_DIR/Image.tmp" "$KERNEL_DIR/Image"
-        cp "$dtb" "$KERNEL_DIR/bcm2711-rpi-4-b.dtb"
         rm -rf "$tmp"
         record_version kernel "$pkg $ver"
         stamp_write kernel "$pkg $ver"
@@ -230,6 +237,8 @@ do_kernel() {
     fi
     echo "KERNEL=$KERNEL_DIR/Image"
     echo "RPI4_DTB=$KERNEL_DIR/bcm2711-rpi-4-b.dtb"
+    echo "RPI400_DTB=$KERNEL_DIR/bcm2711-rpi-400.dtb"
+    echo "RPI_CM4_DTB=$KERNEL_DIR/bcm2711-rpi-cm4-io.dtb"
 }
 
 do_busybox() {
@@ -313,6 +322,29 @@ do_rpi4_firmware() {
     echo "RPI4_FIRMWARE_DIR=$FIRMWARE_DIR"
 }
 
+do_uboot_rpi() {
+    local dir=$CACHE/u-boot-rpi
+    if stamp_ok u-boot-rpi "$dir/u-boot.bin"; then
+        log "u-boot-rpi: cached ($(cat "$STAMP_DIR/u-boot-rpi"))"
+    else
+        apt_ready
+        local deb ver tmp src
+        deb=$(download_deb u-boot-rpi)
+        ver=$(dpkg-deb -f "$deb" Version)
+        tmp=$CACHE/extract/u-boot-rpi
+        extract_deb "$deb" "$tmp"
+        src=$tmp/usr/lib/u-boot/rpi_arm64/u-boot.bin
+        [ -f "$src" ] || die "no usr/lib/u-boot/rpi_arm64/u-boot.bin in $deb"
+        mkdir -p "$dir"
+        cp "$src" "$dir/u-boot.bin"
+        rm -rf "$tmp"
+        record_version u-boot-rpi "$ver"
+        stamp_write u-boot-rpi "u-boot-rpi $ver"
+        log "u-boot-rpi: u-boot-rpi $ver"
+    fi
+    echo "UBOOT_RPI=$dir/u-boot.bin"
+}
+
 # QEMU's plugin API header (qemu-plugin.h) for scripts/icount-plugin. No Debian binary package
 # ships it, so it is taken from Debian's source package of the installed QEMU (the deb-src
 # bookworm-backports line above; setup.sh installs QEMU from there). Version-matched: the
@@ -370,6 +402,7 @@ main() {
         busybox) do_busybox ;;
         initramfs | initrd) do_initramfs ;;
         rpi4-firmware | firmware) do_rpi4_firmware ;;
+        u-boot-rpi) do_uboot_rpi ;;
         qemu-plugin-header) do_qemu_plugin_header ;;
         all)
             do_kernel
@@ -382,7 +415,7 @@ main() {
             log "stamps cleared; the next run fetches the newest versions"
             ;;
         -h | --help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' ;;
-        *) die "unknown subcommand '$cmd' (kernel|initramfs|rpi4-firmware|qemu-plugin-header|all|versions|refresh)" ;;
+        *) die "unknown subcommand '$cmd' (kernel|initramfs|rpi4-firmware|u-boot-rpi|qemu-plugin-header|all|versions|refresh)" ;;
         esac
     done
 }

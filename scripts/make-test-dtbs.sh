@@ -54,6 +54,33 @@ cp "$RPI4_DTB" "$OUT/bcm2711-rpi-4-b.dtb"
     -display none -serial null -monitor none >/dev/null 2>&1 || true
 [ -s "$OUT/raspi4b-qemu.dtb" ] || die "QEMU did not dump raspi4b-qemu.dtb"
 
+# raspi4b-qemu-initrd.dtb: the same with `-initrd` (a 1 MiB file, so the fixture does not
+# change with the initramfs) and `-append`: QEMU writes /chosen/linux,initrd-start/end (two
+# cells) and bootargs, as the Pi firmware does for `initramfs FILE` and cmdline.txt.
+head -c 1048576 /dev/zero >"$tmp/initrd-1m"
+"$QEMU" -M "raspi4b,dumpdtb=$OUT/raspi4b-qemu-initrd.dtb" -smp 4 -dtb "$RPI4_DTB" -kernel "$KERNEL" \
+    -initrd "$tmp/initrd-1m" -append "loglevel=info" \
+    -display none -serial null -monitor none >/dev/null 2>&1 || true
+[ -s "$OUT/raspi4b-qemu-initrd.dtb" ] || die "QEMU did not dump raspi4b-qemu-initrd.dtb"
+
+# bcm2711-firmware-initrd.dtb: Debian's DTB with /chosen as the Pi firmware fills it in:
+# one-cell linux,initrd-start/end (values seen on a Pi 4) and bootargs. No RAM is described
+# (Debian's memory@0 has size 0; the firmware fills it in), so such an initrd is "not in RAM".
+cp "$RPI4_DTB" "$OUT/bcm2711-firmware-initrd.dtb"
+fdtput -t x "$OUT/bcm2711-firmware-initrd.dtb" /chosen linux,initrd-start 2eff0000
+fdtput -t x "$OUT/bcm2711-firmware-initrd.dtb" /chosen linux,initrd-end 2f10f8f4
+fdtput -t s "$OUT/bcm2711-firmware-initrd.dtb" /chosen bootargs "loglevel=info"
+
+# bundle-tiny.bin: a guest bundle written by scripts/mkbundle.sh from two 12-byte files.
+printf 'tiny kernel\n' >"$tmp/tiny-kernel"
+printf 'tiny initrd\n' >"$tmp/tiny-initrd"
+"$REPO/scripts/mkbundle.sh" --kernel "$tmp/tiny-kernel" --initrd "$tmp/tiny-initrd" \
+    --append "console=ttyAMA0 quiet" --cpus 2 --mem 64M -o "$OUT/bundle-tiny.bin" >/dev/null
+# bundle-two-vms.bin: two VMs, the first without an initrd, the second named "other".
+"$REPO/scripts/mkbundle.sh" --kernel "$tmp/tiny-kernel" --no-initrd \
+    --vm --kernel "$tmp/tiny-kernel" --initrd "$tmp/tiny-initrd" --cpus 1 --name other \
+    -o "$OUT/bundle-two-vms.bin" >/dev/null
+
 # Broken inputs for error paths. Both start from a compact copy of virt-gicv3.dtb (QEMU pads
 # its DTB to 1 MiB; recompiling drops the padding).
 dtc -q -I dtb -O dtb -o "$tmp/virt-compact.dtb" "$OUT/virt-gicv3.dtb"
@@ -71,7 +98,8 @@ done
 if fdtget -l "$OUT/no-memory.dtb" / | grep -q '^memory'; then die "no-memory.dtb still has /memory"; fi
 
 # Sanity: every valid fixture decompiles; the truncated one must not.
-for f in virt-gicv3 virt-gicv2 virt-gicv3-guest-loader bcm2711-rpi-4-b raspi4b-qemu no-memory; do
+for f in virt-gicv3 virt-gicv2 virt-gicv3-guest-loader bcm2711-rpi-4-b raspi4b-qemu \
+    raspi4b-qemu-initrd bcm2711-firmware-initrd no-memory; do
     dtc -q -I dtb -O dts -o /dev/null "$OUT/$f.dtb" || die "$f.dtb does not decompile"
 done
 if dtc -q -I dtb -O dts -o /dev/null "$OUT/truncated.dtb" 2>/dev/null; then die "truncated.dtb decompiles"; fi

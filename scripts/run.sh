@@ -8,6 +8,13 @@
 #                  [--vm "name=domU1,kernel=PATH[,initrd=PATH][,cpus=N][,mem=SIZE]
 #                        [,affinity=CPUS][,append=GUEST CMDLINE]"]...
 #                  [-- EXTRA QEMU ARGS]
+#       scripts/run.sh --sdcard CARD.img [-- EXTRA QEMU ARGS]
+#
+# --sdcard boots a Raspberry Pi 4 card (scripts/mkimage-rpi4.sh) the way its firmware would,
+# from the card's own files (read with mtools; scripts/boot-sdcard.sh): config.txt's kernel= as
+# -kernel, the Pi 4 B's DTB as -dtb, its `initramfs FILE` as -initrd (QEMU writes
+# linux,initrd-start/end as the firmware does), cmdline.txt as -append, the card as the SD card;
+# console on the mini UART (QEMU's second serial port). No other option applies.
 #
 # With --vm (repeatable, virt only) the VMs are described the way Xen dom0less users do it: a
 # host DTB with one `xen,domain` node per VM (scripts/mkdom0less.sh) and the files placed by
@@ -19,7 +26,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 board=virt gic=3 smp=4 guest=1 kernel="" initrd="" append="" mem=512M hyp_append="" image=""
-icount=0 qemu_cpus="" virt_ext=on kernel_addr=0x50000000 initrd_addr=0x58000000
+icount=0 qemu_cpus="" virt_ext=on kernel_addr=0x50000000 initrd_addr=0x58000000 sdcard=""
 extra=() vms=()
 caller_dir=$OLDPWD   # `cd` above: relative --vm paths are the caller's
 while [ $# -gt 0 ]; do
@@ -38,13 +45,19 @@ while [ $# -gt 0 ]; do
         --icount) icount=1; shift ;;
         --vm) vms+=("$2"); shift 2 ;;
         --el1) virt_ext=off; shift ;;   # tests: start the image at EL1 (it must say so)
+        --sdcard) sdcard=$2; shift 2 ;;
         --) shift; extra=("$@"); break ;;
-        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
         *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
 
 scripts/setup.sh
+
+if [ -n "$sdcard" ]; then
+    [ -z "$image" ] || { echo "run.sh: --sdcard boots the card's own bulkhead.bin; drop --image" >&2; exit 2; }
+    exec scripts/boot-sdcard.sh "$sdcard" "${extra[@]}"
+fi
 [ -n "$image" ] || image=$(scripts/build.sh)
 
 # Guest RAM size in MiB.
@@ -55,10 +68,16 @@ case "$mem" in
 esac
 
 qemu=(qemu-system-aarch64 -no-reboot)
+# The console is the UART the DTB's stdout-path names: on virt the PL011 (QEMU's first serial
+# port); on raspi4b the mini UART (`serial1`, QEMU's second serial port; the first, the
+# PL011, is not used).
+serial=()
+[ "$board" = rpi4 ] && serial=(-serial null)
 if [ -t 0 ]; then
-    qemu+=(-nographic)              # interactive: serial + monitor on the terminal (Ctrl-A x quits)
+    # interactive: serial + monitor on the terminal (Ctrl-A x quits)
+    qemu+=(-display none "${serial[@]}" -serial mon:stdio)
 else
-    qemu+=(-display none -monitor none -serial stdio)
+    qemu+=(-display none -monitor none "${serial[@]}" -serial stdio)
 fi
 [ "$icount" = 1 ] && qemu+=(-icount shift=0)
 case "$board" in

@@ -49,6 +49,7 @@ command -v cpio >/dev/null 2>&1 || need_pkgs+=(cpio)
 command -v mkfs.vfat >/dev/null 2>&1 || need_pkgs+=(dosfstools)
 command -v mcopy >/dev/null 2>&1 || need_pkgs+=(mtools)
 command -v gzip >/dev/null 2>&1 || need_pkgs+=(gzip)
+command -v mkimage >/dev/null 2>&1 || need_pkgs+=(u-boot-tools)   # boot.scr for the U-Boot card
 if [ ${#need_pkgs[@]} -gt 0 ]; then
     apt_update_once
     log "installing ${need_pkgs[*]}"

@@ -261,6 +261,7 @@ impl PhysRange {
     }
 }
 
+/// A big-endian value of `cells` (1 or 2) 32-bit cells at the start of `bytes`.
 pub(crate) fn be_cells(bytes: &[u8], cells: usize) -> Option<u64> {
     if cells == 0 || cells > 2 || bytes.len() < cells * 4 {
         return None;
@@ -270,7 +271,7 @@ pub(crate) fn be_cells(bytes: &[u8], cells: usize) -> Option<u64> {
     }))
 }
 
-fn prop_u32(node: &FdtNode<'_, '_>, name: &str) -> Option<u32> {
+pub(crate) fn prop_u32(node: &FdtNode<'_, '_>, name: &str) -> Option<u32> {
     let v = node.property(name)?.value;
     (v.len() == 4).then(|| u32::from_be_bytes([v[0], v[1], v[2], v[3]]))
 }
@@ -372,9 +373,38 @@ fn resolve_path<'a>(fdt: &Fdt<'a>, name: &'a str) -> Option<&'a str> {
     prop_str(&aliases, name)
 }
 
-/// The console UART's node path: the PL011 named by `/chosen/stdout-path`, else the one
-/// aliased `serial0` (the RPi4 DT points stdout at the mini-UART; its PL011 is `serial0`).
-fn console_uart_path<'a>(fdt: &Fdt<'a>) -> Option<&'a str> {
+/// The UARTs Bulkhead can drive as its console.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UartKind {
+    /// Arm PrimeCell PL011 (`arm,pl011`): QEMU `virt`, the Raspberry Pi 4's `serial0`.
+    Pl011,
+    /// The BCM2835 auxiliary mini UART (`brcm,bcm2835-aux-uart`): the Raspberry Pi 4's
+    /// `serial1`, which the firmware routes to GPIO 14/15 with `enable_uart=1`.
+    Bcm2835Aux,
+}
+
+impl UartKind {
+    fn of(node: &FdtNode<'_, '_>) -> Option<Self> {
+        if is_compatible(node, "arm,pl011") {
+            Some(Self::Pl011)
+        } else if is_compatible(node, "brcm,bcm2835-aux-uart") {
+            Some(Self::Bcm2835Aux)
+        } else {
+            None
+        }
+    }
+}
+
+/// The console UART: which driver, and where its registers are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsoleUart {
+    pub kind: UartKind,
+    pub regs: PhysRange,
+}
+
+/// The console UART's node path and kind: the UART `/chosen/stdout-path` names (the Linux
+/// rule, Documentation/devicetree/bindings/chosen.txt), else the one aliased `serial0`.
+fn console_uart_node<'a>(fdt: &Fdt<'a>) -> Option<(&'a str, UartKind)> {
     let chosen = fdt.find_node("/chosen");
     let candidates = [
         chosen.and_then(|c| prop_str(&c, "stdout-path")),
@@ -383,18 +413,40 @@ fn console_uart_path<'a>(fdt: &Fdt<'a>) -> Option<&'a str> {
     candidates.into_iter().flatten().find_map(|name| {
         let path = resolve_path(fdt, name)?;
         let node = fdt.find_node(path)?;
-        (is_compatible(&node, "arm,pl011") && is_enabled(&node)).then_some(path)
+        let kind = UartKind::of(&node)?;
+        is_enabled(&node).then_some((path, kind))
     })
 }
 
-/// The console UART's registers.
-pub fn console_uart(fdt: &Fdt<'_>) -> Option<PhysRange> {
-    reg(fdt, console_uart_path(fdt)?, 0)
+/// The console UART.
+pub fn console_uart(fdt: &Fdt<'_>) -> Option<ConsoleUart> {
+    let (path, kind) = console_uart_node(fdt)?;
+    Some(ConsoleUart {
+        kind,
+        regs: reg(fdt, path, 0)?,
+    })
 }
 
-/// The console UART's interrupt (INTID).
+/// The console UART's interrupt (INTID). For the mini UART this is the AUX block's interrupt,
+/// which it shares with the two auxiliary SPI masters.
 pub fn console_uart_intid(fdt: &Fdt<'_>) -> Option<u32> {
-    gic_interrupt(fdt, console_uart_path(fdt)?)
+    gic_interrupt(fdt, console_uart_node(fdt)?.0)
+}
+
+/// Where the boot loader put the initrd: `/chosen/linux,initrd-start` and `linux,initrd-end`
+/// (one or two cells each; the Raspberry Pi firmware writes them for `initramfs FILE` in
+/// config.txt, QEMU for `-initrd`). `None` if absent, empty or inverted.
+pub fn initrd(fdt: &Fdt<'_>) -> Option<PhysRange> {
+    let chosen = fdt.find_node("/chosen")?;
+    let cell = |name: &str| {
+        let v = chosen.property(name)?.value;
+        be_cells(v, v.len() / 4)
+    };
+    let (start, end) = (cell("linux,initrd-start")?, cell("linux,initrd-end")?);
+    (end > start).then(|| PhysRange {
+        base: start,
+        size: end - start,
+    })
 }
 
 /// RAM regions from every `/memory*` node (with `device_type = "memory"`).
@@ -697,8 +749,11 @@ mod tests {
     fn virt_gicv3() {
         let blob = load("virt-gicv3.dtb");
         let fdt = parse(&blob).unwrap();
-        assert_eq!(console_uart(&fdt).unwrap().base, 0x0900_0000);
+        let uart = console_uart(&fdt).unwrap();
+        assert_eq!(uart.kind, UartKind::Pl011);
+        assert_eq!(uart.regs.base, 0x0900_0000);
         assert_eq!(console_uart_intid(&fdt), Some(33));
+        assert_eq!(initrd(&fdt), None);
         let mem: Vec<_> = memory_regions(&fdt).collect();
         assert_eq!(
             mem,
@@ -751,7 +806,6 @@ mod tests {
     fn rpi4_translates_soc_ranges() {
         let blob = load("bcm2711-rpi-4-b.dtb");
         let fdt = parse(&blob).unwrap();
-        assert_eq!(console_uart(&fdt).unwrap().base, 0xfe20_1000);
         match gic(&fdt).unwrap() {
             GicInfo::V2 {
                 gicd, gicc, gich, ..
@@ -781,11 +835,168 @@ mod tests {
         );
         assert_eq!(strip_nops(&mut blob).unwrap(), 0);
         let fdt = parse(&blob).unwrap();
-        assert_eq!(console_uart(&fdt).unwrap().base, 0xfe20_1000);
+        assert_eq!(
+            console_uart(&fdt).unwrap().regs.base,
+            0xfe21_5040,
+            "stdout-path serial1 is the mini UART"
+        );
         assert!(gic(&fdt).is_ok());
         assert_eq!(cpus(&fdt).unwrap().count(), 4);
         assert!(memory_regions(&fdt).count() >= 1);
         assert_eq!(pm_watchdog(&fdt).unwrap().base, 0xfe10_0000);
+    }
+
+    #[test]
+    fn rpi4_console_is_the_mini_uart_stdout_path_names() {
+        let blob = load("bcm2711-rpi-4-b.dtb");
+        let fdt = parse(&blob).unwrap();
+        // stdout-path = "serial1:115200n8"; serial1 = /soc/serial@7e215040 (bus address).
+        assert_eq!(
+            console_uart(&fdt),
+            Some(ConsoleUart {
+                kind: UartKind::Bcm2835Aux,
+                regs: PhysRange {
+                    base: 0xfe21_5040,
+                    size: 0x40
+                },
+            })
+        );
+        // interrupts = <GIC_SPI 93 IRQ_TYPE_LEVEL_HIGH>: the shared AUX interrupt.
+        assert_eq!(console_uart_intid(&fdt), Some(32 + 93));
+        assert_eq!(initrd(&fdt), None);
+    }
+
+    #[test]
+    fn console_falls_back_to_serial0_when_stdout_path_names_no_uart() {
+        let mut blob = load("bcm2711-rpi-4-b.dtb");
+        // Point the serial1 alias at a node that does not exist (same length keeps the blob
+        // valid).
+        let needle = b"/soc/serial@7e215040";
+        let hits: Vec<usize> = (0..blob.len() - needle.len())
+            .filter(|&i| &blob[i..i + needle.len()] == needle)
+            .collect();
+        assert!(!hits.is_empty());
+        for at in hits {
+            blob[at..at + needle.len()].copy_from_slice(b"/soc/serial@7e215999");
+        }
+        let fdt = parse(&blob).unwrap();
+        let uart = console_uart(&fdt).unwrap();
+        assert_eq!(uart.kind, UartKind::Pl011);
+        assert_eq!(uart.regs.base, 0xfe20_1000);
+    }
+
+    #[test]
+    fn initrd_from_qemu_two_cells_and_from_firmware_one_cell() {
+        // A QEMU dump: QEMU's fixups leave NOPs, which boot strips before parsing.
+        let mut blob = load("raspi4b-qemu-initrd.dtb");
+        strip_nops(&mut blob).unwrap();
+        let fdt = parse(&blob).unwrap();
+        assert_eq!(
+            initrd(&fdt),
+            Some(PhysRange {
+                base: 0x0800_0000,
+                size: 0x10_0000
+            })
+        );
+        assert_eq!(bootargs(&fdt), "loglevel=info");
+        let blob = load("bcm2711-firmware-initrd.dtb");
+        let fdt = parse(&blob).unwrap();
+        assert_eq!(
+            initrd(&fdt),
+            Some(PhysRange {
+                base: 0x2eff_0000,
+                size: 0x2f10_f8f4 - 0x2eff_0000
+            })
+        );
+    }
+
+    /// A hand-made blob: header, empty reservation map, `tokens` (big-endian words) as the
+    /// structure block, `strings` as the strings block.
+    fn hand_made(tokens: &[u32], strings: &[u8]) -> Vec<u8> {
+        let structure: Vec<u8> = tokens.iter().flat_map(|t| t.to_be_bytes()).collect();
+        let (off_struct, off_strings) = (56u32, 56 + structure.len() as u32);
+        let total = off_strings + strings.len() as u32;
+        let header = [
+            0xd00d_feed,
+            total,
+            off_struct,
+            off_strings,
+            40,
+            17,
+            16,
+            0,
+            strings.len() as u32,
+            structure.len() as u32,
+        ];
+        let mut blob: Vec<u8> = header.iter().flat_map(|w| w.to_be_bytes()).collect();
+        blob.extend_from_slice(&[0; 16]);
+        blob.extend_from_slice(&structure);
+        blob.extend_from_slice(strings);
+        blob
+    }
+
+    // Tokens (Devicetree Specification 5.4.1) and a node named "a" (padded to a word).
+    const BEGIN: u32 = 1;
+    const END_NODE: u32 = 2;
+    const PROP: u32 = 3;
+    const NOP: u32 = 4;
+    const END: u32 = 9;
+    const ROOT_NAME: u32 = 0;
+    const NAME_A: u32 = 0x6100_0000;
+
+    #[test]
+    fn check_structure_accepts_real_trees() {
+        for name in [
+            "virt-gicv3.dtb",
+            "virt-gicv2.dtb",
+            "virt-gicv3-guest-loader.dtb",
+            "bcm2711-rpi-4-b.dtb",
+            "bcm2711-firmware-initrd.dtb",
+            "no-memory.dtb",
+        ] {
+            assert_eq!(check_structure(&load(name)), Ok(()), "{name}");
+        }
+        let mut qemu = load("raspi4b-qemu.dtb");
+        assert!(check_structure(&qemu).is_err(), "QEMU's NOPs are refused");
+        strip_nops(&mut qemu).unwrap();
+        assert_eq!(check_structure(&qemu), Ok(()));
+        let props_then_child = [
+            BEGIN, ROOT_NAME, PROP, 0, 0, BEGIN, NAME_A, END_NODE, END_NODE, END,
+        ];
+        assert_eq!(
+            check_structure(&hand_made(&props_then_child, b"x\0")),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn check_structure_refuses_what_the_fdt_crate_would_panic_on() {
+        assert!(check_structure(&load("truncated.dtb")).is_err());
+        let bad: [&[u32]; 7] = [
+            // A property after a child node (the crate asserts "bad node").
+            &[
+                BEGIN, ROOT_NAME, BEGIN, NAME_A, END_NODE, PROP, 0, 0, END_NODE, END,
+            ],
+            // A property name offset past the strings block.
+            &[BEGIN, ROOT_NAME, PROP, 0, 99, END_NODE, END],
+            // A NOP between properties.
+            &[BEGIN, ROOT_NAME, PROP, 0, 0, NOP, PROP, 0, 0, END_NODE, END],
+            // An unknown token, unbalanced nodes, a second root, no END.
+            &[BEGIN, ROOT_NAME, 7, END_NODE, END],
+            &[BEGIN, ROOT_NAME, END_NODE, END_NODE, END],
+            &[BEGIN, ROOT_NAME, END_NODE, BEGIN, ROOT_NAME, END_NODE, END],
+            &[BEGIN, ROOT_NAME, END_NODE],
+        ];
+        for tokens in bad {
+            assert!(
+                check_structure(&hand_made(tokens, b"x\0")).is_err(),
+                "{tokens:x?}"
+            );
+        }
+        // A property name that is not NUL-terminated inside the strings block.
+        let tokens = [BEGIN, ROOT_NAME, PROP, 0, 0, END_NODE, END];
+        assert!(check_structure(&hand_made(&tokens, b"xy")).is_err());
+        assert_eq!(check_structure(&hand_made(&tokens, b"xy\0")), Ok(()));
     }
 
     #[test]

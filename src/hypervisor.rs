@@ -50,7 +50,7 @@ fn boot_primary() -> Result<core::convert::Infallible, BootError> {
     // Console first: the early UART is already mapped in the linear window.
     let fdt = host_fdt().ok_or(BootError::NoDtb)?;
     if let Some(uart) = dtb::console_uart(&fdt) {
-        console::init(uart.base);
+        console::init(uart);
     }
     let bootargs = dtb::bootargs(&fdt);
     console::init_logging(dtb::bootarg(bootargs, "loglevel"));

@@ -22,8 +22,10 @@ pub mod board;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub mod hypervisor;
 
+pub mod bundle;
 pub mod config;
 pub mod devices;
+pub mod drivers;
 pub mod dtb;
 pub mod guest_dtb;
 pub mod guest_layout;

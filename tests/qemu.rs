@@ -8,6 +8,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 fn repo() -> PathBuf {
@@ -83,7 +84,10 @@ fn run_typing(args: &[&str], keys: &[Keys<'_>], timeout: Duration) -> Run {
     cmd.arg("--kill-after=10")
         .arg(format!("{}", timeout.as_secs()))
         .arg(repo().join("scripts/run.sh"));
-    if let Ok(image) = std::env::var("BULKHEAD_IMAGE") {
+    // A card boots its own image.
+    if let Ok(image) = std::env::var("BULKHEAD_IMAGE")
+        && !args.contains(&"--sdcard")
+    {
         cmd.args(["--image", &image]);
     }
     let stdin = if !keys.is_empty() {
@@ -888,5 +892,286 @@ fn dom0less_plain_xen_style_qemu_command_line() {
     r.assert_contains("domU2: PROBE: DONE pass=");
     r.assert_lacks("PROBE: FAIL");
     r.assert_contains("bulkhead: every VM is off; powering off");
+    r.assert_exit_ok();
+}
+
+// ---- Raspberry Pi 4 SD card: the card's own files, booted as its firmware would -------------
+
+/// Runs `scripts/mkimage-rpi4.sh ARGS -o target/test-sdcard/NAME.img` (with the pre-built image
+/// when `BULKHEAD_IMAGE` is set) and returns the card's path.
+fn make_sdcard(name: &str, args: &[&str]) -> PathBuf {
+    let out = repo()
+        .join("target/test-sdcard")
+        .join(format!("{name}.img"));
+    let mut cmd = Command::new(repo().join("scripts/mkimage-rpi4.sh"));
+    if let Ok(image) = std::env::var("BULKHEAD_IMAGE") {
+        cmd.args(["--image", &image]);
+    }
+    let made = cmd.args(args).arg("-o").arg(&out).output().unwrap();
+    assert!(
+        made.status.success(),
+        "mkimage-rpi4.sh failed:\n{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    out
+}
+
+/// The card `scripts/mkimage-rpi4.sh` makes with no options, made once per test run.
+fn default_sdcard() -> &'static Path {
+    static CARD: OnceLock<PathBuf> = OnceLock::new();
+    CARD.get_or_init(|| make_sdcard("default", &[]))
+}
+
+/// A file from the card's boot partition (the FAT at 1 MiB), read with mtools.
+fn card_file(card: &Path, name: &str) -> Vec<u8> {
+    let out = Command::new("mtype")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .arg("-i")
+        .arg(format!("{}@@1048576", card.display()))
+        .arg(format!("::/{name}"))
+        .output()
+        .expect("mtype (mtools)");
+    assert!(
+        out.status.success(),
+        "{name} not on the card: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+#[test]
+fn rpi4_sdcard_has_partition_table_firmware_config_cmdline_image_and_bundle() {
+    let card = default_sdcard();
+    let bytes = std::fs::read(card).unwrap();
+    // MBR: signature, one bootable FAT32-LBA partition at 1 MiB that fits in the file.
+    assert_eq!(&bytes[510..512], &[0x55, 0xaa]);
+    let entry = &bytes[0x1be..0x1ce];
+    assert_eq!(entry[0], 0x80, "bootable");
+    assert_eq!(entry[4], 0x0c, "FAT32 (LBA)");
+    let first = u32::from_le_bytes(entry[8..12].try_into().unwrap()) as usize;
+    let count = u32::from_le_bytes(entry[12..16].try_into().unwrap()) as usize;
+    assert_eq!(first, 2048);
+    assert!((first + count) * 512 <= bytes.len());
+    assert!(
+        bytes.len().is_power_of_two(),
+        "QEMU's -drive if=sd wants it"
+    );
+    assert!(
+        bytes[0x1ce..0x1fe].iter().all(|&b| b == 0),
+        "one partition only"
+    );
+    // The FAT's boot sector says FAT32.
+    assert_eq!(&bytes[first * 512 + 0x52..first * 512 + 0x5a], b"FAT32   ");
+
+    for firmware in ["start4.elf", "fixup4.dat", "bootcode.bin"] {
+        assert!(card_file(card, firmware).len() > 1000, "{firmware}");
+    }
+    let config = String::from_utf8(card_file(card, "config.txt")).unwrap();
+    let settings: Vec<&str> = config
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    for line in [
+        "arm_64bit=1",
+        "enable_uart=1",
+        "enable_gic=1",
+        "kernel=bulkhead.bin",
+        "initramfs bundle.bin followkernel",
+    ] {
+        assert!(
+            settings.contains(&line),
+            "config.txt lacks {line:?}:\n{config}"
+        );
+    }
+    assert!(
+        !settings.iter().any(|l| l.starts_with("armstub")),
+        "the firmware's own armstub enters at EL2"
+    );
+    assert!(
+        !settings.iter().any(|l| l.starts_with("device_tree")),
+        "the firmware picks the board's DTB"
+    );
+    assert_eq!(card_file(card, "cmdline.txt"), b"loglevel=info\n");
+
+    let image = card_file(card, "bulkhead.bin");
+    assert_eq!(&image[0x38..0x3c], b"ARM\x64");
+    if let Ok(built) = std::env::var("BULKHEAD_IMAGE") {
+        assert!(
+            std::fs::read(built).unwrap() == image,
+            "the card holds another image"
+        );
+    }
+    // The DTBs the firmware loads on a Pi 4 B, a Pi 400 and a CM4: each names the mini UART
+    // (on GPIO 14/15) as the console.
+    for (name, model) in [
+        ("bcm2711-rpi-4-b.dtb", "raspberrypi,4-model-b"),
+        ("bcm2711-rpi-400.dtb", "raspberrypi,400"),
+        ("bcm2711-rpi-cm4.dtb", "raspberrypi,4-compute-module"),
+    ] {
+        let dtb = card_file(card, name);
+        let fdt = bulkhead::dtb::parse(&dtb).unwrap();
+        let root = fdt.find_node("/").unwrap();
+        assert!(bulkhead::dtb::is_compatible(&root, model), "{name}");
+        let console = bulkhead::dtb::console_uart(&fdt).unwrap();
+        assert_eq!(console.kind, bulkhead::dtb::UartKind::Bcm2835Aux, "{name}");
+        assert_eq!(console.regs.base, 0xfe21_5040, "{name}");
+    }
+
+    // The bundle: one VM, 4 vCPUs, 512 MiB, Debian's kernel and the busybox initramfs.
+    let file = card_file(card, "bundle.bin");
+    let bundle = bulkhead::bundle::Bundle::parse(&file).unwrap();
+    assert_eq!(bundle.vms.len(), 1);
+    let vm = &bundle.vms[0];
+    assert_eq!(vm.vcpus, Some(4));
+    assert_eq!(vm.memory_kib, Some(512 * 1024));
+    assert_eq!(vm.bootargs, Some("console=ttyAMA0"));
+    let span = |s: bulkhead::bundle::Span| &file[s.offset as usize..(s.offset + s.size) as usize];
+    let kernel = span(vm.kernel);
+    assert_eq!(&kernel[0x38..0x3c], b"ARM\x64", "an arm64 Image");
+    assert_eq!(
+        &span(vm.ramdisk.unwrap())[..2],
+        &[0x1f, 0x8b],
+        "a gzip initramfs"
+    );
+}
+
+#[test]
+fn rpi4_sdcard_default_card_gives_a_linux_shell_on_the_mini_uart() {
+    let card = default_sdcard().to_str().unwrap().to_string();
+    // Typed into QEMU's second serial port: the mini UART. The shell computes the answer, so
+    // the bytes went mini UART -> Bulkhead -> guest PL011 -> sh.
+    let r = run_typing(
+        &["--sdcard", &card],
+        &[Keys {
+            after: "powers the guest off.",
+            text: "echo typed-$((6*7))-ok cpus=$(cat /sys/devices/system/cpu/online)\npoweroff -f\n",
+            paste: false,
+        }],
+        LINUX,
+    );
+    r.assert_contains("bulkhead: Bulkhead 0.1.0 starting on rpi4 (EL2)");
+    r.assert_contains("bulkhead: guest: 4 vCPUs, 512 MiB RAM at ");
+    r.assert_contains("typed-42-ok cpus=0-3\n");
+    r.assert_contains("bulkhead: guest powered off");
+    r.assert_contains("bulkhead: halting the board");
+    r.assert_lacks("bulkhead: FATAL");
+    r.assert_exit_ok();
+}
+
+#[test]
+fn rpi4_sdcard_linux_smoke_checks_on_the_mini_uart() {
+    let card = make_sdcard(
+        "smoke",
+        &["--guest-append", "console=ttyAMA0 bulkhead.test=smoke"],
+    );
+    let r = run(&["--sdcard", card.to_str().unwrap()], LINUX);
+    r.assert_contains("bulkhead: Bulkhead 0.1.0 starting on rpi4 (EL2)");
+    // Bulkhead found the bundle QEMU put at linux,initrd-start, as the firmware would.
+    r.assert_contains("bulkhead: guest: 4 vCPUs, 512 MiB RAM at ");
+    assert_smoke(&r, 4);
+    r.assert_contains("bulkhead: halting the board");
+}
+
+#[test]
+fn rpi4_sdcard_with_a_corrupt_bundle_says_so_and_halts() {
+    // A bundle cut short, as a card written incompletely would hold it.
+    let dir = repo().join("target/test-sdcard");
+    std::fs::create_dir_all(&dir).unwrap();
+    let tiny = repo().join("tests/data/bundle-tiny.bin");
+    let bytes = std::fs::read(&tiny).unwrap();
+    let cut = dir.join("bundle-cut.bin");
+    std::fs::write(&cut, &bytes[..bytes.len() - 4]).unwrap();
+    let card = make_sdcard("corrupt", &["--bundle", cut.to_str().unwrap()]);
+    let r = run(&["--sdcard", card.to_str().unwrap()], QUICK);
+    r.assert_contains("bulkhead: error: guest bundle at 0x");
+    r.assert_contains(": truncated: module module@2000 ends at byte 8204, only ");
+    r.assert_contains("; no guest");
+    r.assert_line("bulkhead: ready: cpus=4/4 el=2 mmu=runtime gic=v2 board=rpi4");
+    r.assert_exit_ok();
+}
+
+#[test]
+fn rpi4_uboot_card_boot_scr_writes_module_nodes_and_boots_linux() {
+    // The U-Boot route: the card's u-boot.bin reads boot.scr from the card (QEMU's SD card),
+    // which loads Bulkhead, Image and initrd.gz and writes the multiboot module nodes.
+    let card = make_sdcard(
+        "uboot",
+        &[
+            "--uboot",
+            "--guest-append",
+            "console=ttyAMA0 bulkhead.test=smoke",
+        ],
+    );
+    let r = run(&["--sdcard", card.to_str().unwrap()], LINUX);
+    r.assert_contains("Found U-Boot script /boot.scr");
+    r.assert_contains("Bulkhead: loading the hypervisor and its guest");
+    r.assert_contains("bulkhead: Bulkhead 0.1.0 starting on rpi4 (EL2)");
+    r.assert_contains("bulkhead: guest: 4 vCPUs, 512 MiB RAM at ");
+    assert_smoke(&r, 4);
+}
+
+#[test]
+fn rpi4_sdcard_bundle_with_two_vms_runs_the_first_and_says_so() {
+    let dir = repo().join("target/test-sdcard");
+    std::fs::create_dir_all(&dir).unwrap();
+    let other = dir.join("other-kernel");
+    std::fs::write(&other, b"never started").unwrap();
+    let bundle = dir.join("two-vms.bin");
+    let made = Command::new(repo().join("scripts/mkbundle.sh"))
+        .args([
+            "--append",
+            "console=ttyAMA0 bulkhead.test=smoke",
+            "--vm",
+            "--kernel",
+        ])
+        .arg(&other)
+        .args(["--no-initrd", "--cpus", "1", "-o"])
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let card = make_sdcard("two-vms", &["--bundle", bundle.to_str().unwrap()]);
+    let r = run(&["--sdcard", card.to_str().unwrap()], LINUX);
+    r.assert_line(
+        "bulkhead: warning: guest bundle holds 2 VMs; Bulkhead runs one: vm0 (the others are ignored)",
+    );
+    assert_smoke(&r, 4);
+}
+
+#[test]
+fn rpi4_sdcard_paste_into_the_mini_uart_is_not_lost() {
+    // As linux_console_paste_is_not_lost, through the mini UART's 8-byte FIFO: Bulkhead masks
+    // its receive interrupt while the guest's FIFO is full, and drops nothing.
+    let card = default_sdcard().to_str().unwrap().to_string();
+    let line = "ab".repeat(150);
+    let paste = format!("echo {line} | wc -c | sed s/^/N$((6*7))=/\n");
+    let r = run_typing(
+        &["--sdcard", &card],
+        &[
+            Keys {
+                after: "powers the guest off.",
+                text: "echo shell-$((2*3))-up\n",
+                paste: false,
+            },
+            Keys {
+                after: "shell-6-up",
+                text: &paste,
+                paste: true,
+            },
+            Keys {
+                after: "N42=",
+                text: "poweroff -f\n",
+                paste: false,
+            },
+        ],
+        LINUX,
+    );
+    r.assert_contains("N42=301\n");
+    r.assert_contains("bulkhead: guest powered off");
     r.assert_exit_ok();
 }

@@ -1,24 +1,88 @@
-//! The hypervisor console: the physical PL011 behind a lock, `print!`/`println!`, and the `log`
+//! The hypervisor console: the physical UART `/chosen/stdout-path` names (a PL011, or the
+//! Raspberry Pi's BCM2835 mini UART) behind a lock, `print!`/`println!`, and the `log`
 //! backend. Hypervisor lines start with `bulkhead:`.
 
 use crate::sync::SpinLock as Mutex;
 use core::fmt::Write;
 
+use super::mini_uart::MiniUartMmio;
 use super::pl011::Pl011;
+use crate::drivers::mini_uart::MiniUart;
+use crate::dtb::{ConsoleUart, UartKind};
 
-static CONSOLE: Mutex<Option<Pl011>> = Mutex::new(None);
-
-/// Installs the console on the PL011 at physical address `pa` (the one the DTB names).
-pub fn init(pa: u64) {
-    let Ok(va) = crate::arch::mmu::map_device(pa, 0x1000) else {
-        return;
-    };
-    // SAFETY: `map_device` just mapped (or found already mapped) the UART page as device
-    // memory in the runtime table, which is never unmapped; the console is its only driver.
-    *CONSOLE.lock() = Some(unsafe { Pl011::new(va) });
+/// The console's UART, whichever kind the DTB names.
+enum Uart {
+    Pl011(Pl011),
+    Mini(MiniUart<MiniUartMmio>),
 }
 
-struct Writer<'a>(&'a Pl011);
+fn relax() {
+    crate::arch::cpu::yield_hint();
+}
+
+impl Uart {
+    fn putc(&self, byte: u8) {
+        match self {
+            Self::Pl011(u) => u.putc(byte),
+            Self::Mini(u) => u.putc(byte, &relax),
+        }
+    }
+
+    fn getc(&self) -> Option<u8> {
+        match self {
+            Self::Pl011(u) => u.getc(),
+            Self::Mini(u) => u.getc(),
+        }
+    }
+
+    fn has_input(&self) -> bool {
+        match self {
+            Self::Pl011(u) => u.has_input(),
+            Self::Mini(u) => u.has_input(),
+        }
+    }
+
+    fn enable_rx_irq(&self) {
+        match self {
+            Self::Pl011(u) => u.enable_rx_irq(),
+            Self::Mini(u) => u.enable_rx_irq(),
+        }
+    }
+
+    fn disable_rx_irq(&self) {
+        match self {
+            Self::Pl011(u) => u.disable_rx_irq(),
+            Self::Mini(u) => u.disable_rx_irq(),
+        }
+    }
+
+    fn flush(&self) {
+        match self {
+            Self::Pl011(u) => u.flush(),
+            Self::Mini(u) => u.flush(&relax),
+        }
+    }
+}
+
+static CONSOLE: Mutex<Option<Uart>> = Mutex::new(None);
+
+/// Installs the console on the UART the DTB names.
+pub fn init(uart: ConsoleUart) {
+    let Ok(va) = crate::arch::mmu::map_device(uart.regs.base, uart.regs.size.max(0x40)) else {
+        return;
+    };
+    // `map_device` just mapped (or found already mapped) the UART's registers as device
+    // memory in the runtime table, which is never unmapped; the console is their only driver.
+    let driver = match uart.kind {
+        // SAFETY: see above.
+        UartKind::Pl011 => Uart::Pl011(unsafe { Pl011::new(va) }),
+        // SAFETY: see above.
+        UartKind::Bcm2835Aux => Uart::Mini(unsafe { MiniUartMmio::new(va) }),
+    };
+    *CONSOLE.lock() = Some(driver);
+}
+
+struct Writer<'a>(&'a Uart);
 
 impl Write for Writer<'_> {
     fn write_str(&mut self, s: &str) -> core::fmt::Result {
@@ -55,6 +119,21 @@ pub fn force_write_fmt(args: core::fmt::Arguments<'_>) {
         unsafe { CONSOLE.force_unlock() };
     }
     write_fmt(args);
+}
+
+/// Waits (bounded) until everything written has left the UART: call before a reset or
+/// power-off, which would cut the last line short.
+pub fn flush() {
+    // Bounded: on a fatal path another CPU may have stopped while holding the lock.
+    for _ in 0..1_000_000 {
+        if let Some(console) = CONSOLE.try_lock() {
+            if let Some(uart) = console.as_ref() {
+                uart.flush();
+            }
+            return;
+        }
+        relax();
+    }
 }
 
 pub fn getc() -> Option<u8> {

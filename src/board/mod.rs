@@ -3,6 +3,7 @@
 //! method, with the `unsafe` MMIO they need.
 pub mod console;
 pub mod gic;
+pub mod mini_uart;
 pub mod pl011;
 pub mod power;
 

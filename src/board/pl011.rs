@@ -7,6 +7,7 @@ use tock_registers::registers::{ReadOnly, ReadWrite, WriteOnly};
 
 register_bitfields! [u32,
     FR [
+        BUSY OFFSET(3) NUMBITS(1) [],
         RXFE OFFSET(4) NUMBITS(1) [],
         TXFF OFFSET(5) NUMBITS(1) [],
     ],
@@ -83,6 +84,16 @@ impl Pl011 {
     /// Whether received bytes are waiting.
     pub fn has_input(&self) -> bool {
         !self.regs.fr.is_set(FR::RXFE)
+    }
+
+    /// Waits (bounded) until the transmitter is no longer busy: every byte written is out.
+    pub fn flush(&self) {
+        for _ in 0..1_000_000 {
+            if !self.regs.fr.is_set(FR::BUSY) {
+                return;
+            }
+            crate::arch::cpu::yield_hint();
+        }
     }
 
     /// Masks the receive interrupts (bytes stay in the hardware FIFO).

@@ -55,20 +55,35 @@ pub fn map_watchdog(range: PhysRange) -> Option<u64> {
 }
 
 /// Powers the machine off. Falls back to stopping this CPU.
+///
+/// A Raspberry Pi 4 cannot switch its own power off. The watchdog reset with the "halt"
+/// partition (the one Linux's bcm2835_wdt uses for power-off) makes the boot ROM / EEPROM
+/// loader stop instead of booting again: the board sits halted, at low power, until its power
+/// is cycled (or GPIO 3 is pulled low). The console says so first, since a halted board and
+/// a hung one look the same; under QEMU the same write ends QEMU.
 pub fn power_off() -> ! {
     match POWER.get() {
         Some(PowerControl::Psci(fw)) => {
+            super::console::flush();
             let err = fw.system_off();
             crate::println!("bulkhead: SYSTEM_OFF failed: {err}");
         }
-        Some(PowerControl::Bcm2835Watchdog { va }) => watchdog_fire(*va, true),
+        Some(PowerControl::Bcm2835Watchdog { va }) => {
+            crate::println!(
+                "bulkhead: halting the board (BCM2835 watchdog, halt partition): it stays off until its power is cycled"
+            );
+            super::console::flush();
+            watchdog_fire(*va, true)
+        }
         _ => {}
     }
+    super::console::flush();
     crate::arch::cpu::halt()
 }
 
 /// Resets the machine.
 pub fn reset() -> ! {
+    super::console::flush();
     match POWER.get() {
         Some(PowerControl::Psci(fw)) => {
             let err = fw.system_reset();

@@ -139,7 +139,8 @@ pub fn parse(fdt: &Fdt<'_>, bootargs: &str, cpu_count: usize) -> ParsedConfig {
         .filter(|n| is_compatible(n, "xen,domain"))
         .collect();
     if domains.is_empty() {
-        match parse_legacy(fdt, bootargs, cpu_count, &mut out.warnings) {
+        let modules: Vec<dtb::Module<'_>> = dtb::modules(fdt).collect();
+        match parse_legacy(&modules, bootargs, cpu_count, None, &mut out.warnings) {
             Ok(vm) => out.vms.extend(vm),
             Err(e) => out.refused.push(e),
         }
@@ -191,17 +192,41 @@ pub fn parse(fdt: &Fdt<'_>, bootargs: &str, cpu_count: usize) -> ParsedConfig {
 const GUEST_MEM_ARG: &str = "bulkhead.guest_mem";
 const GUEST_SMP_ARG: &str = "bulkhead.guest_smp";
 
+/// What a guest bundle (the Raspberry Pi firmware's `initramfs` file, `crate::bundle`) asks
+/// for; Bulkhead's own `bulkhead.guest_*=` bootargs still win.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BundleSizes {
+    pub vcpus: Option<usize>,
+    pub memory: Option<u64>,
+}
+
+/// The one VM of a guest bundle's modules, by the rules of the legacy form.
+pub fn parse_bundle(
+    modules: &[dtb::Module<'_>],
+    sizes: BundleSizes,
+    bootargs: &str,
+    cpu_count: usize,
+) -> ParsedConfig {
+    let mut out = ParsedConfig::default();
+    match parse_legacy(modules, bootargs, cpu_count, Some(sizes), &mut out.warnings) {
+        Ok(vm) => out.vms.extend(vm),
+        Err(e) => out.refused.push(e),
+    }
+    out
+}
+
 /// The legacy form: one VM from the bare `/chosen` multiboot modules (what `-device
 /// guest-loader` writes), sized by `bulkhead.guest_mem=` (default [`DEFAULT_GUEST_MEM`]) and
 /// `bulkhead.guest_smp=` (default: every CPU, up to [`MAX_VCPUS`]). No kernel: no VM. An
 /// unreadable size falls back to its default with a warning, as it always has.
 fn parse_legacy(
-    fdt: &Fdt<'_>,
+    modules: &[dtb::Module<'_>],
     bootargs: &str,
     cpu_count: usize,
+    bundle: Option<BundleSizes>,
     warnings: &mut Vec<String>,
 ) -> Result<Option<VmSpec>, ConfigError> {
-    let modules: Vec<dtb::Module<'_>> = dtb::modules(fdt).collect();
+    let bundle = bundle.unwrap_or_default();
     let Some(kernel) = modules.iter().find(|m| m.kind == ModuleKind::Kernel) else {
         return Ok(None);
     };
@@ -212,17 +237,18 @@ fn parse_legacy(
         reason,
     };
 
+    let default_memory = bundle.memory.unwrap_or(DEFAULT_GUEST_MEM);
     let memory = match dtb::bootarg(bootargs, GUEST_MEM_ARG) {
-        None => DEFAULT_GUEST_MEM,
+        None => default_memory,
         Some(arg) => parse_size(arg).unwrap_or_else(|| {
             warnings.push(format!(
                 "{GUEST_MEM_ARG}={arg}: not a size like 512M or 1G; using {}",
-                ByteSize(DEFAULT_GUEST_MEM)
+                ByteSize(default_memory)
             ));
-            DEFAULT_GUEST_MEM
+            default_memory
         }),
     };
-    let default_vcpus = cpu_count.min(MAX_VCPUS);
+    let default_vcpus = bundle.vcpus.unwrap_or(cpu_count.min(MAX_VCPUS));
     let vcpus = match dtb::bootarg(bootargs, GUEST_SMP_ARG) {
         None => default_vcpus,
         Some(arg) => arg.parse::<usize>().unwrap_or_else(|_| {

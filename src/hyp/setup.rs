@@ -16,9 +16,11 @@ use super::host_irq;
 use super::vm::{Vm, VmConfig, VmError};
 use crate::arch::platform::{self, ArchPlatform};
 use crate::arch::{entry, mmu, stage2_hw, vgic_hw};
+use crate::bundle;
 use crate::config;
 use crate::dtb::{self, GicInfo, PhysRange};
 use crate::guest_layout::GicVersion;
+use crate::hyp::platform::Platform;
 use crate::mm::layout::phys_to_linear;
 use crate::mm::stage2::{Stage2Map, stage2_geometry};
 use crate::vmid::VmidAllocator;
@@ -60,7 +62,33 @@ fn init_virtual_gic(fdt: &Fdt<'_>, gic: &GicInfo) -> Option<(GicVersion, Option<
 /// and loads their images. Returns how many VMs will run (0: run without a guest).
 pub fn create_vms(fdt: &Fdt<'_>, gic: &GicInfo, hypervisor_end: u64, cpu_count: usize) -> usize {
     let args = dtb::bootargs(fdt);
-    let parsed = config::parse(fdt, args, cpu_count);
+    let image = entry::image();
+    let hypervisor = PhysRange {
+        base: image.pa,
+        size: hypervisor_end - image.pa,
+    };
+    let mut parsed = config::parse(fdt, args, cpu_count);
+    // Neither form: maybe a guest bundle the boot loader put at /chosen/linux,initrd-start
+    // (the Raspberry Pi firmware's `initramfs`).
+    let mut bundle_range = None;
+    if parsed.vms.is_empty() && parsed.refused.is_empty() {
+        let read = |r: PhysRange| {
+            platform::allow_reading(r);
+            (&ArchPlatform).host_ram(r.base, r.size)
+        };
+        match bundle::guest_source(fdt, hypervisor, read) {
+            Ok(guest) if !guest.modules.is_empty() => {
+                let sizes = config::BundleSizes {
+                    vcpus: guest.vcpu_count,
+                    memory: guest.ram_size,
+                };
+                parsed = config::parse_bundle(&guest.modules, sizes, args, cpu_count);
+                bundle_range = guest.bundle;
+            }
+            Ok(_) => {}
+            Err(e) => log::error!("{e}"),
+        }
+    }
     for warning in &parsed.warnings {
         log::warn!("{warning}");
     }
@@ -77,18 +105,15 @@ pub fn create_vms(fdt: &Fdt<'_>, gic: &GicInfo, hypervisor_end: u64, cpu_count: 
     init_vmids(vmid_bits, cpu_count);
 
     // Host RAM no VM may have: the hypervisor and its heap, the host DTB, the images.
-    let image = entry::image();
     let params = entry::boot_params();
     let mut avoid = alloc::vec![
-        PhysRange {
-            base: image.pa,
-            size: hypervisor_end - image.pa
-        },
+        hypervisor,
         PhysRange {
             base: params.dtb_pa,
             size: params.dtb_size
         },
     ];
+    avoid.extend(bundle_range);
     for spec in &parsed.vms {
         avoid.push(spec.kernel);
         avoid.extend(spec.initrd);

@@ -1,38 +1,61 @@
-//! A console usable with the MMU off (before the runtime table): raw writes to the PL011 data
-//! register at its physical address, no formatting machinery (whose vtables hold runtime VAs
-//! that are not mapped yet).
+//! A console usable with the MMU off (before the runtime table): raw writes to the console
+//! UART's data register at its physical address (a PL011, or the BCM2835 mini UART), no
+//! formatting machinery (whose vtables hold runtime VAs that are not mapped yet).
 
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
-/// Physical address of the PL011 found in the DTB, 0 if none.
+use crate::drivers::mini_uart::Reg as MiniReg;
+use crate::dtb::{ConsoleUart, UartKind};
+
+/// Physical address of the console UART found in the DTB, 0 if none.
 static EARLY_UART_PA: AtomicU64 = AtomicU64::new(0);
+/// Its kind: 0 PL011, 1 mini UART.
+static EARLY_UART_KIND: AtomicU8 = AtomicU8::new(0);
 
-const UART_DR: u64 = 0x00;
-const UART_FR: u64 = 0x18;
-const FR_TXFF: u32 = 1 << 5;
+/// PL011: data register, flag register and its "transmit FIFO full" bit.
+const PL011_DR: u64 = 0x00;
+const PL011_FR: u64 = 0x18;
+const PL011_FR_TXFF: u32 = 1 << 5;
+/// Mini UART: AUX_MU_LSR_REG "transmitter empty" (room for a byte).
+const MINI_LSR_TX_EMPTY: u32 = 1 << 5;
 
-pub fn set_uart(pa: u64) {
-    EARLY_UART_PA.store(pa, Ordering::Relaxed);
-}
-
-pub fn uart() -> u64 {
-    EARLY_UART_PA.load(Ordering::Relaxed)
+pub fn set_uart(uart: ConsoleUart) {
+    EARLY_UART_PA.store(uart.regs.base, Ordering::Relaxed);
+    let kind = match uart.kind {
+        UartKind::Pl011 => 0,
+        UartKind::Bcm2835Aux => 1,
+    };
+    EARLY_UART_KIND.store(kind, Ordering::Relaxed);
 }
 
 fn putc(byte: u8) {
-    let base = uart();
+    let base = EARLY_UART_PA.load(Ordering::Relaxed);
     if base == 0 {
         return;
     }
-    // SAFETY: `base` is the PL011 named by the DTB; with the MMU off this physical address is
-    // accessed as Device memory. Polling FR and writing DR have no other side effects.
+    let mini = EARLY_UART_KIND.load(Ordering::Relaxed) == 1;
+    let (data, status) = if mini {
+        (MiniReg::Io.offset() as u64, MiniReg::Lsr.offset() as u64)
+    } else {
+        (PL011_DR, PL011_FR)
+    };
+    let has_room = |flags: u32| {
+        if mini {
+            flags & MINI_LSR_TX_EMPTY != 0
+        } else {
+            flags & PL011_FR_TXFF == 0
+        }
+    };
+    // SAFETY: `base` is the console UART named by the DTB; with the MMU off this physical
+    // address is accessed as Device memory. Polling the status register and writing the data
+    // register have no other side effects.
     unsafe {
         for _ in 0..100_000 {
-            if core::ptr::read_volatile((base + UART_FR) as *const u32) & FR_TXFF == 0 {
+            if has_room(core::ptr::read_volatile((base + status) as *const u32)) {
                 break;
             }
         }
-        core::ptr::write_volatile((base + UART_DR) as *mut u32, u32::from(byte));
+        core::ptr::write_volatile((base + data) as *mut u32, u32::from(byte));
     }
 }
 

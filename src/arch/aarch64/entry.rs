@@ -147,10 +147,11 @@ fn early_dtb(pa: u64) -> Option<&'static mut [u8]> {
 extern "C" fn boot_primary_early(dtb_pa: u64) -> u64 {
     let blob: Option<&'static [u8]> = early_dtb(dtb_pa).map(|b| &*b);
     let fdt = blob.and_then(|b| dtb::parse(b).ok());
-    let uart = fdt.as_ref().and_then(dtb::console_uart).map(|r| r.base);
-    if let Some(uart) = uart {
-        early_console::set_uart(uart);
+    let console = fdt.as_ref().and_then(dtb::console_uart);
+    if let Some(console) = console {
+        early_console::set_uart(console);
     }
+    let uart = console.map(|c| c.regs.base);
     let image = image_layout();
     if check_image_pa(image.pa, image.data.1).is_err() {
         early_console::puts("bulkhead: fatal: image loaded at an unusable address\n");
@@ -194,7 +195,7 @@ extern "C" fn boot_primary_early(dtb_pa: u64) -> u64 {
 extern "C" fn boot_wrong_el(dtb_pa: u64, el: u64) -> ! {
     let fdt = early_dtb(dtb_pa).and_then(|b| dtb::parse(b).ok());
     if let Some(uart) = fdt.as_ref().and_then(dtb::console_uart) {
-        early_console::set_uart(uart.base);
+        early_console::set_uart(uart);
     }
     early_console::puts("bulkhead: error: entered at EL");
     early_console::puts(if el == 1 {
