@@ -2,7 +2,7 @@
 //! Raspberry Pi's BCM2835 mini UART) behind a lock, `print!`/`println!`, and the `log`
 //! backend. Hypervisor lines start with `bulkhead:`.
 
-use crate::sync::SpinLock as Mutex;
+use crate::sync::SpinLock;
 use core::fmt::Write;
 
 use super::mini_uart::MiniUartMmio;
@@ -64,7 +64,7 @@ impl Uart {
     }
 }
 
-static CONSOLE: Mutex<Option<Uart>> = Mutex::new(None);
+static CONSOLE: SpinLock<Option<Uart>> = SpinLock::new(None);
 
 /// Installs the console on the UART the DTB names.
 pub fn init(uart: ConsoleUart) {
@@ -182,7 +182,12 @@ impl log::Log for Logger {
                 log::Level::Debug => "debug: ",
                 log::Level::Trace => "trace: ",
             };
-            write_fmt(format_args!("bulkhead: {level}{}\n", record.args()));
+            let routed = LINE_ROUTE
+                .get()
+                .is_some_and(|route| route(format_args!("bulkhead: {level}{}", record.args())));
+            if !routed {
+                write_fmt(format_args!("bulkhead: {level}{}\n", record.args()));
+            }
         }
     }
 
@@ -190,6 +195,17 @@ impl log::Log for Logger {
 }
 
 static LOGGER: Logger = Logger;
+
+/// Where log lines go once guests share the console (`hyp::console`, which keeps them from
+/// landing inside a guest's line): the route takes the line without its end and returns false
+/// if it could not take it (the line then goes straight to the UART).
+type LineRoute = fn(core::fmt::Arguments<'_>) -> bool;
+static LINE_ROUTE: spin::Once<LineRoute> = spin::Once::new();
+
+/// Sends every later log line through `route`.
+pub fn route_log_lines(route: LineRoute) {
+    LINE_ROUTE.call_once(|| route);
+}
 
 /// Starts logging at the level given by `loglevel=` (error|warn|info|debug|trace or 0-8).
 pub fn init_logging(level: Option<&str>) {

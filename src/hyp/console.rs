@@ -66,11 +66,18 @@ impl Console {
         }
     }
 
-    /// A hypervisor line (`bulkhead: ...`), never printed inside a VM's line.
-    pub fn hyp_line(&self, args: core::fmt::Arguments<'_>, p: &impl Platform) {
-        self.mux
-            .lock()
-            .hyp_line_fmt(args, &mut |b| p.console_write(b));
+    /// A hypervisor line (`bulkhead: ...`), never printed inside a VM's line. False if the
+    /// console stayed busy (e.g. a line logged while this CPU holds it): print it directly.
+    pub fn try_hyp_line(&self, args: core::fmt::Arguments<'_>, p: &impl Platform) -> bool {
+        // Bounded: another CPU holds the lock only for one guest write or input byte.
+        for _ in 0..10_000 {
+            if let Some(mut mux) = self.mux.try_lock() {
+                mux.hyp_line_fmt(args, &mut |b| p.console_write(b));
+                return true;
+            }
+            core::hint::spin_loop();
+        }
+        false
     }
 
     /// A VM stopped (or started again): focus and held output follow.

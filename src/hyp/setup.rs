@@ -150,6 +150,12 @@ pub fn create_vms(fdt: &Fdt<'_>, gic: &GicInfo, hypervisor_end: u64, cpu_count: 
         )
     });
 
+    crate::board::console::route_log_lines(|line| {
+        CONSOLE
+            .get()
+            .is_some_and(|console| console.try_hyp_line(line, &ArchPlatform))
+    });
+
     let mut vms = Vec::new();
     for (id, (spec, placement)) in placed.into_iter().enumerate() {
         let config = VmConfig {
