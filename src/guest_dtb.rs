@@ -47,6 +47,28 @@ pub struct GuestDtbConfig<'a> {
     pub bootargs: &'a str,
     /// IPA range of the initrd, if any.
     pub initrd: Option<Range<u64>>,
+    /// Static shared memory regions, described as Xen describes them to a domU.
+    pub shared: &'a [SharedMemNode<'a>],
+    /// Doorbells this VM may ring; index = the number it rings.
+    pub doorbells_out: &'a [DoorbellNode<'a>],
+    /// Doorbells other VMs ring into this one (`spi` is the SPI it arrives on).
+    pub doorbells_in: &'a [DoorbellNode<'a>],
+}
+
+/// One static shared memory region in the guest's IPA space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SharedMemNode<'a> {
+    /// The region's `xen,shm-id`.
+    pub id: &'a str,
+    pub ipa: u64,
+    pub size: u64,
+}
+
+/// One doorbell: the VM at the other end and the SPI it raises (in the receiver).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DoorbellNode<'a> {
+    pub peer: &'a str,
+    pub spi: u32,
 }
 
 /// Why the guest DTB could not be written.
@@ -104,6 +126,8 @@ pub fn build_guest_dtb(config: &GuestDtbConfig<'_>) -> Result<Vec<u8>> {
     write_gic(&mut fdt, config.gic, config.vcpu_count)?;
     write_timer(&mut fdt, config.gic, config.vcpu_count)?;
     write_uart(&mut fdt)?;
+    write_shared_memory(&mut fdt, config.shared)?;
+    write_doorbells(&mut fdt, config.doorbells_out, config.doorbells_in)?;
 
     fdt.end_node(root)?;
     let blob = fdt.finish()?;
@@ -111,6 +135,64 @@ pub fn build_guest_dtb(config: &GuestDtbConfig<'_>) -> Result<Vec<u8>> {
         return Err(GuestDtbError::TooLarge(blob.len()));
     }
     Ok(blob)
+}
+
+/// Static shared memory as Xen shows it to a domU (Xen's booting.txt, "Static Shared Memory"):
+/// `/reserved-memory/xen-shmem@IPA { compatible = "xen,shared-memory-v1"; reg; xen,id; }`.
+/// The region lies outside `/memory`, so Linux keeps its hands off and `/dev/mem` or a
+/// `memremap` driver can map it.
+fn write_shared_memory(fdt: &mut FdtWriter, shared: &[SharedMemNode<'_>]) -> Result<()> {
+    if shared.is_empty() {
+        return Ok(());
+    }
+    let reserved = fdt.begin_node("reserved-memory")?;
+    fdt.property_u32("#address-cells", 2)?;
+    fdt.property_u32("#size-cells", 2)?;
+    fdt.property_null("ranges")?;
+    for region in shared {
+        let node = fdt.begin_node(&format!("xen-shmem@{:x}", region.ipa))?;
+        fdt.property_string("compatible", "xen,shared-memory-v1")?;
+        fdt.property_array_u64("reg", &[region.ipa, region.size])?;
+        fdt.property_string("xen,id", region.id)?;
+        fdt.end_node(node)?;
+    }
+    fdt.end_node(reserved)?;
+    Ok(())
+}
+
+/// Bulkhead's doorbells: `/bulkhead-doorbells/doorbell@K` for each doorbell this VM may ring
+/// (K is the number it passes to the ring call) and `/bulkhead-doorbells/incoming@SPI` for each
+/// one that rings it, with the interrupt (edge rising) it arrives on.
+fn write_doorbells(
+    fdt: &mut FdtWriter,
+    out: &[DoorbellNode<'_>],
+    incoming: &[DoorbellNode<'_>],
+) -> Result<()> {
+    if out.is_empty() && incoming.is_empty() {
+        return Ok(());
+    }
+    let node = fdt.begin_node("bulkhead-doorbells")?;
+    fdt.property_string("compatible", "bulkhead,doorbells")?;
+    fdt.property_u32("#address-cells", 1)?;
+    fdt.property_u32("#size-cells", 0)?;
+    for (number, bell) in out.iter().enumerate() {
+        let child = fdt.begin_node(&format!("doorbell@{number:x}"))?;
+        fdt.property_string("compatible", "bulkhead,doorbell")?;
+        fdt.property_u32("reg", number as u32)?;
+        fdt.property_string("peer", bell.peer)?;
+        fdt.end_node(child)?;
+    }
+    for bell in incoming {
+        let child = fdt.begin_node(&format!("incoming@{:x}", bell.spi))?;
+        fdt.property_string("compatible", "bulkhead,doorbell-receiver")?;
+        fdt.property_u32("reg", 0x1_0000 + bell.spi)?;
+        // GIC binding: SPI, its number, edge rising.
+        fdt.property_array_u32("interrupts", &[0, bell.spi, 1])?;
+        fdt.property_string("peer", bell.peer)?;
+        fdt.end_node(child)?;
+    }
+    fdt.end_node(node)?;
+    Ok(())
 }
 
 fn write_chosen(fdt: &mut FdtWriter, config: &GuestDtbConfig<'_>) -> Result<()> {
@@ -267,6 +349,9 @@ mod tests {
             gic,
             bootargs: "console=ttyAMA0 earlycon",
             initrd: Some(0x4800_0000..0x4850_0000),
+            shared: &[],
+            doorbells_out: &[],
+            doorbells_in: &[],
         }
     }
 

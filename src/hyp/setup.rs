@@ -169,6 +169,9 @@ pub fn create_vms(fdt: &Fdt<'_>, gic: &GicInfo, hypervisor_end: u64, cpu_count: 
             initrd: spec.initrd,
             bootargs: spec.bootargs.clone(),
             gicv_pa,
+            shared: Vec::new(),
+            doorbells_out: Vec::new(),
+            doorbells_in: Vec::new(),
         };
         log::info!(
             "{}: {} vCPUs on CPUs {:?}, {} MiB RAM at {:#x}, GICv{}, kernel {} KiB{}",
@@ -214,7 +217,10 @@ pub fn create_vms(fdt: &Fdt<'_>, gic: &GicInfo, hypervisor_end: u64, cpu_count: 
         }
     }
     // Published last, complete: the other CPUs start running as soon as they see it.
-    MACHINE.call_once(|| Machine { vms, assignment });
+    let machine = MACHINE.call_once(|| Machine { vms, assignment });
+    for vm in &machine.vms {
+        vm.peers.call_once(|| &machine.vms);
+    }
     running
 }
 

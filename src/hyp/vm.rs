@@ -12,7 +12,7 @@ use super::platform::Platform;
 use super::vcpu::Vcpu;
 use crate::devices::pl011::EmulatedPl011;
 use crate::dtb::PhysRange;
-use crate::guest_dtb::{GuestDtbConfig, build_guest_dtb};
+use crate::guest_dtb::{DoorbellNode, GuestDtbConfig, SharedMemNode, build_guest_dtb};
 use crate::guest_layout::{GUEST_RAM_BASE, GicVersion};
 use crate::loader::{GuestRam, plan_load};
 use crate::mm::stage2::{GuestMemoryMap, Stage2Map};
@@ -38,6 +38,30 @@ pub struct VmConfig {
     pub bootargs: String,
     /// Host GICV (GICv2 only), passed through at the guest's GICC.
     pub gicv_pa: Option<u64>,
+    /// Static shared memory (Xen's `xen,domain-shared-memory-v1`).
+    pub shared: Vec<SharedRegion>,
+    /// Doorbells this VM may ring (index = the number it rings).
+    pub doorbells_out: Vec<Doorbell>,
+    /// Doorbells other VMs ring into this one.
+    pub doorbells_in: Vec<Doorbell>,
+}
+
+/// Host RAM mapped into this VM and others at `ipa`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedRegion {
+    pub id: String,
+    pub ipa: u64,
+    pub size: u64,
+    pub host_pa: u64,
+}
+
+/// One doorbell: the VM at the other end, and the SPI it raises in the receiving VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Doorbell {
+    pub peer: String,
+    /// The peer's VM id (`Vm::id`).
+    pub peer_id: usize,
+    pub spi: u32,
 }
 
 /// SPIs the guest's interrupt controller has (only the PL011 uses one; a GIC has multiples
@@ -107,6 +131,9 @@ pub struct Vm {
     pub stage2_faults: AtomicU64,
     /// Guest exits of every kind, for the statistics.
     pub exits: ExitStats,
+    /// Every VM of the machine (this one too), known once they are all built: doorbells
+    /// reach their peers through it.
+    pub peers: spin::Once<&'static [Vm]>,
 }
 
 /// Exit counters by cause (reported when the guest powers off).
@@ -171,7 +198,7 @@ impl Vm {
         vtcr: u64,
         stage2: Stage2Map,
     ) -> Result<Self, VmError> {
-        let mem = GuestMemoryMap::virt_guest(
+        let mut mem = GuestMemoryMap::virt_guest(
             config.ram_size,
             config.ram_pa,
             config.gic,
@@ -179,6 +206,10 @@ impl Vm {
             config.gicv_pa,
         )
         .map_err(VmError::Layout)?;
+        for region in &config.shared {
+            mem.add_shared(region.ipa..region.ipa + region.size, region.host_pa)
+                .map_err(VmError::Layout)?;
+        }
         let vgic =
             Vgic::new(config.gic, config.vcpu_count, GUEST_SPI_COUNT).map_err(VmError::Vgic)?;
         let power = VmPower::new(config.vcpu_count, 0).map_err(VmError::Power)?;
@@ -219,6 +250,7 @@ impl Vm {
             generation: AtomicU64::new(1),
             stage2_faults: AtomicU64::new(0),
             exits: ExitStats::default(),
+            peers: spin::Once::new(),
         })
     }
 
@@ -258,12 +290,27 @@ impl Vm {
             size: self.config.ram_size,
         };
         let plan = plan_load(ram, kernel, initrd.map(|i| i.len())).map_err(VmError::Load)?;
+        let shared: Vec<SharedMemNode<'_>> = self
+            .config
+            .shared
+            .iter()
+            .map(|r| SharedMemNode {
+                id: &r.id,
+                ipa: r.ipa,
+                size: r.size,
+            })
+            .collect();
+        let doorbells_out = doorbell_nodes(&self.config.doorbells_out);
+        let doorbells_in = doorbell_nodes(&self.config.doorbells_in);
         let dtb = build_guest_dtb(&GuestDtbConfig {
             vcpu_count: self.config.vcpu_count,
             ram_size: self.config.ram_size,
             gic: self.config.gic,
             bootargs: &self.config.bootargs,
             initrd: plan.initrd.clone(),
+            shared: &shared,
+            doorbells_out: &doorbells_out,
+            doorbells_in: &doorbells_in,
         })
         .map_err(VmError::Dtb)?;
         log::debug!(
@@ -321,4 +368,13 @@ impl Vm {
             }
         }
     }
+}
+
+fn doorbell_nodes(list: &[Doorbell]) -> Vec<DoorbellNode<'_>> {
+    list.iter()
+        .map(|d| DoorbellNode {
+            peer: &d.peer,
+            spi: d.spi,
+        })
+        .collect()
 }

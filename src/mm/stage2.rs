@@ -221,6 +221,8 @@ pub struct GuestMemoryMap {
     ram_pa: u64,
     emulated: Vec<EmulatedWindow>,
     passthrough: Vec<PassthroughWindow>,
+    /// Static shared memory: host RAM another VM maps too, normal memory like RAM.
+    shared: Vec<PassthroughWindow>,
 }
 
 impl GuestMemoryMap {
@@ -242,6 +244,7 @@ impl GuestMemoryMap {
             ram_pa,
             emulated: Vec::new(),
             passthrough: Vec::new(),
+            shared: Vec::new(),
         })
     }
 
@@ -285,6 +288,19 @@ impl GuestMemoryMap {
     }
 
     /// Adds a host device window mapped 1:1 (page by page) at `pa`.
+    /// Maps host RAM at `pa` (shared with another VM) at `ipas`, as normal memory.
+    pub fn add_shared(&mut self, ipas: Range<u64>, pa: u64) -> Result<(), Stage2Error> {
+        let size = ipas.end.saturating_sub(ipas.start);
+        if !page_aligned(ipas.start) || !page_aligned(size) || size == 0 || !page_aligned(pa) {
+            return Err(Stage2Error::Misaligned {
+                ipa: ipas.start,
+                size,
+            });
+        }
+        self.shared.push(PassthroughWindow { ipas, pa });
+        Ok(())
+    }
+
     pub fn add_passthrough(&mut self, ipas: Range<u64>, pa: u64) -> Result<(), Stage2Error> {
         let size = ipas.end.saturating_sub(ipas.start);
         if !page_aligned(ipas.start) || !page_aligned(size) || !page_aligned(pa) {
@@ -335,6 +351,28 @@ impl GuestMemoryMap {
                     pa: pa & !(PAGE_SIZE - 1),
                     size: PAGE_SIZE,
                 }
+            };
+        }
+        if let Some(window) = self.shared.iter().find(|w| w.ipas.contains(&ipa)) {
+            let pa = window.pa + (ipa - window.ipas.start);
+            let block = ipa & !(BLOCK_SIZE - 1);
+            let block_inside = block >= window.ipas.start
+                && block
+                    .checked_add(BLOCK_SIZE)
+                    .is_some_and(|end| end <= window.ipas.end);
+            let congruent = window
+                .pa
+                .wrapping_sub(window.ipas.start)
+                .is_multiple_of(BLOCK_SIZE);
+            let size = if block_inside && congruent {
+                BLOCK_SIZE
+            } else {
+                PAGE_SIZE
+            };
+            return Stage2Decision::MapRam {
+                ipa: ipa & !(size - 1),
+                pa: pa & !(size - 1),
+                size,
             };
         }
         if let Some(window) = self.passthrough.iter().find(|w| w.ipas.contains(&ipa)) {

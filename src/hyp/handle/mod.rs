@@ -8,6 +8,7 @@
 mod abort;
 mod smccc;
 mod sysreg;
+pub mod vendor;
 mod wfx;
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! HVC and trapped SMC: SMC Calling Convention calls (function id in w0, arguments in
-//! x1..x3, results in x0..x3), served by the PSCI/SMCCC model (`crate::psci`).
+//! x1..x3, results in x0..x3): Bulkhead's vendor calls (`vendor`), else the PSCI/SMCCC model
+//! (`crate::psci`).
 
 use super::ExitAction;
 use crate::hyp::platform::Platform;
@@ -11,6 +12,10 @@ use crate::vcpu::request::{Request, make_request};
 pub fn handle(vm: &Vm, vcpu: &mut Vcpu, p: &impl Platform) -> ExitAction {
     let fid = vcpu.reg(0) as u32;
     let args = [vcpu.reg(1), vcpu.reg(2), vcpu.reg(3)];
+    if let Some(regs) = super::vendor::call(fid, args, vm, p) {
+        vcpu.regs.x[..4].copy_from_slice(&regs);
+        return ExitAction::Resume;
+    }
     let outcome = psci::handle(fid, args, vcpu.index, &vm.power, vm.ram_ipas());
     vcpu.regs.x[..4].copy_from_slice(&outcome.regs);
     match outcome.action {

@@ -75,6 +75,9 @@ fn vm_with(gic: GicVersion, vcpus: usize) -> Vm {
         initrd: None,
         bootargs: String::new(),
         gicv_pa: None,
+        shared: alloc::vec::Vec::new(),
+        doorbells_out: alloc::vec::Vec::new(),
+        doorbells_in: alloc::vec::Vec::new(),
     };
     let geometry = stage2_geometry(4, 40).unwrap();
     let stage2 = Stage2Map::new_linear(&geometry, 0);
