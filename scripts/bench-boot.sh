@@ -44,4 +44,4 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
 echo "ratio_init=$(ratio "$(value "$bulkhead" bulkhead_init_s)" "$(value "$native" native_init_s)")"
 echo "ratio_poweroff=$(ratio "$(value "$bulkhead" bulkhead_poweroff_s)" "$(value "$native" native_poweroff_s)")"
 tr -d '\r' < "$out/bulkhead.log" |
-    sed -n "s/^bulkhead: guest powered off (vcpu [0-9]*): \(.*\); powering off/bulkhead_stats=\1/p"
+    sed -n "s/^bulkhead: guest powered off (vcpu [0-9]*): \(.*\)$/bulkhead_stats=\1/p"
