@@ -565,6 +565,8 @@ fn two_vms_with_two_cell_regs() {
             }),
             bootargs: "console=ttyAMA0 domU1".into(),
             affinity: vec![None],
+            shared_mem: vec![],
+            doorbells: vec![],
         }
     );
     assert_eq!(cfg.vms[1].name, "domU2");
@@ -945,11 +947,6 @@ fn unsupported_sub_nodes_warn_once_each() {
                 .prop("compatible", strs(&["multiboot,module"]))
                 .prop("reg", reg(2, 2, 0x5310_0000, 0x1000)),
         )
-        .child(
-            Node::new("shm@0")
-                .prop("compatible", strs(&["xen,domain-shared-memory-v1"]))
-                .prop("xen,shm-id", strs(&["my-shm"])),
-        )
         .child(Node::new("gadget"));
     let mut d = d;
     d.sub("module@50000000")
@@ -967,7 +964,6 @@ fn unsupported_sub_nodes_warn_once_each() {
              supported; ignored",
             "domU1: module@53100000: a multiboot module that is neither kernel nor ramdisk; \
              ignored",
-            "domU1: shm@0: static shared memory is not supported yet; ignored",
             "domU1: unknown sub-node `gadget`; ignored",
         ]
     );
@@ -1022,6 +1018,8 @@ fn legacy_guest_loader_dtb_makes_one_vm_as_before() {
             }),
             bootargs: "console=ttyAMA0 bulkhead.test=smoke".into(),
             affinity: vec![None; 4],
+            shared_mem: vec![],
+            doorbells: vec![],
         }]
     );
     assert_eq!(kernel.range.base, 0x4800_0000);
@@ -1129,7 +1127,8 @@ fn legacy_placement_is_where_setup_put_the_guest() {
         placed,
         [Ok(Placement {
             ram_pa: top - cfg.vms[0].memory,
-            pcpus: vec![0, 1, 2, 3]
+            pcpus: vec![0, 1, 2, 3],
+            shared: vec![],
         })]
     );
 }
@@ -1285,6 +1284,8 @@ fn spec(name: &str, mib: u64, vcpus: usize) -> VmSpec {
         initrd: None,
         bootargs: String::new(),
         affinity: vec![None; vcpus],
+        shared_mem: vec![],
+        doorbells: vec![],
     }
 }
 
@@ -1318,15 +1319,18 @@ fn place_puts_vms_top_down_first_fit_without_overlap() {
         [
             Ok(Placement {
                 ram_pa: top - 256 * MIB,
-                pcpus: vec![0]
+                pcpus: vec![0],
+                shared: vec![],
             }),
             Ok(Placement {
                 ram_pa: top - 384 * MIB,
-                pcpus: vec![1, 2]
+                pcpus: vec![1, 2],
+                shared: vec![],
             }),
             Ok(Placement {
                 ram_pa: top - 448 * MIB,
-                pcpus: vec![3]
+                pcpus: vec![3],
+                shared: vec![],
             }),
         ]
     );
