@@ -1550,8 +1550,9 @@ fn arb_vm() -> impl Strategy<Value = VmSpec> {
         1usize..=3,
         prop::collection::vec(prop::option::of(0u64..(1 << 6)), 3),
         0u64..0x100,
+        prop::collection::vec((0usize..4, prop::option::weighted(0.3, 0u64..0x800)), 0..3),
     )
-        .prop_map(|(mib4k, vcpus, pins, kernel_mib)| {
+        .prop_map(|(mib4k, vcpus, pins, kernel_mib, shared)| {
             let mut vm = spec("vm", 0, vcpus);
             vm.memory = mib4k * 2 * MIB - (mib4k % 3) * 4096;
             vm.kernel.base = RAM_BASE + kernel_mib * 8 * MIB;
@@ -1567,6 +1568,20 @@ fn arb_vm() -> impl Strategy<Value = VmSpec> {
                     })
                 })
                 .collect();
+            // Ids of fixed sizes (parse makes them agree), some with a host address in MiB.
+            const SIZES: [u64; 4] = [2 * MIB, 0x3000, 4 * MIB, MIB + 0x1000];
+            for (id, pa_mib) in shared {
+                let id = ["a", "b", "c", "d"][id];
+                if vm.shared_mem.iter().all(|s| s.id != id) {
+                    vm.shared_mem.push(SharedMemSpec {
+                        id: id.into(),
+                        ipa: 0,
+                        size: SIZES[id.as_bytes()[0] as usize - b'a' as usize],
+                        host_pa: pa_mib.map(|m| RAM_BASE + m * MIB),
+                        owner: false,
+                    });
+                }
+            }
             vm
         })
 }
@@ -1579,8 +1594,11 @@ fn arb_range(max_mib: u64) -> impl Strategy<Value = PhysRange> {
 }
 
 proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
     /// Whatever is asked, placements never overlap anything, stay in RAM, are 2 MiB aligned,
-    /// and give each physical CPU to at most one vCPU, within its affinity.
+    /// and give each physical CPU to at most one vCPU, within its affinity. Shared regions
+    /// stay in RAM too, one host range per id, clear of everything but themselves.
     #[test]
     fn config_placement_invariants(
         vms in prop::collection::vec(arb_vm(), 0..6),
@@ -1591,6 +1609,7 @@ proptest! {
         let placed = place(&vms, &banks, &avoid, cpu_count);
         prop_assert_eq!(placed.len(), vms.len());
         let mut taken = std::collections::HashSet::new();
+        let mut regions: Vec<(String, PhysRange)> = Vec::new();
         let mut rams: Vec<PhysRange> = Vec::new();
         let images: Vec<PhysRange> =
             vms.iter().flat_map(|v| [Some(v.kernel), v.initrd]).flatten().collect();
@@ -1602,6 +1621,16 @@ proptest! {
             prop_assert!(!avoid.iter().chain(&images).chain(&rams).any(|a| a.overlaps(&ram)));
             rams.push(ram);
             prop_assert_eq!(p.pcpus.len(), vm.vcpus);
+            prop_assert_eq!(p.shared.len(), vm.shared_mem.len());
+            for (s, &base) in vm.shared_mem.iter().zip(&p.shared) {
+                prop_assert!(s.host_pa.is_none_or(|pa| pa == base));
+                let range = PhysRange { base, size: s.size };
+                prop_assert!(banks.iter().any(|b| b.base <= base && range.end() <= b.end()));
+                match regions.iter().find(|(id, _)| *id == s.id) {
+                    Some((_, r)) => prop_assert_eq!(*r, range),
+                    None => regions.push((s.id.clone(), range)),
+                }
+            }
             for (v, &cpu) in p.pcpus.iter().enumerate() {
                 prop_assert!(cpu < cpu_count);
                 prop_assert!(taken.insert(cpu), "CPU {} given twice", cpu);
@@ -1609,6 +1638,13 @@ proptest! {
                     prop_assert!(set.contains(cpu));
                 }
             }
+        }
+        for (i, (id, r)) in regions.iter().enumerate() {
+            prop_assert!(
+                !avoid.iter().chain(&images).chain(&rams).any(|a| a.overlaps(r)),
+                "region {} at {:x?} overlaps", id, r
+            );
+            prop_assert!(!regions[i + 1..].iter().any(|(_, o)| o.overlaps(r)));
         }
     }
 }
