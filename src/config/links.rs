@@ -13,12 +13,15 @@
 //! };
 //! ```
 //!
-//! Addresses take the domain node's `#address-cells`, the size its `#size-cells`. Without a
-//! host address Bulkhead allocates the region (once per id). Every VM naming an id shares one
-//! region: the sizes must agree, and so must the host addresses where given (a host address
-//! given in one VM only is the region's). At most one VM per id is the owner (booting.txt: "a
-//! shared memory region could be explicitly backed by one domain"); with none, Bulkhead owns
-//! it, as Xen's DOMID_IO does. Regions of different ids must not overlap in host memory.
+//! Addresses take the domain node's `#address-cells`, the size its `#size-cells`; three values are
+//! always read as `<host guest size>` (Xen 4.17's older `<host size guest>` is not). Without a host
+//! address Bulkhead allocates the region (once per id). Every VM naming an id shares one region:
+//! the sizes must agree, and so must the host addresses where given (a host address given in one VM
+//! only is the region's). At most one VM per id is the owner (booting.txt: "a shared memory region
+//! could be explicitly backed by one domain"); with none, Bulkhead owns it, as Xen's DOMID_IO does.
+//! Regions of different ids must not overlap in host memory. Sizes and addresses are 4 KiB
+//! multiples; the guest range must miss the VM's RAM, the guest's device windows (GIC, PL011) and
+//! the VM's other regions, and may sit below RAM elsewhere.
 //!
 //! **Doorbells** are Bulkhead's own (Xen has none):
 //!
@@ -34,7 +37,8 @@
 //! ([`crate::guest_layout::PL011_SPI`]), and the guest GIC has 96 SPIs. Each (peer, SPI) pair
 //! has one ringer in the whole configuration, so the peer knows who rang. A doorbell whose peer
 //! does not start (refused or disabled) stays in the list, so the numbering does not shift,
-//! and rings nothing; a warning says so.
+//! and rings nothing; a warning says so. (A peer refused by [`super::place`], or powered off,
+//! is the same case at run time.)
 
 use alloc::format;
 use alloc::string::{String, ToString};
@@ -427,6 +431,18 @@ fn check_vm(
             }
         }
     }
+    // Every doorbell accepted so far, with its ringer and sub-node: the earlier VMs' first.
+    let mut rung: Vec<(&DoorbellSpec, &str, &str)> = accepted
+        .iter()
+        .flat_map(|p| {
+            let ringer = p.spec.name.as_str();
+            p.spec
+                .doorbells
+                .iter()
+                .zip(&p.bell_nodes)
+                .map(move |(b, s)| (b, ringer, *s))
+        })
+        .collect();
     for (bell, sub) in vm.spec.doorbells.iter().zip(&vm.bell_nodes) {
         if !domains.contains(&bell.peer.as_str()) {
             return Err((
@@ -434,35 +450,20 @@ fn check_vm(
                 format!("\"{}\": no xen,domain node has this name", bell.peer),
             ));
         }
-        let earlier = accepted
+        if let Some((_, ringer, other)) = rung
             .iter()
-            .flat_map(|p| {
-                p.spec
-                    .doorbells
-                    .iter()
-                    .zip(&p.bell_nodes)
-                    .map(move |(b, s)| (b, p.spec.name.as_str(), *s))
-            })
-            .chain(
-                vm.spec
-                    .doorbells
-                    .iter()
-                    .zip(&vm.bell_nodes)
-                    .take_while(|(b, _)| !core::ptr::eq(*b, bell))
-                    .map(|(b, s)| (b, "this VM", *s)),
-            );
-        for (other, ringer, other_sub) in earlier {
-            if other.peer == bell.peer && other.spi == bell.spi {
-                return Err((
-                    format!("{sub}/bulkhead,spi"),
-                    format!(
-                        "SPI {} of {} is already rung by {ringer} ({other_sub}); one ringer per \
-                         peer SPI, so the peer knows who rang",
-                        bell.spi, bell.peer
-                    ),
-                ));
-            }
+            .find(|(b, ..)| b.peer == bell.peer && b.spi == bell.spi)
+        {
+            return Err((
+                format!("{sub}/bulkhead,spi"),
+                format!(
+                    "SPI {} of {} is already rung by {ringer} ({other}); one ringer per peer \
+                     SPI, so the peer knows who rang",
+                    bell.spi, bell.peer
+                ),
+            ));
         }
+        rung.push((bell, "this VM", sub));
     }
     Ok(())
 }

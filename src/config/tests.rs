@@ -2049,7 +2049,8 @@ fn refuses_bad_doorbells() {
             with(bell("bell@0", "domU1", spi)),
             "bell@0/bulkhead,spi",
             &format!(
-                "SPI {spi}; doorbells use SPIs 2 to 95 (SPI 0 is kept free, SPI 1 is the guest's PL011"
+                "SPI {spi}; doorbells use SPIs 2 to 95 (SPI 0 is kept free, SPI 1 is the \
+                 guest's PL011"
             ),
         );
     }
