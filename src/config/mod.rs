@@ -10,12 +10,18 @@
 //!   `-device guest-loader`) make one VM named [`LEGACY_VM_NAME`], sized by Bulkhead's own
 //!   bootargs `bulkhead.guest_mem=` and `bulkhead.guest_smp=`.
 //!
+//! Each `xen,domain` node may also carry links to other VMs (`links`): Xen's static shared
+//! memory sub-nodes and Bulkhead's doorbells. [`parse`] checks them across VMs too, so what
+//! it returns is consistent: every shared id has one size (and at most one host address and
+//! one owner), every doorbell names a `xen,domain` node and rings a (peer, SPI) no other does.
+//!
 //! Errors are per VM: a malformed `xen,domain` node refuses that VM (a [`ConfigError`] naming
 //! the node and the property) and the others still run. What Bulkhead does not implement is
 //! ignored with one warning line each, returned for the caller to log. Nothing here touches
 //! hardware; it is host-tested, including against mutated DTBs.
 
 mod cpuset;
+mod links;
 mod place;
 #[cfg(test)]
 mod tests;
@@ -32,6 +38,7 @@ use crate::dtb::{self, ModuleKind, PhysRange, be_cells, is_compatible};
 use crate::guest_layout::{GUEST_RAM_BASE, MAX_VCPUS};
 
 pub use cpuset::{CpuSet, CpuSetError};
+pub use links::{DOORBELL_SPI_MAX, DOORBELL_SPI_MIN, DoorbellSpec, MAX_SHM_ID_LEN, SharedMemSpec};
 pub use place::{Placement, place};
 
 /// The name of the one VM of the legacy form.
@@ -63,6 +70,10 @@ pub struct VmSpec {
     pub bootargs: String,
     /// Per vCPU (index = vCPU id): the physical CPUs it may run on; None = any.
     pub affinity: Vec<Option<CpuSet>>,
+    /// Static shared memory regions, in DT order ([`Placement::shared`] follows this order).
+    pub shared_mem: Vec<SharedMemSpec>,
+    /// Doorbells this VM may ring; the index is the doorbell number the guest rings.
+    pub doorbells: Vec<DoorbellSpec>,
 }
 
 /// One refused VM: names the node and the property.
@@ -160,7 +171,9 @@ pub fn parse(fdt: &Fdt<'_>, bootargs: &str, cpu_count: usize) -> ParsedConfig {
             "/chosen: multiboot modules outside any xen,domain node belong to no VM; ignored",
         ));
     }
+    let all_names: Vec<&str> = domains.iter().map(|n| n.name).collect();
     let mut names: Vec<&str> = Vec::new();
+    let mut parsed = Vec::new();
     for node in domains {
         if let Some(status) = dtb::prop_str(&node, "status")
             && status != "okay"
@@ -182,10 +195,11 @@ pub fn parse(fdt: &Fdt<'_>, bootargs: &str, cpu_count: usize) -> ParsedConfig {
         }
         names.push(node.name);
         match parse_domain(node, cpu_count, &mut out.warnings) {
-            Ok(vm) => out.vms.push(vm),
+            Ok(vm) => parsed.push(vm),
             Err(e) => out.refused.push(e),
         }
     }
+    out.vms = links::check_across_vms(parsed, &all_names, &mut out.refused, &mut out.warnings);
     out
 }
 
@@ -272,6 +286,8 @@ fn parse_legacy(
         initrd,
         bootargs: String::from(kernel.bootargs.unwrap_or("")),
         affinity: alloc::vec![None; vcpus],
+        shared_mem: Vec::new(),
+        doorbells: Vec::new(),
     }))
 }
 
@@ -310,6 +326,8 @@ enum SubNode {
     OtherModule,
     /// `xen,domain-shared-memory-v1`: static shared memory.
     SharedMemory,
+    /// `bulkhead,doorbell`: an interrupt this VM may raise in another.
+    Doorbell,
     Unknown,
 }
 
@@ -328,6 +346,8 @@ impl SubNode {
             Self::Vcpu
         } else if is_compatible(node, "xen,domain-shared-memory-v1") {
             Self::SharedMemory
+        } else if is_compatible(node, "bulkhead,doorbell") {
+            Self::Doorbell
         } else {
             Self::Unknown
         }
@@ -417,11 +437,11 @@ fn check_module(range: PhysRange) -> Result<PhysRange, String> {
 
 /// One `xen,domain` node → one VM, or the first thing wrong with it. Warnings (one line each)
 /// go to `warnings`.
-fn parse_domain(
-    node: FdtNode<'_, '_>,
+fn parse_domain<'a>(
+    node: FdtNode<'_, 'a>,
     cpu_count: usize,
     warnings: &mut Vec<String>,
-) -> Result<VmSpec, ConfigError> {
+) -> Result<links::Parsed<'a>, ConfigError> {
     let vm = node.name;
     let refuse = |property: &str, reason: String| ConfigError {
         vm: vm.to_string(),
@@ -488,6 +508,8 @@ fn parse_domain(
     let mut initrd: Option<(&str, PhysRange)> = None;
     let mut affinity: Vec<Option<CpuSet>> = alloc::vec![None; vcpus];
     let mut vcpu_node_seen = alloc::vec![false; vcpus];
+    let mut shared: Vec<(&str, SharedMemSpec)> = Vec::new();
+    let mut bells: Vec<(&str, DoorbellSpec)> = Vec::new();
     for child in node.children() {
         let sub = child.name;
         match SubNode::of(&child) {
@@ -532,12 +554,17 @@ fn parse_domain(
             SubNode::OtherModule => warnings.push(format!(
                 "{vm}: {sub}: a multiboot module that is neither kernel nor ramdisk; ignored"
             )),
-            // Static shared memory (booting.txt, "Static Shared Memory": `xen,shm-id`, `role`,
-            // `xen,shared-mem`) is not implemented yet. When it is, parse the region here into
-            // the VmSpec; until then the VM boots without it.
-            SubNode::SharedMemory => warnings.push(format!(
-                "{vm}: {sub}: static shared memory is not supported yet; ignored"
-            )),
+            SubNode::SharedMemory => {
+                let shm = links::shm_node(&child, address_cells, size_cells, warnings, vm)
+                    .and_then(|shm| links::check_shm_ipa(&shm, memory, &shared).map(|()| shm))
+                    .map_err(|(prop, r)| refuse(&format!("{sub}/{prop}"), r))?;
+                shared.push((sub, shm));
+            }
+            SubNode::Doorbell => {
+                let bell = links::doorbell_node(&child, warnings, vm)
+                    .map_err(|(prop, r)| refuse(&format!("{sub}/{prop}"), r))?;
+                bells.push((sub, bell));
+            }
             SubNode::Unknown => warnings.push(format!("{vm}: unknown sub-node `{sub}`; ignored")),
         }
     }
@@ -554,14 +581,22 @@ fn parse_domain(
             .map_err(|r| refuse("bootargs", r))?
             .unwrap_or(""),
     };
-    Ok(VmSpec {
-        name: vm.to_string(),
-        vcpus,
-        memory,
-        kernel,
-        initrd: initrd.map(|(_, r)| r),
-        bootargs: bootargs.to_string(),
-        affinity,
+    let (shm_nodes, shared_mem) = shared.into_iter().unzip();
+    let (bell_nodes, doorbells) = bells.into_iter().unzip();
+    Ok(links::Parsed {
+        spec: VmSpec {
+            name: vm.to_string(),
+            vcpus,
+            memory,
+            kernel,
+            initrd: initrd.map(|(_, r)| r),
+            bootargs: bootargs.to_string(),
+            affinity,
+            shared_mem,
+            doorbells,
+        },
+        shm_nodes,
+        bell_nodes,
     })
 }
 

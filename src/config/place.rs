@@ -1,16 +1,23 @@
 //! Where each VM goes: a contiguous, 2 MiB aligned piece of host RAM and one physical CPU per
-//! vCPU (static partitioning: a physical CPU runs at most one vCPU, ever).
+//! vCPU (static partitioning: a physical CPU runs at most one vCPU, ever), and where each
+//! static shared memory region is in host RAM.
 
 use alloc::format;
 use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 
-use super::{ByteSize, ConfigError, CpuSet, VmSpec};
+use super::{ByteSize, ConfigError, CpuSet, SharedMemSpec, VmSpec};
 use crate::dtb::PhysRange;
 
 /// Guest RAM is 2 MiB aligned in host memory so stage 2 can map it with block descriptors.
 const RAM_ALIGN: u64 = 2 << 20;
+
+/// Shared regions Bulkhead allocates are 2 MiB aligned when at least that large (stage 2 can
+/// then use blocks), else page aligned.
+fn shared_align(size: u64) -> u64 {
+    if size >= RAM_ALIGN { RAM_ALIGN } else { 4096 }
+}
 
 /// Where a VM goes: its RAM in host memory and its vCPUs on physical CPUs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +26,9 @@ pub struct Placement {
     pub ram_pa: u64,
     /// index = vCPU id
     pub pcpus: Vec<usize>,
+    /// Host physical address of each of the VM's `shared_mem` regions, same order. VMs naming
+    /// the same id get the same address.
+    pub shared: Vec<u64>,
 }
 
 /// Places VMs in order: RAM from the top of the RAM banks downwards, 2 MiB aligned, never
@@ -28,6 +38,12 @@ pub struct Placement {
 /// most one vCPU in total (static partitioning). A VM that does not fit (RAM or CPUs, or
 /// affinity to a CPU that does not exist / is already taken) is refused with a ConfigError and
 /// the others still get placed.
+///
+/// Shared memory: a region whose host address some VM gives must lie inside one RAM bank and
+/// overlap nothing above nor another region; it is kept out of every VM's RAM. A region without
+/// one is allocated once per id, top down like RAM, by the first VM naming it that gets placed.
+/// A VM whose region cannot be had (or disagrees with an earlier VM on the id's size or host
+/// address) is refused.
 ///
 /// Within a VM, pinned vCPUs choose first (fewest allowed CPUs first), so an unpinned vCPU
 /// never takes the CPU a sibling is pinned to; unpinned vCPUs prefer CPUs that no later VM is
@@ -46,6 +62,11 @@ pub fn place(
     );
     let mut banks: Vec<PhysRange> = ram.iter().copied().filter(|b| b.size > 0).collect();
     banks.sort_by_key(|b| core::cmp::Reverse(b.end()));
+    let mut regions = fixed_regions(vms, &banks, &busy);
+    busy.extend(regions.iter().filter_map(|r| match r.at {
+        Ok(base) => Some(PhysRange { base, size: r.size }),
+        Err(_) => None,
+    }));
     // Which VM (index) and vCPU each physical CPU runs.
     let mut owners: Vec<Option<(usize, usize)>> = vec![None; cpu_count];
 
@@ -56,22 +77,39 @@ pub fn place(
             .flat_map(|v| v.affinity.iter().flatten())
             .fold(CpuSet::EMPTY, |acc, set| acc.union(*set));
         let placed = assign_cpus(vm, index, vms, &owners, later_pins).and_then(|pcpus| {
-            let ram_pa = find_ram(&banks, vm.memory, &busy).ok_or_else(|| ConfigError {
-                vm: vm.name.clone(),
-                property: String::from("memory"),
-                reason: format!(
-                    "no room for {} of RAM (2 MiB aligned, clear of Bulkhead, the DTB, the \
+            let ram_pa =
+                find_ram(&banks, vm.memory, RAM_ALIGN, &busy).ok_or_else(|| ConfigError {
+                    vm: vm.name.clone(),
+                    property: String::from("memory"),
+                    reason: format!(
+                        "no room for {} of RAM (2 MiB aligned, clear of Bulkhead, the DTB, the \
                      modules, reserved memory and the VMs placed before)",
-                    ByteSize(vm.memory)
-                ),
-            })?;
-            Ok(Placement { ram_pa, pcpus })
+                        ByteSize(vm.memory)
+                    ),
+                })?;
+            let ram = PhysRange {
+                base: ram_pa,
+                size: vm.memory,
+            };
+            let (shared, new) = place_shared(vm, &regions, &banks, &busy, ram)?;
+            regions.extend(new);
+            Ok(Placement {
+                ram_pa,
+                pcpus,
+                shared,
+            })
         });
         if let Ok(p) = &placed {
             busy.push(PhysRange {
                 base: p.ram_pa,
                 size: vm.memory,
             });
+            busy.extend(
+                vm.shared_mem
+                    .iter()
+                    .zip(&p.shared)
+                    .map(|(s, &base)| PhysRange { base, size: s.size }),
+            );
             for (vcpu, &cpu) in p.pcpus.iter().enumerate() {
                 owners[cpu] = Some((index, vcpu));
             }
@@ -163,9 +201,142 @@ fn assign_cpus(
     Ok(pcpus)
 }
 
-/// The highest 2 MiB aligned base for `size` bytes inside one of `banks` (sorted by end,
+/// A shared region in host memory, by id.
+struct Region<'v> {
+    id: &'v str,
+    size: u64,
+    /// Its base, or why it cannot be had.
+    at: Result<u64, String>,
+}
+
+/// The regions whose host address some VM gives (the first VM to give one decides), each
+/// checked against the RAM banks, `busy` and the ones before it.
+fn fixed_regions<'v>(
+    vms: &'v [VmSpec],
+    banks: &[PhysRange],
+    busy: &[PhysRange],
+) -> Vec<Region<'v>> {
+    let mut regions: Vec<Region<'v>> = Vec::new();
+    for shm in vms.iter().flat_map(|vm| &vm.shared_mem) {
+        let Some(base) = shm.host_pa else { continue };
+        if regions.iter().any(|r| r.id == shm.id) {
+            continue;
+        }
+        let range = PhysRange {
+            base,
+            size: shm.size,
+        };
+        let here = format!("host {base:#x}..{:#x}", range.end());
+        let taken = regions.iter().find_map(|r| {
+            let base = *r.at.as_ref().ok()?;
+            let theirs = PhysRange { base, size: r.size };
+            theirs
+                .overlaps(&range)
+                .then(|| (theirs, format!("id \"{}\"", r.id)))
+        });
+        let at = if shm.size == 0 || base.checked_add(shm.size).is_none() {
+            Err(format!("{here} is not a usable range"))
+        } else if !banks
+            .iter()
+            .any(|b| b.base <= base && range.end() <= b.end())
+        {
+            Err(format!("{here} is not inside one RAM bank"))
+        } else if let Some(b) = busy.iter().find(|b| b.overlaps(&range)) {
+            Err(format!(
+                "{here} overlaps {:#x}..{:#x} (Bulkhead, the DTB, a module or reserved memory)",
+                b.base,
+                b.end()
+            ))
+        } else if let Some((theirs, who)) = taken {
+            Err(format!(
+                "{here} overlaps {who} at {:#x}..{:#x}",
+                theirs.base,
+                theirs.end()
+            ))
+        } else {
+            Ok(base)
+        };
+        regions.push(Region {
+            id: &shm.id,
+            size: shm.size,
+            at,
+        });
+    }
+    regions
+}
+
+/// The host address of each of `vm`'s regions, allocating (tentatively: returned as the new
+/// regions) those no one has placed yet, clear of `busy` and the VM's own `ram`.
+fn place_shared<'v>(
+    vm: &'v VmSpec,
+    regions: &[Region<'v>],
+    banks: &[PhysRange],
+    busy: &[PhysRange],
+    ram: PhysRange,
+) -> Result<(Vec<u64>, Vec<Region<'v>>), ConfigError> {
+    let refuse = |shm: &SharedMemSpec, reason: String| ConfigError {
+        vm: vm.name.clone(),
+        property: String::from("xen,shared-mem"),
+        reason: format!("id \"{}\": {reason}", shm.id),
+    };
+    let mut busy = busy.to_vec();
+    busy.push(ram);
+    let mut new: Vec<Region<'v>> = Vec::new();
+    let mut shared = Vec::with_capacity(vm.shared_mem.len());
+    for shm in &vm.shared_mem {
+        let base = match regions.iter().chain(&new).find(|r| r.id == shm.id) {
+            Some(r) => {
+                let base = r.at.clone().map_err(|e| refuse(shm, e))?;
+                if r.size != shm.size {
+                    return Err(refuse(
+                        shm,
+                        format!(
+                            "{} here but {} where it was placed",
+                            ByteSize(shm.size),
+                            ByteSize(r.size)
+                        ),
+                    ));
+                }
+                if shm.host_pa.is_some_and(|pa| pa != base) {
+                    return Err(refuse(
+                        shm,
+                        format!("host address differs from the region's, {base:#x}"),
+                    ));
+                }
+                base
+            }
+            None => {
+                let base =
+                    find_ram(banks, shm.size, shared_align(shm.size), &busy).ok_or_else(|| {
+                        refuse(
+                            shm,
+                            format!(
+                                "no room for {} of shared memory (clear of Bulkhead, the DTB, \
+                                 the modules, reserved memory and the VMs)",
+                                ByteSize(shm.size)
+                            ),
+                        )
+                    })?;
+                busy.push(PhysRange {
+                    base,
+                    size: shm.size,
+                });
+                new.push(Region {
+                    id: &shm.id,
+                    size: shm.size,
+                    at: Ok(base),
+                });
+                base
+            }
+        };
+        shared.push(base);
+    }
+    Ok((shared, new))
+}
+
+/// The highest `align` aligned base for `size` bytes inside one of `banks` (sorted by end,
 /// highest first) that overlaps nothing in `busy`.
-fn find_ram(banks: &[PhysRange], size: u64, busy: &[PhysRange]) -> Option<u64> {
+fn find_ram(banks: &[PhysRange], size: u64, align: u64, busy: &[PhysRange]) -> Option<u64> {
     if size == 0 {
         return None;
     }
@@ -175,7 +346,7 @@ fn find_ram(banks: &[PhysRange], size: u64, busy: &[PhysRange]) -> Option<u64> {
         // loops at most once per busy range.
         let mut limit = bank.end();
         loop {
-            let base = limit.checked_sub(size)? & !(RAM_ALIGN - 1);
+            let base = limit.checked_sub(size)? & !(align - 1);
             if base < bank.base {
                 return None;
             }

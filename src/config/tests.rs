@@ -199,6 +199,50 @@ fn domain(name: &str, mib: u64, cpus: u32, images: u64) -> Node {
     domain_cells(name, 2, 2, mib, cpus, images)
 }
 
+/// A static shared memory sub-node (booting.txt): `<[host] ipa size>` in `ac`/`sc` cells.
+#[allow(clippy::too_many_arguments)]
+fn shm(
+    name: &str,
+    id: &str,
+    role: Option<&str>,
+    ac: usize,
+    sc: usize,
+    host: Option<u64>,
+    ipa: u64,
+    size: u64,
+) -> Node {
+    let mut value = Vec::new();
+    if let Some(host) = host {
+        value.extend(if ac == 2 {
+            cells(&[hi(host), lo(host)])
+        } else {
+            cells(&[lo(host)])
+        });
+    }
+    value.extend(reg(ac, sc, ipa, size));
+    let node = Node::new(name)
+        .prop("compatible", strs(&["xen,domain-shared-memory-v1"]))
+        .prop("xen,shm-id", strs(&[id]))
+        .prop("xen,shared-mem", value);
+    match role {
+        Some(role) => node.prop("role", strs(&[role])),
+        None => node,
+    }
+}
+
+/// A region in the domains' 2 + 2 cells.
+fn shm22(name: &str, id: &str, host: Option<u64>, ipa: u64, size: u64) -> Node {
+    shm(name, id, None, 2, 2, host, ipa, size)
+}
+
+/// A doorbell sub-node ringing `peer`'s SPI `spi`.
+fn bell(name: &str, peer: &str, spi: u32) -> Node {
+    Node::new(name)
+        .prop("compatible", strs(&["bulkhead,doorbell"]))
+        .prop("peer", strs(&[peer]))
+        .prop("bulkhead,spi", cells(&[spi]))
+}
+
 /// Three good VMs: domU1 (256 MiB, 1 vCPU), domU2 (128 MiB, 2), domU3 (64 MiB, 1).
 fn three_domains() -> Vec<Node> {
     vec![
@@ -246,8 +290,34 @@ fn run_everything(blob: &[u8]) {
 
 fn mutation_base() -> Vec<u8> {
     let mut domains = three_domains();
-    domains[0] = domains[0].clone().child(vcpu(0, "1"));
-    domains[1] = domains[1].clone().child(vcpu(1, "2-3"));
+    domains[0] = domains[0]
+        .clone()
+        .child(vcpu(0, "1"))
+        .child(shm(
+            "shm@0",
+            "pingpong",
+            Some("owner"),
+            2,
+            2,
+            Some(0x6000_0000),
+            0x1_0000_0000,
+            2 * MIB,
+        ))
+        .child(bell("bell@0", "domU2", 5));
+    domains[1] = domains[1]
+        .clone()
+        .child(vcpu(1, "2-3"))
+        .child(shm(
+            "shm@0",
+            "pingpong",
+            None,
+            2,
+            2,
+            None,
+            0x7fe0_0000,
+            2 * MIB,
+        ))
+        .child(bell("bell@0", "domU1", 5));
     domains[2] = domain_cells("domU3", 1, 1, 64, 1, 0x5800_0000).prop("direct-map", Vec::new());
     blob(&host(chosen(domains)))
 }
@@ -565,6 +635,8 @@ fn two_vms_with_two_cell_regs() {
             }),
             bootargs: "console=ttyAMA0 domU1".into(),
             affinity: vec![None],
+            shared_mem: vec![],
+            doorbells: vec![],
         }
     );
     assert_eq!(cfg.vms[1].name, "domU2");
@@ -689,8 +761,18 @@ fn refuses_only_domu2_on(
     property: &str,
     reason: &str,
 ) {
+    refuses_only_domu2_of(cpu_count, |d| mutate(&mut d[1]), property, reason);
+}
+
+/// Like [`refuses_only_domu2`], with `mutate` given all three VMs.
+fn refuses_only_domu2_of(
+    cpu_count: usize,
+    mutate: impl FnOnce(&mut [Node]),
+    property: &str,
+    reason: &str,
+) {
     let mut domains = three_domains();
-    mutate(&mut domains[1]);
+    mutate(&mut domains);
     let cfg = parse_blob(&blob(&host(chosen(domains))), cpu_count);
     assert_eq!(names(&cfg), ["domU1", "domU3"], "{cfg:#?}");
     assert_eq!(cfg.refused.len(), 1, "{cfg:#?}");
@@ -945,11 +1027,6 @@ fn unsupported_sub_nodes_warn_once_each() {
                 .prop("compatible", strs(&["multiboot,module"]))
                 .prop("reg", reg(2, 2, 0x5310_0000, 0x1000)),
         )
-        .child(
-            Node::new("shm@0")
-                .prop("compatible", strs(&["xen,domain-shared-memory-v1"]))
-                .prop("xen,shm-id", strs(&["my-shm"])),
-        )
         .child(Node::new("gadget"));
     let mut d = d;
     d.sub("module@50000000")
@@ -967,7 +1044,6 @@ fn unsupported_sub_nodes_warn_once_each() {
              supported; ignored",
             "domU1: module@53100000: a multiboot module that is neither kernel nor ramdisk; \
              ignored",
-            "domU1: shm@0: static shared memory is not supported yet; ignored",
             "domU1: unknown sub-node `gadget`; ignored",
         ]
     );
@@ -1022,6 +1098,8 @@ fn legacy_guest_loader_dtb_makes_one_vm_as_before() {
             }),
             bootargs: "console=ttyAMA0 bulkhead.test=smoke".into(),
             affinity: vec![None; 4],
+            shared_mem: vec![],
+            doorbells: vec![],
         }]
     );
     assert_eq!(kernel.range.base, 0x4800_0000);
@@ -1129,7 +1207,8 @@ fn legacy_placement_is_where_setup_put_the_guest() {
         placed,
         [Ok(Placement {
             ram_pa: top - cfg.vms[0].memory,
-            pcpus: vec![0, 1, 2, 3]
+            pcpus: vec![0, 1, 2, 3],
+            shared: vec![],
         })]
     );
 }
@@ -1285,6 +1364,8 @@ fn spec(name: &str, mib: u64, vcpus: usize) -> VmSpec {
         initrd: None,
         bootargs: String::new(),
         affinity: vec![None; vcpus],
+        shared_mem: vec![],
+        doorbells: vec![],
     }
 }
 
@@ -1318,15 +1399,18 @@ fn place_puts_vms_top_down_first_fit_without_overlap() {
         [
             Ok(Placement {
                 ram_pa: top - 256 * MIB,
-                pcpus: vec![0]
+                pcpus: vec![0],
+                shared: vec![],
             }),
             Ok(Placement {
                 ram_pa: top - 384 * MIB,
-                pcpus: vec![1, 2]
+                pcpus: vec![1, 2],
+                shared: vec![],
             }),
             Ok(Placement {
                 ram_pa: top - 448 * MIB,
-                pcpus: vec![3]
+                pcpus: vec![3],
+                shared: vec![],
             }),
         ]
     );
@@ -1466,8 +1550,9 @@ fn arb_vm() -> impl Strategy<Value = VmSpec> {
         1usize..=3,
         prop::collection::vec(prop::option::of(0u64..(1 << 6)), 3),
         0u64..0x100,
+        prop::collection::vec((0usize..4, prop::option::weighted(0.3, 0u64..0x800)), 0..3),
     )
-        .prop_map(|(mib4k, vcpus, pins, kernel_mib)| {
+        .prop_map(|(mib4k, vcpus, pins, kernel_mib, shared)| {
             let mut vm = spec("vm", 0, vcpus);
             vm.memory = mib4k * 2 * MIB - (mib4k % 3) * 4096;
             vm.kernel.base = RAM_BASE + kernel_mib * 8 * MIB;
@@ -1483,6 +1568,20 @@ fn arb_vm() -> impl Strategy<Value = VmSpec> {
                     })
                 })
                 .collect();
+            // Ids of fixed sizes (parse makes them agree), some with a host address in MiB.
+            const SIZES: [u64; 4] = [2 * MIB, 0x3000, 4 * MIB, MIB + 0x1000];
+            for (id, pa_mib) in shared {
+                let id = ["a", "b", "c", "d"][id];
+                if vm.shared_mem.iter().all(|s| s.id != id) {
+                    vm.shared_mem.push(SharedMemSpec {
+                        id: id.into(),
+                        ipa: 0,
+                        size: SIZES[id.as_bytes()[0] as usize - b'a' as usize],
+                        host_pa: pa_mib.map(|m| RAM_BASE + m * MIB),
+                        owner: false,
+                    });
+                }
+            }
             vm
         })
 }
@@ -1495,8 +1594,11 @@ fn arb_range(max_mib: u64) -> impl Strategy<Value = PhysRange> {
 }
 
 proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
     /// Whatever is asked, placements never overlap anything, stay in RAM, are 2 MiB aligned,
-    /// and give each physical CPU to at most one vCPU, within its affinity.
+    /// and give each physical CPU to at most one vCPU, within its affinity. Shared regions
+    /// stay in RAM too, one host range per id, clear of everything but themselves.
     #[test]
     fn config_placement_invariants(
         vms in prop::collection::vec(arb_vm(), 0..6),
@@ -1507,6 +1609,7 @@ proptest! {
         let placed = place(&vms, &banks, &avoid, cpu_count);
         prop_assert_eq!(placed.len(), vms.len());
         let mut taken = std::collections::HashSet::new();
+        let mut regions: Vec<(String, PhysRange)> = Vec::new();
         let mut rams: Vec<PhysRange> = Vec::new();
         let images: Vec<PhysRange> =
             vms.iter().flat_map(|v| [Some(v.kernel), v.initrd]).flatten().collect();
@@ -1518,6 +1621,16 @@ proptest! {
             prop_assert!(!avoid.iter().chain(&images).chain(&rams).any(|a| a.overlaps(&ram)));
             rams.push(ram);
             prop_assert_eq!(p.pcpus.len(), vm.vcpus);
+            prop_assert_eq!(p.shared.len(), vm.shared_mem.len());
+            for (s, &base) in vm.shared_mem.iter().zip(&p.shared) {
+                prop_assert!(s.host_pa.is_none_or(|pa| pa == base));
+                let range = PhysRange { base, size: s.size };
+                prop_assert!(banks.iter().any(|b| b.base <= base && range.end() <= b.end()));
+                match regions.iter().find(|(id, _)| *id == s.id) {
+                    Some((_, r)) => prop_assert_eq!(*r, range),
+                    None => regions.push((s.id.clone(), range)),
+                }
+            }
             for (v, &cpu) in p.pcpus.iter().enumerate() {
                 prop_assert!(cpu < cpu_count);
                 prop_assert!(taken.insert(cpu), "CPU {} given twice", cpu);
@@ -1526,5 +1639,658 @@ proptest! {
                 }
             }
         }
+        for (i, (id, r)) in regions.iter().enumerate() {
+            prop_assert!(
+                !avoid.iter().chain(&images).chain(&rams).any(|a| a.overlaps(r)),
+                "region {} at {:x?} overlaps", id, r
+            );
+            prop_assert!(!regions[i + 1..].iter().any(|(_, o)| o.overlaps(r)));
+        }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Links between VMs: static shared memory (booting.txt) and doorbells
+
+const GIB: u64 = 1 << 30;
+
+/// domU1 owns "pingpong" at a given host address; domU2 borrows it without one. Both share
+/// "auto", which no one places. Doorbells go both ways, and domU1 rings domU3 too.
+fn linked_domains() -> Vec<Node> {
+    let mut d = three_domains();
+    d[0] = d[0]
+        .clone()
+        .child(shm(
+            "shm@0",
+            "pingpong",
+            Some("owner"),
+            2,
+            2,
+            Some(0x6000_0000),
+            4 * GIB,
+            2 * MIB,
+        ))
+        .child(shm22("shm@1", "auto", None, 0x7000_0000, 4 * MIB))
+        .child(bell("bell@0", "domU2", 5))
+        .child(bell("bell@1", "domU3", 5));
+    d[1] = d[1]
+        .clone()
+        .child(shm(
+            "shm@0",
+            "pingpong",
+            Some("borrower"),
+            2,
+            2,
+            None,
+            0x7fe0_0000,
+            2 * MIB,
+        ))
+        .child(shm22("shm@1", "auto", None, 0x8000_0000, 4 * MIB))
+        .child(bell("bell@0", "domU1", 5));
+    d
+}
+
+#[test]
+fn two_vms_share_regions_with_and_without_a_host_address() {
+    let cfg = parse_domains(linked_domains());
+    assert_eq!(cfg.refused, []);
+    assert_eq!(cfg.warnings, Vec::<String>::new());
+    assert_eq!(
+        cfg.vms[0].shared_mem,
+        [
+            SharedMemSpec {
+                id: "pingpong".into(),
+                ipa: 4 * GIB,
+                size: 2 * MIB,
+                host_pa: Some(0x6000_0000),
+                owner: true,
+            },
+            SharedMemSpec {
+                id: "auto".into(),
+                ipa: 0x7000_0000,
+                size: 4 * MIB,
+                host_pa: None,
+                owner: false,
+            },
+        ]
+    );
+    assert_eq!(
+        cfg.vms[1].shared_mem[0],
+        SharedMemSpec {
+            id: "pingpong".into(),
+            ipa: 0x7fe0_0000,
+            size: 2 * MIB,
+            host_pa: None,
+            owner: false,
+        }
+    );
+    assert_eq!(cfg.vms[2].shared_mem, []);
+}
+
+#[test]
+fn doorbells_go_both_ways_numbered_in_dt_order() {
+    let cfg = parse_domains(linked_domains());
+    let bell = |peer: &str, spi| DoorbellSpec {
+        peer: peer.into(),
+        spi,
+    };
+    assert_eq!(cfg.vms[0].doorbells, [bell("domU2", 5), bell("domU3", 5)]);
+    assert_eq!(cfg.vms[1].doorbells, [bell("domU1", 5)]);
+    assert_eq!(cfg.vms[2].doorbells, []);
+}
+
+#[test]
+fn shm_takes_the_domain_cells_and_role_defaults_to_borrower() {
+    // booting.txt's example: one address and one size cell, host address first.
+    let mut d = domain_cells("domU1", 1, 1, 64, 1, 0x5000_0000);
+    d = d
+        .child(shm(
+            "shm@1",
+            "my-shared-mem-1",
+            None,
+            1,
+            1,
+            Some(0x6000_0000),
+            0x6000_0000,
+            0x1000_0000,
+        ))
+        .child(shm(
+            "shm@2",
+            "my-shared-mem-2",
+            Some("owner"),
+            1,
+            1,
+            None,
+            0x8000_0000,
+            0x1000,
+        ));
+    let cfg = parse_domains(vec![d]);
+    assert_eq!(cfg.refused, []);
+    let shared = &cfg.vms[0].shared_mem;
+    assert_eq!(
+        (
+            shared[0].host_pa,
+            shared[0].ipa,
+            shared[0].size,
+            shared[0].owner
+        ),
+        (Some(0x6000_0000), 0x6000_0000, 0x1000_0000, false)
+    );
+    assert_eq!(
+        (
+            shared[1].host_pa,
+            shared[1].ipa,
+            shared[1].size,
+            shared[1].owner
+        ),
+        (None, 0x8000_0000, 0x1000, true)
+    );
+}
+
+#[test]
+fn shm_may_sit_below_ram_between_the_guest_devices() {
+    // 0x0 .. GICD and PL011 .. RAM are free guest address space.
+    let d = domain("domU1", 64, 1, 0x5000_0000)
+        .child(shm22("shm@0", "low", None, 0, 0x10_0000))
+        .child(shm22("shm@1", "gap", None, 0x0a00_0000, 0x10_0000));
+    assert_eq!(parse_domains(vec![d]).refused, []);
+}
+
+#[test]
+fn refuses_malformed_shm_nodes() {
+    let with = |node: Node| move |d: &mut Node| d.children.push(node);
+    let good = || {
+        shm22(
+            "shm@0",
+            "pingpong",
+            Some(0x6000_0000),
+            0x1_0000_0000,
+            2 * MIB,
+        )
+    };
+    let mut n = good();
+    n.remove("xen,shared-mem");
+    refuses_only_domu2(with(n), "shm@0/xen,shared-mem", "missing");
+    let mut n = good();
+    n.set("xen,shared-mem", cells(&[0, 1, 2]));
+    refuses_only_domu2(
+        with(n),
+        "shm@0/xen,shared-mem",
+        "12 bytes; expected 16 (<guest-IPA size>) or 24 (<host-PA guest-IPA size>) with \
+         #address-cells 2 and #size-cells 2",
+    );
+    let mut n = good();
+    n.remove("xen,shm-id");
+    refuses_only_domu2(with(n), "shm@0/xen,shm-id", "missing");
+    let mut n = good();
+    n.set("xen,shm-id", strs(&[""]));
+    refuses_only_domu2(with(n), "shm@0/xen,shm-id", "empty");
+    let mut n = good();
+    n.set("xen,shm-id", vec![0xff, 0]);
+    refuses_only_domu2(with(n), "shm@0/xen,shm-id", "not a single UTF-8 string");
+    refuses_only_domu2(
+        with(shm22("shm@0", "sixteen-chars-id", None, 4 * GIB, 2 * MIB)),
+        "shm@0/xen,shm-id",
+        "\"sixteen-chars-id\" is 16 characters; Xen's limit is 15",
+    );
+    refuses_only_domu2(
+        with(shm(
+            "shm@0",
+            "x",
+            Some("lender"),
+            2,
+            2,
+            None,
+            4 * GIB,
+            2 * MIB,
+        )),
+        "shm@0/role",
+        "\"lender\"; expected \"owner\" or \"borrower\"",
+    );
+    refuses_only_domu2(
+        with(shm22("shm@0", "x", None, 4 * GIB, 0)),
+        "shm@0/xen,shared-mem",
+        "zero size at guest 0x100000000",
+    );
+    refuses_only_domu2(
+        with(shm22("shm@0", "x", None, 4 * GIB, 6 * 1024)),
+        "shm@0/xen,shared-mem",
+        "6 KiB is not a multiple of 4 KiB",
+    );
+    refuses_only_domu2(
+        with(shm22("shm@0", "x", None, 4 * GIB + 0x800, 2 * MIB)),
+        "shm@0/xen,shared-mem",
+        "guest address 0x100000800 is not 4 KiB aligned",
+    );
+    refuses_only_domu2(
+        with(shm22("shm@0", "x", Some(0x6000_0100), 4 * GIB, 2 * MIB)),
+        "shm@0/xen,shared-mem",
+        "host address 0x60000100 is not 4 KiB aligned",
+    );
+    refuses_only_domu2(
+        with(shm22(
+            "shm@0",
+            "x",
+            Some(u64::MAX - 0xfff),
+            4 * GIB,
+            2 * MIB,
+        )),
+        "shm@0/xen,shared-mem",
+        "runs past the end of the address space",
+    );
+    refuses_only_domu2(
+        with(shm22("shm@0", "x", None, (1 << 40) - MIB, 2 * MIB)),
+        "shm@0/xen,shared-mem",
+        "guest 0xfffff00000..0x10000100000 (2 MiB) runs past the 1 TiB guest address space",
+    );
+    refuses_only_domu2(
+        with(shm22("shm@0", "x", None, u64::MAX - 0xfff, 2 * MIB)),
+        "shm@0/xen,shared-mem",
+        "runs past the 1 TiB guest address space",
+    );
+}
+
+#[test]
+fn refuses_shm_over_guest_ram_devices_or_another_region() {
+    let with = |node: Node| move |d: &mut Node| d.children.push(node);
+    // domU2 has 128 MiB at 0x40000000.
+    refuses_only_domu2(
+        with(shm22("shm@0", "x", None, 0x47ff_f000, 0x2000)),
+        "shm@0/xen,shared-mem",
+        "guest 0x47fff000..0x48001000 overlaps the VM's RAM at 0x40000000..0x48000000",
+    );
+    refuses_only_domu2(
+        with(shm22("shm@0", "x", None, 0x3fff_f000, 0x2000)),
+        "shm@0/xen,shared-mem",
+        "overlaps the VM's RAM",
+    );
+    for (ipa, what) in [
+        (
+            0x0800_0000,
+            "the guest's GIC distributor at 0x8000000..0x8010000",
+        ),
+        (
+            0x0801_1000,
+            "the guest's GICv2 CPU interface at 0x8010000..0x8012000",
+        ),
+        (
+            0x0819_0000,
+            "the guest's GICv3 redistributors at 0x80a0000..0x81a0000",
+        ),
+        (0x0900_0000, "the guest's PL011 at 0x9000000..0x9001000"),
+    ] {
+        refuses_only_domu2(
+            with(shm22("shm@0", "x", None, ipa, 0x1000)),
+            "shm@0/xen,shared-mem",
+            what,
+        );
+    }
+    refuses_only_domu2(
+        |d| {
+            d.children.push(shm22("shm@0", "a", None, 4 * GIB, 4 * MIB));
+            d.children
+                .push(shm22("shm@1", "b", None, 4 * GIB + 2 * MIB, 4 * MIB));
+        },
+        "shm@1/xen,shared-mem",
+        "guest 0x100200000..0x100600000 overlaps shm@0 (\"a\") at 0x100000000..0x100400000",
+    );
+    refuses_only_domu2(
+        |d| {
+            d.children.push(shm22("shm@0", "a", None, 4 * GIB, 2 * MIB));
+            d.children.push(shm22("shm@1", "a", None, 8 * GIB, 2 * MIB));
+        },
+        "shm@1/xen,shm-id",
+        "\"a\" is already mapped by shm@0",
+    );
+}
+
+#[test]
+fn refuses_a_later_vm_that_disagrees_on_a_shared_id() {
+    let region = |d: &mut [Node], i: usize, node: Node| d[i].children.push(node);
+    refuses_only_domu2_of(
+        CPUS,
+        |d| {
+            region(d, 0, shm22("shm@0", "pingpong", None, 4 * GIB, 2 * MIB));
+            region(d, 1, shm22("shm@0", "pingpong", None, 4 * GIB, 4 * MIB));
+            region(d, 2, shm22("shm@0", "pingpong", None, 4 * GIB, 2 * MIB));
+        },
+        "shm@0/xen,shared-mem",
+        "id \"pingpong\" is 2 MiB in domU1 but 4 MiB here",
+    );
+    refuses_only_domu2_of(
+        CPUS,
+        |d| {
+            region(
+                d,
+                0,
+                shm22("shm@0", "p", Some(0x6000_0000), 4 * GIB, 2 * MIB),
+            );
+            region(
+                d,
+                1,
+                shm22("shm@0", "p", Some(0x6200_0000), 4 * GIB, 2 * MIB),
+            );
+        },
+        "shm@0/xen,shared-mem",
+        "id \"p\" is at host 0x60000000 in domU1 but 0x62000000 here",
+    );
+    refuses_only_domu2_of(
+        CPUS,
+        |d| {
+            region(
+                d,
+                0,
+                shm("shm@0", "p", Some("owner"), 2, 2, None, 4 * GIB, 2 * MIB),
+            );
+            region(
+                d,
+                1,
+                shm("shm@0", "p", Some("owner"), 2, 2, None, 4 * GIB, 2 * MIB),
+            );
+            region(
+                d,
+                2,
+                shm("shm@0", "p", Some("borrower"), 2, 2, None, 4 * GIB, 2 * MIB),
+            );
+        },
+        "shm@0/role",
+        "id \"p\" already has an owner, domU1; a region has at most one",
+    );
+    refuses_only_domu2_of(
+        CPUS,
+        |d| {
+            region(
+                d,
+                0,
+                shm22("shm@0", "p", Some(0x6000_0000), 4 * GIB, 4 * MIB),
+            );
+            region(
+                d,
+                1,
+                shm22("shm@0", "q", Some(0x6020_0000), 4 * GIB, 2 * MIB),
+            );
+        },
+        "shm@0/xen,shared-mem",
+        "host 0x60200000..0x60400000 overlaps id \"p\" at 0x60000000..0x60400000 (from domU1)",
+    );
+}
+
+#[test]
+fn a_host_address_given_by_one_vm_is_the_regions_for_all() {
+    let mut d = three_domains();
+    d[0].children
+        .push(shm22("shm@0", "p", None, 4 * GIB, 2 * MIB));
+    d[1].children
+        .push(shm22("shm@0", "p", Some(0x6000_0000), 4 * GIB, 2 * MIB));
+    d[2].children
+        .push(shm22("shm@0", "p", None, 4 * GIB, 2 * MIB));
+    let cfg = parse_domains(d);
+    assert_eq!(cfg.refused, []);
+    let placed = place(&cfg.vms, &[BANK], &[], CPUS);
+    for p in &placed {
+        assert_eq!(ok(p).shared, [0x6000_0000]);
+    }
+}
+
+#[test]
+fn refuses_bad_doorbells() {
+    let with = |node: Node| move |d: &mut Node| d.children.push(node);
+    refuses_only_domu2(
+        with(bell("bell@0", "domU2", 5)),
+        "bell@0/peer",
+        "a VM cannot ring itself",
+    );
+    let mut b = bell("bell@0", "domU1", 5);
+    b.remove("peer");
+    refuses_only_domu2(with(b), "bell@0/peer", "missing");
+    refuses_only_domu2(with(bell("bell@0", "", 5)), "bell@0/peer", "empty");
+    for spi in [0, 1, 96, u32::MAX] {
+        refuses_only_domu2(
+            with(bell("bell@0", "domU1", spi)),
+            "bell@0/bulkhead,spi",
+            &format!(
+                "SPI {spi}; doorbells use SPIs 2 to 95 (SPI 0 is kept free, SPI 1 is the \
+                 guest's PL011"
+            ),
+        );
+    }
+    let mut b = bell("bell@0", "domU1", 5);
+    b.remove("bulkhead,spi");
+    refuses_only_domu2(with(b), "bell@0/bulkhead,spi", "missing");
+    let b = bell("bell@0", "domU1", 5).prop("bulkhead,spi", cells(&[5, 6]));
+    refuses_only_domu2(with(b), "bell@0/bulkhead,spi", "8 bytes");
+    let b = bell("bell@0", "domU1", 5).prop("interrupts", cells(&[0, 5, 4]));
+    refuses_only_domu2(
+        with(b),
+        "bell@0/interrupts",
+        "a doorbell's SPI is `bulkhead,spi = <N>`",
+    );
+    refuses_only_domu2(
+        with(bell("bell@0", "domU9", 5)),
+        "bell@0/peer",
+        "\"domU9\": no xen,domain node has this name",
+    );
+}
+
+#[test]
+fn refuses_a_second_ringer_of_one_peer_spi() {
+    refuses_only_domu2_of(
+        CPUS,
+        |d| {
+            d[0].children.push(bell("bell@0", "domU3", 7));
+            d[1].children.push(bell("bell@0", "domU3", 8));
+            d[1].children.push(bell("bell@1", "domU3", 7));
+        },
+        "bell@1/bulkhead,spi",
+        "SPI 7 of domU3 is already rung by domU1 (bell@0); one ringer per peer SPI",
+    );
+    refuses_only_domu2(
+        |d| {
+            d.children.push(bell("bell@0", "domU3", 7));
+            d.children.push(bell("bell@1", "domU3", 7));
+        },
+        "bell@1/bulkhead,spi",
+        "already rung by this VM (bell@0)",
+    );
+    // One SPI number into different peers, or different SPIs into one peer, is fine.
+    let mut d = three_domains();
+    d[0].children.push(bell("bell@0", "domU3", 7));
+    d[1].children.push(bell("bell@0", "domU1", 7));
+    d[1].children.push(bell("bell@1", "domU3", 8));
+    assert_eq!(parse_domains(d).refused, []);
+}
+
+#[test]
+fn a_doorbell_to_a_vm_that_does_not_start_stays_numbered_and_warns() {
+    let mut d = three_domains();
+    d[0].children.push(bell("bell@0", "domU2", 5));
+    d[0].children.push(bell("bell@1", "domU3", 5));
+    d[1].remove("cpus");
+    d[2].set("status", strs(&["disabled"]));
+    let cfg = parse_domains(d);
+    assert_eq!(names(&cfg), ["domU1"]);
+    assert_eq!(
+        cfg.refused[0].to_string(),
+        "domU2: cpus: missing (number of vCPUs)"
+    );
+    assert_eq!(cfg.vms[0].doorbells.len(), 2);
+    assert_eq!(
+        cfg.warnings,
+        [
+            "domU3: status is \"disabled\"; not started",
+            "domU1: bell@0: peer \"domU2\" does not start; ringing doorbell 0 does nothing",
+            "domU1: bell@1: peer \"domU3\" does not start; ringing doorbell 1 does nothing",
+        ]
+    );
+}
+
+#[test]
+fn a_vm_refused_across_vms_registers_nothing() {
+    // domU2 is refused for its doorbell; its owner claim must not refuse domU3.
+    let mut d = three_domains();
+    d[1].children.push(shm(
+        "shm@0",
+        "p",
+        Some("owner"),
+        2,
+        2,
+        None,
+        4 * GIB,
+        2 * MIB,
+    ));
+    d[1].children.push(bell("bell@0", "nobody", 5));
+    d[2].children.push(shm(
+        "shm@0",
+        "p",
+        Some("owner"),
+        2,
+        2,
+        None,
+        4 * GIB,
+        2 * MIB,
+    ));
+    let cfg = parse_domains(d);
+    assert_eq!(names(&cfg), ["domU1", "domU3"]);
+    assert_eq!(cfg.refused.len(), 1);
+    assert_eq!(cfg.refused[0].property, "bell@0/peer");
+}
+
+#[test]
+fn unknown_properties_of_link_nodes_warn_once_each() {
+    let d = domain("domU1", 64, 1, 0x5000_0000)
+        .child(shm22("shm@0", "p", None, 4 * GIB, 2 * MIB).prop("xen,offset", cells(&[0, 0])))
+        .child(bell("bell@0", "domU2", 5).prop("colour", strs(&["red"])));
+    let cfg = parse_domains(vec![d, domain("domU2", 64, 1, 0x5400_0000)]);
+    assert_eq!(cfg.refused, []);
+    assert_eq!(
+        cfg.warnings,
+        [
+            "domU1: shm@0: unknown property `xen,offset`; ignored",
+            "domU1: bell@0: unknown property `colour`; ignored",
+        ]
+    );
+}
+
+fn shared_spec(id: &str, size: u64, host_pa: Option<u64>) -> SharedMemSpec {
+    SharedMemSpec {
+        id: id.into(),
+        ipa: 4 * GIB,
+        size,
+        host_pa,
+        owner: false,
+    }
+}
+
+#[test]
+fn place_gives_every_vm_of_an_id_one_host_region_clear_of_everything() {
+    let cfg = parse_domains(linked_domains());
+    let avoid = [PhysRange {
+        base: RAM_BASE,
+        size: 0x100_0000,
+    }];
+    let placed = place(&cfg.vms, &[BANK], &avoid, CPUS);
+    let top = BANK.end();
+    // "pingpong" is where domU1 says; "auto" is allocated below domU1's RAM, 2 MiB aligned.
+    assert_eq!(ok(&placed[0]).ram_pa, top - 256 * MIB);
+    assert_eq!(ok(&placed[0]).shared, [0x6000_0000, top - 260 * MIB]);
+    assert_eq!(ok(&placed[1]).shared, [0x6000_0000, top - 260 * MIB]);
+    assert_eq!(ok(&placed[1]).ram_pa, top - 388 * MIB);
+    assert_eq!(ok(&placed[2]).shared, []);
+    let mut used: Vec<PhysRange> = avoid.to_vec();
+    for (vm, p) in cfg.vms.iter().zip(&placed) {
+        used.push(PhysRange {
+            base: ok(p).ram_pa,
+            size: vm.memory,
+        });
+    }
+    used.push(PhysRange {
+        base: 0x6000_0000,
+        size: 2 * MIB,
+    });
+    used.push(PhysRange {
+        base: top - 260 * MIB,
+        size: 4 * MIB,
+    });
+    for (i, a) in used.iter().enumerate() {
+        assert!(used[i + 1..].iter().all(|b| !a.overlaps(b)), "{used:x?}");
+    }
+}
+
+#[test]
+fn place_aligns_small_regions_to_pages_and_refuses_what_does_not_fit() {
+    let mut a = spec("a", 64, 1);
+    a.shared_mem = vec![shared_spec("small", 0x3000, None)];
+    let mut b = spec("b", 64, 1);
+    b.shared_mem = vec![shared_spec("huge", 4 * GIB, None)];
+    let mut c = spec("c", 64, 1);
+    c.shared_mem = vec![shared_spec("small", 0x3000, None)];
+    let placed = place(&[a, b, c], &[BANK], &[], CPUS);
+    let top = BANK.end();
+    assert_eq!(ok(&placed[0]).shared, [top - 64 * MIB - 0x3000]);
+    assert_eq!(
+        err(&placed[1]),
+        "b: xen,shared-mem: id \"huge\": no room for 4 GiB of shared memory (clear of Bulkhead, \
+         the DTB, the modules, reserved memory and the VMs)"
+    );
+    // The refused VM took nothing: c goes right below a's region.
+    assert_eq!(ok(&placed[2]).ram_pa, top - 130 * MIB);
+    assert_eq!(ok(&placed[2]).shared, [top - 64 * MIB - 0x3000]);
+}
+
+#[test]
+fn place_refuses_a_host_address_outside_ram_or_over_the_hypervisor() {
+    let hypervisor = PhysRange {
+        base: 0x4020_0000,
+        size: 0x40_0000,
+    };
+    let with = |name: &str, id: &str, pa: u64| {
+        let mut vm = spec(name, 64, 1);
+        vm.shared_mem = vec![shared_spec(id, 2 * MIB, Some(pa))];
+        vm
+    };
+    let vms = [
+        with("a", "outside", 0x1_0000_0000),
+        with("b", "straddles", BANK.end() - MIB),
+        with("c", "over", 0x4040_0000),
+        with("d", "over", 0x4040_0000),
+        with("e", "image", 0x4800_0000),
+        with("f", "fine", 0x6000_0000),
+    ];
+    let placed = place(&vms, &[BANK], &[hypervisor], CPUS);
+    assert_eq!(
+        err(&placed[0]),
+        "a: xen,shared-mem: id \"outside\": host 0x100000000..0x100200000 is not inside one RAM \
+         bank"
+    );
+    assert!(err(&placed[1]).ends_with("host 0xbff00000..0xc0100000 is not inside one RAM bank"));
+    for p in &placed[2..4] {
+        assert!(
+            err(p).ends_with(
+                "host 0x40400000..0x40600000 overlaps 0x40200000..0x40600000 (Bulkhead, the DTB, \
+                 a module or reserved memory)"
+            ),
+            "{}",
+            err(p)
+        );
+    }
+    // Over every VM's kernel (spec() puts them at 0x48000000).
+    assert!(err(&placed[4]).contains("overlaps 0x48000000..0x48100000"));
+    assert_eq!(ok(&placed[5]).shared, [0x6000_0000]);
+}
+
+#[test]
+fn place_refuses_specs_that_disagree_on_an_id() {
+    let mut a = spec("a", 64, 1);
+    a.shared_mem = vec![shared_spec("p", 2 * MIB, None)];
+    let mut b = spec("b", 64, 1);
+    b.shared_mem = vec![shared_spec("p", 4 * MIB, None)];
+    let mut c = spec("c", 64, 1);
+    c.shared_mem = vec![shared_spec("q", 2 * MIB, Some(0x6000_0000))];
+    let mut d = spec("d", 64, 1);
+    d.shared_mem = vec![shared_spec("q", 2 * MIB, Some(0x6200_0000))];
+    let placed = place(&[a, b, c, d], &[BANK], &[], CPUS);
+    assert!(ok(&placed[0]).shared.len() == 1);
+    assert!(err(&placed[1]).ends_with("4 MiB here but 2 MiB where it was placed"));
+    assert_eq!(ok(&placed[2]).shared, [0x6000_0000]);
+    assert!(err(&placed[3]).ends_with("host address differs from the region's, 0x60000000"));
 }
