@@ -13,7 +13,7 @@ use spin::Once;
 use super::console::Console;
 use super::console_mux;
 use super::host_irq;
-use super::vm::{Vm, VmConfig, VmError};
+use super::vm::{Doorbell, SharedRegion, Vm, VmConfig, VmError};
 use crate::arch::platform::{self, ArchPlatform};
 use crate::arch::{entry, mmu, stage2_hw, vgic_hw};
 use crate::bundle;
@@ -156,8 +156,32 @@ pub fn create_vms(fdt: &Fdt<'_>, gic: &GicInfo, hypervisor_end: u64, cpu_count: 
             .is_some_and(|console| console.try_hyp_line(line, &ArchPlatform))
     });
 
+    // Doorbells: by peer name, to the id the peer gets (its index among the placed VMs); a
+    // doorbell whose peer does not run stays (its number must not shift) and rings nobody.
+    let id_of = |name: &str| placed.iter().position(|(s, _)| s.name == name);
+    let incoming: Vec<Vec<Doorbell>> = placed
+        .iter()
+        .map(|(receiver, _)| {
+            placed
+                .iter()
+                .enumerate()
+                .flat_map(|(ringer_id, (ringer, _))| {
+                    ringer
+                        .doorbells
+                        .iter()
+                        .filter(|bell| bell.peer == receiver.name)
+                        .map(move |bell| Doorbell {
+                            peer: ringer.name.clone(),
+                            peer_id: ringer_id,
+                            spi: bell.spi,
+                        })
+                })
+                .collect()
+        })
+        .collect();
+
     let mut vms = Vec::new();
-    for (id, (spec, placement)) in placed.into_iter().enumerate() {
+    for (id, (spec, placement)) in placed.iter().enumerate() {
         let config = VmConfig {
             name: spec.name.clone(),
             vcpu_count: spec.vcpus,
@@ -169,9 +193,27 @@ pub fn create_vms(fdt: &Fdt<'_>, gic: &GicInfo, hypervisor_end: u64, cpu_count: 
             initrd: spec.initrd,
             bootargs: spec.bootargs.clone(),
             gicv_pa,
-            shared: Vec::new(),
-            doorbells_out: Vec::new(),
-            doorbells_in: Vec::new(),
+            shared: spec
+                .shared_mem
+                .iter()
+                .zip(&placement.shared)
+                .map(|(shm, &host_pa)| SharedRegion {
+                    id: shm.id.clone(),
+                    ipa: shm.ipa,
+                    size: shm.size,
+                    host_pa,
+                })
+                .collect(),
+            doorbells_out: spec
+                .doorbells
+                .iter()
+                .map(|bell| Doorbell {
+                    peer: bell.peer.clone(),
+                    peer_id: id_of(&bell.peer).unwrap_or(usize::MAX),
+                    spi: bell.spi,
+                })
+                .collect(),
+            doorbells_in: incoming[id].clone(),
         };
         log::info!(
             "{}: {} vCPUs on CPUs {:?}, {} MiB RAM at {:#x}, GICv{}, kernel {} KiB{}",
@@ -321,7 +363,14 @@ fn build(id: usize, console: &'static Console, config: VmConfig) -> Result<Vm, V
         size: config.ram_size,
     };
     let images = [Some(config.kernel), config.initrd];
-    if !platform::allow_writing(ram) || !images.into_iter().flatten().all(platform::allow_reading) {
+    let shared = config.shared.iter().map(|r| PhysRange {
+        base: r.host_pa,
+        size: r.size,
+    });
+    if !platform::allow_writing(ram)
+        || !shared.into_iter().all(platform::allow_writing)
+        || !images.into_iter().flatten().all(platform::allow_reading)
+    {
         log::error!("too many host RAM windows");
     }
     Vm::new(id, console, config, vtcr, stage2)
