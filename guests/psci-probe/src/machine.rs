@@ -4,6 +4,7 @@
 use core::arch::asm;
 
 use fdt::Fdt;
+use psci_probe::bootargs::{number as bootarg_number, parse_number};
 
 /// Guest RAM base on virt and on Bulkhead's virt-like machine.
 pub const RAM_BASE: u64 = 0x4000_0000;
@@ -235,14 +236,6 @@ impl Machine {
     }
 }
 
-/// The number after `prefix` in `bootargs`, if there is one.
-fn bootarg_number(bootargs: &str, prefix: &str) -> Option<u64> {
-    bootargs
-        .split(' ')
-        .find_map(|arg| arg.strip_prefix(prefix))
-        .and_then(parse_number)
-}
-
 fn parse_chaos(bootargs: &str) -> ChaosConfig {
     let find = |prefix: &str| bootarg_number(bootargs, prefix);
     let mut config = ChaosConfig {
@@ -267,14 +260,6 @@ fn parse_chaos(bootargs: &str) -> ChaosConfig {
         }
     }
     config
-}
-
-/// A decimal or `0x` hexadecimal number.
-fn parse_number(text: &str) -> Option<u64> {
-    match text.strip_prefix("0x") {
-        Some(hex) => u64::from_str_radix(hex, 16).ok(),
-        None => text.parse().ok(),
-    }
 }
 
 fn parse_reboots(bootargs: &str) -> u32 {
