@@ -41,13 +41,13 @@ impl Field {
     }
 }
 
-/// `intid`'s field in a row of `bits`-bit fields starting at `base`.
+/// `intid`'s field in a row of `bits`-bit fields (1, 2 or 8) starting at `base`.
 fn field(base: u64, intid: u32, bits: u32) -> Field {
     let per_word = 32 / bits;
     Field {
         offset: base + u64::from(intid / per_word) * 4,
         shift: (intid % per_word) * bits,
-        mask: if bits == 32 { u32::MAX } else { (1 << bits) - 1 },
+        mask: (1 << bits) - 1,
     }
 }
 
@@ -82,11 +82,39 @@ mod tests {
     #[test]
     fn spi_40_fields_sit_where_the_spec_puts_them() {
         let intid = 72; // SPI 40
-        assert_eq!(bit(GICD_ISENABLER, intid), Field { offset: 0x108, shift: 8, mask: 1 });
+        assert_eq!(
+            bit(GICD_ISENABLER, intid),
+            Field {
+                offset: 0x108,
+                shift: 8,
+                mask: 1
+            }
+        );
         assert_eq!(bit(GICD_ICPENDR, intid).offset, 0x288);
-        assert_eq!(byte(GICD_IPRIORITYR, intid), Field { offset: 0x448, shift: 0, mask: 0xFF });
-        assert_eq!(byte(GICD_ITARGETSR, 75), Field { offset: 0x848, shift: 24, mask: 0xFF });
-        assert_eq!(config(intid), Field { offset: 0xC10, shift: 16, mask: 3 });
+        assert_eq!(
+            byte(GICD_IPRIORITYR, intid),
+            Field {
+                offset: 0x448,
+                shift: 0,
+                mask: 0xFF
+            }
+        );
+        assert_eq!(
+            byte(GICD_ITARGETSR, 75),
+            Field {
+                offset: 0x848,
+                shift: 24,
+                mask: 0xFF
+            }
+        );
+        assert_eq!(
+            config(intid),
+            Field {
+                offset: 0xC10,
+                shift: 16,
+                mask: 3
+            }
+        );
         assert_eq!(irouter_words(intid), (0x6240, 0x6244));
     }
 

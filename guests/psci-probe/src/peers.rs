@@ -76,13 +76,14 @@ impl<'a> Peers<'a> {
                 if !has_compatible(node, SHARED_MEMORY_COMPATIBLE) {
                     continue;
                 }
-                let region = reg_pair(node, cells.address_cells, cells.size_cells).map(
-                    |(ipa, size)| SharedMemory {
-                        ipa,
-                        size,
-                        id: string(node, "xen,id"),
-                    },
-                );
+                let region =
+                    reg_pair(node, cells.address_cells, cells.size_cells).map(|(ipa, size)| {
+                        SharedMemory {
+                            ipa,
+                            size,
+                            id: string(node, "xen,id"),
+                        }
+                    });
                 peers.malformed += u32::from(!push(&mut peers.shared, region));
             }
         }
@@ -207,10 +208,7 @@ fn reg_pair(node: FdtNode, address_cells: usize, size_cells: usize) -> Option<(u
 
 /// The SPI number of `interrupts = <0 SPI 1>` (GIC binding: SPI, number, edge rising).
 pub fn spi_of(value: &[u8]) -> Option<u32> {
-    if value.len() != 12
-        || cell(value, 0)? != GIC_SPI
-        || cell(value, 2)? != GIC_EDGE_RISING
-    {
+    if value.len() != 12 || cell(value, 0)? != GIC_SPI || cell(value, 2)? != GIC_EDGE_RISING {
         return None;
     }
     cell(value, 1).filter(|spi| *spi <= MAX_SPI)
@@ -253,16 +251,28 @@ mod tests {
         assert_eq!(
             out,
             [
-                Doorbell { number: 0, peer: Some("pong") },
-                Doorbell { number: 2, peer: Some("third") },
+                Doorbell {
+                    number: 0,
+                    peer: Some("pong")
+                },
+                Doorbell {
+                    number: 2,
+                    peer: Some("third")
+                },
             ]
         );
         let incoming: Vec<_> = peers.incoming().collect();
         assert_eq!(
             incoming,
             [
-                Receiver { spi: 41, peer: Some("third") },
-                Receiver { spi: 40, peer: Some("pong") },
+                Receiver {
+                    spi: 41,
+                    peer: Some("third")
+                },
+                Receiver {
+                    spi: 40,
+                    peer: Some("pong")
+                },
             ]
         );
         assert_eq!(incoming[1].intid(), 72);

@@ -28,6 +28,11 @@ const ANSWER_WORD: usize = 0x1000 / 8;
 const ANSWER_FLAG_WORD: usize = 0x1080 / 8;
 /// Bytes of the region the exchange uses.
 pub const REGION_MIN_BYTES: u64 = (ANSWER_FLAG_WORD as u64 + 1) * 8;
+// The blocks and flags do not overlap, and two pages hold them.
+const _: () = assert!(MESSAGE_WORD + 1 + PAYLOAD_WORDS <= MESSAGE_FLAG_WORD);
+const _: () = assert!(MESSAGE_FLAG_WORD < ANSWER_WORD);
+const _: () = assert!(ANSWER_WORD + 1 + PAYLOAD_WORDS <= ANSWER_FLAG_WORD);
+const _: () = assert!(REGION_MIN_BYTES <= 0x2000);
 
 /// Which side this VM plays.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -224,7 +229,12 @@ fn send(port: &mut impl Port, flag: usize, round: u64) -> Result<(), Failure> {
 
 /// Waits for a doorbell after which `block`'s flag says `round`; returns the spurious
 /// doorbells seen meanwhile.
-fn wait(port: &mut impl Port, round: u64, block: Block, timeouts: Timeouts) -> Result<u64, Failure> {
+fn wait(
+    port: &mut impl Port,
+    round: u64,
+    block: Block,
+    timeouts: Timeouts,
+) -> Result<u64, Failure> {
     let flag_word = match block {
         Block::Message => MESSAGE_FLAG_WORD,
         Block::Answer => ANSWER_FLAG_WORD,
@@ -300,7 +310,9 @@ mod tests {
     impl Shared {
         fn new() -> Arc<Self> {
             Arc::new(Shared {
-                words: (0..REGION_MIN_BYTES / 8).map(|_| AtomicU64::new(0)).collect(),
+                words: (0..REGION_MIN_BYTES / 8)
+                    .map(|_| AtomicU64::new(0))
+                    .collect(),
                 doorbells: [AtomicBool::new(false), AtomicBool::new(false)],
             })
         }
@@ -404,7 +416,11 @@ mod tests {
         );
         assert!(matches!(
             ping.unwrap_err(),
-            Failure::Timeout { round: 1, waiting_for: Block::Answer, .. }
+            Failure::Timeout {
+                round: 1,
+                waiting_for: Block::Answer,
+                ..
+            }
         ));
     }
 
@@ -492,7 +508,12 @@ mod tests {
         let failure = pong(&mut port, 10, TICKS).unwrap_err();
         assert!(matches!(
             failure,
-            Failure::Timeout { round: 1, waiting_for: Block::Message, spurious: 0, flag: 0 }
+            Failure::Timeout {
+                round: 1,
+                waiting_for: Block::Message,
+                spurious: 0,
+                flag: 0
+            }
         ));
     }
 
@@ -502,7 +523,10 @@ mod tests {
         port.ring_result = (-2i64) as u64;
         assert_eq!(
             ping(&mut port, 10, TICKS).unwrap_err(),
-            Failure::Ring { round: 1, x0: (-2i64) as u64 }
+            Failure::Ring {
+                round: 1,
+                x0: (-2i64) as u64
+            }
         );
         // SMC32: bits 63:32 of X0 do not count.
         port.ring_result = 0xFFFF_FFFF_0000_0000;
@@ -529,11 +553,17 @@ mod tests {
         assert_eq!(Config::from_bootargs("console=ttyAMA0"), None);
         assert_eq!(
             Config::from_bootargs("probe.pingpong=ping"),
-            Some(Config { role: Ok(Role::Ping), rounds: DEFAULT_ROUNDS })
+            Some(Config {
+                role: Ok(Role::Ping),
+                rounds: DEFAULT_ROUNDS
+            })
         );
         assert_eq!(
             Config::from_bootargs("probe.pingpong_rounds=0x10 probe.pingpong=pong"),
-            Some(Config { role: Ok(Role::Pong), rounds: 16 })
+            Some(Config {
+                role: Ok(Role::Pong),
+                rounds: 16
+            })
         );
         assert_eq!(
             Config::from_bootargs("probe.pingpong=pang").unwrap().role,
@@ -548,13 +578,5 @@ mod tests {
         assert_eq!(per_round(5, 0, 0), (5000, 5_000_000_000));
         // A 1 GHz counter: ns = ticks.
         assert_eq!(per_round(123_456, 1, 1_000_000_000), (123_456_000, 123_456));
-    }
-
-    #[test]
-    fn the_region_layout_fits_in_two_pages_and_blocks_do_not_overlap() {
-        assert!(REGION_MIN_BYTES <= 0x2000);
-        assert!(MESSAGE_WORD + 1 + PAYLOAD_WORDS <= MESSAGE_FLAG_WORD);
-        assert!(ANSWER_WORD + 1 + PAYLOAD_WORDS <= ANSWER_FLAG_WORD);
-        assert!(MESSAGE_FLAG_WORD < ANSWER_WORD);
     }
 }
