@@ -452,11 +452,7 @@ fn check_physical_timer(tally: &mut Tally) {
     let now = machine::physical_counter();
     machine::write_cntp_ctl(0);
     machine::write_cntp_cval(now + 2000);
-    tally.expect_eq(
-        "ptimer_cval_reads_back",
-        machine::read_cntp_cval(),
-        now + 2000,
-    );
+    tally.expect_eq("ptimer_cval_reads_back", machine::read_cntp_cval(), now + 2000);
     machine::write_cntp_ctl(1); // ENABLE, unmasked
     let mut fired = false;
     for _ in 0..2_000_000 {
@@ -467,11 +463,7 @@ fn check_physical_timer(tally: &mut Tally) {
     }
     tally.expect_eq("ptimer_istatus_rises", u64::from(fired), 1);
     let tval = machine::read_cntp_tval() as u32 as i32;
-    tally.expect_eq(
-        "ptimer_tval_negative_after_deadline",
-        u64::from(tval <= 0),
-        1,
-    );
+    tally.expect_eq("ptimer_tval_negative_after_deadline", u64::from(tval <= 0), 1);
     let before = machine::physical_counter();
     machine::write_cntp_tval(100_000);
     let cval = machine::read_cntp_cval();
@@ -479,11 +471,7 @@ fn check_physical_timer(tally: &mut Tally) {
     let tval_sets_cval = cval >= before + 100_000 && cval <= after + 100_000;
     tally.expect_eq("ptimer_tval_write_sets_cval", u64::from(tval_sets_cval), 1);
     machine::write_cntp_ctl(0b10); // masked, disabled
-    tally.expect_eq(
-        "ptimer_ctl_reads_back",
-        machine::read_cntp_ctl() & 0b11,
-        0b10,
-    );
+    tally.expect_eq("ptimer_ctl_reads_back", machine::read_cntp_ctl() & 0b11, 0b10);
     machine::write_cntp_ctl(0);
 }
 
