@@ -60,6 +60,14 @@ impl Port for SharedPort {
         self.receiver.take()
     }
 
+    fn relax(&mut self) {
+        // YIELD: under -icount QEMU runs all CPUs on one thread, round-robin, and ends a
+        // CPU's turn early only when it yields or halts; a plain spin would run out its whole
+        // slice (~150 M instructions a round trip, measured) before the peer's CPU runs.
+        // SAFETY: a hint instruction; no memory or register effects.
+        unsafe { asm!("yield", options(nomem, nostack, preserves_flags)) };
+    }
+
     fn now(&mut self) -> u64 {
         machine::counter()
     }

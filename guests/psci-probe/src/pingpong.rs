@@ -85,6 +85,9 @@ pub trait Port {
     fn ring(&mut self) -> u64;
     /// Whether this VM's own doorbell rang since the last call; clears it if so.
     fn take_doorbell(&mut self) -> bool;
+    /// Called between polls of the doorbell: lets whatever shares this CPU's host thread
+    /// (the peer's CPU, under QEMU's single-threaded TCG) run.
+    fn relax(&mut self);
     /// The counter, in ticks.
     fn now(&mut self) -> u64;
 }
@@ -249,6 +252,8 @@ fn wait(
                 return Ok(spurious);
             }
             spurious += 1;
+        } else {
+            port.relax();
         }
         if port.now().wrapping_sub(start) >= limit {
             return Err(Failure::Timeout {
@@ -362,6 +367,9 @@ mod tests {
         fn take_doorbell(&mut self) -> bool {
             self.shared.doorbells[self.me].swap(false, Ordering::SeqCst)
         }
+        fn relax(&mut self) {
+            thread::yield_now();
+        }
         fn now(&mut self) -> u64 {
             self.epoch.elapsed().as_micros() as u64
         }
@@ -465,6 +473,7 @@ mod tests {
             self.spurious_left -= u64::from(ring);
             ring
         }
+        fn relax(&mut self) {}
         fn now(&mut self) -> u64 {
             self.clock += 1;
             self.clock
