@@ -8,6 +8,7 @@
 use core::fmt::Display;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use crate::doorbell::{self, DOORBELL_RING};
 use crate::machine::{self, Machine};
 use crate::println;
 use crate::psci::{self, Conduit, affinity, ret};
@@ -128,9 +129,13 @@ pub fn run_all(machine: &Machine, tally: &mut Tally) {
     check_versions(tally);
     check_features(tally);
     check_unknown_functions(tally);
+    check_doorbells(machine, tally);
     check_misc_calls(tally);
     check_affinity_and_cpu_on_errors(tally);
     check_aborts(machine, tally);
+    if let Some(addr) = machine.touch_ipa {
+        check_one_abort(tally, "touch_ipa_aborts", addr, false);
+    }
     check_physical_timer(tally);
     match machine.other_cpu {
         Some(other) => check_secondary(other, tally),
@@ -226,6 +231,77 @@ fn check_unknown_functions(tally: &mut Tally) {
     ];
     for (name, function) in unknown {
         tally.call(name, function, [0; 3], ret::NOT_SUPPORTED);
+    }
+}
+
+/// The doorbell call's errors, as far as the DTB says what this VM was given: a number it
+/// was not given is INVALID_PARAMETERS; with no doorbell at all the call is NOT_SUPPORTED
+/// (which is also every unknown SMCCC call's answer). None of these rings anything.
+fn check_doorbells(machine: &Machine, tally: &mut Tally) {
+    let peers = &machine.peers;
+    if peers.any() {
+        if let Some(region) = peers.shared_memory(psci_probe::pingpong::REGION_ID) {
+            println!(
+                "PROBE: peer shared_memory id={} ipa={:#x} size={:#x}",
+                region.id.unwrap_or("-"),
+                region.ipa,
+                region.size
+            );
+        }
+        for out in peers.outgoing() {
+            println!(
+                "PROBE: peer doorbell number={} peer={}",
+                out.number,
+                out.peer.unwrap_or("-")
+            );
+        }
+        for incoming in peers.incoming() {
+            println!(
+                "PROBE: peer doorbell_in spi={} peer={}",
+                incoming.spi,
+                incoming.peer.unwrap_or("-")
+            );
+        }
+        tally.expect_eq("peer_nodes_well_formed", u64::from(peers.malformed), 0);
+    }
+    let features = [u64::from(DOORBELL_RING), 0, 0];
+    let unused = peers.unused_number();
+    if peers.outgoing().next().is_some() {
+        tally.call(
+            "doorbell_arch_features",
+            psci::SMCCC_ARCH_FEATURES,
+            features,
+            ret::SUCCESS,
+        );
+        tally.call(
+            "doorbell_bad_number_refused",
+            DOORBELL_RING,
+            [u64::from(unused), 0, 0],
+            ret::INVALID_PARAMETERS,
+        );
+    } else if peers.has_doorbell_nodes() {
+        // Only incoming doorbells: whether that counts as "has doorbells" is the
+        // hypervisor's choice; either refusal is fine, success is not.
+        let got = vectors::capture(|| doorbell::ring(unused));
+        tally.expect_ret(
+            "doorbell_bad_number_refused",
+            DOORBELL_RING,
+            got,
+            &[ret::INVALID_PARAMETERS, ret::NOT_SUPPORTED],
+        );
+    } else {
+        tally.call(
+            "doorbell_not_supported_without_config",
+            DOORBELL_RING,
+            [0; 3],
+            ret::NOT_SUPPORTED,
+        );
+        tally.call(
+            "doorbell_arch_features_without_config",
+            psci::SMCCC_ARCH_FEATURES,
+            features,
+            ret::NOT_SUPPORTED,
+        );
     }
 }
 

@@ -3,4 +3,8 @@
 
 #![cfg_attr(not(test), no_std)]
 
+pub mod bootargs;
+pub mod gic_layout;
 pub mod memplan;
+pub mod peers;
+pub mod pingpong;

@@ -4,6 +4,9 @@
 use core::arch::asm;
 
 use fdt::Fdt;
+use psci_probe::bootargs::{number as bootarg_number, parse_number};
+use psci_probe::peers::Peers;
+use psci_probe::pingpong;
 
 /// Guest RAM base on virt and on Bulkhead's virt-like machine.
 pub const RAM_BASE: u64 = 0x4000_0000;
@@ -29,6 +32,9 @@ const CHAOS_SKIP_ARG: &str = "probe.chaos_skip=";
 const CHAOS_ONLY_ARG: &str = "probe.chaos_only=";
 /// Most indices `probe.chaos_only=` takes.
 pub const CHAOS_ONLY_MAX: usize = 16;
+/// Bootarg `probe.touch_ipa=ADDR`: one load from an IPA that must abort (another VM's RAM,
+/// a region not shared with this VM).
+const TOUCH_IPA_ARG: &str = "probe.touch_ipa=";
 /// Seed used when `probe.seed=` is absent.
 const DEFAULT_SEED: u64 = 0x5EED_C4A0_5000_0001;
 /// PL011 base on QEMU virt, used when the DTB names none.
@@ -101,6 +107,12 @@ pub struct Machine {
     pub gic_version: u8,
     /// The device windows the DTB names: GIC frames and the PL011 (`None` = absent).
     pub windows: [Option<MmioWindow>; 4],
+    /// Shared memory and doorbells the DTB describes.
+    pub peers: Peers<'static>,
+    /// `probe.pingpong=` and `probe.pingpong_rounds=`.
+    pub pingpong: Option<pingpong::Config<'static>>,
+    /// `probe.touch_ipa=ADDR`.
+    pub touch_ipa: Option<u64>,
 }
 
 impl Machine {
@@ -124,14 +136,18 @@ impl Machine {
             },
             gic_version: 0,
             windows: [Some(PL011_FALLBACK), None, None, None],
+            peers: Peers::default(),
+            pingpong: None,
+            touch_ipa: None,
         };
         // The DTB must be in RAM and 8-byte aligned (arm64 boot protocol).
         if dtb_addr < RAM_BASE || !dtb_addr.is_multiple_of(8) {
             return machine;
         }
         // SAFETY: x0 is the loader's DTB pointer; `from_ptr` checks the magic and reads only
-        // `totalsize` bytes, and nothing in the probe writes to that range.
-        let Ok(fdt) = (unsafe { Fdt::from_ptr(dtb_addr as *const u8) }) else {
+        // `totalsize` bytes, and nothing in the probe writes to that range, so borrowing it
+        // for 'static is sound.
+        let Ok(fdt) = (unsafe { Fdt::<'static>::from_ptr(dtb_addr as *const u8) }) else {
             return machine;
         };
         machine.dtb_valid = true;
@@ -159,6 +175,8 @@ impl Machine {
             machine.reboots = parse_reboots(args);
             machine.memcheck_mib = bootarg_number(args, MEMCHECK_ARG).unwrap_or(0);
             machine.chaos = parse_chaos(args);
+            machine.pingpong = pingpong::Config::from_bootargs(args);
+            machine.touch_ipa = bootarg_number(args, TOUCH_IPA_ARG);
         }
         if let Some(chosen) = fdt.find_node("/chosen") {
             let prop = |name| chosen.property(name).and_then(|p| p.as_usize());
@@ -168,6 +186,7 @@ impl Machine {
             }
         }
         machine.read_windows(&fdt);
+        machine.peers = Peers::from_fdt(&fdt);
         machine
     }
 
@@ -235,14 +254,6 @@ impl Machine {
     }
 }
 
-/// The number after `prefix` in `bootargs`, if there is one.
-fn bootarg_number(bootargs: &str, prefix: &str) -> Option<u64> {
-    bootargs
-        .split(' ')
-        .find_map(|arg| arg.strip_prefix(prefix))
-        .and_then(parse_number)
-}
-
 fn parse_chaos(bootargs: &str) -> ChaosConfig {
     let find = |prefix: &str| bootarg_number(bootargs, prefix);
     let mut config = ChaosConfig {
@@ -267,14 +278,6 @@ fn parse_chaos(bootargs: &str) -> ChaosConfig {
         }
     }
     config
-}
-
-/// A decimal or `0x` hexadecimal number.
-fn parse_number(text: &str) -> Option<u64> {
-    match text.strip_prefix("0x") {
-        Some(hex) => u64::from_str_radix(hex, 16).ok(),
-        None => text.parse().ok(),
-    }
 }
 
 fn parse_reboots(bootargs: &str) -> u32 {

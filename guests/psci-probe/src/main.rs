@@ -9,6 +9,10 @@
 //! prints `PROBE: chaos done ops=N faults=F`; the checks must then still pass.
 //! With `probe.memcheck=MIB` every boot verifies the RAM pattern of the boot before and
 //! writes its own over MIB MiB (memcheck.rs), printing `PROBE: memcheck boot=N verified=P`.
+//! With `probe.pingpong=ping|pong [probe.pingpong_rounds=N]` it first exchanges N messages
+//! with another VM over shared memory and doorbells (exchange.rs). `probe.touch_ipa=ADDR`
+//! adds a check that a load from ADDR aborts. When the DTB describes doorbells (or none),
+//! the checks include the doorbell call's error codes.
 //!
 //! Runs with the MMU off, so every data access is Device memory: the target is built with
 //! strict alignment, and the code avoids read-modify-write atomics (exclusives).
@@ -19,6 +23,8 @@
 mod chaos;
 mod checks;
 mod console;
+mod doorbell;
+mod exchange;
 mod hostile;
 mod machine;
 mod memcheck;
@@ -133,6 +139,11 @@ extern "C" fn primary_main(dtb: u64) -> ! {
     // After the chaos, which may write any RAM outside the probe's own.
     if machine.memcheck_mib > 0 {
         memcheck::run(&machine, &mut record, &mut tally);
+    }
+    // First boot only: the peer VM exchanges once. Before the checks, so both sides start
+    // within moments of each other.
+    if record.boots_done == 0 {
+        exchange::run(&machine, &mut tally);
     }
     checks::run_all(&machine, &mut tally);
     record.pass_total += tally.pass;
