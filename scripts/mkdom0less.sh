@@ -5,7 +5,12 @@
 # loader. Bulkhead (like Xen) reads the VMs from that DTB: no other magic is involved.
 #
 #   scripts/mkdom0less.sh --out FILE --gic 2|3 --smp N --mem MIB [--cpu MODEL] \
-#       --vm "name=domU1,kernel=PATH[,initrd=PATH][,cpus=N][,mem=SIZE][,affinity=0-1][,append=ARGS]" ...
+#       --vm "name=domU1,kernel=PATH[,initrd=PATH][,cpus=N][,mem=SIZE][,affinity=0-1]
+#             [,shm=ID@IPA+SIZE[/owner]]...[,bell=PEER@SPI]...[,append=ARGS]" ...
+#
+# shm= adds a Xen static shared memory region (`xen,domain-shared-memory-v1`, host memory
+# allocated by Bulkhead; the same ID in several VMs is the same memory), bell= a doorbell this
+# VM may ring (`bulkhead,doorbell`: PEER gets SPI number SPI), numbered in the order given.
 #
 # `append=` must come last: everything after it (commas too) is the guest's command line.
 # Prints the QEMU arguments that load the files (`-device loader,...`), one per line; boot with
@@ -55,6 +60,7 @@ align() { echo $(( ($1 + 0x1fffff) & ~0x1fffff )); }
     echo "/ { chosen {"
     for spec in "${vms[@]}"; do
         name="" kernel="" initrd="" cpus=1 vmmem=256M affinity="" append="console=ttyAMA0"
+        shms=() bells=()
         rest=$spec
         while [ -n "$rest" ]; do
             case "$rest" in
@@ -69,6 +75,8 @@ align() { echo $(( ($1 + 0x1fffff) & ~0x1fffff )); }
                 cpus=*) cpus=${field#cpus=} ;;
                 mem=*) vmmem=${field#mem=} ;;
                 affinity=*) affinity=${field#affinity=} ;;
+                shm=*) shms+=("${field#shm=}") ;;
+                bell=*) bells+=("${field#bell=}") ;;
                 *) echo "mkdom0less.sh: unknown VM field '$field' in '$spec'" >&2; exit 2 ;;
             esac
         done
@@ -89,6 +97,18 @@ align() { echo $(( ($1 + 0x1fffff) & ~0x1fffff )); }
         echo "    memory = <0 $(kib "$vmmem")>;"
         echo "    cpus = <$cpus>;"
         echo "    vpl011;"
+        for ((i = 0; i < ${#shms[@]}; i++)); do
+            shm=${shms[$i]} role=borrower
+            case "$shm" in */owner) role=owner; shm=${shm%/owner} ;; */borrower) shm=${shm%/borrower} ;; esac
+            id=${shm%%@*} where=${shm#*@}
+            ipa=${where%%+*} size=${where#*+}
+            printf '    shm@%d { compatible = "xen,domain-shared-memory-v1"; role = "%s"; xen,shm-id = "%s"; xen,shared-mem = <0x0 %s 0x0 %s>; };\n' \
+                "$i" "$role" "$id" "$ipa" "$size"
+        done
+        for ((i = 0; i < ${#bells[@]}; i++)); do
+            printf '    bell@%d { compatible = "bulkhead,doorbell"; peer = "%s"; bulkhead,spi = <%s>; };\n' \
+                "$i" "${bells[$i]%@*}" "${bells[$i]#*@}"
+        done
         size=$(stat -c %s "$kernel")
         printf '    module@%x { compatible = "multiboot,kernel", "multiboot,module"; reg = <0 0x%x 0 0x%x>; bootargs = "%s"; };\n' \
             "$addr" "$addr" "$size" "${append//\"/\\\"}"

@@ -161,8 +161,8 @@ fn write_shared_memory(fdt: &mut FdtWriter, shared: &[SharedMemNode<'_>]) -> Res
 }
 
 /// Bulkhead's doorbells: `/bulkhead-doorbells/doorbell@K` for each doorbell this VM may ring
-/// (K is the number it passes to the ring call) and `/bulkhead-doorbells/incoming@SPI` for each
-/// one that rings it, with the interrupt (edge rising) it arrives on.
+/// (K is the number it passes to the ring call) and `/bulkhead-doorbells/incoming@1XXXX` for
+/// each one that rings it (XXXX: the SPI in hex), with the interrupt (edge rising) it arrives on.
 fn write_doorbells(
     fdt: &mut FdtWriter,
     out: &[DoorbellNode<'_>],
@@ -183,9 +183,11 @@ fn write_doorbells(
         fdt.end_node(child)?;
     }
     for bell in incoming {
-        let child = fdt.begin_node(&format!("incoming@{:x}", bell.spi))?;
+        // Unit addresses 0x1_0000 + SPI keep them apart from the outgoing doorbells' numbers.
+        let reg = 0x1_0000 + bell.spi;
+        let child = fdt.begin_node(&format!("incoming@{reg:x}"))?;
         fdt.property_string("compatible", "bulkhead,doorbell-receiver")?;
-        fdt.property_u32("reg", 0x1_0000 + bell.spi)?;
+        fdt.property_u32("reg", reg)?;
         // GIC binding: SPI, its number, edge rising.
         fdt.property_array_u32("interrupts", &[0, bell.spi, 1])?;
         fdt.property_string("peer", bell.peer)?;

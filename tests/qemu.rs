@@ -1175,3 +1175,107 @@ fn rpi4_sdcard_paste_into_the_mini_uart_is_not_lost() {
     r.assert_contains("bulkhead: guest powered off");
     r.assert_exit_ok();
 }
+
+// ---- between VMs: static shared memory and doorbells ----------------------------------------
+
+/// The `--vm` values of the probe's ping and pong VMs: one shared region (Xen's static shared
+/// memory, host memory allocated by Bulkhead), a doorbell each way.
+fn pingpong_vms(rounds: u32) -> [String; 2] {
+    let shm = "shm=pingpong@0x7fe00000+0x200000";
+    [
+        probe_vm(
+            "ping",
+            1,
+            &format!("probe.pingpong=ping probe.pingpong_rounds={rounds}"),
+        )
+        .replace(",append=", &format!(",{shm}/owner,bell=pong@5,append=")),
+        probe_vm(
+            "pong",
+            1,
+            &format!("probe.pingpong=pong probe.pingpong_rounds={rounds}"),
+        )
+        .replace(",append=", &format!(",{shm},bell=ping@6,append=")),
+    ]
+}
+
+fn assert_pingpong(gic: &str) {
+    let vms = pingpong_vms(1000);
+    let r = run_vms(&vms, &["--smp", "2", "--gic", gic], QUICK);
+    r.assert_line("ping: PROBE: pingpong region=0x7fe00000+0x200000 id=pingpong ring=0 to=pong receive_spi=6 from=pong");
+    r.assert_line("ping: PROBE: PASS pingpong_answers_match");
+    r.assert_line("pong: PROBE: pingpong pong done rounds=1000");
+    r.assert_line("pong: PROBE: PASS pingpong_messages_match");
+    r.assert_contains("ping: PROBE: pingpong rounds=1000 ticks=");
+    // Each VM may ring only its own doorbell.
+    r.assert_line("ping: PROBE: PASS doorbell_bad_number_refused");
+    r.assert_line("pong: PROBE: PASS doorbell_bad_number_refused");
+    r.assert_line("ping: PROBE: PASS doorbell_arch_features");
+    r.assert_lacks("PROBE: FAIL");
+    r.assert_contains("ping: PROBE: DONE pass=");
+    r.assert_contains("pong: PROBE: DONE pass=");
+    r.assert_exit_ok();
+}
+
+#[test]
+fn shm_pingpong_1000_round_trips_gicv3() {
+    assert_pingpong("3");
+}
+
+#[test]
+fn shm_pingpong_1000_round_trips_gicv2() {
+    assert_pingpong("2");
+}
+
+/// A third VM, given neither the region nor a doorbell: the region's IPA is a hole to it (an
+/// external abort) and the doorbell call is not supported.
+#[test]
+fn shm_region_and_doorbells_are_only_for_the_vms_given_them() {
+    let [ping, pong] = pingpong_vms(10);
+    let vms = [
+        ping,
+        pong,
+        probe_vm("outsider", 1, "probe.touch_ipa=0x7fe00000"),
+    ];
+    let r = run_vms(&vms, &["--smp", "3"], QUICK);
+    r.assert_line("outsider: PROBE: PASS touch_ipa_aborts");
+    r.assert_line("outsider: PROBE: PASS doorbell_not_supported_without_config");
+    r.assert_line("outsider: PROBE: PASS doorbell_arch_features_without_config");
+    r.assert_line("ping: PROBE: PASS pingpong_answers_match");
+    r.assert_lacks("PROBE: FAIL");
+    r.assert_exit_ok();
+}
+
+/// A Linux VM finds the region where Xen would describe it (`/reserved-memory`, compatible
+/// `xen,shared-memory-v1`) and reads and writes it through `/dev/mem` (it lies outside the
+/// guest's RAM, so Debian's STRICT_DEVMEM lets busybox `devmem` map it).
+#[test]
+fn shm_linux_sees_reserved_memory_and_uses_it_via_dev_mem() {
+    let linux =
+        linux_vm("linux", 1, "").replace(",append=", ",shm=pingpong@0x7fe00000+0x200000,append=");
+    let vms = [linux];
+    let mut args: Vec<&str> = vec!["--smp", "2", "--hyp-append", WHOLE_LINES];
+    for vm in &vms {
+        args.extend(["--vm", vm]);
+    }
+    let r = run_typing(
+        &args,
+        &[
+            Keys {
+                after: "A busybox shell",
+                text: "cat /proc/device-tree/reserved-memory/xen-shmem@7fe00000/compatible; echo; \
+                       devmem 0x7fe00000 32 0xcafe1234; devmem 0x7fe00ffc 32 0x5eed; \
+                       echo got-$(devmem 0x7fe00000 32)-$(devmem 0x7fe00ffc 32)\n",
+                paste: false,
+            },
+            Keys {
+                after: "got-",
+                text: "poweroff -f\n",
+                paste: false,
+            },
+        ],
+        LINUX,
+    );
+    r.assert_contains("xen,shared-memory-v1");
+    r.assert_contains("got-0xCAFE1234-0x00005EED");
+    r.assert_exit_ok();
+}

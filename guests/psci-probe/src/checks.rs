@@ -235,7 +235,7 @@ fn check_unknown_functions(tally: &mut Tally) {
 }
 
 /// The doorbell call's errors, as far as the DTB says what this VM was given: a number it
-/// was not given is INVALID_PARAMETERS; with no doorbell at all the call is NOT_SUPPORTED
+/// was not given is SMCCC's INVALID_PARAMETER (-3); with no doorbell at all the call is NOT_SUPPORTED
 /// (which is also every unknown SMCCC call's answer). None of these rings anything.
 fn check_doorbells(machine: &Machine, tally: &mut Tally) {
     let peers = &machine.peers;
@@ -277,7 +277,7 @@ fn check_doorbells(machine: &Machine, tally: &mut Tally) {
             "doorbell_bad_number_refused",
             DOORBELL_RING,
             [u64::from(unused), 0, 0],
-            ret::INVALID_PARAMETERS,
+            ret::SMCCC_INVALID_PARAMETER,
         );
     } else if peers.has_doorbell_nodes() {
         // Only incoming doorbells: whether that counts as "has doorbells" is the
@@ -287,7 +287,7 @@ fn check_doorbells(machine: &Machine, tally: &mut Tally) {
             "doorbell_bad_number_refused",
             DOORBELL_RING,
             got,
-            &[ret::INVALID_PARAMETERS, ret::NOT_SUPPORTED],
+            &[ret::SMCCC_INVALID_PARAMETER, ret::NOT_SUPPORTED],
         );
     } else {
         tally.call(

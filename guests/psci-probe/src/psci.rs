@@ -38,6 +38,9 @@ pub mod ret {
     /// Also SMCCC's "Unknown Function Identifier" (-1, sign-extended).
     pub const NOT_SUPPORTED: i64 = -1;
     pub const INVALID_PARAMETERS: i64 = -2;
+    /// SMCCC's own code for a bad argument (Arm DEN0028, "Return codes"); PSCI calls use
+    /// `INVALID_PARAMETERS` (-2) instead, which SMCCC calls NOT_REQUIRED.
+    pub const SMCCC_INVALID_PARAMETER: i64 = -3;
     pub const ALREADY_ON: i64 = -4;
     pub const ON_PENDING: i64 = -5;
     /// PSCI's code for an entry point the caller may not use; Bulkhead answers
