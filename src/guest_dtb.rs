@@ -562,4 +562,59 @@ mod tests {
             Err(GuestDtbError::TooLarge(_))
         ));
     }
+
+    #[test]
+    fn shared_memory_and_doorbells_are_described_as_xen_and_bulkhead_say() {
+        let shared = [SharedMemNode {
+            id: "pingpong",
+            ipa: 0x7fe0_0000,
+            size: 0x20_0000,
+        }];
+        let out = [DoorbellNode {
+            peer: "pong",
+            spi: 5,
+        }];
+        let incoming = [DoorbellNode {
+            peer: "pong",
+            spi: 6,
+        }];
+        let blob = build_guest_dtb(&GuestDtbConfig {
+            shared: &shared,
+            doorbells_out: &out,
+            doorbells_in: &incoming,
+            ..config(GicVersion::V3, 1)
+        })
+        .unwrap();
+        let fdt = Fdt::new(&blob).unwrap();
+        let shm = fdt
+            .find_node("/reserved-memory/xen-shmem@7fe00000")
+            .unwrap();
+        assert_eq!(
+            shm.property("compatible").unwrap().as_str(),
+            Some("xen,shared-memory-v1")
+        );
+        assert_eq!(shm.property("xen,id").unwrap().as_str(), Some("pingpong"));
+        let reg: Vec<u8> = shm.property("reg").unwrap().value.to_vec();
+        assert_eq!(
+            u32_cells(&reg),
+            [0, 0x7fe0_0000, 0, 0x20_0000],
+            "IPA and size in the root's 2+2 cells"
+        );
+        let reserved = fdt.find_node("/reserved-memory").unwrap();
+        assert!(reserved.property("ranges").is_some());
+        // Not RAM: /memory still covers only the guest's RAM.
+        let ring = fdt.find_node("/bulkhead-doorbells/doorbell@0").unwrap();
+        assert_eq!(ring.property("peer").unwrap().as_str(), Some("pong"));
+        assert_eq!(ring.property("reg").unwrap().as_usize(), Some(0));
+        let receiver = fdt.find_node("/bulkhead-doorbells/incoming@10006").unwrap();
+        assert_eq!(
+            u32_cells(receiver.property("interrupts").unwrap().value),
+            [0, 6, 1]
+        );
+        // Without any, no nodes at all.
+        let plain = build_guest_dtb(&config(GicVersion::V3, 1)).unwrap();
+        let fdt = Fdt::new(&plain).unwrap();
+        assert!(fdt.find_node("/reserved-memory").is_none());
+        assert!(fdt.find_node("/bulkhead-doorbells").is_none());
+    }
 }

@@ -255,7 +255,7 @@ fn run_vcpu(vm: &'static Vm, index: usize, pcpu_index: usize) -> ! {
                     ExitAction::Resume
                 }
                 ExitKind::SError => {
-                    crate::guest_warn!("vcpu {index}: SError from the guest");
+                    crate::guest_warn!("{} vcpu {index}: SError from the guest", vm.config.name);
                     ExitAction::Resume
                 }
             };

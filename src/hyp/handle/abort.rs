@@ -44,7 +44,8 @@ pub fn data_abort(
     let ipa = abort.ipa;
     if !abort.fault().is_missing_mapping() {
         guest_warn!(
-            "vcpu {}: data abort {:?} at IPA {ipa:#x}",
+            "{} vcpu {}: data abort {:?} at IPA {ipa:#x}",
+            vm.config.name,
             vcpu.index,
             abort.fault()
         );
@@ -58,7 +59,8 @@ pub fn data_abort(
             Some(access) => {
                 emulate(vm, vcpu, device, offset, &access, il32, p).unwrap_or_else(|()| {
                     guest_warn!(
-                        "vcpu {}: bad {device:?} access at offset {offset:#x}",
+                        "{} vcpu {}: bad {device:?} access at offset {offset:#x}",
+                        vm.config.name,
                         vcpu.index
                     );
                     data_abort_exception(abort)
@@ -66,7 +68,8 @@ pub fn data_abort(
             }
             None => {
                 guest_warn!(
-                    "vcpu {}: undecodable MMIO (no syndrome) at IPA {ipa:#x}",
+                    "{} vcpu {}: undecodable MMIO (no syndrome) at IPA {ipa:#x}",
+                    vm.config.name,
                     vcpu.index
                 );
                 data_abort_exception(abort)
@@ -74,7 +77,8 @@ pub fn data_abort(
         },
         Stage2Decision::ExternalAbort => {
             guest_warn!(
-                "vcpu {}: access to unbacked IPA {ipa:#x} at {:#x}",
+                "{} vcpu {}: access to unbacked IPA {ipa:#x} at {:#x}",
+                vm.config.name,
                 vcpu.index,
                 vcpu.regs.pc
             );
@@ -91,7 +95,8 @@ pub fn instruction_abort(abort: &Abort, vm: &Vm, vcpu: &mut Vcpu, p: &impl Platf
     });
     if !abort.fault().is_missing_mapping() {
         guest_warn!(
-            "vcpu {}: instruction abort {:?} at IPA {ipa:#x}",
+            "{} vcpu {}: instruction abort {:?} at IPA {ipa:#x}",
+            vm.config.name,
             vcpu.index,
             abort.fault()
         );
@@ -101,7 +106,8 @@ pub fn instruction_abort(abort: &Abort, vm: &Vm, vcpu: &mut Vcpu, p: &impl Platf
         d @ Stage2Decision::MapRam { .. } => map(vm, vcpu, d, abort, p),
         _ => {
             guest_warn!(
-                "vcpu {}: instruction fetch from non-RAM IPA {ipa:#x}",
+                "{} vcpu {}: instruction fetch from non-RAM IPA {ipa:#x}",
+                vm.config.name,
                 vcpu.index
             );
             exception
@@ -117,7 +123,11 @@ fn map(
     abort: &Abort,
     p: &impl Platform,
 ) -> ExitAction {
-    log::trace!("vcpu {}: stage-2 {decision:?}", vcpu.index);
+    log::trace!(
+        "{} vcpu {}: stage-2 {decision:?}",
+        vm.config.name,
+        vcpu.index
+    );
     let mut stage2 = vm.stage2.lock();
     if let Stage2Decision::MapRam { ipa, pa, size } = decision {
         if stage2.lookup(ipa).is_some() {
@@ -129,7 +139,11 @@ fn map(
     }
     if let Err(e) = stage2.apply(&decision) {
         drop(stage2);
-        guest_warn!("vcpu {}: stage-2 map failed: {e}", vcpu.index);
+        guest_warn!(
+            "{} vcpu {}: stage-2 map failed: {e}",
+            vm.config.name,
+            vcpu.index
+        );
         return ExitAction::Inject(Exception::DataAbort {
             fsc: FSC_EXTERNAL,
             far: abort.far,

@@ -72,7 +72,8 @@ pub fn handle_exit(exit: &GuestExit, vm: &Vm, vcpu: &mut Vcpu, p: &impl Platform
         ExitClass::Unknown { ec } => {
             ExitStats::count(&stats.other);
             guest_warn!(
-                "vcpu {}: unhandled exit EC={ec:#x} ESR={:#x} at {:#x}",
+                "{} vcpu {}: unhandled exit EC={ec:#x} ESR={:#x} at {:#x}",
+                vm.config.name,
                 vcpu.index,
                 exit.esr,
                 vcpu.regs.pc

@@ -24,7 +24,11 @@ pub fn handle(
         (Some(SysReg::ICC_SGI1R_EL1 | SysReg::ICC_ASGI1R_EL1 | SysReg::ICC_SGI0R_EL1), false) => {
             match vm.vgic().send_sgi1r(vcpu.index, value) {
                 Ok(set) => vm.kick_vcpus(set, p),
-                Err(e) => guest_warn!("vcpu {}: SGI write {value:#x}: {e}", vcpu.index),
+                Err(e) => guest_warn!(
+                    "{} vcpu {}: SGI write {value:#x}: {e}",
+                    vm.config.name,
+                    vcpu.index
+                ),
             }
         }
         (
@@ -43,7 +47,8 @@ pub fn handle(
         }
         _ => {
             guest_warn!(
-                "vcpu {}: trapped {} {} at {:#x}",
+                "{} vcpu {}: trapped {} {} at {:#x}",
+                vm.config.name,
                 vcpu.index,
                 if access.read { "MRS" } else { "MSR" },
                 access.id,

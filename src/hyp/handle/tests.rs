@@ -539,3 +539,134 @@ fn exit_virtual_timer_firing_raises_ppi_27_and_masks_the_physical_one() {
     assert!(!v.timers.vtimer_level);
     assert_eq!(p.vtimer_irq_enabled.get(), Some(true));
 }
+
+/// Two VMs, "a" (id 0) with doorbell 0 to "b" (id 1, SPI 5) and a shared region; "b" with none.
+fn doorbell_pair() -> &'static [Vm] {
+    use crate::hyp::vm::{Doorbell, SharedRegion};
+    let console = alloc::boxed::Box::leak(alloc::boxed::Box::new(Console::new(
+        alloc::vec![String::from("a"), String::from("b")],
+        crate::hyp::console_mux::DEFAULT_ESCAPE,
+        1000,
+    )));
+    let make = |id: usize, out: Vec<Doorbell>| {
+        let config = VmConfig {
+            name: String::from(if id == 0 { "a" } else { "b" }),
+            vcpu_count: 1,
+            pcpus: alloc::vec![id],
+            ram_size: RAM_SIZE,
+            gic: GicVersion::V3,
+            ram_pa: RAM_PA + id as u64 * RAM_SIZE,
+            kernel: PhysRange { base: 0, size: 0 },
+            initrd: None,
+            bootargs: String::new(),
+            gicv_pa: None,
+            shared: alloc::vec![SharedRegion {
+                id: String::from("s"),
+                ipa: 0x7fe0_0000,
+                size: 0x20_0000,
+                host_pa: 0x9_0000_0000,
+            }],
+            doorbells_out: out,
+            doorbells_in: Vec::new(),
+        };
+        let geometry = stage2_geometry(4, 40).unwrap();
+        let stage2 = Stage2Map::new_linear(&geometry, 0);
+        Vm::new(id, console, config, geometry.vtcr_el2(false), stage2).unwrap()
+    };
+    let bell = Doorbell {
+        peer: String::from("b"),
+        peer_id: 1,
+        spi: 5,
+    };
+    let vms: &'static [Vm] =
+        Vec::leak(alloc::vec![make(0, alloc::vec![bell]), make(1, Vec::new())]);
+    for vm in vms {
+        vm.peers.call_once(|| vms);
+    }
+    vms
+}
+
+#[test]
+fn exit_doorbell_ring_pends_the_peers_spi() {
+    let vms = doorbell_pair();
+    let (p, mut v) = (FakePlatform::default(), vcpu_at(0, 0x1000));
+    // The receiver enables SPI 5 (INTID 37) in its distributor: GICD_ISENABLER1 bit 5.
+    vms[1]
+        .vgic()
+        .dist_write(0, 0x104, crate::devices::mmio::AccessSize::Word, 1 << 5)
+        .unwrap();
+    assert_eq!(
+        hvc(&vms[0], &mut v, &p, 0x8600_0001, [0, 0, 0]),
+        ExitAction::Resume
+    );
+    assert_eq!(v.regs.x[0], 0);
+    // GICD_ISPENDR1 of the receiver: SPI 5 pending.
+    let pending = vms[1]
+        .vgic
+        .lock()
+        .dist_read(0, 0x204, crate::devices::mmio::AccessSize::Word)
+        .unwrap();
+    assert_eq!(pending & (1 << 5), 1 << 5);
+    // The ringer's own distributor saw nothing.
+    let own = vms[0]
+        .vgic
+        .lock()
+        .dist_read(0, 0x204, crate::devices::mmio::AccessSize::Word)
+        .unwrap();
+    assert_eq!(own, 0);
+}
+
+#[test]
+fn exit_doorbell_numbers_not_given_are_refused() {
+    let vms = doorbell_pair();
+    let (p, mut v) = (FakePlatform::default(), vcpu_at(0, 0x1000));
+    hvc(&vms[0], &mut v, &p, 0x8600_0001, [1, 0, 0]);
+    assert_eq!(v.regs.x[0] as i64, -3, "INVALID_PARAMETER");
+    hvc(&vms[0], &mut v, &p, 0x8600_0001, [u64::MAX, 0, 0]);
+    assert_eq!(v.regs.x[0] as i64, -3);
+    // A VM without doorbells: NOT_SUPPORTED, also from ARCH_FEATURES.
+    hvc(&vms[1], &mut v, &p, 0x8600_0001, [0, 0, 0]);
+    assert_eq!(v.regs.x[0] as i64, -1);
+    hvc(&vms[1], &mut v, &p, 0x8000_0001, [0x8600_0001, 0, 0]);
+    assert_eq!(v.regs.x[0] as i64, -1);
+    hvc(&vms[0], &mut v, &p, 0x8000_0001, [0x8600_0001, 0, 0]);
+    assert_eq!(v.regs.x[0], 0);
+}
+
+#[test]
+fn exit_vendor_uid_and_unknown_vendor_calls() {
+    let vms = doorbell_pair();
+    let (p, mut v) = (FakePlatform::default(), vcpu_at(0, 0x1000));
+    hvc(&vms[0], &mut v, &p, 0x8600_ff01, [0; 3]);
+    let uid: Vec<u8> = v.regs.x[..4]
+        .iter()
+        .flat_map(|w| (*w as u32).to_le_bytes())
+        .collect();
+    assert_eq!(&uid[10..], b"bulkhd");
+    hvc(&vms[0], &mut v, &p, 0x8600_0002, [0; 3]);
+    assert_eq!(v.regs.x[0] as i64, -1);
+}
+
+#[test]
+fn exit_shared_region_maps_the_same_host_pages_in_both_vms() {
+    let vms = doorbell_pair();
+    let p = FakePlatform::default();
+    for vm in vms {
+        let mut v = vcpu_at(0, 0x1000);
+        assert_eq!(
+            run(vm, &mut v, &p, ESR_NO_ISV_L3, 0x7fe0_1234),
+            ExitAction::Resume
+        );
+        let (pa, size, _) = vm.stage2.lock().lookup(0x7fe0_1234).unwrap();
+        assert_eq!((pa, size), (0x9_0000_1234, BLOCK_SIZE));
+    }
+    // Just past the region: a hole.
+    let mut v = vcpu_at(0, 0x1000);
+    assert!(matches!(
+        run(&vms[0], &mut v, &p, ESR_LDR_W2_L3, 0x8000_0000),
+        ExitAction::Inject(Exception::DataAbort {
+            fsc: FSC_EXTERNAL,
+            ..
+        })
+    ));
+}

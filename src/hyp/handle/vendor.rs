@@ -27,7 +27,7 @@ const SMCCC_ARCH_FEATURES: u32 = 0x8000_0001;
 
 /// Bulkhead's vendor UID, `b0cea5a1-e4d0-4b1f-9a5e-62756c6b6864` ("bulkhd"), as SMCCC returns
 /// a UID: four 32-bit words, little-endian byte order within each.
-const UID: [u32; 4] = [0xa1a5_ceb0, 0x1f4b_d0e4, 0x6c5e_5e9a, 0x6468_6b75];
+const UID: [u32; 4] = [0xa1a5_ceb0, 0x1f4b_d0e4, 0x7562_5e9a, 0x6468_6b6c];
 
 fn ret(x0: i64) -> [u64; 4] {
     [x0 as u64, 0, 0, 0]
