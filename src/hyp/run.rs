@@ -50,7 +50,9 @@ fn flush_lrs(vm: &Vm, vcpu: &mut Vcpu, pcpu: &PhysCpu) {
         return;
     }
     let count = pcpu.lr_count;
-    ExitStats::count(&vm.exits.lr_fills);
+    if let Some(stats) = vm.exits.get(vcpu.index) {
+        ExitStats::count(&stats.lr_fills);
+    }
     let fill = {
         let mut vgic = vm.vgic.lock();
         let fill = vgic.take_for_lrs(vcpu.index, &mut vcpu.lrs[..count]);
@@ -250,7 +252,9 @@ fn run_vcpu(vm: &'static Vm, index: usize, pcpu_index: usize) -> ! {
                     handle_exit(&exit, vm, vcpu, p)
                 }
                 ExitKind::Irq => {
-                    ExitStats::count(&vm.exits.irq);
+                    if let Some(stats) = vm.exits.get(index) {
+                        ExitStats::count(&stats.irq);
+                    }
                     host_irq::handle_host_irqs(Some((vm, &mut *vcpu)));
                     ExitAction::Resume
                 }
@@ -285,7 +289,7 @@ fn system_off(vm: &Vm, index: usize) {
         "{} powered off (vcpu {index}): {} stage-2 mapping faults, {}, {} VMID rollovers, heap {} KiB in use",
         vm.config.name,
         vm.stage2_faults.load(Ordering::Relaxed),
-        vm.exits,
+        ExitStats::sum(&vm.exits),
         setup::vmids().map_or(0, |v| v.stats().rollovers),
         crate::arch::heap::used_bytes() >> 10,
     );

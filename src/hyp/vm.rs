@@ -129,8 +129,8 @@ pub struct Vm {
     pub generation: AtomicU64,
     /// Stage-2 faults that mapped memory (RAM is mapped lazily), for the statistics.
     pub stage2_faults: AtomicU64,
-    /// Guest exits of every kind, for the statistics.
-    pub exits: ExitStats,
+    /// Guest exits of every kind, per vCPU, for the statistics (`Vm::exit_totals`).
+    pub exits: Vec<ExitStats>,
     /// Every VM of the machine (this one too), known once they are all built: doorbells
     /// reach their peers through it.
     pub peers: spin::Once<&'static [Vm]>,
@@ -150,8 +150,12 @@ pub struct ExitStats {
 }
 
 impl ExitStats {
+    /// Counts one. Each vCPU has its own counters and only the CPU running it writes them, so
+    /// a plain load and store do (no atomic read-modify-write on the exit path); readers may
+    /// see a count a moment old.
+    #[inline(always)]
     pub fn count(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
+        counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     }
 
     pub fn total(&self) -> u64 {
@@ -166,6 +170,29 @@ impl ExitStats {
         .iter()
         .map(|c| c.load(Ordering::Relaxed))
         .sum()
+    }
+}
+
+impl ExitStats {
+    /// The sum of several vCPUs' counters.
+    pub fn sum(all: &[ExitStats]) -> ExitStats {
+        let total = ExitStats::default();
+        let add = |to: &AtomicU64, from: &AtomicU64| {
+            to.store(
+                to.load(Ordering::Relaxed) + from.load(Ordering::Relaxed),
+                Ordering::Relaxed,
+            )
+        };
+        for s in all {
+            add(&total.irq, &s.irq);
+            add(&total.hvc, &s.hvc);
+            add(&total.wfi, &s.wfi);
+            add(&total.sysreg, &s.sysreg);
+            add(&total.mmio, &s.mmio);
+            add(&total.other, &s.other);
+            add(&total.lr_fills, &s.lr_fills);
+        }
+        total
     }
 }
 
@@ -249,7 +276,7 @@ impl Vm {
             boot: SpinLock::new(BootInfo::default()),
             generation: AtomicU64::new(1),
             stage2_faults: AtomicU64::new(0),
-            exits: ExitStats::default(),
+            exits: (0..config_vcpus).map(|_| ExitStats::default()).collect(),
             peers: spin::Once::new(),
         })
     }

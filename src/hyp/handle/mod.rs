@@ -40,7 +40,10 @@ pub enum ExitAction {
 
 /// Handles one synchronous guest exit.
 pub fn handle_exit(exit: &GuestExit, vm: &Vm, vcpu: &mut Vcpu, p: &impl Platform) -> ExitAction {
-    let stats = &vm.exits;
+    // One set of counters per vCPU (`Vm::new` makes one for each index).
+    let Some(stats) = vm.exits.get(vcpu.index) else {
+        return ExitAction::Inject(Exception::Undef);
+    };
     match exit.class {
         ExitClass::Wfx(trap) => {
             ExitStats::count(&stats.wfi);

@@ -8,15 +8,19 @@ use crate::hyp::vcpu::Vcpu;
 use crate::hyp::vm::Vm;
 use crate::psci::{self, PsciAction};
 use crate::vcpu::request::{Request, make_request};
+use smccc::arch::error::NOT_SUPPORTED;
 
 pub fn handle(vm: &Vm, vcpu: &mut Vcpu, p: &impl Platform) -> ExitAction {
     let fid = vcpu.reg(0) as u32;
     let args = [vcpu.reg(1), vcpu.reg(2), vcpu.reg(3)];
-    if let Some(regs) = super::vendor::call(fid, args, vm, p) {
+    let outcome = psci::handle(fid, args, vcpu.index, &vm.power, vm.ram_ipas());
+    // What the PSCI/SMCCC model does not know may be Bulkhead's own: asked only then, so the
+    // common calls pay one compare.
+    if outcome.regs[0] == NOT_SUPPORTED as u64 && super::vendor::is_vendor_call(fid, args[0]) {
+        let regs = super::vendor::call(fid, args, vm, p);
         vcpu.regs.x[..4].copy_from_slice(&regs);
         return ExitAction::Resume;
     }
-    let outcome = psci::handle(fid, args, vcpu.index, &vm.power, vm.ram_ipas());
     vcpu.regs.x[..4].copy_from_slice(&outcome.regs);
     match outcome.action {
         PsciAction::None => ExitAction::Resume,

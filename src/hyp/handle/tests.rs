@@ -210,7 +210,10 @@ fn exit_wfi_blocks_after_the_instruction() {
     let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(0, 0x2000));
     assert_eq!(run(&vm, &mut v, &p, ESR_WFI, 0), ExitAction::Block);
     assert_eq!(v.regs.pc, 0x2004);
-    assert_eq!(vm.exits.wfi.load(core::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(
+        vm.exits[0].wfi.load(core::sync::atomic::Ordering::Relaxed),
+        1
+    );
 }
 
 #[test]
@@ -521,7 +524,9 @@ fn exit_unhandled_class_is_undefined() {
         ExitAction::Inject(Exception::Undef)
     );
     assert_eq!(
-        vm.exits.other.load(core::sync::atomic::Ordering::Relaxed),
+        vm.exits[0]
+            .other
+            .load(core::sync::atomic::Ordering::Relaxed),
         1
     );
 }

@@ -33,22 +33,33 @@ fn ret(x0: i64) -> [u64; 4] {
     [x0 as u64, 0, 0, 0]
 }
 
-/// The vendor calls (and the ARCH_FEATURES query about them); `None` for anything else, which
-/// the PSCI/SMCCC model answers.
-pub fn call(fid: u32, args: [u64; 3], vm: &Vm, p: &impl Platform) -> Option<[u64; 4]> {
+/// SMCCC function ID bits 29:24: the owning entity; 6 is "vendor specific hypervisor service".
+const OWNER_SHIFT: u32 = 24;
+const OWNER_MASK: u32 = 0x3f;
+const OWNER_VENDOR_HYP: u32 = 6;
+
+/// Whether this call is Bulkhead's to answer here: a vendor hypervisor call, or the
+/// ARCH_FEATURES query about the doorbell. Two compares: it sits in front of every hypercall.
+#[inline(always)]
+pub fn is_vendor_call(fid: u32, x1: u64) -> bool {
+    (fid >> OWNER_SHIFT) & OWNER_MASK == OWNER_VENDOR_HYP
+        || (fid == SMCCC_ARCH_FEATURES && x1 as u32 == DOORBELL_RING)
+}
+
+/// A call `is_vendor_call` accepted; unknown vendor calls are NOT_SUPPORTED.
+#[inline(never)]
+pub fn call(fid: u32, args: [u64; 3], vm: &Vm, p: &impl Platform) -> [u64; 4] {
     match fid {
-        DOORBELL_RING => Some(ret(ring(vm, args[0], p))),
-        CALL_COUNT => Some(ret(1)),
-        CALL_UID => Some(UID.map(u64::from)),
-        REVISION => Some([1, 0, 0, 0]),
-        SMCCC_ARCH_FEATURES if args[0] as u32 == DOORBELL_RING => {
-            Some(ret(if vm.config.doorbells_out.is_empty() {
-                i64::from(NOT_SUPPORTED)
-            } else {
-                0
-            }))
-        }
-        _ => None,
+        DOORBELL_RING => ret(ring(vm, args[0], p)),
+        CALL_COUNT => ret(1),
+        CALL_UID => UID.map(u64::from),
+        REVISION => [1, 0, 0, 0],
+        SMCCC_ARCH_FEATURES => ret(if vm.config.doorbells_out.is_empty() {
+            i64::from(NOT_SUPPORTED)
+        } else {
+            0
+        }),
+        _ => ret(i64::from(NOT_SUPPORTED)),
     }
 }
 
