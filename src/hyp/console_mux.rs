@@ -215,7 +215,7 @@ impl ConsoleMux {
     }
 
     /// One VM: no prefixes, no holding, no switching.
-    fn single(&self) -> bool {
+    pub fn single(&self) -> bool {
         self.vms.len() == 1
     }
 
