@@ -74,8 +74,12 @@ pub fn forward_input(vms: &[Vm], p: &impl Platform) {
     for _ in 0..128 {
         let focus = console.focus();
         let Some(vm) = vms.iter().find(|vm| vm.id == focus) else {
-            // Nobody to type to (every VM is off): drain and drop.
-            while p.console_getc().is_some() {}
+            // Nobody to type to (every VM is off): drain (a FIFO's worth) and drop.
+            for _ in 0..64 {
+                if p.console_getc().is_none() {
+                    break;
+                }
+            }
             return;
         };
         let mut uart = vm.uart.lock();
