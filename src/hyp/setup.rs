@@ -74,7 +74,7 @@ pub fn create_vms(fdt: &Fdt<'_>, gic: &GicInfo, hypervisor_end: u64, cpu_count: 
     if parsed.vms.is_empty() && parsed.refused.is_empty() {
         let read = |r: PhysRange| {
             platform::allow_reading(r);
-            (&ArchPlatform).host_ram(r.base, r.size)
+            ArchPlatform.host_ram(r.base, r.size)
         };
         match bundle::guest_source(fdt, hypervisor, read) {
             Ok(guest) if !guest.modules.is_empty() => {
