@@ -102,6 +102,12 @@ register_bitfields! [u64,
         WNR OFFSET(6) NUMBITS(1) [],
         /// Fault status code (DFSC / IFSC).
         FSC OFFSET(0) NUMBITS(6) []
+    ],
+
+    /// HPFAR_EL2: the faulting IPA of a stage-2 abort (Arm ARM D24.2, "HPFAR_EL2").
+    pub HPFAR [
+        /// Faulting IPA bits [51:12] (up to 52-bit IPAs with FEAT_LPA).
+        FIPA OFFSET(4) NUMBITS(40) []
     ]
 ];
 
@@ -115,3 +121,5 @@ pub type XvcIss = LocalRegisterCopy<u64, XVC_ISS::Register>;
 pub type Sys64Iss = LocalRegisterCopy<u64, SYS64_ISS::Register>;
 /// An ESR_ELx value read with the instruction/data abort ISS layout.
 pub type AbortIss = LocalRegisterCopy<u64, ABORT_ISS::Register>;
+/// HPFAR_EL2, read.
+pub type Hpfar = LocalRegisterCopy<u64, HPFAR::Register>;

@@ -8,6 +8,7 @@
 //! names in [`sysreg_names`].
 
 pub mod esr;
+pub mod mmio;
 pub mod sysreg_names;
 
 #[cfg(test)]
@@ -15,7 +16,7 @@ mod tests;
 
 use core::fmt;
 
-use crate::devices::mmio::{self, MmioAccess};
+use crate::devices::mmio::MmioAccess;
 use esr::{
     ABORT_ISS, AbortIss, ESR_ELx, Esr, SYS64_ISS, Sys64Iss, WFX_ISS, WfxIss, XVC_ISS, XvcIss,
 };
@@ -134,7 +135,7 @@ pub enum FaultKind {
 /// the ISS fields on demand (cheap bit reads), which keeps the exit small on the hot path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Abort {
-    /// The faulting IPA (HPFAR page | FAR page offset), via devices::mmio::fault_ipa.
+    /// The faulting IPA (HPFAR page | FAR page offset), via [`mmio::fault_ipa`].
     ///
     /// HPFAR_EL2 holds the IPA for stage-2 translation, access flag and address size faults
     /// and for any fault on a stage-1 walk (S1PTW); for the others (permission, external,

@@ -556,8 +556,8 @@ proptest! {
         prop_assert_eq!(a.write(), data && iss & (1 << 6) != 0);
         prop_assert_eq!(a.cache_maintenance(), data && iss & (1 << 8) != 0);
         prop_assert_eq!(a.far, far);
-        prop_assert_eq!(a.ipa, mmio::fault_ipa(hpfar, far));
-        prop_assert_eq!(a.mmio(), if data { mmio::decode_data_abort(esr).ok() } else { None });
+        prop_assert_eq!(a.ipa, crate::hyp::exit::mmio::fault_ipa(hpfar, far));
+        prop_assert_eq!(a.mmio(), if data { crate::hyp::exit::mmio::decode_data_abort(esr).ok() } else { None });
     }
 }
 
