@@ -433,6 +433,13 @@ pub fn console_uart_intid(fdt: &Fdt<'_>) -> Option<u32> {
     gic_interrupt(fdt, console_uart_node(fdt)?.0)
 }
 
+/// `/chosen/rng-seed`: random bytes the boot loader left (empty when there are none).
+pub fn rng_seed<'a>(fdt: &Fdt<'a>) -> &'a [u8] {
+    fdt.find_node("/chosen")
+        .and_then(|c| c.property("rng-seed"))
+        .map_or(&[], |p| p.value)
+}
+
 /// Where the boot loader put the initrd: `/chosen/linux,initrd-start` and `linux,initrd-end`
 /// (one or two cells each; the Raspberry Pi firmware writes them for `initramfs FILE` in
 /// config.txt, QEMU for `-initrd`). `None` if absent, empty or inverted.

@@ -53,6 +53,16 @@ pub struct GuestDtbConfig<'a> {
     pub doorbells_out: &'a [DoorbellNode<'a>],
     /// Doorbells other VMs ring into this one (`spi` is the SPI it arrives on).
     pub doorbells_in: &'a [DoorbellNode<'a>],
+    /// Fresh random bytes for `/chosen/rng-seed` and `kaslr-seed` (Linux's boot protocol:
+    /// its RNG is ready at once, KASLR has a seed), if the machine has entropy.
+    pub seeds: Option<&'a GuestSeeds>,
+}
+
+/// What a guest gets to seed its random number generator and KASLR with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestSeeds {
+    pub rng_seed: [u8; 64],
+    pub kaslr_seed: u64,
 }
 
 /// One static shared memory region in the guest's IPA space.
@@ -205,6 +215,10 @@ fn write_chosen(fdt: &mut FdtWriter, config: &GuestDtbConfig<'_>) -> Result<()> 
         fdt.property_u64("linux,initrd-start", initrd.start)?;
         fdt.property_u64("linux,initrd-end", initrd.end)?;
     }
+    if let Some(seeds) = config.seeds {
+        fdt.property("rng-seed", &seeds.rng_seed)?;
+        fdt.property_u64("kaslr-seed", seeds.kaslr_seed)?;
+    }
     fdt.end_node(chosen)?;
     Ok(())
 }
@@ -354,6 +368,7 @@ mod tests {
             shared: &[],
             doorbells_out: &[],
             doorbells_in: &[],
+            seeds: None,
         }
     }
 
@@ -616,5 +631,33 @@ mod tests {
         let fdt = Fdt::new(&plain).unwrap();
         assert!(fdt.find_node("/reserved-memory").is_none());
         assert!(fdt.find_node("/bulkhead-doorbells").is_none());
+    }
+
+    #[test]
+    fn seeds_go_to_chosen() {
+        let seeds = GuestSeeds {
+            rng_seed: [0xa5; 64],
+            kaslr_seed: 0x1234_5678_9abc_def0,
+        };
+        let blob = build_guest_dtb(&GuestDtbConfig {
+            seeds: Some(&seeds),
+            ..config(GicVersion::V3, 1)
+        })
+        .unwrap();
+        let fdt = Fdt::new(&blob).unwrap();
+        let chosen = fdt.find_node("/chosen").unwrap();
+        assert_eq!(chosen.property("rng-seed").unwrap().value, &[0xa5; 64]);
+        assert_eq!(
+            chosen.property("kaslr-seed").unwrap().as_usize(),
+            Some(0x1234_5678_9abc_def0)
+        );
+        let plain = build_guest_dtb(&config(GicVersion::V3, 1)).unwrap();
+        let fdt = Fdt::new(&plain).unwrap();
+        assert!(
+            fdt.find_node("/chosen")
+                .unwrap()
+                .property("rng-seed")
+                .is_none()
+        );
     }
 }

@@ -35,6 +35,9 @@ pub trait Platform: Kick {
     /// When the console must next show held partial lines (counter ticks), or never: the
     /// platform calls `Console::flush_idle` then.
     fn set_console_deadline(&self, deadline: Option<u64>);
+    /// Fills `out` with random bytes from a CSPRNG seeded with the machine's entropy; false
+    /// (and `out` untouched) if the machine offered none.
+    fn fill_random(&self, out: &mut [u8]) -> bool;
 }
 
 #[cfg(test)]
@@ -58,6 +61,7 @@ pub mod fake {
         pub console_in: RefCell<VecDeque<u8>>,
         pub console_rx_irq: Cell<Option<bool>>,
         pub console_deadline: Cell<Option<u64>>,
+        pub random_counter: Cell<u8>,
         /// Host RAM: `(base PA, bytes)`.
         pub ram: RefCell<(u64, Vec<u8>)>,
     }
@@ -110,6 +114,15 @@ pub mod fake {
         }
         fn set_console_deadline(&self, deadline: Option<u64>) {
             self.console_deadline.set(deadline);
+        }
+        fn fill_random(&self, out: &mut [u8]) -> bool {
+            // Deterministic and obviously fake: a counter.
+            for b in out.iter_mut() {
+                let n = self.random_counter.get();
+                *b = n;
+                self.random_counter.set(n.wrapping_add(1));
+            }
+            true
         }
     }
 }

@@ -103,6 +103,11 @@ pub fn create_vms(fdt: &Fdt<'_>, gic: &GicInfo, hypervisor_end: u64, cpu_count: 
     };
     let vmid_bits = dtb::bootarg(args, "bulkhead.vmid_bits").and_then(|b| b.parse().ok());
     init_vmids(vmid_bits, cpu_count);
+    if !platform::seed_entropy(dtb::rng_seed(fdt)) {
+        log::warn!(
+            "no entropy (no /chosen/rng-seed, no RNDR): guests get no rng-seed or kaslr-seed"
+        );
+    }
 
     // Host RAM no VM may have: the hypervisor and its heap, the host DTB, the images.
     let params = entry::boot_params();

@@ -12,7 +12,7 @@ use super::platform::Platform;
 use super::vcpu::Vcpu;
 use crate::devices::pl011::EmulatedPl011;
 use crate::dtb::PhysRange;
-use crate::guest_dtb::{DoorbellNode, GuestDtbConfig, SharedMemNode, build_guest_dtb};
+use crate::guest_dtb::{DoorbellNode, GuestDtbConfig, GuestSeeds, SharedMemNode, build_guest_dtb};
 use crate::guest_layout::{GUEST_RAM_BASE, GicVersion};
 use crate::loader::{GuestRam, plan_load};
 use crate::mm::stage2::{GuestMemoryMap, Stage2Map};
@@ -329,6 +329,18 @@ impl Vm {
             .collect();
         let doorbells_out = doorbell_nodes(&self.config.doorbells_out);
         let doorbells_in = doorbell_nodes(&self.config.doorbells_in);
+        // Fresh seeds every boot: a VM's RNG and KASLR never repeat across VMs or resets.
+        let mut seed_bytes = [0u8; 72];
+        let seeds = p.fill_random(&mut seed_bytes).then(|| {
+            let mut rng_seed = [0u8; 64];
+            rng_seed.copy_from_slice(&seed_bytes[..64]);
+            let mut kaslr = [0u8; 8];
+            kaslr.copy_from_slice(&seed_bytes[64..]);
+            GuestSeeds {
+                rng_seed,
+                kaslr_seed: u64::from_le_bytes(kaslr),
+            }
+        });
         let dtb = build_guest_dtb(&GuestDtbConfig {
             vcpu_count: self.config.vcpu_count,
             ram_size: self.config.ram_size,
@@ -338,6 +350,7 @@ impl Vm {
             shared: &shared,
             doorbells_out: &doorbells_out,
             doorbells_in: &doorbells_in,
+            seeds: seeds.as_ref(),
         })
         .map_err(VmError::Dtb)?;
         log::debug!(

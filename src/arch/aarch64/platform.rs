@@ -12,6 +12,35 @@ use crate::mm::layout::phys_to_linear;
 use crate::sync::SpinLock;
 use crate::vcpu::request::Kick;
 use core::sync::atomic::{AtomicU64, Ordering};
+use rand_chacha::ChaCha20Rng;
+use rand_chacha::rand_core::{Rng, SeedableRng};
+
+/// The CSPRNG guests' seeds come from (a kept crate: ChaCha20, as Linux's own CRNG uses).
+static RNG: SpinLock<Option<ChaCha20Rng>> = SpinLock::new(None);
+
+/// Seeds the CSPRNG with what the machine offers: the host DTB's `/chosen/rng-seed` (QEMU and
+/// most firmware write one) and, on CPUs with FEAT_RNG, four RNDR values. The bytes are folded
+/// (XOR) into the 256-bit key: each source adds what entropy it has. False if there was none.
+pub fn seed_entropy(host_seed: &[u8]) -> bool {
+    let mut key = [0u8; 32];
+    let mut have = false;
+    for (i, b) in host_seed.iter().enumerate() {
+        key[i % 32] ^= b;
+        have = true;
+    }
+    for i in 0..4 {
+        if let Some(word) = sysregs::rndr() {
+            for (j, b) in word.to_le_bytes().iter().enumerate() {
+                key[i * 8 + j] ^= b;
+            }
+            have = true;
+        }
+    }
+    if have {
+        *RNG.lock() = Some(ChaCha20Rng::from_seed(key));
+    }
+    have
+}
 
 /// The CPU that owns the console: its receive interrupt is routed there, and it shows held
 /// partial lines when they are due.
@@ -163,6 +192,16 @@ impl Platform for ArchPlatform {
         } else {
             // The console CPU re-arms its timer when the kick arrives.
             gic::kick(CONSOLE_CPU, cpu::mpidr_of(CONSOLE_CPU));
+        }
+    }
+
+    fn fill_random(&self, out: &mut [u8]) -> bool {
+        match RNG.lock().as_mut() {
+            Some(rng) => {
+                rng.fill_bytes(out);
+                true
+            }
+            None => false,
         }
     }
 

@@ -160,3 +160,30 @@ pub fn write_exception_registers(esr: u64, far: Option<u64>, elr: u64, spsr: u64
     ELR_EL1.set(elr);
     SPSR_EL1.set(spsr);
 }
+
+/// A random number from RNDR (FEAT_RNG), if the CPU has it and it delivered one (it may fail
+/// transiently: NZCV.Z set, Arm ARM "RNDR").
+pub fn rndr() -> Option<u64> {
+    if (ID_AA64ISAR0_EL1.get() >> 60) & 0xf == 0 {
+        return None;
+    }
+    for _ in 0..8 {
+        let value: u64;
+        let ok: u64;
+        // SAFETY: RNDR (S3_3_C2_C4_0) only reads the CPU's random number generator; FEAT_RNG
+        // was checked above, so the encoding exists.
+        unsafe {
+            core::arch::asm!(
+                "mrs {value}, s3_3_c2_c4_0",
+                "cset {ok}, ne",
+                value = out(reg) value,
+                ok = out(reg) ok,
+                options(nomem, nostack)
+            )
+        };
+        if ok != 0 {
+            return Some(value);
+        }
+    }
+    None
+}
