@@ -3,6 +3,7 @@
 //! records what happened — Hafnium's model of a real and a fake architecture behind one
 //! interface, so every exit handler runs as a host unit test.
 
+use crate::hyp::exit::SysRegId;
 use crate::vcpu::request::Kick;
 
 /// The hardware operations the exit handlers, the timer and the console bridge use. `kick`
@@ -35,6 +36,9 @@ pub trait Platform: Kick {
     /// When the console must next show held partial lines (counter ticks), or never: the
     /// platform calls `Console::flush_idle` then.
     fn set_console_deadline(&self, deadline: Option<u64>);
+    /// This CPU's value of ID register `id` (op0 = 3, op1 = 0, CRn = 0, CRm = 1..7), read
+    /// only for the registers `cpu_features::reads_hardware` names; 0 for any other.
+    fn id_register(&self, id: SysRegId) -> u64;
 }
 
 #[cfg(test)]
@@ -60,6 +64,8 @@ pub mod fake {
         pub console_deadline: Cell<Option<u64>>,
         /// Host RAM: `(base PA, bytes)`.
         pub ram: RefCell<(u64, Vec<u8>)>,
+        /// The "hardware" ID registers; unlisted ones read 0.
+        pub id_registers: RefCell<Vec<(SysRegId, u64)>>,
     }
 
     impl Kick for FakePlatform {
@@ -110,6 +116,10 @@ pub mod fake {
         }
         fn set_console_deadline(&self, deadline: Option<u64>) {
             self.console_deadline.set(deadline);
+        }
+        fn id_register(&self, id: SysRegId) -> u64 {
+            let regs = self.id_registers.borrow();
+            regs.iter().find(|(r, _)| *r == id).map_or(0, |&(_, v)| v)
         }
     }
 }
