@@ -370,6 +370,7 @@ fn assert_probe(r: &Run) {
     r.assert_contains("PROBE: PASS secondary_cpu_off_did_not_return_round2");
     r.assert_contains("PROBE: PASS ptimer_istatus_rises");
     r.assert_contains("PROBE: PASS ptimer_tval_write_sets_cval");
+    r.assert_contains("PROBE: PASS id_aa64pfr0_el2_hidden");
     r.assert_contains("bulkhead: guest powered off");
     r.assert_exit_ok();
 }
@@ -1344,4 +1345,36 @@ fn linux_cpu_max_gicv2() {
     let r = assert_cpu_model_boots("max", "2");
     r.assert_contains("CPU features: detected: Scalable Vector Extension");
     r.assert_lacks("GIC system register CPU interface");
+}
+
+/// The probe's CPU checks (no EL2, the guest's GIC, no PMU and PMU accesses UNDEFINED,
+/// read-only ID registers) on the richest CPU, with each GIC.
+fn assert_probe_cpu_features_on_max(gic: &str) {
+    let probe = probe();
+    let r = run(
+        &[
+            "--kernel", &probe, "--cpu", "max", "--gic", gic, "--smp", "2", "--mem", "256M",
+        ],
+        QUICK,
+    );
+    assert_probe(&r);
+    for check in [
+        "id_aa64pfr0_gic_is_the_guests",
+        "id_aa64dfr0_pmu_hidden",
+        "id_reserved_reads_zero",
+        "pmcr_el0_read_undefined",
+        "id_aa64pfr0_write_undefined",
+    ] {
+        r.assert_contains(&format!("PROBE: PASS {check}\n"));
+    }
+}
+
+#[test]
+fn probe_guest_cpu_features_on_max_gicv3() {
+    assert_probe_cpu_features_on_max("3");
+}
+
+#[test]
+fn probe_guest_cpu_features_on_max_gicv2() {
+    assert_probe_cpu_features_on_max("2");
 }
