@@ -83,6 +83,7 @@ use Policy::{Cap, GicSysregs, Hide, IpaSize, Pass};
 pub const ID_PFR0: (u8, u8) = (1, 0);
 pub const ID_PFR1: (u8, u8) = (1, 1);
 pub const ID_DFR0: (u8, u8) = (1, 2);
+pub const ID_MMFR4: (u8, u8) = (2, 6);
 pub const ID_PFR2: (u8, u8) = (3, 4);
 pub const ID_MMFR5: (u8, u8) = (3, 6);
 pub const PFR0: (u8, u8) = (4, 0);
@@ -119,8 +120,8 @@ pub const POLICY: &[Field] = &[
     f(PFR0, 44, Hide),       // AMU: CPTR_EL2.TAM traps it; its counters would count EL2 too
     f(PFR0, 48, Pass),       // DIT: PSTATE.DIT, saved in SPSR like any PSTATE bit
     f(PFR0, 52, Hide),       // RME: realm management is the host's business
-    f(PFR0, 56, Pass),       // CSV2: a true statement about the CPU's speculation
-    f(PFR0, 60, Pass),       // CSV3: as CSV2
+    f(PFR0, 56, Cap(1)), // CSV2: true of the CPU; 2 adds SCXTNUM_ELx, trapped (HCR_EL2.EnSCXT = 0)
+    f(PFR0, 60, Pass),   // CSV3: as CSV2
     // --- ID_AA64PFR1_EL1 ---
     f(PFR1, 0, Pass), // BT: guarded pages are stage 1; PSTATE.BTYPE and SCTLR_EL1.BTx are EL1's
     f(PFR1, 4, Pass), // SSBS: PSTATE.SSBS, EL1/EL0 state
@@ -129,7 +130,7 @@ pub const POLICY: &[Field] = &[
     f(PFR1, 16, Hide), // MPAM_frac: with MPAM
     f(PFR1, 24, Hide), // SME: CPTR_EL2.TSM traps it (ZA, streaming mode, SMCR_EL2 not set up)
     f(PFR1, 28, Hide), // RNDR_trap: an EL3 control
-    f(PFR1, 32, Pass), // CSV2_frac: as CSV2
+    f(PFR1, 32, Cap(1)), // CSV2_frac: as CSV2 (2 adds SCXTNUM_ELx)
     f(PFR1, 36, Hide), // NMI: the vGIC has no NMIs
     f(PFR1, 40, Hide), // MTE_frac: with MTE
     f(PFR1, 44, Hide), // GCS: HCRX_EL2.GCSEn = 0 and HFGxTR_EL2.nGCS_EL1 = 0 trap it
@@ -255,8 +256,8 @@ pub const POLICY: &[Field] = &[
     f(ID_PFR0, 4, Pass),
     f(ID_PFR0, 8, Pass),
     f(ID_PFR0, 12, Pass),
-    f(ID_PFR0, 16, Pass),
-    f(ID_PFR0, 20, Hide), // AMU: hidden
+    f(ID_PFR0, 16, Cap(1)), // CSV2: as the AArch64 CSV2
+    f(ID_PFR0, 20, Hide),   // AMU: hidden
     f(ID_PFR0, 24, Pass),
     f(ID_PFR0, 28, Hide),       // RAS: hidden
     f(ID_PFR1, 0, Pass),        // ProgMod
@@ -285,7 +286,14 @@ pub const POLICY: &[Field] = &[
     whole((2, 3), Pass),
     whole((2, 4), Pass),
     whole((2, 5), Pass),
-    whole((2, 6), Pass),
+    f(ID_MMFR4, 0, Pass),  // SpecSEI
+    f(ID_MMFR4, 4, Pass),  // AC2
+    f(ID_MMFR4, 8, Hide),  // XNX: a stage-2 feature
+    f(ID_MMFR4, 12, Pass), // CnP
+    f(ID_MMFR4, 16, Pass), // HPDS
+    f(ID_MMFR4, 20, Pass), // LSM
+    f(ID_MMFR4, 24, Pass), // CCIDX
+    f(ID_MMFR4, 28, Hide), // EVT: EL2 trap controls
     whole((2, 7), Pass),
     whole((3, 0), Pass), // MVFR0..2
     whole((3, 1), Pass),
@@ -436,6 +444,19 @@ mod tests {
         assert_eq!(sanitise(id(ZFR0), 0x1234, V3_40BIT), 0x1234, "SVE subsets");
         let isar0 = sanitise(id(ISAR0), 1 << 60, V3_40BIT);
         assert_eq!(field(isar0, 60), 1, "RNDR");
+    }
+
+    #[test]
+    fn cpu_features_cap_csv2_below_scxtnum() {
+        let pfr0 = sanitise(id(PFR0), 2 << 56, V3_40BIT);
+        assert_eq!(field(pfr0, 56), 1, "CSV2");
+        let pfr1 = sanitise(id(PFR1), 2 << 32, V3_40BIT);
+        assert_eq!(field(pfr1, 32), 1, "CSV2_frac");
+        assert_eq!(
+            field(sanitise(id(ID_PFR0), 2 << 16, V3_40BIT), 16),
+            1,
+            "ID_PFR0.CSV2"
+        );
     }
 
     #[test]

@@ -114,8 +114,9 @@ impl CpuHas {
             sve: cpu_field(4, 0, 32) != 0,
             ras: cpu_field(4, 0, 28) != 0,
             mpam: cpu_field(4, 0, 40) != 0 || cpu_field(4, 1, 16) != 0,
-            // ISAR1 APA/API/GPA/GPI, ISAR2 GPA3/APA3.
-            pauth: isar1 & 0xff00_ff00 != 0 || isar2 & 0xff00 != 0,
+            // ISAR1 APA [7:4], API [11:8], GPA [27:24], GPI [31:28]; ISAR2 GPA3 [11:8], APA3
+            // [15:12].
+            pauth: isar1 & 0xff00_0ff0 != 0 || isar2 & 0xff00 != 0,
             pmu_ver: if pmu == 0xf { 0 } else { pmu },
             spe: cpu_field(5, 0, 32) != 0,
             trace_filter: cpu_field(5, 0, 40) != 0,
@@ -256,7 +257,11 @@ fn guest_mdcr(has: &CpuHas) -> u64 {
         // SAFETY: reading PMCR_EL0 at EL2 (PMUv3 implemented) has no side effects
         // (aarch64-cpu has no accessor for it).
         unsafe {
-            core::arch::asm!("mrs {}, pmcr_el0", out(reg) pmcr, options(nomem, nostack, preserves_flags))
+            core::arch::asm!(
+                "mrs {}, pmcr_el0",
+                out(reg) pmcr,
+                options(nomem, nostack, preserves_flags)
+            )
         };
         let n = (pmcr >> 11) & 0x1f;
         mdcr |= n | (1 << 5) | (1 << 6); // HPMN, TPMCR, TPM
