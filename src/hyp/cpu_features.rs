@@ -5,8 +5,8 @@
 //! CRm = 1..7); the handler answers with [`sanitise`] of the hardware value. A field passes
 //! when its state lives only in EL1/EL0 registers of the guest's own physical CPU (a vCPU is
 //! pinned to it and EL2 never touches that state) and nothing at EL2 traps it; otherwise it is
-//! hidden (0) and `arch::sysregs::activate_traps` keeps it trapped, so using it anyway is
-//! UNDEFINED, as on a CPU without it. Fields no row names read as 0, and so do the reserved
+//! hidden (0) and [`El2Controls`] (written by `arch::sysregs::activate_traps`) keeps it
+//! trapped, so using it anyway is UNDEFINED, as on a CPU without it. Fields no row names read as 0, and so do the reserved
 //! encodings and whole registers no row names: a feature Bulkhead has not decided on is not
 //! offered. This is KVM's model (arch/arm64/kvm/sys_regs.c `read_sanitised_id_*`,
 //! `sanitise_id_aa64*`) with Bulkhead's own choices.
@@ -357,6 +357,145 @@ pub fn sanitise(id: SysRegId, hw: u64, guest: GuestCpu) -> u64 {
     value
 }
 
+/// What the physical CPU implements, as far as the EL2 controls below depend on it: an EL2
+/// register of a feature the CPU lacks is UNDEFINED, a control bit of one is RES0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostCpu {
+    pub sve: bool,
+    pub ras: bool,
+    pub mpam: bool,
+    pub pauth: bool,
+    /// ID_AA64DFR0_EL1.PMUVer when it is an Arm PMUv3 (1..=0xe), else 0.
+    pub pmu_ver: u64,
+    pub spe: bool,
+    pub trace_filter: bool,
+    /// ID_AA64MMFR0_EL1.FGT: 1 FEAT_FGT, 2 FEAT_FGT2.
+    pub fgt: u64,
+    pub amu_v1p1: bool,
+    pub hcx: bool,
+}
+
+impl HostCpu {
+    /// From the CPU's ID registers, `id((CRm, op2))`.
+    pub fn from_id_registers(id: impl Fn((u8, u8)) -> u64) -> Self {
+        let field = |reg, lsb: u32| (id(reg) >> lsb) & 0xf;
+        let pmu = field(DFR0, 8);
+        Self {
+            sve: field(PFR0, 32) != 0,
+            ras: field(PFR0, 28) != 0,
+            mpam: field(PFR0, 40) != 0 || field(PFR1, 16) != 0,
+            // ISAR1 APA [7:4], API [11:8], GPA [27:24], GPI [31:28]; ISAR2 GPA3 [11:8],
+            // APA3 [15:12].
+            pauth: id(ISAR1) & 0xff00_0ff0 != 0 || id(ISAR2) & 0xff00 != 0,
+            pmu_ver: if pmu == 0xf { 0 } else { pmu },
+            spe: field(DFR0, 32) != 0,
+            trace_filter: field(DFR0, 40) != 0,
+            fgt: field(MMFR0, 56),
+            amu_v1p1: field(PFR0, 44) >= 2,
+            hcx: field(MMFR1, 40) != 0,
+        }
+    }
+}
+
+// HCR_EL2 bits (Arm ARM D24.2.48).
+pub const HCR_TID3: u64 = 1 << 18;
+pub const HCR_TLOR: u64 = 1 << 35;
+pub const HCR_TERR: u64 = 1 << 36;
+pub const HCR_APK: u64 = 1 << 40;
+pub const HCR_API: u64 = 1 << 41;
+// CPTR_EL2 with E2H = 0 (D24.2.29): RES1 bits [7:0], 9, 13; TZ bit 8 (RES1 without SVE);
+// TSM bit 12 (RES1 without SME); TFP bit 10; TTA bit 20; TAM bit 30.
+pub const CPTR_RES1: u64 = 0xff | (1 << 9) | (1 << 13);
+pub const CPTR_TZ: u64 = 1 << 8;
+pub const CPTR_TSM: u64 = 1 << 12;
+pub const CPTR_TTA: u64 = 1 << 20;
+pub const CPTR_TAM: u64 = 1 << 30;
+// MDCR_EL2 (D24.2.106).
+pub const MDCR_TPMCR: u64 = 1 << 5;
+pub const MDCR_TPM: u64 = 1 << 6;
+pub const MDCR_TPMS: u64 = 1 << 14;
+pub const MDCR_HPMD: u64 = 1 << 17;
+pub const MDCR_TTRF: u64 = 1 << 19;
+pub const MDCR_HCCD: u64 = 1 << 23;
+// MPAM2_EL2.
+pub const MPAM2_TRAPMPAM1EL1: u64 = 1 << 48;
+pub const MPAM2_TRAPMPAM0EL1: u64 = 1 << 49;
+
+/// The EL2 controls that make [`POLICY`] true on a CPU: what works is left untrapped, what is
+/// hidden is trapped. Decided here, written by `arch::sysregs::activate_traps`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct El2Controls {
+    /// HCR_EL2 bits to add to the run-a-guest base: TID3 traps the ID registers (answered by
+    /// [`sanitise`]), TLOR the LORegions, TERR the RAS error records (both hidden); API/APK
+    /// leave pointer authentication and its keys (EL1 registers of the pinned CPU) to the
+    /// guest, as KVM's `kvm_vcpu_enable_ptrauth`. ATA stays 0: MTE's registers trap.
+    pub hcr: u64,
+    /// CPTR_EL2: FP/SIMD untrapped (EL2 never uses it), SVE untrapped where the CPU has it;
+    /// SME (TSM), trace (TTA) and the activity monitors (TAM) trapped. TAM and TTA are set
+    /// regardless, as KVM's `__activate_cptr_traps`.
+    pub cptr: u64,
+    /// ZCR_EL2 when the CPU has SVE: LEN = 0xf lets EL1 pick any vector length the CPU has
+    /// (the effective length is capped at the implemented maximum).
+    pub zcr: Option<u64>,
+    /// MDCR_EL2: the PMU trapped (TPM, TPMCR: UNDEFINED for the guest) with HPMN = PMCR_EL0.N
+    /// (no counter reserved for EL2) and EL2 not counting (HPMD, HCCD); SPE (TPMS, E2PB = 0),
+    /// the trace buffer (E2TB = 0) and the trace filter (TTRF) trapped. Debug (TDA, TDOSA,
+    /// TDRA, TDE) untrapped. Each bit only where the CPU has the feature (RES0 otherwise).
+    pub mdcr: u64,
+    /// FEAT_FGT / FEAT_FGT2: the fine-grained trap registers to zero (they reset UNKNOWN).
+    pub fgt: u64,
+    /// HAFGRTR_EL2 exists (FEAT_FGT with FEAT_AMUv1p1).
+    pub amu_fgt: bool,
+    /// HCRX_EL2 (FEAT_HCX) to zero: MOPS, LS64, TCR2, SCTLR2, GCS, FPMR, D128 stay off.
+    pub hcrx: Option<u64>,
+    /// MPAM2_EL2 when the CPU has MPAM: EL1/EL0 accesses trapped, as KVM's
+    /// `__activate_traps_mpam`.
+    pub mpam2: Option<u64>,
+}
+
+impl El2Controls {
+    /// For `cpu`; `pmcr_n` reads PMCR_EL0.N (called only when the CPU has a PMUv3).
+    pub fn for_cpu(cpu: &HostCpu, pmcr_n: impl FnOnce() -> u64) -> Self {
+        let mut hcr = HCR_TID3 | HCR_TLOR; // TLOR: RES0 without LOR, set anyway as KVM does
+        if cpu.ras {
+            hcr |= HCR_TERR;
+        }
+        if cpu.pauth {
+            hcr |= HCR_API | HCR_APK;
+        }
+        let mut cptr = CPTR_RES1 | CPTR_TSM | CPTR_TTA | CPTR_TAM;
+        if !cpu.sve {
+            cptr |= CPTR_TZ;
+        }
+        let mut mdcr = 0;
+        if cpu.pmu_ver != 0 {
+            mdcr |= (pmcr_n() & 0x1f) | MDCR_TPM | MDCR_TPMCR;
+            if cpu.pmu_ver >= 4 {
+                mdcr |= MDCR_HPMD; // FEAT_PMUv3p1
+            }
+            if cpu.pmu_ver >= 6 {
+                mdcr |= MDCR_HCCD; // FEAT_PMUv3p5
+            }
+        }
+        if cpu.spe {
+            mdcr |= MDCR_TPMS;
+        }
+        if cpu.trace_filter {
+            mdcr |= MDCR_TTRF;
+        }
+        Self {
+            hcr,
+            cptr,
+            zcr: cpu.sve.then_some(0xf),
+            mdcr,
+            fgt: cpu.fgt,
+            amu_fgt: cpu.fgt >= 1 && cpu.amu_v1p1,
+            hcrx: cpu.hcx.then_some(0),
+            mpam2: cpu.mpam.then_some(MPAM2_TRAPMPAM1EL1 | MPAM2_TRAPMPAM0EL1),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -381,7 +520,7 @@ mod tests {
     const MAX_PFR1: u64 = 0x0000_0000_0101_0321; // BT, SSBS 2, MTE 3, SME 1
     const MAX_DFR0: u64 = 0x0000_0001_f210_f609; // PMUVer 6, PMSVer 1, DebugVer 9
     const MAX_ISAR1: u64 = 0x0011_1112_1110_0051; // APA 5, GPA 1
-    const MAX_MMFR1: u64 = 0x0001_0010_1012_2122; // VH, LO, HCX, HAFDBS 2
+    const MAX_MMFR1: u64 = 0x0001_0110_1012_2122; // VH, LO, HCX, HAFDBS 2
     const MAX_MMFR0: u64 = 0x1100_0000_0000_5125; // PARange 48, FGT, ECV 1
 
     #[test]
@@ -513,6 +652,80 @@ mod tests {
                 assert!(!overlap, "{a:?} overlaps {b:?}");
             }
         }
+    }
+
+    fn host(regs: &[((u8, u8), u64)]) -> HostCpu {
+        HostCpu::from_id_registers(|reg| {
+            regs.iter().find(|(r, _)| *r == reg).map_or(0, |&(_, v)| v)
+        })
+    }
+
+    /// QEMU's cortex-a72: PMUv3 (PMUVer 1), nothing newer.
+    fn cortex_a72() -> HostCpu {
+        host(&[(PFR0, 0x1122), (DFR0, 0x1010_1106), (MMFR0, 0x1124)])
+    }
+
+    fn max() -> HostCpu {
+        host(&[
+            (PFR0, MAX_PFR0),
+            (PFR1, MAX_PFR1),
+            (DFR0, MAX_DFR0),
+            (ISAR1, MAX_ISAR1),
+            (MMFR0, MAX_MMFR0),
+            (MMFR1, MAX_MMFR1),
+        ])
+    }
+
+    #[test]
+    fn cpu_features_el2_controls_on_a_plain_armv8_0_cpu() {
+        let c = El2Controls::for_cpu(&cortex_a72(), || 6);
+        assert_eq!(
+            c.hcr,
+            HCR_TID3 | HCR_TLOR,
+            "no RAS, no pointer auth: RES0 bits left 0"
+        );
+        assert_eq!(c.cptr, CPTR_RES1 | CPTR_TZ | CPTR_TSM | CPTR_TTA | CPTR_TAM);
+        assert_eq!(c.zcr, None);
+        assert_eq!(c.mdcr, 6 | MDCR_TPM | MDCR_TPMCR, "HPMN = N, PMU trapped");
+        assert_eq!((c.fgt, c.amu_fgt, c.hcrx, c.mpam2), (0, false, None, None));
+    }
+
+    #[test]
+    fn cpu_features_el2_controls_on_max() {
+        let c = El2Controls::for_cpu(&max(), || 6);
+        assert_eq!(c.hcr, HCR_TID3 | HCR_TLOR | HCR_TERR | HCR_API | HCR_APK);
+        assert_eq!(c.cptr & CPTR_TZ, 0, "SVE untrapped");
+        assert_ne!(c.cptr & CPTR_TSM, 0, "SME trapped");
+        assert_eq!(c.zcr, Some(0xf));
+        let want = 6 | MDCR_TPM | MDCR_TPMCR | MDCR_HPMD | MDCR_HCCD | MDCR_TPMS;
+        assert_eq!(c.mdcr, want, "PMU and SPE trapped, EL2 not counted");
+        assert_eq!(c.fgt, 1);
+        assert_eq!(c.hcrx, Some(0));
+        assert_eq!(c.mpam2, Some(MPAM2_TRAPMPAM1EL1 | MPAM2_TRAPMPAM0EL1));
+    }
+
+    #[test]
+    fn cpu_features_el2_controls_without_a_pmu_never_read_pmcr() {
+        let no_pmu = HostCpu {
+            pmu_ver: 0,
+            ..cortex_a72()
+        };
+        let c = El2Controls::for_cpu(&no_pmu, || panic!("PMCR_EL0 read without a PMU"));
+        assert_eq!(c.mdcr, 0);
+        let imp_def_pmu = host(&[(DFR0, 0xf00)]);
+        assert_eq!(imp_def_pmu.pmu_ver, 0, "PMUVer 0xf is not a PMUv3");
+    }
+
+    #[test]
+    fn cpu_features_pointer_auth_is_any_of_its_fields() {
+        assert!(
+            !host(&[(ISAR1, 0x000f_f00f)]).pauth,
+            "JSCVT, FCMA, DPB are not PAuth"
+        );
+        for isar1 in [0x10, 0x100, 0x100_0000, 0x1000_0000] {
+            assert!(host(&[(ISAR1, isar1)]).pauth, "{isar1:#x}");
+        }
+        assert!(host(&[(ISAR2, 0x1000)]).pauth, "APA3");
     }
 
     #[test]

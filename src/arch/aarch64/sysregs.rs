@@ -6,6 +6,8 @@
 
 use aarch64_cpu::registers::*;
 
+use crate::hyp::cpu_features::{El2Controls, HostCpu};
+
 /// The EL1 registers a guest owns.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct El1State {
@@ -83,59 +85,12 @@ impl El1State {
     }
 }
 
-/// An ID register field of this CPU (4 bits at `lsb`).
-fn cpu_field(crm: u8, op2: u8, lsb: u32) -> u64 {
-    (id_register(crm, op2) >> lsb) & 0xf
-}
-
-/// What this CPU implements, as far as the EL2 controls below depend on it (read at run time:
-/// an EL2 register of a feature the CPU lacks is UNDEFINED, a control bit of one is RES0).
-struct CpuHas {
-    sve: bool,
-    ras: bool,
-    mpam: bool,
-    pauth: bool,
-    /// ID_AA64DFR0_EL1.PMUVer when it is an Arm PMUv3 (1..=0xe), else 0.
-    pmu_ver: u64,
-    spe: bool,
-    trace_filter: bool,
-    /// ID_AA64MMFR0_EL1.FGT: 1 FEAT_FGT, 2 FEAT_FGT2.
-    fgt: u64,
-    amu_v1p1: bool,
-    hcx: bool,
-}
-
-impl CpuHas {
-    fn read() -> Self {
-        let pmu = cpu_field(5, 0, 8);
-        let isar1 = id_register(6, 1);
-        let isar2 = id_register(6, 2);
-        Self {
-            sve: cpu_field(4, 0, 32) != 0,
-            ras: cpu_field(4, 0, 28) != 0,
-            mpam: cpu_field(4, 0, 40) != 0 || cpu_field(4, 1, 16) != 0,
-            // ISAR1 APA [7:4], API [11:8], GPA [27:24], GPI [31:28]; ISAR2 GPA3 [11:8], APA3
-            // [15:12].
-            pauth: isar1 & 0xff00_0ff0 != 0 || isar2 & 0xff00 != 0,
-            pmu_ver: if pmu == 0xf { 0 } else { pmu },
-            spe: cpu_field(5, 0, 32) != 0,
-            trace_filter: cpu_field(5, 0, 40) != 0,
-            fgt: cpu_field(7, 0, 56),
-            amu_v1p1: cpu_field(4, 0, 44) >= 2,
-            hcx: cpu_field(7, 1, 40) != 0,
-        }
-    }
-}
-
 /// HCR_EL2 while a guest runs: 64-bit EL1, stage-2 on, physical IRQ/FIQ/SError routed to
 /// EL2 (and virtual ones delivered to the guest), guest TLB/cache maintenance broadcast
 /// inner-shareable, WFI and SMC trapped. WFE is not trapped: each vCPU owns its physical CPU.
-/// The feature decisions of `hyp::cpu_features`: TID3 traps the ID registers (answered
-/// sanitised), TLOR the LORegions, TERR the RAS error records (both hidden); API/APK leave
-/// pointer authentication and its keys (EL1 registers of the pinned CPU) to the guest, as
-/// KVM's `kvm_vcpu_enable_ptrauth`; ATA = 0 traps MTE's registers (hidden).
-fn guest_hcr(has: &CpuHas) -> u64 {
-    let mut hcr = HCR_EL2::RW::EL1IsAarch64
+/// `El2Controls::hcr` adds the feature traps.
+fn guest_hcr_base() -> u64 {
+    (HCR_EL2::RW::EL1IsAarch64
         + HCR_EL2::VM::Enable
         + HCR_EL2::SWIO::SET
         + HCR_EL2::FMO::EnableVirtualFIQ
@@ -144,75 +99,63 @@ fn guest_hcr(has: &CpuHas) -> u64 {
         + HCR_EL2::FB::SET
         + HCR_EL2::BSU::InnerShareable
         + HCR_EL2::TWI::SET
-        + HCR_EL2::TSC::EnableTrapEl1SmcToEl2
-        + HCR_EL2::TID3::SET
-        // RES0 without FEAT_LOR, set regardless as KVM's HCR_GUEST_FLAGS does.
-        + HCR_EL2::TLOR::SET;
-    if has.ras {
-        hcr += HCR_EL2::TERR::SET;
-    }
-    if has.pauth {
-        hcr += HCR_EL2::API::DisableTrapPointerAuthInstToEl2
-            + HCR_EL2::APK::DisableTrapPointerAuthKeyRegsToEl2;
-    }
-    hcr.value
+        + HCR_EL2::TSC::EnableTrapEl1SmcToEl2)
+        .value
 }
-
-// CPTR_EL2 (E2H = 0 layout, Arm ARM D24.2.29): RES1 bits [7:0], 9, 13; TZ bit 8 (RES1
-// without SVE); TSM bit 12 (RES1 without SME); TFP bit 10; TTA bit 20; TAM bit 30.
-const CPTR_EL2_RES1: u64 = 0xff | (1 << 9) | (1 << 13);
-const CPTR_EL2_TZ: u64 = 1 << 8;
-const CPTR_EL2_TSM: u64 = 1 << 12;
-const CPTR_EL2_TTA: u64 = 1 << 20;
-const CPTR_EL2_TAM: u64 = 1 << 30;
 
 /// Writes `value` to the EL2 register named `$reg` (the generic S3_4_... name where
 /// aarch64-cpu has no accessor).
 macro_rules! msr {
     ($reg:literal, $value:expr) => {
         // SAFETY: an EL2 control register that only changes what the guest may do (traps and
-        // limits); the caller checked the CPU implements it.
+        // limits); `El2Controls` asks for it only when the CPU implements it.
         unsafe {
             core::arch::asm!(concat!("msr ", $reg, ", {}"), in(reg) $value, options(nomem, nostack))
         }
     };
 }
 
+/// PMCR_EL0.N, the number of event counters (read only on a CPU with a PMUv3).
+fn pmcr_n() -> u64 {
+    let pmcr: u64;
+    // SAFETY: reading PMCR_EL0 at EL2 has no side effects (aarch64-cpu has no accessor).
+    unsafe {
+        core::arch::asm!(
+            "mrs {}, pmcr_el0",
+            out(reg) pmcr,
+            options(nomem, nostack, preserves_flags)
+        )
+    };
+    (pmcr >> 11) & 0x1f
+}
+
 /// Programs this CPU's EL2 controls for running `vcpu_index` of a guest: every control
 /// register the guest's view depends on is written in full here (none is left at its reset
-/// value, which for HCR_EL2, MDCR_EL2 and the fine-grained traps is UNKNOWN).
+/// value, which for HCR_EL2, MDCR_EL2 and the fine-grained traps is UNKNOWN). What to trap is
+/// decided by `hyp::cpu_features::El2Controls` from this CPU's ID registers.
 pub fn activate_traps(vcpu_index: u64) {
-    let has = CpuHas::read();
-    HCR_EL2.set(guest_hcr(&has));
-    // FP/SIMD untrapped (EL2 never uses it), SVE untrapped where the CPU has it; SME (TSM),
-    // trace (TTA) and the activity monitors (TAM) trapped: hidden from the guest. TAM and
-    // TTA are set regardless, as KVM's `__activate_cptr_traps`.
-    let mut cptr = CPTR_EL2_RES1 | CPTR_EL2_TSM | CPTR_EL2_TTA | CPTR_EL2_TAM;
-    if !has.sve {
-        cptr |= CPTR_EL2_TZ;
+    let cpu = HostCpu::from_id_registers(|(crm, op2)| id_register(crm, op2));
+    let c = El2Controls::for_cpu(&cpu, pmcr_n);
+    HCR_EL2.set(guest_hcr_base() | c.hcr);
+    CPTR_EL2.set(c.cptr);
+    if let Some(zcr) = c.zcr {
+        msr!("S3_4_C1_C2_0", zcr); // ZCR_EL2
     }
-    CPTR_EL2.set(cptr);
-    if has.sve {
-        // ZCR_EL2.LEN = 0xf: EL1 may choose any vector length the CPU implements
-        // (ZCR_EL2 "LEN", the effective length is capped at the implemented maximum).
-        msr!("S3_4_C1_C2_0", 0xf_u64);
-    }
-    MDCR_EL2.set(guest_mdcr(&has));
-    if has.fgt >= 1 {
-        // FEAT_FGT: HFGRTR_EL2, HFGWTR_EL2, HFGITR_EL2, HDFGRTR_EL2, HDFGWTR_EL2 reset
-        // UNKNOWN. 0 traps nothing but the negative-polarity ("n") bits, whose registers
-        // belong to hidden features (SME's TPIDR2/SMPRI, PIE/POE, GCS, LS64, THE).
+    MDCR_EL2.set(c.mdcr);
+    if c.fgt >= 1 {
+        // FEAT_FGT: HFGRTR_EL2, HFGWTR_EL2, HFGITR_EL2, HDFGRTR_EL2, HDFGWTR_EL2. 0 traps
+        // nothing but the negative-polarity ("n") bits, whose registers belong to hidden
+        // features (SME's TPIDR2/SMPRI, PIE/POE, GCS, LS64, THE, BRBE).
         msr!("S3_4_C1_C1_4", 0_u64);
         msr!("S3_4_C1_C1_5", 0_u64);
         msr!("S3_4_C1_C1_6", 0_u64);
         msr!("S3_4_C3_C1_4", 0_u64);
         msr!("S3_4_C3_C1_5", 0_u64);
-        if has.amu_v1p1 {
-            // HAFGRTR_EL2 (FEAT_FGT with FEAT_AMUv1p1); CPTR_EL2.TAM traps the AMU anyway.
-            msr!("S3_4_C3_C1_6", 0_u64);
-        }
     }
-    if has.fgt >= 2 {
+    if c.amu_fgt {
+        msr!("S3_4_C3_C1_6", 0_u64); // HAFGRTR_EL2; CPTR_EL2.TAM traps the AMU anyway
+    }
+    if c.fgt >= 2 {
         // FEAT_FGT2: HDFGRTR2_EL2, HDFGWTR2_EL2, HFGRTR2_EL2, HFGWTR2_EL2, HFGITR2_EL2.
         msr!("S3_4_C3_C1_0", 0_u64);
         msr!("S3_4_C3_C1_1", 0_u64);
@@ -220,16 +163,11 @@ pub fn activate_traps(vcpu_index: u64) {
         msr!("S3_4_C3_C1_3", 0_u64);
         msr!("S3_4_C3_C1_7", 0_u64);
     }
-    if has.hcx {
-        // HCRX_EL2 (FEAT_HCX) resets UNKNOWN: 0 keeps MOPS (MSCEn), LS64 (EnALS/EnAS0/
-        // EnASR), TCR2_EL1 (TCR2En), SCTLR2_EL1 (SCTLR2En), GCS, FPMR (EnFPM), D128 off,
-        // all hidden from the guest.
-        msr!("S3_4_C1_C2_2", 0_u64);
+    if let Some(hcrx) = c.hcrx {
+        msr!("S3_4_C1_C2_2", hcrx); // HCRX_EL2
     }
-    if has.mpam {
-        // MPAM2_EL2: TRAPMPAM1EL1 (bit 48) and TRAPMPAM0EL1 (bit 49), as KVM's
-        // `__activate_traps_mpam`: MPAM is hidden.
-        msr!("S3_4_C10_C5_0", (1_u64 << 48) | (1 << 49));
+    if let Some(mpam2) = c.mpam2 {
+        msr!("S3_4_C10_C5_0", mpam2); // MPAM2_EL2
     }
     // The guest reads the physical counter; its timer is the virtual one (EL1PCEN = 0 traps
     // CNTP_* so it cannot program the physical timer).
@@ -242,43 +180,6 @@ pub fn activate_traps(vcpu_index: u64) {
     // accessor for it).
     unsafe { core::arch::asm!("msr vpidr_el2, {}", in(reg) midr, options(nomem, nostack)) };
     aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
-}
-
-/// MDCR_EL2 while a guest runs (Arm ARM D24.2.106). The PMU is hidden: TPM and TPMCR trap
-/// every PMU access (UNDEFINED for the guest), HPMN = PMCR_EL0.N (all counters; a smaller
-/// value is what "reserving" counters for EL2 means), HPMD / HCCD stop EL2 from counting.
-/// SPE (TPMS, E2PB = 0), the trace buffer (E2TB = 0) and the trace filter (TTRF) trap to EL2:
-/// hidden. Debug (TDA, TDOSA, TDRA, TDE) stays untrapped. Each bit only where the CPU has the
-/// feature (RES0 otherwise).
-fn guest_mdcr(has: &CpuHas) -> u64 {
-    let mut mdcr = 0;
-    if has.pmu_ver != 0 {
-        let pmcr: u64;
-        // SAFETY: reading PMCR_EL0 at EL2 (PMUv3 implemented) has no side effects
-        // (aarch64-cpu has no accessor for it).
-        unsafe {
-            core::arch::asm!(
-                "mrs {}, pmcr_el0",
-                out(reg) pmcr,
-                options(nomem, nostack, preserves_flags)
-            )
-        };
-        let n = (pmcr >> 11) & 0x1f;
-        mdcr |= n | (1 << 5) | (1 << 6); // HPMN, TPMCR, TPM
-        if has.pmu_ver >= 4 {
-            mdcr |= 1 << 17; // HPMD (FEAT_PMUv3p1)
-        }
-        if has.pmu_ver >= 6 {
-            mdcr |= 1 << 23; // HCCD (FEAT_PMUv3p5)
-        }
-    }
-    if has.spe {
-        mdcr |= 1 << 14; // TPMS; E2PB = 0b00: the profiling buffer is EL2's
-    }
-    if has.trace_filter {
-        mdcr |= 1 << 19; // TTRF
-    }
-    mdcr
 }
 
 /// Reads ID register `S3_0_C0_C<crm>_<op2>` (CRm 1..7). The reserved encodings of this space
