@@ -6,9 +6,9 @@
 //! when its state lives only in EL1/EL0 registers of the guest's own physical CPU (a vCPU is
 //! pinned to it and EL2 never touches that state) and nothing at EL2 traps it; otherwise it is
 //! hidden (0) and [`El2Controls`] (written by `arch::sysregs::activate_traps`) keeps it
-//! trapped, so using it anyway is UNDEFINED, as on a CPU without it. Fields no row names read as 0, and so do the reserved
-//! encodings and whole registers no row names: a feature Bulkhead has not decided on is not
-//! offered. This is KVM's model (arch/arm64/kvm/sys_regs.c `read_sanitised_id_*`,
+//! trapped, so using it anyway is UNDEFINED, as on a CPU without it. Fields no row names read
+//! as 0, and so do the reserved encodings and whole registers no row names: a feature Bulkhead
+//! has not decided on is not offered. This is KVM's model (arch/arm64/kvm/sys_regs.c `read_sanitised_id_*`,
 //! `sanitise_id_aa64*`) with Bulkhead's own choices.
 
 use crate::guest_layout::GicVersion;
@@ -19,7 +19,7 @@ use crate::hyp::exit::SysRegId;
 pub enum Policy {
     /// The hardware's value.
     Pass,
-    /// 0: not implemented (for the signed fields where 0 means "implemented", no row hides).
+    /// 0: not implemented. (No row hides a field where 0 means implemented, e.g. TGran4.)
     Hide,
     /// The hardware's value, at most this (unsigned fields).
     Cap(u64),
@@ -79,7 +79,7 @@ const fn whole(reg: (u8, u8), policy: Policy) -> Field {
 
 use Policy::{Cap, GicSysregs, Hide, IpaSize, Pass};
 
-// Registers: (CRm, op2), Arm ARM (DDI 0487) D24.2 register descriptions.
+// Registers: (CRm, op2), as the Arm ARM (DDI 0487) describes each ID register.
 pub const ID_PFR0: (u8, u8) = (1, 0);
 pub const ID_PFR1: (u8, u8) = (1, 1);
 pub const ID_DFR0: (u8, u8) = (1, 2);
@@ -252,13 +252,13 @@ pub const POLICY: &[Field] = &[
     f(MMFR2, 56, Hide), // EVT: EL2 trap controls
     f(MMFR2, 60, Pass), // E0PD
     // --- AArch32 ID registers (for an AArch32 EL0): as the AArch64 decisions above ---
-    f(ID_PFR0, 0, Pass), // State0..3, CSV2, DIT: as the CPU
-    f(ID_PFR0, 4, Pass),
-    f(ID_PFR0, 8, Pass),
-    f(ID_PFR0, 12, Pass),
-    f(ID_PFR0, 16, Cap(1)), // CSV2: as the AArch64 CSV2
-    f(ID_PFR0, 20, Hide),   // AMU: hidden
-    f(ID_PFR0, 24, Pass),
+    f(ID_PFR0, 0, Pass),        // State0
+    f(ID_PFR0, 4, Pass),        // State1
+    f(ID_PFR0, 8, Pass),        // State2
+    f(ID_PFR0, 12, Pass),       // State3
+    f(ID_PFR0, 16, Cap(1)),     // CSV2: as the AArch64 CSV2
+    f(ID_PFR0, 20, Hide),       // AMU: hidden
+    f(ID_PFR0, 24, Pass),       // DIT
     f(ID_PFR0, 28, Hide),       // RAS: hidden
     f(ID_PFR1, 0, Pass),        // ProgMod
     f(ID_PFR1, 4, Pass),        // Security
@@ -305,7 +305,7 @@ pub const POLICY: &[Field] = &[
     f(ID_MMFR5, 4, Pass), // nTLBPA
 ];
 
-/// Whether `id` is in the ID register space HCR_EL2.TID3 traps (Arm ARM D19.2.48, HCR_EL2.TID3:
+/// Whether `id` is in the ID register space HCR_EL2.TID3 traps (Arm ARM, HCR_EL2.TID3:
 /// op0 = 3, op1 = 0, CRn = 0, CRm = 1..7, every op2, the reserved encodings too).
 pub const fn is_id_register(id: SysRegId) -> bool {
     id.op0 == 3 && id.op1 == 0 && id.crn == 0 && id.crm >= 1 && id.crm <= 7
@@ -397,20 +397,20 @@ impl HostCpu {
     }
 }
 
-// HCR_EL2 bits (Arm ARM D24.2.48).
+// HCR_EL2 bits (Arm ARM, HCR_EL2).
 pub const HCR_TID3: u64 = 1 << 18;
 pub const HCR_TLOR: u64 = 1 << 35;
 pub const HCR_TERR: u64 = 1 << 36;
 pub const HCR_APK: u64 = 1 << 40;
 pub const HCR_API: u64 = 1 << 41;
-// CPTR_EL2 with E2H = 0 (D24.2.29): RES1 bits [7:0], 9, 13; TZ bit 8 (RES1 without SVE);
+// CPTR_EL2 with E2H = 0 (Arm ARM, CPTR_EL2): RES1 bits [7:0], 9, 13; TZ bit 8 (RES1 without SVE);
 // TSM bit 12 (RES1 without SME); TFP bit 10; TTA bit 20; TAM bit 30.
 pub const CPTR_RES1: u64 = 0xff | (1 << 9) | (1 << 13);
 pub const CPTR_TZ: u64 = 1 << 8;
 pub const CPTR_TSM: u64 = 1 << 12;
 pub const CPTR_TTA: u64 = 1 << 20;
 pub const CPTR_TAM: u64 = 1 << 30;
-// MDCR_EL2 (D24.2.106).
+// MDCR_EL2 (Arm ARM, MDCR_EL2).
 pub const MDCR_TPMCR: u64 = 1 << 5;
 pub const MDCR_TPM: u64 = 1 << 6;
 pub const MDCR_TPMS: u64 = 1 << 14;
