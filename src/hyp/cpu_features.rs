@@ -432,7 +432,7 @@ pub struct El2Controls {
     pub hcr: u64,
     /// CPTR_EL2: FP/SIMD untrapped (EL2 never uses it), SVE untrapped where the CPU has it;
     /// SME (TSM), trace (TTA) and the activity monitors (TAM) trapped. TAM and TTA are set
-    /// regardless, as KVM's `__activate_cptr_traps`.
+    /// regardless, as KVM's `__activate_cptr_traps_nvhe`.
     pub cptr: u64,
     /// ZCR_EL2 when the CPU has SVE: LEN = 0xf lets EL1 pick any vector length the CPU has
     /// (the effective length is capped at the implemented maximum).
