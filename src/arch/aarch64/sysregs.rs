@@ -182,8 +182,8 @@ pub fn activate_traps(vcpu_index: u64) {
     aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
 }
 
-/// Reads ID register `S3_0_C0_C<crm>_<op2>` (CRm 1..7). Only the allocated encodings are
-/// read (an older CPU may not treat a newer one as RAZ): unknown → 0.
+/// Reads ID register `S3_0_C0_C<crm>_<op2>` (CRm 1..7). The unallocated encodings of this
+/// space are RAZ; they, and anything outside it, give 0 without an access.
 pub fn id_register(crm: u8, op2: u8) -> u64 {
     macro_rules! read_id {
         ($(($crm:literal, $op2:literal)),* $(,)?) => {
