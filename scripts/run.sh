@@ -2,13 +2,16 @@
 # Runs Bulkhead under QEMU, by default with Debian's arm64 Linux kernel and a busybox initramfs
 # as its guest. Installs what is missing on a fresh Debian 12 machine first.
 #
-#   scripts/run.sh [--board virt|rpi4] [--gic 2|3] [--smp N] [--no-guest]
+#   scripts/run.sh [--board virt|rpi4] [--gic 2|3] [--smp N] [--cpu MODEL] [--no-guest]
 #                  [--kernel PATH] [--initrd PATH] [--append "GUEST CMDLINE"] [--mem SIZE]
 #                  [--hyp-append "BULKHEAD BOOTARGS"] [--image PATH] [--icount]
 #                  [--vm "name=domU1,kernel=PATH[,initrd=PATH][,cpus=N][,mem=SIZE]
 #                        [,affinity=CPUS][,append=GUEST CMDLINE]"]...
 #                  [-- EXTRA QEMU ARGS]
 #       scripts/run.sh --sdcard CARD.img [-- EXTRA QEMU ARGS]
+#
+# --cpu picks QEMU's CPU model on virt (default cortex-a72; `qemu-system-aarch64 -M virt -cpu
+# help` lists them; cortex-a53, -a57, -a72, -a76, neoverse-n1, -v1 and max are tested).
 #
 # --sdcard boots a Raspberry Pi 4 card (scripts/mkimage-rpi4.sh) the way its firmware would,
 # from the card's own files (read with mtools; scripts/boot-sdcard.sh): config.txt's kernel= as
@@ -27,13 +30,14 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 board=virt gic=3 smp=4 guest=1 kernel="" initrd="" append="" mem=512M hyp_append="" image=""
 icount=0 qemu_cpus="" virt_ext=on kernel_addr=0x50000000 initrd_addr=0x58000000 sdcard=""
-extra=() vms=()
+extra=() vms=() cpu=cortex-a72
 caller_dir=$OLDPWD   # `cd` above: relative --vm paths are the caller's
 while [ $# -gt 0 ]; do
     case "$1" in
         --board) board=$2; shift 2 ;;
         --gic) gic=$2; shift 2 ;;
         --smp) smp=$2; shift 2 ;;
+        --cpu) cpu=$2; shift 2 ;;
         --qemu-smp) qemu_cpus=$2; shift 2 ;;
         --no-guest) guest=0; shift ;;
         --kernel) kernel=$2; shift 2 ;;
@@ -85,7 +89,7 @@ case "$board" in
         # Host RAM layout: the hypervisor at 0x40080000, QEMU's DTB at 0x48000000 (RAM base +
         # 128 MiB), the guest modules at 0x50000000 (kernel) and 0x58000000 (initrd), and the
         # guest's RAM at the top, above 0x60000000.
-        qemu+=(-M "virt,virtualization=$virt_ext,gic-version=$gic" -cpu cortex-a72
+        qemu+=(-M "virt,virtualization=$virt_ext,gic-version=$gic" -cpu "$cpu"
                -smp "${qemu_cpus:-$smp}" -m "$(( mem_mib + 512 + 256 ))M")
         ;;
     rpi4)
@@ -118,7 +122,7 @@ if [ ${#vms[@]} -gt 0 ]; then
     for spec in "${vms[@]}"; do vm_args+=(--vm "$spec"); done
     repo=$PWD
     mapfile -t loaders < <(cd "$caller_dir" && "$repo/scripts/mkdom0less.sh" --out "$dtb" \
-        --gic "$gic" --smp "${qemu_cpus:-$smp}" --mem "$host_mib" "${vm_args[@]}")
+        --gic "$gic" --cpu "$cpu" --smp "${qemu_cpus:-$smp}" --mem "$host_mib" "${vm_args[@]}")
     [ ${#loaders[@]} -gt 0 ] || { echo "run.sh: could not build the dom0less DTB" >&2; exit 2; }
     # The same machine, with the DTB that names the VMs and the files where it says.
     for i in "${!qemu[@]}"; do

@@ -370,6 +370,7 @@ fn assert_probe(r: &Run) {
     r.assert_contains("PROBE: PASS secondary_cpu_off_did_not_return_round2");
     r.assert_contains("PROBE: PASS ptimer_istatus_rises");
     r.assert_contains("PROBE: PASS ptimer_tval_write_sets_cval");
+    r.assert_contains("PROBE: PASS id_aa64pfr0_el2_hidden");
     r.assert_contains("bulkhead: guest powered off");
     r.assert_exit_ok();
 }
@@ -1278,4 +1279,102 @@ fn shm_linux_sees_reserved_memory_and_uses_it_via_dev_mem() {
     r.assert_contains("xen,shared-memory-v1");
     r.assert_contains("got-0xCAFE1234-0x00005EED");
     r.assert_exit_ok();
+}
+
+// ---- CPU models ------------------------------------------------------------------
+// Debian's kernel on every CPU model QEMU offers: the guest sees a feature that works or none
+// (the ID registers are sanitised by `hyp::cpu_features`), so it boots to its checks and never
+// touches a trapped feature (Bulkhead would log the trapped access).
+
+/// The smoke boot on QEMU CPU `model`, GIC `gic`, 2 vCPUs; returns the run for more checks.
+fn assert_cpu_model_boots(model: &str, gic: &str) -> Run {
+    let r = run_smoke(&["--cpu", model, "--gic", gic, "--smp", "2"]);
+    assert_smoke(&r, 2);
+    r.assert_lacks("trapped MRS");
+    r.assert_lacks("trapped MSR");
+    r.assert_lacks("SANITY CHECK");
+    r.assert_lacks("Memory Tagging");
+    r.assert_lacks("Scalable Matrix Extension");
+    r.assert_lacks("Activity Monitors");
+    r
+}
+
+#[test]
+fn linux_cpu_cortex_a53_gicv3() {
+    assert_cpu_model_boots("cortex-a53", "3");
+}
+
+#[test]
+fn linux_cpu_cortex_a57_gicv3() {
+    assert_cpu_model_boots("cortex-a57", "3");
+}
+
+#[test]
+fn linux_cpu_cortex_a72_gicv3() {
+    assert_cpu_model_boots("cortex-a72", "3");
+}
+
+#[test]
+fn linux_cpu_cortex_a76_gicv3() {
+    assert_cpu_model_boots("cortex-a76", "3");
+}
+
+#[test]
+fn linux_cpu_neoverse_n1_gicv3() {
+    assert_cpu_model_boots("neoverse-n1", "3");
+}
+
+#[test]
+fn linux_cpu_neoverse_v1_gicv3() {
+    let r = assert_cpu_model_boots("neoverse-v1", "3");
+    r.assert_contains("CPU features: detected: Scalable Vector Extension");
+}
+
+#[test]
+fn linux_cpu_max_gicv3() {
+    let r = assert_cpu_model_boots("max", "3");
+    // Exposed and working: SVE (CPTR_EL2.TZ = 0), pointer authentication (HCR_EL2.API/APK).
+    r.assert_contains("CPU features: detected: Scalable Vector Extension");
+    r.assert_contains("CPU features: detected: Address authentication");
+    r.assert_contains("CPU features: detected: Generic authentication");
+    r.assert_contains("CPU features: detected: GIC system register CPU interface");
+}
+
+#[test]
+fn linux_cpu_max_gicv2() {
+    let r = assert_cpu_model_boots("max", "2");
+    r.assert_contains("CPU features: detected: Scalable Vector Extension");
+    r.assert_lacks("GIC system register CPU interface");
+}
+
+/// The probe's CPU checks (no EL2, the guest's GIC, no PMU and PMU accesses UNDEFINED,
+/// read-only ID registers) on the richest CPU, with each GIC.
+fn assert_probe_cpu_features_on_max(gic: &str) {
+    let probe = probe();
+    let r = run(
+        &[
+            "--kernel", &probe, "--cpu", "max", "--gic", gic, "--smp", "2", "--mem", "256M",
+        ],
+        QUICK,
+    );
+    assert_probe(&r);
+    for check in [
+        "id_aa64pfr0_gic_is_the_guests",
+        "id_aa64dfr0_pmu_hidden",
+        "id_reserved_reads_zero",
+        "pmcr_el0_read_undefined",
+        "id_aa64pfr0_write_undefined",
+    ] {
+        r.assert_contains(&format!("PROBE: PASS {check}\n"));
+    }
+}
+
+#[test]
+fn probe_guest_cpu_features_on_max_gicv3() {
+    assert_probe_cpu_features_on_max("3");
+}
+
+#[test]
+fn probe_guest_cpu_features_on_max_gicv2() {
+    assert_probe_cpu_features_on_max("2");
 }

@@ -3,6 +3,7 @@
 //! records what happened — Hafnium's model of a real and a fake architecture behind one
 //! interface, so every exit handler runs as a host unit test.
 
+use crate::hyp::exit::SysRegId;
 use crate::vcpu::request::Kick;
 
 /// The hardware operations the exit handlers, the timer and the console bridge use. `kick`
@@ -38,6 +39,9 @@ pub trait Platform: Kick {
     /// Fills `out` with random bytes from a CSPRNG seeded with the machine's entropy; false
     /// (and `out` untouched) if the machine offered none.
     fn fill_random(&self, out: &mut [u8]) -> bool;
+    /// This CPU's value of ID register `id` (op0 = 3, op1 = 0, CRn = 0, CRm = 1..7), read
+    /// only for the registers `cpu_features::reads_hardware` names; 0 for any other.
+    fn id_register(&self, id: SysRegId) -> u64;
 }
 
 #[cfg(test)]
@@ -64,6 +68,8 @@ pub mod fake {
         pub random_counter: Cell<u8>,
         /// Host RAM: `(base PA, bytes)`.
         pub ram: RefCell<(u64, Vec<u8>)>,
+        /// The "hardware" ID registers; unlisted ones read 0.
+        pub id_registers: RefCell<Vec<(SysRegId, u64)>>,
     }
 
     impl Kick for FakePlatform {
@@ -123,6 +129,10 @@ pub mod fake {
                 self.random_counter.set(n.wrapping_add(1));
             }
             true
+        }
+        fn id_register(&self, id: SysRegId) -> u64 {
+            let regs = self.id_registers.borrow();
+            regs.iter().find(|(r, _)| *r == id).map_or(0, |&(_, v)| v)
         }
     }
 }

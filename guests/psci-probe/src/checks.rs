@@ -128,6 +128,7 @@ pub fn run_all(machine: &Machine, tally: &mut Tally) {
     check_dtb(machine, tally);
     check_versions(tally);
     check_features(tally);
+    check_cpu_features(machine, tally);
     check_unknown_functions(tally);
     check_doorbells(machine, tally);
     check_misc_calls(tally);
@@ -218,6 +219,47 @@ fn check_features(tally: &mut Tally) {
         psci::SMCCC_ARCH_FEATURES,
         feature(0x8000_00FF),
         ret::NOT_SUPPORTED,
+    );
+}
+
+/// The CPU the guest sees (Bulkhead's `hyp::cpu_features`): no EL2, the GIC of the guest's
+/// machine, no PMU (and PMU accesses UNDEFINED), read-only ID registers, reserved ones RAZ.
+fn check_cpu_features(machine: &Machine, tally: &mut Tally) {
+    use crate::hostile::{SysReg, run_word};
+    const ID_AA64PFR0_EL1: SysReg = SysReg::new(3, 0, 0, 4, 0);
+    const ID_AA64DFR0_EL1: SysReg = SysReg::new(3, 0, 0, 5, 0);
+    const ID_RESERVED: SysReg = SysReg::new(3, 0, 0, 4, 3);
+    const PMCR_EL0: SysReg = SysReg::new(3, 3, 9, 12, 0);
+    let read = |reg: SysReg| vectors::capture(|| run_word(reg.mrs_x0(), 0, 0, 0, 0));
+    let field = |value: u64, lsb: u32| (value >> lsb) & 0xf;
+    let class = |r: Result<u64, Fault>| r.err().map_or(u64::MAX, |f| f.class());
+    match read(ID_AA64PFR0_EL1) {
+        Ok(pfr0) => {
+            tally.expect_eq("id_aa64pfr0_el2_hidden", field(pfr0, 8), 0);
+            let want_gic = u64::from(machine.gic_version == 3);
+            tally.expect_eq("id_aa64pfr0_gic_is_the_guests", field(pfr0, 24), want_gic);
+        }
+        Err(f) => tally.fail("id_aa64pfr0_el2_hidden", f.class(), "a value"),
+    }
+    match read(ID_AA64DFR0_EL1) {
+        Ok(dfr0) => tally.expect_eq("id_aa64dfr0_pmu_hidden", field(dfr0, 8), 0),
+        Err(f) => tally.fail("id_aa64dfr0_pmu_hidden", f.class(), "a value"),
+    }
+    tally.expect_eq(
+        "id_reserved_reads_zero",
+        read(ID_RESERVED).unwrap_or(u64::MAX),
+        0,
+    );
+    tally.expect_eq(
+        "pmcr_el0_read_undefined",
+        class(read(PMCR_EL0)),
+        vectors::EC_UNKNOWN,
+    );
+    let write = vectors::capture(|| run_word(ID_AA64PFR0_EL1.msr_x1(), 0, 0, 0, 0));
+    tally.expect_eq(
+        "id_aa64pfr0_write_undefined",
+        class(write),
+        vectors::EC_UNKNOWN,
     );
 }
 
@@ -452,7 +494,11 @@ fn check_physical_timer(tally: &mut Tally) {
     let now = machine::physical_counter();
     machine::write_cntp_ctl(0);
     machine::write_cntp_cval(now + 2000);
-    tally.expect_eq("ptimer_cval_reads_back", machine::read_cntp_cval(), now + 2000);
+    tally.expect_eq(
+        "ptimer_cval_reads_back",
+        machine::read_cntp_cval(),
+        now + 2000,
+    );
     machine::write_cntp_ctl(1); // ENABLE, unmasked
     let mut fired = false;
     for _ in 0..2_000_000 {
@@ -463,7 +509,11 @@ fn check_physical_timer(tally: &mut Tally) {
     }
     tally.expect_eq("ptimer_istatus_rises", u64::from(fired), 1);
     let tval = machine::read_cntp_tval() as u32 as i32;
-    tally.expect_eq("ptimer_tval_negative_after_deadline", u64::from(tval <= 0), 1);
+    tally.expect_eq(
+        "ptimer_tval_negative_after_deadline",
+        u64::from(tval <= 0),
+        1,
+    );
     let before = machine::physical_counter();
     machine::write_cntp_tval(100_000);
     let cval = machine::read_cntp_cval();
@@ -471,7 +521,11 @@ fn check_physical_timer(tally: &mut Tally) {
     let tval_sets_cval = cval >= before + 100_000 && cval <= after + 100_000;
     tally.expect_eq("ptimer_tval_write_sets_cval", u64::from(tval_sets_cval), 1);
     machine::write_cntp_ctl(0b10); // masked, disabled
-    tally.expect_eq("ptimer_ctl_reads_back", machine::read_cntp_ctl() & 0b11, 0b10);
+    tally.expect_eq(
+        "ptimer_ctl_reads_back",
+        machine::read_cntp_ctl() & 0b11,
+        0b10,
+    );
     machine::write_cntp_ctl(0);
 }
 

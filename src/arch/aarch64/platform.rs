@@ -6,6 +6,7 @@
 use super::{cpu, entry, percpu, stage2_hw, sysregs};
 use crate::board::{console, gic};
 use crate::dtb::PhysRange;
+use crate::hyp::exit::SysRegId;
 use crate::hyp::platform::Platform;
 use crate::hyp::timer::VTIMER_INTID;
 use crate::mm::layout::phys_to_linear;
@@ -202,6 +203,14 @@ impl Platform for ArchPlatform {
                 true
             }
             None => false,
+        }
+    }
+
+    fn id_register(&self, id: SysRegId) -> u64 {
+        if crate::hyp::cpu_features::reads_hardware(id) {
+            sysregs::id_register(id.crm, id.op2)
+        } else {
+            0
         }
     }
 

@@ -6,6 +6,8 @@
 
 use aarch64_cpu::registers::*;
 
+use crate::hyp::cpu_features::{El2Controls, HostCpu};
+
 /// The EL1 registers a guest owns.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct El1State {
@@ -86,7 +88,8 @@ impl El1State {
 /// HCR_EL2 while a guest runs: 64-bit EL1, stage-2 on, physical IRQ/FIQ/SError routed to
 /// EL2 (and virtual ones delivered to the guest), guest TLB/cache maintenance broadcast
 /// inner-shareable, WFI and SMC trapped. WFE is not trapped: each vCPU owns its physical CPU.
-pub fn guest_hcr() -> u64 {
+/// `El2Controls::hcr` adds the feature traps.
+fn guest_hcr_base() -> u64 {
     (HCR_EL2::RW::EL1IsAarch64
         + HCR_EL2::VM::Enable
         + HCR_EL2::SWIO::SET
@@ -100,11 +103,72 @@ pub fn guest_hcr() -> u64 {
         .value
 }
 
-/// Programs this CPU's EL2 controls for running `vcpu_index` of a guest.
+/// Writes `value` to the EL2 register named `$reg` (the generic S3_4_... name where
+/// aarch64-cpu has no accessor).
+macro_rules! msr {
+    ($reg:literal, $value:expr) => {
+        // SAFETY: an EL2 control register that only changes what the guest may do (traps and
+        // limits); `El2Controls` asks for it only when the CPU implements it.
+        unsafe {
+            core::arch::asm!(concat!("msr ", $reg, ", {}"), in(reg) $value, options(nomem, nostack))
+        }
+    };
+}
+
+/// PMCR_EL0.N, the number of event counters (read only on a CPU with a PMUv3).
+fn pmcr_n() -> u64 {
+    let pmcr: u64;
+    // SAFETY: reading PMCR_EL0 at EL2 has no side effects (aarch64-cpu has no accessor).
+    unsafe {
+        core::arch::asm!(
+            "mrs {}, pmcr_el0",
+            out(reg) pmcr,
+            options(nomem, nostack, preserves_flags)
+        )
+    };
+    (pmcr >> 11) & 0x1f
+}
+
+/// Programs this CPU's EL2 controls for running `vcpu_index` of a guest: every control
+/// register the guest's view depends on is written in full here (none is left at its reset
+/// value, which for HCR_EL2, MDCR_EL2 and the fine-grained traps is UNKNOWN). What to trap is
+/// decided by `hyp::cpu_features::El2Controls` from this CPU's ID registers.
 pub fn activate_traps(vcpu_index: u64) {
-    HCR_EL2.set(guest_hcr());
-    // FP/SIMD and SVE untrapped for the guest (EL2 never uses them); trace untrapped too.
-    CPTR_EL2.set(0x33ff);
+    let cpu = HostCpu::from_id_registers(|(crm, op2)| id_register(crm, op2));
+    let c = El2Controls::for_cpu(&cpu, pmcr_n);
+    HCR_EL2.set(guest_hcr_base() | c.hcr);
+    CPTR_EL2.set(c.cptr);
+    if let Some(zcr) = c.zcr {
+        msr!("S3_4_C1_C2_0", zcr); // ZCR_EL2
+    }
+    MDCR_EL2.set(c.mdcr);
+    if c.fgt >= 1 {
+        // FEAT_FGT: HFGRTR_EL2, HFGWTR_EL2, HFGITR_EL2, HDFGRTR_EL2, HDFGWTR_EL2. 0 traps
+        // nothing but the negative-polarity ("n") bits, whose registers belong to hidden
+        // features (SME's TPIDR2/SMPRI, PIE/POE, GCS, LS64, THE, BRBE).
+        msr!("S3_4_C1_C1_4", 0_u64);
+        msr!("S3_4_C1_C1_5", 0_u64);
+        msr!("S3_4_C1_C1_6", 0_u64);
+        msr!("S3_4_C3_C1_4", 0_u64);
+        msr!("S3_4_C3_C1_5", 0_u64);
+    }
+    if c.amu_fgt {
+        msr!("S3_4_C3_C1_6", 0_u64); // HAFGRTR_EL2; CPTR_EL2.TAM traps the AMU anyway
+    }
+    if c.fgt >= 2 {
+        // FEAT_FGT2: HDFGRTR2_EL2, HDFGWTR2_EL2, HFGRTR2_EL2, HFGWTR2_EL2, HFGITR2_EL2.
+        msr!("S3_4_C3_C1_0", 0_u64);
+        msr!("S3_4_C3_C1_1", 0_u64);
+        msr!("S3_4_C3_C1_2", 0_u64);
+        msr!("S3_4_C3_C1_3", 0_u64);
+        msr!("S3_4_C3_C1_7", 0_u64);
+    }
+    if let Some(hcrx) = c.hcrx {
+        msr!("S3_4_C1_C2_2", hcrx); // HCRX_EL2
+    }
+    if let Some(mpam2) = c.mpam2 {
+        msr!("S3_4_C10_C5_0", mpam2); // MPAM2_EL2
+    }
     // The guest reads the physical counter; its timer is the virtual one (EL1PCEN = 0 traps
     // CNTP_* so it cannot program the physical timer).
     CNTHCTL_EL2.write(CNTHCTL_EL2::EL1PCTEN::SET + CNTHCTL_EL2::EL1PCEN::CLEAR);
@@ -116,6 +180,75 @@ pub fn activate_traps(vcpu_index: u64) {
     // accessor for it).
     unsafe { core::arch::asm!("msr vpidr_el2, {}", in(reg) midr, options(nomem, nostack)) };
     aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
+}
+
+/// Reads ID register `S3_0_C0_C<crm>_<op2>` (CRm 1..7). The unallocated encodings of this
+/// space are RAZ; they, and anything outside it, give 0 without an access.
+pub fn id_register(crm: u8, op2: u8) -> u64 {
+    macro_rules! read_id {
+        ($(($crm:literal, $op2:literal)),* $(,)?) => {
+            match (crm, op2) {
+                $( ($crm, $op2) => {
+                    let value: u64;
+                    // SAFETY: reading an ID register has no side effects and touches no memory.
+                    unsafe {
+                        core::arch::asm!(
+                            concat!("mrs {}, S3_0_C0_C", stringify!($crm), "_", stringify!($op2)),
+                            out(reg) value,
+                            options(nomem, nostack, preserves_flags)
+                        )
+                    };
+                    value
+                } )*
+                _ => 0,
+            }
+        };
+    }
+    // The allocated AArch32 (CRm 1..3) and AArch64 (CRm 4..7) ID registers as of Armv9.5.
+    read_id!(
+        (1, 0),
+        (1, 1),
+        (1, 2),
+        (1, 3),
+        (1, 4),
+        (1, 5),
+        (1, 6),
+        (1, 7),
+        (2, 0),
+        (2, 1),
+        (2, 2),
+        (2, 3),
+        (2, 4),
+        (2, 5),
+        (2, 6),
+        (2, 7),
+        (3, 0),
+        (3, 1),
+        (3, 2),
+        (3, 4),
+        (3, 5),
+        (3, 6),
+        (4, 0),
+        (4, 1),
+        (4, 2),
+        (4, 4),
+        (4, 5),
+        (4, 7),
+        (5, 0),
+        (5, 1),
+        (5, 2),
+        (5, 4),
+        (5, 5),
+        (6, 0),
+        (6, 1),
+        (6, 2),
+        (6, 3),
+        (7, 0),
+        (7, 1),
+        (7, 2),
+        (7, 3),
+        (7, 4),
+    )
 }
 
 /// ESR_EL2, FAR_EL2, HPFAR_EL2 of the current exit.

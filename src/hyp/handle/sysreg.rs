@@ -1,9 +1,11 @@
 //! Trapped MSR/MRS (EC 0x18): the GICv3 SGI registers (IPIs) and the EL1 physical timer are
-//! emulated; any other trapped register is UNDEFINED, as on a CPU without it.
+//! emulated, ID register reads answered with the guest's CPU (`cpu_features`); any other
+//! trapped access is UNDEFINED, as on a CPU without it.
 
 use super::ExitAction;
 use crate::devices::ptimer::TimerReg;
 use crate::guest_warn;
+use crate::hyp::cpu_features::{self, GuestCpu};
 use crate::hyp::exit::{SysReg, SysRegAccess};
 use crate::hyp::inject::Exception;
 use crate::hyp::platform::Platform;
@@ -20,6 +22,20 @@ pub fn handle(
 ) -> ExitAction {
     let value = vcpu.reg(access.rt);
     match (access.name(), access.read) {
+        // The ID space HCR_EL2.TID3 traps: the sanitised value (KVM `access_id_reg`). The
+        // registers are read-only: a write is UNDEFINED, as on hardware.
+        _ if cpu_features::is_id_register(access.id) => {
+            if !access.read {
+                return ExitAction::Inject(Exception::Undef);
+            }
+            let hw = if cpu_features::reads_hardware(access.id) {
+                p.id_register(access.id)
+            } else {
+                0
+            };
+            let guest = GuestCpu::new(vm.config.gic, vm.vtcr);
+            vcpu.set_reg(access.rt, cpu_features::sanitise(access.id, hw, guest));
+        }
         // Generate SGIs (GICv3 architecture specification, 12.2 "ICC_SGI1R_EL1").
         (Some(SysReg::ICC_SGI1R_EL1 | SysReg::ICC_ASGI1R_EL1 | SysReg::ICC_SGI0R_EL1), false) => {
             match vm.vgic().send_sgi1r(vcpu.index, value) {

@@ -42,6 +42,12 @@ const ESR_MSR_CNTP_CTL_X2: u64 = 0x6232_f844;
 const ESR_MSR_CNTP_CVAL_X3: u64 = 0x6234_f864;
 /// MRS x0, S3_0_C15_C0_0 (an IMPLEMENTATION DEFINED register).
 const ESR_MRS_IMPDEF_X0: u64 = 0x6230_3c01;
+/// MRS x1, ID_AA64PFR0_EL1 (Op0 3, Op2 0, Op1 0, CRn 0, Rt 1, CRm 4, read).
+const ESR_MRS_PFR0_X1: u64 = 0x6230_0029;
+/// MSR ID_AA64PFR0_EL1, x1 (the same, write).
+const ESR_MSR_PFR0_X1: u64 = 0x6230_0028;
+/// MRS x1, S3_0_C0_C4_3 (a reserved encoding of the ID space).
+const ESR_MRS_ID_RESERVED_X1: u64 = 0x6236_0029;
 /// Data abort, lower EL, ISV, 32-bit store from w1, translation fault level 3.
 const ESR_STR_W1_L3: u64 = 0x9381_0047;
 /// The same store from wzr (Rt = 31).
@@ -236,6 +242,61 @@ fn exit_unknown_sysreg_is_undefined_at_the_instruction() {
     let action = run(&vm, &mut v, &p, ESR_MRS_IMPDEF_X0, 0);
     assert_eq!(action, ExitAction::Inject(Exception::Undef));
     assert_eq!(v.regs.pc, 0x3000);
+}
+
+/// A `-cpu max`-like ID_AA64PFR0_EL1: EL2 (2), GIC sysregs (1), SVE (1), AMU (1), RAS (1).
+const HW_PFR0: u64 = 0x1201_1111_1112_2222;
+
+fn platform_with_pfr0() -> FakePlatform {
+    let p = FakePlatform::default();
+    p.id_registers
+        .borrow_mut()
+        .push((crate::hyp::exit::SysReg::ID_AA64PFR0_EL1.id(), HW_PFR0));
+    p
+}
+
+#[test]
+fn exit_id_register_read_is_sanitised_for_the_guest() {
+    let (vm, p, mut v) = (vm(), platform_with_pfr0(), vcpu_at(0, 0x3000));
+    assert_eq!(run(&vm, &mut v, &p, ESR_MRS_PFR0_X1, 0), ExitAction::Resume);
+    assert_eq!(v.regs.pc, 0x3004);
+    let pfr0 = v.regs.x[1];
+    assert_eq!((pfr0 >> 8) & 0xf, 0, "EL2 hidden");
+    assert_eq!((pfr0 >> 24) & 0xf, 1, "GICv3 system registers");
+    assert_eq!((pfr0 >> 44) & 0xf, 0, "AMU hidden");
+    assert_eq!(pfr0 & 0xff, 0x12, "EL0 as the CPU, EL1 AArch64 only");
+}
+
+#[test]
+fn exit_id_register_gic_field_follows_a_gicv2_guest() {
+    let (vm, p, mut v) = (
+        vm_with(GicVersion::V2, 1),
+        platform_with_pfr0(),
+        vcpu_at(0, 0x3000),
+    );
+    assert_eq!(run(&vm, &mut v, &p, ESR_MRS_PFR0_X1, 0), ExitAction::Resume);
+    assert_eq!((v.regs.x[1] >> 24) & 0xf, 0);
+}
+
+#[test]
+fn exit_id_register_write_is_undefined() {
+    let (vm, p, mut v) = (vm(), platform_with_pfr0(), vcpu_at(0, 0x3000));
+    v.regs.x[1] = 0x1234;
+    let action = run(&vm, &mut v, &p, ESR_MSR_PFR0_X1, 0);
+    assert_eq!(action, ExitAction::Inject(Exception::Undef));
+    assert_eq!(v.regs.pc, 0x3000);
+}
+
+#[test]
+fn exit_reserved_id_register_reads_zero() {
+    let (vm, p, mut v) = (vm(), platform_with_pfr0(), vcpu_at(0, 0x3000));
+    v.regs.x[1] = 0x1234;
+    assert_eq!(
+        run(&vm, &mut v, &p, ESR_MRS_ID_RESERVED_X1, 0),
+        ExitAction::Resume
+    );
+    assert_eq!(v.regs.x[1], 0);
+    assert_eq!(v.regs.pc, 0x3004);
 }
 
 #[test]
