@@ -55,6 +55,12 @@ pub fn data_abort(
         d @ (Stage2Decision::MapRam { .. } | Stage2Decision::MapDevice { .. }) => {
             map(vm, vcpu, d, abort, p)
         }
+        // Cache maintenance by VA on an emulated device has nothing to maintain: complete it,
+        // as KVM's `kvm_handle_guest_abort` does for `kvm_vcpu_dabt_is_cm`.
+        Stage2Decision::Emulate { .. } if abort.cache_maintenance() => {
+            vcpu.skip_instruction(il32);
+            ExitAction::Resume
+        }
         Stage2Decision::Emulate { device, offset } => match abort.mmio() {
             Some(access) => {
                 emulate(vm, vcpu, device, offset, &access, il32, p).unwrap_or_else(|()| {

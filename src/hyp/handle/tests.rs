@@ -471,6 +471,21 @@ fn exit_gicv2_distributor_is_emulated_too() {
     assert_eq!(v.regs.pc, 0x4004);
 }
 
+/// DC CIVAC on the PL011 (data abort, CM = 1, WnR = 1 as the Arm ARM reports cache
+/// maintenance, translation fault level 3, no syndrome).
+const ESR_DC_CIVAC_L3: u64 = 0x9200_0147;
+
+#[test]
+fn exit_cache_maintenance_on_an_emulated_device_completes() {
+    let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(0, 0x4000));
+    assert_eq!(
+        run(&vm, &mut v, &p, ESR_DC_CIVAC_L3, PL011_BASE),
+        ExitAction::Resume
+    );
+    assert_eq!(v.regs.pc, 0x4004, "the DC instruction is done");
+    assert!(p.console_out.borrow().is_empty(), "and touched nothing");
+}
+
 #[test]
 fn exit_abort_outside_ram_and_devices_is_an_external_abort() {
     let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(0, 0x4000));
