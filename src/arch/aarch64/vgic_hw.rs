@@ -29,6 +29,7 @@ fn hw() -> Option<VgicHw> {
 const GICH_HCR: u64 = 0x0;
 const GICH_VTR: u64 = 0x4;
 const GICH_VMCR: u64 = 0x8;
+const GICH_APR: u64 = 0xf0;
 const GICH_LR0: u64 = 0x100;
 
 fn gich_read(base: u64, off: u64) -> u32 {
@@ -73,8 +74,31 @@ pub fn enable(underflow: bool) {
 /// Resets the guest-owned virtual CPU interface state (VMCR) at vCPU reset.
 pub fn reset_vcpu_interface() {
     match hw() {
-        Some(VgicHw::V3) => ICH_VMCR_EL2.set(0),
-        Some(VgicHw::V2 { gich }) => gich_write(gich, GICH_VMCR, 0),
+        Some(VgicHw::V3) => {
+            ICH_VMCR_EL2.set(0);
+            // The active priorities too: a vCPU that went off with an interrupt still active
+            // must not come back with its priority masked (GICv3 architecture specification,
+            // ICH_AP0R<n>_EL2 / ICH_AP1R<n>_EL2). Only the registers PREbits implements exist:
+            // 5 bits of preemption use <n> = 0, 6 bits 0-1, 7 bits 0-3.
+            let pre_bits = ICH_VTR_EL2.read(ICH_VTR_EL2::PREbits) + 1;
+            ICH_AP0R0_EL2.set(0);
+            ICH_AP1R0_EL2.set(0);
+            if pre_bits >= 6 {
+                ICH_AP0R1_EL2.set(0);
+                ICH_AP1R1_EL2.set(0);
+            }
+            if pre_bits >= 7 {
+                ICH_AP0R2_EL2.set(0);
+                ICH_AP0R3_EL2.set(0);
+                ICH_AP1R2_EL2.set(0);
+                ICH_AP1R3_EL2.set(0);
+            }
+        }
+        Some(VgicHw::V2 { gich }) => {
+            gich_write(gich, GICH_VMCR, 0);
+            // GICH_APR: the active priorities (GICv2 architecture specification, 5.3.6).
+            gich_write(gich, GICH_APR, 0);
+        }
         None => {}
     }
 }
