@@ -279,11 +279,19 @@ fn linux_smp4_gicv2() {
 fn linux_console_input_reaches_the_shell() {
     let r = run_typing(
         &["--smp", "2", "--append", "console=ttyAMA0"],
-        &[Keys {
-            after: "powers the guest off.",
-            text: "echo typed-$((6*7))-ok\npoweroff -f\n",
-            paste: false,
-        }],
+        &[
+            Keys {
+                after: "powers the guest off.",
+                text: "echo typed-$((6*7))-ok\n",
+                paste: false,
+            },
+            // Only once the answer is out: typed ahead, its echo could land inside it.
+            Keys {
+                after: "typed-42-ok",
+                text: "poweroff -f\n",
+                paste: false,
+            },
+        ],
         LINUX,
     );
     // The shell computed it, so the bytes went host UART -> Bulkhead -> guest PL011 -> sh.
@@ -1057,11 +1065,19 @@ fn rpi4_sdcard_default_card_gives_a_linux_shell_on_the_mini_uart() {
     // the bytes went mini UART -> Bulkhead -> guest PL011 -> sh.
     let r = run_typing(
         &["--sdcard", &card],
-        &[Keys {
-            after: "powers the guest off.",
-            text: "echo typed-$((6*7))-ok cpus=$(cat /sys/devices/system/cpu/online)\npoweroff -f\n",
-            paste: false,
-        }],
+        &[
+            Keys {
+                after: "powers the guest off.",
+                text: "echo typed-$((6*7))-ok cpus=$(cat /sys/devices/system/cpu/online)\n",
+                paste: false,
+            },
+            // Only once the answer is out: typed ahead, its echo could land inside it.
+            Keys {
+                after: "typed-42-ok",
+                text: "poweroff -f\n",
+                paste: false,
+            },
+        ],
         LINUX,
     );
     r.assert_contains("bulkhead: Bulkhead 0.1.0 starting on rpi4 (EL2)");
