@@ -307,16 +307,14 @@ fn linux_on_raspi4b_sees_a_virt_machine() {
     assert_smoke(&r, 4);
 }
 
-#[test]
-fn linux_console_paste_is_not_lost() {
-    // 300 bytes at once overflow every FIFO on the way (host PL011, guest PL011): Bulkhead must
-    // hold input back, not drop it, and not storm on the host UART's interrupt. Paste only
-    // once the shell answered, so the guest's tty is open.
+/// Boots the Debian guest with `args`, and once its shell answered pastes (all at once) a
+/// 300-character line whose length the shell reports as `N42=<count>`, then powers it off.
+fn paste_300_bytes(args: &[&str]) -> Run {
     let line = "ab".repeat(150);
     // The marker is computed by the shell, so the echoed command line cannot match it.
     let paste = format!("echo {line} | wc -c | sed s/^/N$((6*7))=/\n");
-    let r = run_typing(
-        &["--smp", "2", "--append", "console=ttyAMA0"],
+    run_typing(
+        args,
         &[
             Keys {
                 after: "powers the guest off.",
@@ -335,7 +333,15 @@ fn linux_console_paste_is_not_lost() {
             },
         ],
         LINUX,
-    );
+    )
+}
+
+#[test]
+fn linux_console_paste_is_not_lost() {
+    // 300 bytes at once overflow every FIFO on the way (host PL011, guest PL011): Bulkhead must
+    // hold input back, not drop it, and not storm on the host UART's interrupt. Paste only
+    // once the shell answered, so the guest's tty is open.
+    let r = paste_300_bytes(&["--smp", "2", "--append", "console=ttyAMA0"]);
     // 300 characters and the newline: every byte arrived.
     r.assert_contains("N42=301\n");
     r.assert_contains("bulkhead: guest powered off");
@@ -1178,29 +1184,7 @@ fn rpi4_sdcard_paste_into_the_mini_uart_is_not_lost() {
     // As linux_console_paste_is_not_lost, through the mini UART's 8-byte FIFO: Bulkhead masks
     // its receive interrupt while the guest's FIFO is full, and drops nothing.
     let card = default_sdcard().to_str().unwrap().to_string();
-    let line = "ab".repeat(150);
-    let paste = format!("echo {line} | wc -c | sed s/^/N$((6*7))=/\n");
-    let r = run_typing(
-        &["--sdcard", &card],
-        &[
-            Keys {
-                after: "powers the guest off.",
-                text: "echo shell-$((2*3))-up\n",
-                paste: false,
-            },
-            Keys {
-                after: "shell-6-up",
-                text: &paste,
-                paste: true,
-            },
-            Keys {
-                after: "N42=",
-                text: "poweroff -f\n",
-                paste: false,
-            },
-        ],
-        LINUX,
-    );
+    let r = paste_300_bytes(&["--sdcard", &card]);
     r.assert_contains("N42=301\n");
     r.assert_contains("bulkhead: guest powered off");
     r.assert_exit_ok();

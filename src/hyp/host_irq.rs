@@ -74,7 +74,10 @@ pub fn handle_host_irqs(mut running: Option<(&Vm, &mut Vcpu)>) {
                 }
             }
             // Another CPU changed the console's deadline.
-            (gic::KICK_SGI, _) if percpu::current() == platform::CONSOLE_CPU => {
+            (gic::KICK_SGI, _)
+                if percpu::current() == platform::CONSOLE_CPU
+                    && platform::console_deadline_moved() =>
+            {
                 platform::rearm_hyp_timer()
             }
             (intid, _) if intid == uart && uart != 0 => {

@@ -53,6 +53,8 @@ static PTIMER_DEADLINE: [AtomicU64; super::entry::MAX_CPUS] =
     [const { AtomicU64::new(NEVER) }; super::entry::MAX_CPUS];
 /// When the console must show held partial lines.
 static CONSOLE_DEADLINE: AtomicU64 = AtomicU64::new(NEVER);
+/// The console deadline the console CPU's timer was last armed with.
+static CONSOLE_ARMED: AtomicU64 = AtomicU64::new(NEVER);
 
 /// Programs this CPU's EL2 timer for the earliest of what it serves: its vCPU's emulated
 /// physical timer and, on the console CPU, the console's partial-line deadline.
@@ -62,9 +64,17 @@ pub fn rearm_hyp_timer() {
         .get(cpu)
         .map_or(NEVER, |d| d.load(Ordering::Acquire));
     if cpu == CONSOLE_CPU {
-        deadline = deadline.min(CONSOLE_DEADLINE.load(Ordering::Acquire));
+        let console = CONSOLE_DEADLINE.load(Ordering::Acquire);
+        CONSOLE_ARMED.store(console, Ordering::Relaxed);
+        deadline = deadline.min(console);
     }
     sysregs::set_hyp_timer((deadline != NEVER).then_some(deadline));
+}
+
+/// Whether another CPU moved the console's deadline since the console CPU last armed its
+/// timer (so a kick need not re-arm it otherwise: most kicks are IPIs for the guest).
+pub fn console_deadline_moved() -> bool {
+    CONSOLE_DEADLINE.load(Ordering::Acquire) != CONSOLE_ARMED.load(Ordering::Relaxed)
 }
 
 /// Whether the console's held partial lines are due.
