@@ -1392,3 +1392,5 @@ fn probe_guest_cpu_features_on_max_gicv3() {
 fn probe_guest_cpu_features_on_max_gicv2() {
     assert_probe_cpu_features_on_max("2");
 }
+
+// Topic files: each is a child module, so it reaches the harness above through `super::*`.
