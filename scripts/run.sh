@@ -242,7 +242,9 @@ if [ "$guest" = 1 ]; then
         [ -n "$initrd" ] || initrd=$INITRD
     fi
     [ -n "$append" ] || append="console=ttyAMA0"
-    hyp_append="$hyp_append bulkhead.guest_mem=${mem_mib}M bulkhead.guest_smp=$smp"
+    # The guest's size, unless the caller's bootargs say it (the first of a key counts).
+    [[ " $hyp_append" = *" bulkhead.guest_mem="* ]] || hyp_append+=" bulkhead.guest_mem=${mem_mib}M"
+    [[ " $hyp_append" = *" bulkhead.guest_smp="* ]] || hyp_append+=" bulkhead.guest_smp=$smp"
     # QEMU option values escape commas by doubling them.
     if [ "$board" = virt ]; then
         qemu+=(-device "guest-loader,addr=$kernel_addr,kernel=${kernel//,/,,},bootargs=${append//,/,,}")
