@@ -280,8 +280,8 @@ impl Settings {
 }
 
 /// Every bad word of ours in `cmdline`, in order.
-pub fn warnings(cmdline: &str, mut each: impl FnMut(Warning<'_>)) {
-    walk(cmdline, &mut Settings::default(), |w| each(w));
+pub fn warnings(cmdline: &str, each: impl FnMut(Warning<'_>)) {
+    walk(cmdline, &mut Settings::default(), each);
 }
 
 /// The settings in force, as `key=value` words (`settings: loglevel=info vmid_bits=16 ...`).

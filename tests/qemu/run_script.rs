@@ -290,21 +290,32 @@ fn build_image() -> String {
 }
 
 /// `cargo run --target aarch64-unknown-none-softfloat -- ARGS` (the unoptimised image, booted
-/// by scripts/cargo-runner.sh through run.sh), in its own target directory like build.sh.
+/// by scripts/cargo-runner.sh through run.sh), in its own target directory like build.sh. Built
+/// first with a long timeout, so that the run itself gets a short one.
 fn cargo_run_debug(args: &[&str]) -> Run {
-    let out = Command::new("timeout")
-        .args(["--kill-after=5", "900", "cargo", "run"])
-        .args([
-            "--target",
-            "aarch64-unknown-none-softfloat",
-            "--bin",
-            "bulkhead",
-            "--",
-        ])
+    let cargo = |verb: &str, timeout: u64| {
+        let mut cmd = Command::new("timeout");
+        cmd.args(["--kill-after=5", &timeout.to_string(), "cargo", verb])
+            .args([
+                "--target",
+                "aarch64-unknown-none-softfloat",
+                "--bin",
+                "bulkhead",
+            ])
+            .env("CARGO_TARGET_DIR", repo().join("target/image"))
+            .current_dir(repo())
+            .stdin(Stdio::null());
+        cmd
+    };
+    let built = cargo("build", 900).output().unwrap();
+    assert!(
+        built.status.success(),
+        "debug build failed:\n{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let out = cargo("run", QUICK.as_secs())
+        .arg("--")
         .args(args)
-        .env("CARGO_TARGET_DIR", repo().join("target/image"))
-        .current_dir(repo())
-        .stdin(Stdio::null())
         .output()
         .unwrap();
     let mut log = String::from_utf8_lossy(&out.stdout).replace('\r', "");
