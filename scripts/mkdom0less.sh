@@ -83,11 +83,12 @@ parse_vm() { # SPEC
             *) die "unknown VM field '$field' in '$spec' (name=, kernel=, initrd=, cpus=, mem=, affinity=, shm=, bell=, append=)" ;;
         esac
     done
-    [[ $vm_name =~ ^[A-Za-z0-9_-]+$ ]] ||
-        die "VM '$spec' needs name= (letters, digits, _ and -)"
+    # A device tree node name (Devicetree Specification v0.4, 2.2.1), without commas.
+    [[ $vm_name =~ ^[A-Za-z0-9._+-]+$ ]] ||
+        die "VM '$spec' needs name= (letters, digits, '.', '_', '+' and '-')"
     [ -n "$vm_kernel" ] || die "VM $vm_name: needs kernel="
-    [ -f "$vm_kernel" ] || die "VM $vm_name: no kernel file '$vm_kernel'"
-    [ -z "$vm_initrd" ] || [ -f "$vm_initrd" ] || die "VM $vm_name: no initrd file '$vm_initrd'"
+    [ -f "$vm_kernel" ] || die "VM $vm_name: no kernel file '$vm_kernel' (from $PWD)"
+    [ -z "$vm_initrd" ] || [ -f "$vm_initrd" ] || die "VM $vm_name: no initrd file '$vm_initrd' (from $PWD)"
     [[ $vm_cpus =~ ^[0-9]+$ ]] || die "VM $vm_name: cpus=$vm_cpus is not a whole number"
     kib_=$(kib "$vm_mem") && [ $((kib_ % 1024)) = 0 ] && [ "$kib_" -gt 0 ] ||
         die "VM $vm_name: mem=$vm_mem is not a size like 256M or 1G (a whole number of MiB)"

@@ -108,7 +108,8 @@ has() { local o; for o in "${given[@]}"; do [ "$o" = "$1" ] && return 0; done; r
 # An existing file, as an absolute path (QEMU runs from the repository).
 file_arg() { # OPTION PATH
     [ -n "$2" ] || die "$1 needs a file name"
-    [ -f "$2" ] || die "$1 $2: no such file"
+    [ -e "$2" ] || die "$1 $2: no such file"
+    [ -f "$2" ] || die "$1 $2: not a regular file"
     [ -r "$2" ] || die "$1 $2: not readable"
     realpath -- "$2"
 }
