@@ -144,7 +144,7 @@ if [ "$gic" = 2 ] && [ "$((10#${qemu_cpus:-$smp}))" -gt 8 ]; then
 fi
 [[ $cpu =~ ^[A-Za-z0-9._-]+$ ]] || die "--cpu '$cpu': not a CPU model name"
 if has --cpu && command -v qemu-system-aarch64 >/dev/null 2>&1 &&
-    ! qemu-system-aarch64 -M virt -cpu help 2>/dev/null | grep -qw -- "$cpu"; then
+    ! qemu-system-aarch64 -M virt -cpu help 2>/dev/null | awk '{print $1}' | grep -qxF -- "$cpu"; then
     die "--cpu $cpu: QEMU has no such CPU model (qemu-system-aarch64 -M virt -cpu help)"
 fi
 # Guest RAM in MiB from SIZE: a whole number with an optional K/M/G suffix in any case.

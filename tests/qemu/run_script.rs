@@ -88,6 +88,7 @@ fn run_sh_refuses_bad_options_before_anything_runs() {
             &["--cpu", "cortex-z99"],
             "run.sh: --cpu cortex-z99: QEMU has no such CPU",
         ),
+        (&["--cpu", "a72"], "run.sh: --cpu a72: QEMU has no such CPU"),
         (
             &["--kernel", "no-such-Image"],
             "run.sh: --kernel no-such-Image: no such file",
