@@ -1411,3 +1411,4 @@ fn probe_guest_cpu_features_on_max_gicv2() {
 }
 
 // Topic files: each is a child module, so it reaches the harness above through `super::*`.
+mod run_script;
