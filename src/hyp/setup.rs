@@ -219,6 +219,8 @@ pub fn create_vms(fdt: &Fdt<'_>, gic: &GicInfo, hypervisor_end: u64, cpu_count: 
                 })
                 .collect(),
             doorbells_in: incoming[id].clone(),
+            lifecycle: spec.lifecycle,
+            counter_hz: crate::arch::cpu::counter_frequency(),
         };
         log::info!(
             "{}: {} vCPUs on CPUs {:?}, {} MiB RAM at {:#x}, GICv{}, kernel {} KiB{}",
