@@ -10,8 +10,8 @@
 use crate::guest_layout::{
     GICC_BASE, GICC_SIZE, GICD_BASE, GICD_SIZE_V2, GICD_SIZE_V3, GICR_BASE, GICR_STRIDE,
     GUEST_RAM_BASE, GicVersion, MAX_VCPUS, PL011_BASE, PL011_CLOCK_HZ, PL011_SIZE, PL011_SPI,
-    PVPANIC_BASE,
-    TIMER_PPI_HYP, TIMER_PPI_NONSECURE_PHYS, TIMER_PPI_SECURE_PHYS, TIMER_PPI_VIRT, vcpu_mpidr,
+    PVPANIC_BASE, TIMER_PPI_HYP, TIMER_PPI_NONSECURE_PHYS, TIMER_PPI_SECURE_PHYS, TIMER_PPI_VIRT,
+    vcpu_mpidr,
 };
 use crate::loader::GUEST_DTB_MAX_SIZE;
 use alloc::format;
@@ -381,7 +381,10 @@ mod tests {
             ["qemu,pvpanic-mmio"]
         );
         let reg = node.reg().unwrap().next().unwrap();
-        assert_eq!((reg.starting_address as u64, reg.size), (0x0906_0000, Some(2)));
+        assert_eq!(
+            (reg.starting_address as u64, reg.size),
+            (0x0906_0000, Some(2))
+        );
         assert!(node.property("interrupts").is_none());
     }
 

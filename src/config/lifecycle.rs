@@ -199,9 +199,9 @@ impl Lifecycle {
                 }
                 Ok(None)
             }
-            Err(e @ PolicyError::XenOnly) => Ok(Some(format!(
-                "{key} = \"{word}\": {e}; using {current}"
-            ))),
+            Err(e @ PolicyError::XenOnly) => {
+                Ok(Some(format!("{key} = \"{word}\": {e}; using {current}")))
+            }
             Err(e) => Err(format!("\"{word}\": {e}")),
         }
     }
@@ -268,7 +268,10 @@ mod tests {
         assert_eq!(l.policy(StopCause::Crash), Policy::Destroy);
         assert_eq!(l.reset_limit, Some(10));
         let mut w = Vec::new();
-        assert_eq!(Lifecycle::from_bootargs("console=ttyAMA0 loglevel=info", &mut w), l);
+        assert_eq!(
+            Lifecycle::from_bootargs("console=ttyAMA0 loglevel=info", &mut w),
+            l
+        );
         assert!(w.is_empty());
     }
 

@@ -467,8 +467,13 @@ fn parse_domain<'a>(
             "vpl011" => {}
             // xl.cfg's life-cycle keys, as properties (`lifecycle`).
             key if POLICY_KEYS.contains(&key) => {
-                let word = str_prop(&node, key).map_err(|r| refuse(key, r))?.unwrap_or("");
-                if let Some(warning) = lifecycle.set_from_node(key, word).map_err(|r| refuse(key, r))? {
+                let word = str_prop(&node, key)
+                    .map_err(|r| refuse(key, r))?
+                    .unwrap_or("");
+                if let Some(warning) = lifecycle
+                    .set_from_node(key, word)
+                    .map_err(|r| refuse(key, r))?
+                {
                     warnings.push(format!("{vm}: {warning}"));
                 }
             }

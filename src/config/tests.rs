@@ -2307,12 +2307,10 @@ fn lifecycle_node_properties_win_over_bootargs_which_win_over_defaults() {
     domains[0].set("on_crash", strs(&["preserve"]));
     domains[0].set("on_reboot", strs(&["destroy"]));
     domains[1].set("on_poweroff", strs(&["restart"]));
-    let root = host(
-        chosen(domains).prop(
-            "bootargs",
-            strs(&["bulkhead.on_crash=restart bulkhead.reset_limit=4"]),
-        ),
-    );
+    let root = host(chosen(domains).prop(
+        "bootargs",
+        strs(&["bulkhead.on_crash=restart bulkhead.reset_limit=4"]),
+    ));
     let cfg = parse_blob(&blob(&root), CPUS);
     assert_eq!(cfg.warnings, Vec::<String>::new());
     let l: Vec<Lifecycle> = cfg.vms.iter().map(|v| v.lifecycle).collect();
@@ -2347,7 +2345,10 @@ fn lifecycle_legacy_vm_takes_the_bootargs() {
     assert_eq!(cfg.vms.len(), 1, "{cfg:#?}");
     let l = cfg.vms[0].lifecycle;
     assert_eq!(l.on_reboot, Policy::Destroy);
-    assert_eq!((l.on_poweroff, l.on_crash), (Policy::Destroy, Policy::Destroy));
+    assert_eq!(
+        (l.on_poweroff, l.on_crash),
+        (Policy::Destroy, Policy::Destroy)
+    );
     assert_eq!(l.reset_limit, None);
 }
 
@@ -2360,8 +2361,10 @@ fn lifecycle_xen_only_words_warn_and_keep_the_default() {
     assert_eq!(cfg.vms[1].lifecycle.on_crash, Policy::Destroy);
     assert_eq!(
         cfg.warnings,
-        ["domU2: on_crash = \"coredump-restart\": a Xen toolstack action Bulkhead does not \
-          have (accepted: destroy, restart, preserve); using destroy"]
+        [
+            "domU2: on_crash = \"coredump-restart\": a Xen toolstack action Bulkhead does not \
+          have (accepted: destroy, restart, preserve); using destroy"
+        ]
     );
 }
 

@@ -67,7 +67,11 @@ mod tests {
         assert_eq!(write(0, 3), PvpanicEvent::Panicked);
         assert_eq!(write(0, 2), PvpanicEvent::CrashLoaded);
         assert_eq!(write(0, 0), PvpanicEvent::None);
-        assert_eq!(write(0, 4), PvpanicEvent::None, "PVPANIC_SHUTDOWN is not offered");
+        assert_eq!(
+            write(0, 4),
+            PvpanicEvent::None,
+            "PVPANIC_SHUTDOWN is not offered"
+        );
         assert_eq!(write(0, 0x100), PvpanicEvent::None, "only the byte counts");
         assert_eq!(write(1, 1), PvpanicEvent::None, "past the register");
     }

@@ -102,7 +102,10 @@ mod exit_lifecycle_tests {
         assert!(rate.allow(1000));
         assert!(rate.allow(2000));
         assert!(!rate.allow(3000), "a fourth within the minute");
-        assert!(!rate.allow(MINUTE - 1), "still within a minute of the first");
+        assert!(
+            !rate.allow(MINUTE - 1),
+            "still within a minute of the first"
+        );
         assert!(rate.allow(MINUTE), "the first is a minute old now");
         assert!(!rate.allow(MINUTE + 999));
         assert!(rate.allow(MINUTE + 1000));

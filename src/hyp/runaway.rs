@@ -143,7 +143,10 @@ mod exit_runaway_tests {
             write: false,
         };
         let r = first_runaway(100, |_| entry(exc, vbar + 0x208, EL1H, vbar));
-        assert_eq!(r.map(|(round, r)| (round, r.elr)), Some((REPEATS - 1, vbar + 0x208)));
+        assert_eq!(
+            r.map(|(round, r)| (round, r.elr)),
+            Some((REPEATS - 1, vbar + 0x208))
+        );
         // Undefined instruction at the vector itself (VBAR on zeroed RAM: UDF #0).
         let r = first_runaway(100, |_| entry(Exception::Undef, vbar + 0x200, EL1H, vbar));
         assert_eq!(r.map(|(round, r)| (round, r.far)), Some((REPEATS - 1, 0)));
@@ -233,7 +236,10 @@ mod exit_inject_runaway_tests {
         let regs = v.regs;
         let r = inject(&mut v, exc(0x200), 0, 0x30d0_0800, 100).unwrap_err();
         assert_eq!((r.elr, r.far, r.vector, r.ticks), (0x200, 0x200, 0x200, 99));
-        assert_eq!(r.esr, 0x8600_0010, "instruction abort, current EL, external");
+        assert_eq!(
+            r.esr, 0x8600_0010,
+            "instruction abort, current EL, external"
+        );
         assert_eq!(v.regs, regs, "stopped where it faulted");
         // A reset forgets the history.
         v.reset_to(0x4008_0000, 0);

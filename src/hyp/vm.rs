@@ -9,9 +9,9 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use super::console::Console;
 use super::lifecycle::ResetRate;
-use crate::config::Lifecycle;
 use super::platform::Platform;
 use super::vcpu::Vcpu;
+use crate::config::Lifecycle;
 use crate::devices::pl011::EmulatedPl011;
 use crate::dtb::PhysRange;
 use crate::guest_dtb::{DoorbellNode, GuestDtbConfig, GuestSeeds, SharedMemNode, build_guest_dtb};

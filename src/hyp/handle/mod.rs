@@ -16,8 +16,8 @@ mod tests;
 
 use super::exit::{ExitClass, GuestExit};
 use super::inject::Exception;
-use super::runaway::Runaway;
 use super::platform::Platform;
+use super::runaway::Runaway;
 use super::vcpu::Vcpu;
 use super::vm::{ExitStats, Vm};
 use crate::guest_warn;

@@ -789,6 +789,9 @@ fn exit_pvpanic_panicked_write_is_a_crash_after_the_store() {
     // A crash kernel taking over, nothing, or a byte past the register: the guest goes on.
     for (value, ipa) in [(2, PVPANIC_BASE), (0, PVPANIC_BASE), (1, PVPANIC_BASE + 1)] {
         v.regs.x[1] = value;
-        assert_eq!(run(&vm, &mut v, &p, ESR_STRB_W1_L3, ipa), ExitAction::Resume);
+        assert_eq!(
+            run(&vm, &mut v, &p, ESR_STRB_W1_L3, ipa),
+            ExitAction::Resume
+        );
     }
 }
