@@ -6,12 +6,15 @@
 #
 #   scripts/mkdom0less.sh --out FILE --gic 2|3 --smp N --mem MIB [--cpu MODEL] \
 #       --vm "name=domU1,kernel=PATH[,initrd=PATH][,cpus=N][,mem=SIZE][,affinity=0-1]
-#             [,shm=ID@IPA+SIZE[/owner]]...[,bell=PEER@SPI]...[,append=ARGS]" ...
+#             [,shm=ID@IPA+SIZE[/owner]]...[,bell=PEER@SPI]...
+#             [,on_poweroff=P][,on_reboot=P][,on_crash=P][,append=ARGS]" ...
 #
 # shm= adds a Xen static shared memory region (`xen,domain-shared-memory-v1`, host memory
 # allocated by Bulkhead; the same ID in several VMs is the same memory), bell= a doorbell this
 # VM may ring (`bulkhead,doorbell`: PEER gets SPI number SPI), numbered in the order given.
 #
+# on_poweroff= / on_reboot= / on_crash= set the VM's life-cycle policy (xl.cfg's words:
+# destroy, restart, preserve), written as the node's property of that name.
 # `append=` must come last: everything after it (commas too) is the guest's command line.
 # Prints the QEMU arguments that load the files (`-device loader,...`), one per line; boot with
 #   qemu-system-aarch64 -M virt,virtualization=on,gic-version=G -smp N -m MIB \
@@ -60,7 +63,7 @@ align() { echo $(( ($1 + 0x1fffff) & ~0x1fffff )); }
     echo "/ { chosen {"
     for spec in "${vms[@]}"; do
         name="" kernel="" initrd="" cpus=1 vmmem=256M affinity="" append="console=ttyAMA0"
-        shms=() bells=()
+        shms=() bells=() policies=()
         rest=$spec
         while [ -n "$rest" ]; do
             case "$rest" in
@@ -77,6 +80,8 @@ align() { echo $(( ($1 + 0x1fffff) & ~0x1fffff )); }
                 affinity=*) affinity=${field#affinity=} ;;
                 shm=*) shms+=("${field#shm=}") ;;
                 bell=*) bells+=("${field#bell=}") ;;
+                on_poweroff=* | on_reboot=* | on_crash=*)
+                    policies+=("${field%%=*} = \"${field#*=}\";") ;;
                 *) echo "mkdom0less.sh: unknown VM field '$field' in '$spec'" >&2; exit 2 ;;
             esac
         done
@@ -97,6 +102,7 @@ align() { echo $(( ($1 + 0x1fffff) & ~0x1fffff )); }
         echo "    memory = <0 $(kib "$vmmem")>;"
         echo "    cpus = <$cpus>;"
         echo "    vpl011;"
+        for policy in "${policies[@]}"; do echo "    $policy"; done
         for ((i = 0; i < ${#shms[@]}; i++)); do
             shm=${shms[$i]} role=borrower
             case "$shm" in */owner) role=owner; shm=${shm%/owner} ;; */borrower) shm=${shm%/borrower} ;; esac

@@ -314,10 +314,14 @@ fn stop_vm(vm: &Vm, vcpu: &Vcpu, cause: StopCause) {
     let decision = lifecycle::decide(&vm.config.lifecycle, cause, &mut vm.resets.lock(), now);
     if let Some(limit) = decision.over_reset_limit {
         log::warn!(
-            "{} would restart a {}th time within a minute of guest time (bulkhead.reset_limit={limit}); \
-             stopped as crashed",
+            "{} restarted {limit} times within a minute of guest time, as many as \
+             bulkhead.reset_limit={limit} allows: not again; it crashed{}",
             vm.config.name,
-            u64::from(limit) + 1,
+            if vm.config.lifecycle.on_crash == Policy::Restart {
+                " (on_crash=restart would only loop: destroy)"
+            } else {
+                ""
+            },
         );
     }
     match decision.policy {
