@@ -10,6 +10,9 @@
 //!   `-device guest-loader`) make one VM named [`LEGACY_VM_NAME`], sized by Bulkhead's own
 //!   bootargs `bulkhead.guest_mem=` and `bulkhead.guest_smp=`.
 //!
+//! Every VM has life-cycle policies (`lifecycle`: xl.cfg's `on_poweroff`, `on_reboot`,
+//! `on_crash`), from Bulkhead's bootargs and, per VM, from its `xen,domain` node.
+//!
 //! Each `xen,domain` node may also carry links to other VMs (`links`): Xen's static shared
 //! memory sub-nodes and Bulkhead's doorbells. [`parse`] checks them across VMs too, so what
 //! it returns is consistent: every shared id has one size (and at most one host address and

@@ -6,7 +6,9 @@
 //! One pass: requests (KVM's vCPU requests) → may this vCPU run (PSCI power state)? → VMID of
 //! the current generation (KVM's VMID allocator) → load list registers → enter (refused if a request
 //! raced in) → exit → fold list registers, sample the timer → decode the exit once
-//! (`hyp::exit`) → its handler (`hyp::handle`) → carry out the action it returns.
+//! (`hyp::exit`) → its handler (`hyp::handle`) → carry out the action it returns. A VM that
+//! stops (power-off, reboot, crash: a pvpanic write or a runaway vCPU found at injection) goes
+//! through its life-cycle policy (`hyp::lifecycle`): destroyed, restarted or preserved.
 
 use core::sync::atomic::Ordering;
 

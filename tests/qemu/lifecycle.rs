@@ -33,7 +33,12 @@ fn runaway_micros(r: &Run) -> u64 {
         .find(|l| l.contains("runaway: the same exception at its own vector"))
         .unwrap_or_else(|| panic!("no runaway line; console:\n{}", r.log));
     let after = line.split(" times in ").nth(1).expect("duration");
-    after.split(' ').next().unwrap().parse().expect("a number of us")
+    after
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .expect("a number of us")
 }
 
 #[test]
@@ -126,7 +131,11 @@ fn lifecycle_on_reboot_destroy_ends_the_vm_on_reboot() {
 
 #[test]
 fn lifecycle_on_poweroff_restart_loops_until_the_reset_limit() {
-    let r = run_probe("", "bulkhead.on_poweroff=restart bulkhead.reset_limit=3", QUICK);
+    let r = run_probe(
+        "",
+        "bulkhead.on_poweroff=restart bulkhead.reset_limit=3",
+        QUICK,
+    );
     assert_eq!(r.count("PROBE: DONE pass="), 4, "{}", r.log);
     assert_eq!(
         r.count("bulkhead: guest reset (vcpu 0, powered off, on_poweroff=restart)"),
