@@ -10,6 +10,8 @@
 //! stops (power-off, reboot, crash: a pvpanic write or a runaway vCPU found at injection) goes
 //! through its life-cycle policy (`hyp::lifecycle`): destroyed, restarted or preserved.
 
+use alloc::format;
+use alloc::string::String;
 use core::sync::atomic::Ordering;
 
 use super::exit::{GuestExit, Syndrome};
@@ -316,8 +318,8 @@ fn stop_vm(vm: &Vm, vcpu: &Vcpu, cause: StopCause) {
     let decision = lifecycle::decide(&vm.config.lifecycle, cause, &mut vm.resets.lock(), now);
     if let Some(limit) = decision.over_reset_limit {
         log::warn!(
-            "{} restarted {limit} times within a minute of guest time, as many as \
-             bulkhead.reset_limit={limit} allows: not again; it crashed{}",
+            "{}: {limit} restarts within a minute of guest time, the most \
+             bulkhead.reset_limit={limit} allows; stopped as crashed{}",
             vm.config.name,
             if vm.config.lifecycle.on_crash == Policy::Restart {
                 " (on_crash=restart would only loop: destroy)"
@@ -333,18 +335,22 @@ fn stop_vm(vm: &Vm, vcpu: &Vcpu, cause: StopCause) {
     }
 }
 
-/// How a stop came about, for the log line: "" for a power-off that powers off and a reboot
-/// that restarts (today's lines), else e.g. "crashed, on_crash=destroy: ".
-fn why(decision: &Decision, plain: Option<StopCause>) -> alloc::string::String {
+/// How a stop came about, for the log line ("crashed, on_crash=destroy"); `None` when it is
+/// `plain` (a power-off that powers off, a reboot that restarts: their lines say enough).
+fn why(decision: &Decision, plain: Option<StopCause>) -> Option<String> {
     if Some(decision.cause) == plain {
-        return alloc::string::String::new();
+        return None;
     }
     let event = match decision.cause {
         StopCause::PowerOff => "powered off",
         StopCause::Reboot => "rebooted",
         StopCause::Crash => "crashed",
     };
-    alloc::format!("{event}, {}={}: ", decision.cause.key(), decision.policy)
+    Some(format!(
+        "{event}, {}={}",
+        decision.cause.key(),
+        decision.policy
+    ))
 }
 
 /// `destroy` (every vCPU stopped): the VM is off for good, its CPUs idle. When the last VM
@@ -357,7 +363,7 @@ fn system_off(vm: &Vm, index: usize, decision: Decision) {
     log::info!(
         "{} {}powered off (vcpu {index}): {} stage-2 mapping faults, {}, {} VMID rollovers, heap {} KiB in use",
         vm.config.name,
-        why(&decision, Some(StopCause::PowerOff)),
+        why(&decision, Some(StopCause::PowerOff)).map_or(String::new(), |w| w + ": "),
         vm.stage2_faults.load(Ordering::Relaxed),
         ExitStats::sum(&vm.exits),
         setup::vmids().map_or(0, |v| v.stats().rollovers),
@@ -385,22 +391,17 @@ fn preserve(vm: &Vm, index: usize, pc: u64, decision: Decision) {
         "{} {}preserved (vcpu {index} at PC {pc:#x}): stopped with its memory and registers; \
          the machine stays up",
         vm.config.name,
-        why(&decision, None),
+        why(&decision, None).map_or(String::new(), |w| w + ": "),
     );
 }
 
 /// `restart` (every vCPU stopped): rebuild the VM in place and restart its vCPU 0. The other
 /// VMs do not notice.
 fn system_reset(vm: &Vm, index: usize, decision: Decision) {
-    let why = why(&decision, Some(StopCause::Reboot));
     log::info!(
         "{} reset (vcpu {index}{}) after {} stage-2 mapping faults",
         vm.config.name,
-        if why.is_empty() {
-            why
-        } else {
-            alloc::format!(", {}", why.trim_end_matches(": "))
-        },
+        why(&decision, Some(StopCause::Reboot)).map_or(String::new(), |w| format!(", {w}")),
         vm.stage2_faults.swap(0, Ordering::Relaxed)
     );
     if let Err(e) = vm.reset(&ArchPlatform) {

@@ -109,9 +109,9 @@ fn lifecycle_pvpanic_crash_restarts_then_hits_the_reset_limit() {
         r.log
     );
     r.assert_contains(
-        "bulkhead: warning: guest restarted 2 times within a minute of guest time, as many as \
-         bulkhead.reset_limit=2 allows: not again; it crashed (on_crash=restart would only \
-         loop: destroy)",
+        "bulkhead: warning: guest: 2 restarts within a minute of guest time, the most \
+         bulkhead.reset_limit=2 allows; stopped as crashed (on_crash=restart would only loop: \
+         destroy)",
     );
     r.assert_contains("bulkhead: guest crashed, on_crash=destroy: powered off (vcpu 0)");
     r.assert_lacks("PROBE: pvpanic write returned");
@@ -143,7 +143,7 @@ fn lifecycle_on_poweroff_restart_loops_until_the_reset_limit() {
         "{}",
         r.log
     );
-    r.assert_contains("bulkhead: warning: guest restarted 3 times within a minute of guest time");
+    r.assert_contains("bulkhead: warning: guest: 3 restarts within a minute of guest time");
     r.assert_contains("bulkhead: guest crashed, on_crash=destroy: powered off (vcpu 0)");
     r.assert_exit_ok();
 }
@@ -190,8 +190,8 @@ fn lifecycle_linux_panic_1_reboot_loop_is_stopped_by_the_reset_limit() {
     r.assert_contains("Kernel panic - not syncing: sysrq triggered crash");
     assert_eq!(r.count("bulkhead: guest reset (vcpu 0)"), 1, "{}", r.log);
     r.assert_contains(
-        "bulkhead: warning: guest restarted 1 times within a minute of guest time, as many as \
-         bulkhead.reset_limit=1 allows: not again; it crashed",
+        "bulkhead: warning: guest: 1 restarts within a minute of guest time, the most \
+         bulkhead.reset_limit=1 allows; stopped as crashed",
     );
     r.assert_contains("bulkhead: guest crashed, on_crash=destroy: powered off (vcpu 0)");
     r.assert_exit_ok();
