@@ -121,6 +121,10 @@ fn lifecycle_pvpanic_crash_restarts_then_hits_the_reset_limit() {
 #[test]
 fn lifecycle_on_reboot_destroy_ends_the_vm_on_reboot() {
     let r = run_probe("probe.reboots=1", "bulkhead.on_reboot=destroy", QUICK);
+    r.assert_line(
+        "bulkhead: guest: on_poweroff=destroy, on_reboot=destroy, on_crash=destroy, restarts at \
+         most 10 a minute",
+    );
     r.assert_contains("PROBE: BOOT-DONE");
     r.assert_contains("bulkhead: guest rebooted, on_reboot=destroy: powered off (vcpu 0)");
     r.assert_contains("bulkhead: every VM is off; powering off");
