@@ -6,12 +6,15 @@
 #
 #   scripts/mkdom0less.sh --out FILE --gic 2|3 --smp N --mem MIB [--cpu MODEL] \
 #       --vm "name=domU1,kernel=PATH[,initrd=PATH][,cpus=N][,mem=SIZE][,affinity=0-1]
-#             [,shm=ID@IPA+SIZE[/owner]]...[,bell=PEER@SPI]...[,append=ARGS]" ...
+#             [,shm=ID@IPA+SIZE[/owner]]...[,bell=PEER@SPI]...
+#             [,on_poweroff=P][,on_reboot=P][,on_crash=P][,append=ARGS]" ...
 #
 # shm= adds a Xen static shared memory region (`xen,domain-shared-memory-v1`, host memory
 # allocated by Bulkhead; the same ID in several VMs is the same memory), bell= a doorbell this
 # VM may ring (`bulkhead,doorbell`: PEER gets SPI number SPI), numbered in the order given.
 #
+# on_poweroff= / on_reboot= / on_crash= set the VM's life-cycle policy (xl.cfg's words:
+# destroy, restart, preserve), written as the node's property of that name.
 # `append=` must come last: everything after it (commas too) is the guest's command line.
 # Prints the QEMU arguments that load the files (`-device loader,...`), one per line; boot with
 #   qemu-system-aarch64 -M virt,virtualization=on,gic-version=G -smp N -m MIB \
@@ -64,7 +67,7 @@ is_number() { [[ $1 =~ ^(0x[0-9a-fA-F]+|[0-9]+)$ ]]; }
 parse_vm() { # SPEC
     local spec=$1 rest=$1 field kib_
     vm_name="" vm_kernel="" vm_initrd="" vm_cpus=1 vm_mem=256M vm_affinity=""
-    vm_append="console=ttyAMA0" vm_shms=() vm_bells=()
+    vm_append="console=ttyAMA0" vm_shms=() vm_bells=() vm_policies=()
     while [ -n "$rest" ]; do
         case "$rest" in
             append=*) vm_append=${rest#append=}; rest="" ; continue ;;
@@ -80,7 +83,10 @@ parse_vm() { # SPEC
             affinity=*) vm_affinity=${field#affinity=} ;;
             shm=*) vm_shms+=("${field#shm=}") ;;
             bell=*) vm_bells+=("${field#bell=}") ;;
-            *) die "unknown VM field '$field' in '$spec' (name=, kernel=, initrd=, cpus=, mem=, affinity=, shm=, bell=, append=)" ;;
+            on_poweroff=* | on_reboot=* | on_crash=*)
+                [[ ${field#*=} =~ ^[a-z-]+$ ]] || die "VM $vm_name: $field is not a policy word like destroy, restart or preserve"
+                vm_policies+=("${field%%=*} = \"${field#*=}\";") ;;
+            *) die "unknown VM field '$field' in '$spec' (name=, kernel=, initrd=, cpus=, mem=, affinity=, shm=, bell=, on_poweroff=, on_reboot=, on_crash=, append=)" ;;
         esac
     done
     # A device tree node name (Devicetree Specification v0.4, 2.2.1), without commas.
@@ -130,6 +136,7 @@ align() { echo $(( ($1 + 0x1fffff) & ~0x1fffff )); }
         parse_vm "$spec"
         name=$vm_name kernel=$vm_kernel initrd=$vm_initrd cpus=$vm_cpus vmmem=$vm_mem
         affinity=$vm_affinity append=$vm_append shms=("${vm_shms[@]}") bells=("${vm_bells[@]}")
+        policies=("${vm_policies[@]}")
         # Relative paths are the caller's; QEMU runs elsewhere.
         kernel=$(realpath "$kernel")
         [ -z "$initrd" ] || initrd=$(realpath "$initrd")
@@ -139,6 +146,7 @@ align() { echo $(( ($1 + 0x1fffff) & ~0x1fffff )); }
         echo "    memory = <0 $(kib "$vmmem")>;"
         echo "    cpus = <$cpus>;"
         echo "    vpl011;"
+        for policy in "${policies[@]}"; do echo "    $policy"; done
         for ((i = 0; i < ${#shms[@]}; i++)); do
             shm=${shms[$i]} role=borrower
             case "$shm" in */owner) role=owner; shm=${shm%/owner} ;; */borrower) shm=${shm%/borrower} ;; esac

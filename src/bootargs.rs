@@ -157,6 +157,33 @@ const KEYS: &[Key] = &[
             cycles.is_some()
         },
     },
+    // The life-cycle policies are checked where they are parsed, `config::Lifecycle::
+    // from_bootargs`, which warns with the reason a word is refused (e.g. a Xen toolstack action);
+    // here they only need to be known.
+    Key {
+        name: "bulkhead.on_poweroff",
+        accepts: "destroy, restart or preserve",
+        otherwise: "destroy",
+        apply: |_, _| true,
+    },
+    Key {
+        name: "bulkhead.on_reboot",
+        accepts: "destroy, restart or preserve",
+        otherwise: "restart",
+        apply: |_, _| true,
+    },
+    Key {
+        name: "bulkhead.on_crash",
+        accepts: "destroy, restart or preserve",
+        otherwise: "destroy",
+        apply: |_, _| true,
+    },
+    Key {
+        name: "bulkhead.reset_limit",
+        accepts: "restarts per minute, or off",
+        otherwise: "10",
+        apply: |_, _| true,
+    },
 ];
 
 /// A plain decimal number (no sign, no spaces).

@@ -10,6 +10,9 @@
 //!   `-device guest-loader`) make one VM named [`LEGACY_VM_NAME`], sized by Bulkhead's own
 //!   bootargs `bulkhead.guest_mem=` and `bulkhead.guest_smp=`.
 //!
+//! Every VM has life-cycle policies (`lifecycle`: xl.cfg's `on_poweroff`, `on_reboot`,
+//! `on_crash`), from Bulkhead's bootargs and, per VM, from its `xen,domain` node.
+//!
 //! Each `xen,domain` node may also carry links to other VMs (`links`): Xen's static shared
 //! memory sub-nodes and Bulkhead's doorbells. [`parse`] checks them across VMs too, so what
 //! it returns is consistent: every shared id has one size (and at most one host address and
@@ -21,6 +24,7 @@
 //! hardware; it is host-tested, including against mutated DTBs.
 
 mod cpuset;
+mod lifecycle;
 mod links;
 mod place;
 #[cfg(test)]
@@ -39,6 +43,9 @@ use crate::dtb::{self, ModuleKind, PhysRange, be_cells, is_compatible};
 use crate::guest_layout::{GUEST_RAM_BASE, MAX_VCPUS};
 
 pub use cpuset::{CpuSet, CpuSetError};
+pub use lifecycle::{
+    DEFAULT_RESET_LIMIT, Lifecycle, MAX_RESET_LIMIT, POLICY_KEYS, Policy, PolicyError, StopCause,
+};
 pub use links::{DOORBELL_SPI_MAX, DOORBELL_SPI_MIN, DoorbellSpec, MAX_SHM_ID_LEN, SharedMemSpec};
 pub use place::{Placement, place};
 
@@ -75,6 +82,8 @@ pub struct VmSpec {
     pub shared_mem: Vec<SharedMemSpec>,
     /// Doorbells this VM may ring; the index is the doorbell number the guest rings.
     pub doorbells: Vec<DoorbellSpec>,
+    /// What happens when it powers off, reboots or crashes (`lifecycle`).
+    pub lifecycle: Lifecycle,
 }
 
 /// One refused VM: names the node and the property.
@@ -146,6 +155,7 @@ pub fn parse(fdt: &Fdt<'_>, bootargs: &str, cpu_count: usize) -> ParsedConfig {
     let Some(chosen) = fdt.find_node("/chosen") else {
         return out;
     };
+    let lifecycle = Lifecycle::from_bootargs(bootargs, &mut out.warnings);
     let domains: Vec<FdtNode<'_, '_>> = chosen
         .children()
         .filter(|n| is_compatible(n, "xen,domain"))
@@ -153,7 +163,7 @@ pub fn parse(fdt: &Fdt<'_>, bootargs: &str, cpu_count: usize) -> ParsedConfig {
     if domains.is_empty() {
         let modules: Vec<dtb::Module<'_>> = dtb::modules(fdt).collect();
         match parse_legacy(&modules, bootargs, cpu_count, None) {
-            Ok(vm) => out.vms.extend(vm),
+            Ok(vm) => out.vms.extend(vm.map(|vm| VmSpec { lifecycle, ..vm })),
             Err(e) => out.refused.push(e),
         }
         return out;
@@ -199,7 +209,7 @@ pub fn parse(fdt: &Fdt<'_>, bootargs: &str, cpu_count: usize) -> ParsedConfig {
             continue;
         }
         names.push(node.name);
-        match parse_domain(node, cpu_count, &mut out.warnings) {
+        match parse_domain(node, cpu_count, lifecycle, &mut out.warnings) {
             Ok(vm) => parsed.push(vm),
             Err(e) => out.refused.push(e),
         }
@@ -227,8 +237,9 @@ pub fn parse_bundle(
     cpu_count: usize,
 ) -> ParsedConfig {
     let mut out = ParsedConfig::default();
+    let lifecycle = Lifecycle::from_bootargs(bootargs, &mut out.warnings);
     match parse_legacy(modules, bootargs, cpu_count, Some(sizes)) {
-        Ok(vm) => out.vms.extend(vm),
+        Ok(vm) => out.vms.extend(vm.map(|vm| VmSpec { lifecycle, ..vm })),
         Err(e) => out.refused.push(e),
     }
     out
@@ -278,6 +289,7 @@ fn parse_legacy(
         affinity: alloc::vec![None; vcpus],
         shared_mem: Vec::new(),
         doorbells: Vec::new(),
+        lifecycle: Lifecycle::default(),
     }))
 }
 
@@ -430,6 +442,7 @@ fn check_module(range: PhysRange) -> Result<PhysRange, String> {
 fn parse_domain<'a>(
     node: FdtNode<'_, 'a>,
     cpu_count: usize,
+    mut lifecycle: Lifecycle,
     warnings: &mut Vec<String>,
 ) -> Result<links::Parsed<'a>, ConfigError> {
     let vm = node.name;
@@ -445,6 +458,18 @@ fn parse_domain<'a>(
             | "status" | "phandle" | "linux,phandle" => {}
             // Every Bulkhead guest has an emulated PL011: asking for one is a no-op.
             "vpl011" => {}
+            // xl.cfg's life-cycle keys, as properties (`lifecycle`).
+            key if POLICY_KEYS.contains(&key) => {
+                let word = str_prop(&node, key)
+                    .map_err(|r| refuse(key, r))?
+                    .unwrap_or("");
+                if let Some(warning) = lifecycle
+                    .set_from_node(key, word)
+                    .map_err(|r| refuse(key, r))?
+                {
+                    warnings.push(format!("{vm}: {warning}"));
+                }
+            }
             name if XEN_ONLY_DOMAIN_PROPERTIES.contains(&name) => warnings.push(format!(
                 "{vm}: `{name}` is a Xen feature Bulkhead does not have; ignored"
             )),
@@ -584,6 +609,7 @@ fn parse_domain<'a>(
             affinity,
             shared_mem,
             doorbells,
+            lifecycle,
         },
         shm_nodes,
         bell_nodes,

@@ -637,6 +637,7 @@ fn two_vms_with_two_cell_regs() {
             affinity: vec![None],
             shared_mem: vec![],
             doorbells: vec![],
+            lifecycle: Lifecycle::default(),
         }
     );
     assert_eq!(cfg.vms[1].name, "domU2");
@@ -1100,6 +1101,7 @@ fn legacy_guest_loader_dtb_makes_one_vm_as_before() {
             affinity: vec![None; 4],
             shared_mem: vec![],
             doorbells: vec![],
+            lifecycle: Lifecycle::default(),
         }]
     );
     assert_eq!(kernel.range.base, 0x4800_0000);
@@ -1361,6 +1363,7 @@ fn spec(name: &str, mib: u64, vcpus: usize) -> VmSpec {
         affinity: vec![None; vcpus],
         shared_mem: vec![],
         doorbells: vec![],
+        lifecycle: Lifecycle::default(),
     }
 }
 
@@ -2288,4 +2291,93 @@ fn place_refuses_specs_that_disagree_on_an_id() {
     assert!(err(&placed[1]).ends_with("4 MiB here but 2 MiB where it was placed"));
     assert_eq!(ok(&placed[2]).shared, [0x6000_0000]);
     assert!(err(&placed[3]).ends_with("host address differs from the region's, 0x60000000"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Life-cycle policies (xl.cfg's on_poweroff / on_reboot / on_crash)
+
+#[test]
+fn lifecycle_node_properties_win_over_bootargs_which_win_over_defaults() {
+    let mut domains = three_domains();
+    domains[0].set("on_crash", strs(&["preserve"]));
+    domains[0].set("on_reboot", strs(&["destroy"]));
+    domains[1].set("on_poweroff", strs(&["restart"]));
+    let root = host(chosen(domains).prop(
+        "bootargs",
+        strs(&["bulkhead.on_crash=restart bulkhead.reset_limit=4"]),
+    ));
+    let cfg = parse_blob(&blob(&root), CPUS);
+    assert_eq!(cfg.warnings, Vec::<String>::new());
+    let l: Vec<Lifecycle> = cfg.vms.iter().map(|v| v.lifecycle).collect();
+    let want = |on_poweroff, on_reboot, on_crash| Lifecycle {
+        on_poweroff,
+        on_reboot,
+        on_crash,
+        reset_limit: Some(4),
+    };
+    use Policy::*;
+    assert_eq!(
+        l,
+        [
+            want(Destroy, Destroy, Preserve),
+            want(Restart, Restart, Restart),
+            want(Destroy, Restart, Restart),
+        ]
+    );
+}
+
+#[test]
+fn lifecycle_legacy_vm_takes_the_bootargs() {
+    let root = host(
+        Node::new("chosen")
+            .prop(
+                "bootargs",
+                strs(&["bulkhead.on_reboot=destroy bulkhead.reset_limit=off"]),
+            )
+            .child(module("multiboot,kernel", 2, 2, 0x5000_0000, 0x10_0000)),
+    );
+    let cfg = parse_blob(&blob(&root), CPUS);
+    assert_eq!(cfg.vms.len(), 1, "{cfg:#?}");
+    let l = cfg.vms[0].lifecycle;
+    assert_eq!(l.on_reboot, Policy::Destroy);
+    assert_eq!(
+        (l.on_poweroff, l.on_crash),
+        (Policy::Destroy, Policy::Destroy)
+    );
+    assert_eq!(l.reset_limit, None);
+}
+
+#[test]
+fn lifecycle_xen_only_words_warn_and_keep_the_default() {
+    let mut domains = three_domains();
+    domains[1].set("on_crash", strs(&["coredump-restart"]));
+    let cfg = parse_domains(domains);
+    assert_eq!(names(&cfg), ["domU1", "domU2", "domU3"]);
+    assert_eq!(cfg.vms[1].lifecycle.on_crash, Policy::Destroy);
+    assert_eq!(
+        cfg.warnings,
+        [
+            "domU2: on_crash = \"coredump-restart\": a Xen toolstack action Bulkhead does not \
+          have (accepted: destroy, restart, preserve); using destroy"
+        ]
+    );
+}
+
+#[test]
+fn lifecycle_refuses_a_vm_with_a_malformed_policy() {
+    refuses_only_domu2(
+        |d| d.set("on_reboot", strs(&["reboot"])),
+        "on_reboot",
+        "\"reboot\": not destroy, restart or preserve",
+    );
+    refuses_only_domu2(
+        |d| d.set("on_crash", cells(&[1])),
+        "on_crash",
+        "not a single UTF-8 string",
+    );
+    refuses_only_domu2(
+        |d| d.set("on_poweroff", strs(&[""])),
+        "on_poweroff",
+        "\"\": not destroy, restart or preserve",
+    );
 }

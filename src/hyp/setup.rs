@@ -216,6 +216,8 @@ pub fn create_vms(fdt: &Fdt<'_>, gic: &GicInfo, hypervisor_end: u64, cpu_count: 
                 })
                 .collect(),
             doorbells_in: incoming[id].clone(),
+            lifecycle: spec.lifecycle,
+            counter_hz: crate::arch::cpu::counter_frequency(),
         };
         log::info!(
             "{}: {} vCPUs on CPUs {:?}, {} MiB RAM at {:#x}, GICv{}, kernel {} KiB{}",
@@ -231,6 +233,20 @@ pub fn create_vms(fdt: &Fdt<'_>, gic: &GicInfo, hypervisor_end: u64, cpu_count: 
                 r.size >> 10
             ))
         );
+        let l = spec.lifecycle;
+        if l != config::Lifecycle::default() {
+            log::info!(
+                "{}: on_poweroff={}, on_reboot={}, on_crash={}, restarts {}",
+                spec.name,
+                l.on_poweroff,
+                l.on_reboot,
+                l.on_crash,
+                l.reset_limit
+                    .map_or(String::from("unlimited"), |n| alloc::format!(
+                        "at most {n} a minute"
+                    )),
+            );
+        }
         match build(id, console, config) {
             Ok(vm) => vms.push(vm),
             Err(e) => {

@@ -8,8 +8,10 @@ use core::ops::Range;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use super::console::Console;
+use super::lifecycle::ResetRate;
 use super::platform::Platform;
 use super::vcpu::Vcpu;
+use crate::config::Lifecycle;
 use crate::devices::pl011::EmulatedPl011;
 use crate::dtb::PhysRange;
 use crate::guest_dtb::{DoorbellNode, GuestDtbConfig, GuestSeeds, SharedMemNode, build_guest_dtb};
@@ -44,6 +46,10 @@ pub struct VmConfig {
     pub doorbells_out: Vec<Doorbell>,
     /// Doorbells other VMs ring into this one.
     pub doorbells_in: Vec<Doorbell>,
+    /// What happens when it powers off, reboots or crashes.
+    pub lifecycle: Lifecycle,
+    /// The counter's frequency: guest time for the reset limit's minute.
+    pub counter_hz: u64,
 }
 
 /// Host RAM mapped into this VM and others at `ipa`.
@@ -134,6 +140,9 @@ pub struct Vm {
     /// Every VM of the machine (this one too), known once they are all built: doorbells
     /// reach their peers through it.
     pub peers: spin::Once<&'static [Vm]>,
+    /// Its recent restarts, for `bulkhead.reset_limit=` (only the vCPU driving a stop takes
+    /// it).
+    pub resets: SpinLock<ResetRate>,
 }
 
 /// Exit counters by cause (reported when the guest powers off).
@@ -255,6 +264,7 @@ impl Vm {
         let stage2_root = stage2.root_pa();
         stage2.mark_live();
         let config_vcpus = config.vcpu_count;
+        let resets = ResetRate::new(config.lifecycle.reset_limit, config.counter_hz);
         Ok(Vm {
             id,
             console,
@@ -278,6 +288,7 @@ impl Vm {
             stage2_faults: AtomicU64::new(0),
             exits: (0..config_vcpus).map(|_| ExitStats::default()).collect(),
             peers: spin::Once::new(),
+            resets: SpinLock::new(resets),
         })
     }
 

@@ -755,7 +755,9 @@ fn dom0less_chaos_probe_next_to_linux() {
 #[test]
 fn dom0less_heap_is_constant_across_100_resets() {
     let vms = [probe_vm("looper", 1, "probe.reboots=100")];
-    let r = run_vms(&vms, &["--smp", "2"], LINUX);
+    // 100 restarts within seconds: far over the default restart limit.
+    let hyp = format!("{WHOLE_LINES} bulkhead.reset_limit=off");
+    let r = run_vms(&vms, &["--smp", "2", "--hyp-append", &hyp], LINUX);
     let heap: Vec<&str> = r
         .log
         .lines()
@@ -1411,4 +1413,5 @@ fn probe_guest_cpu_features_on_max_gicv2() {
 }
 
 // Topic files: each is a child module, so it reaches the harness above through `super::*`.
+mod lifecycle;
 mod run_script;

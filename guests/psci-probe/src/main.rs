@@ -11,7 +11,8 @@
 //! writes its own over MIB MiB (memcheck.rs), printing `PROBE: memcheck boot=N verified=P`.
 //! With `probe.pingpong=ping|pong [probe.pingpong_rounds=N]` it first exchanges N messages
 //! with another VM over shared memory and doorbells (exchange.rs). `probe.touch_ipa=ADDR`
-//! adds a check that a load from ADDR aborts. When the DTB describes doorbells (or none),
+//! adds a check that a load from ADDR aborts. `probe.crash=runaway|pvpanic` crashes on purpose
+//! right after the boot line (crash.rs). When the DTB describes doorbells (or none),
 //! the checks include the doorbell call's error codes.
 //!
 //! Runs with the MMU off, so every data access is Device memory: the target is built with
@@ -23,6 +24,7 @@
 mod chaos;
 mod checks;
 mod console;
+mod crash;
 mod doorbell;
 mod exchange;
 mod hostile;
@@ -130,6 +132,10 @@ extern "C" fn primary_main(dtb: u64) -> ! {
         record.boots_done + 1,
         u64::from(machine.reboots) + 1
     );
+
+    if let Some(how) = machine.crash {
+        crash::run(&machine, how);
+    }
 
     let mut tally = Tally::default();
     // Only on the first boot: the boot record lives in RAM the chaos may write.
