@@ -36,6 +36,7 @@ use fdt::node::FdtNode;
 
 use crate::dtb::{self, ModuleKind, PhysRange, be_cells, is_compatible};
 use crate::guest_layout::{GUEST_RAM_BASE, MAX_VCPUS};
+use crate::loader::GuestFormat;
 
 pub use cpuset::{CpuSet, CpuSetError};
 pub use links::{DOORBELL_SPI_MAX, DOORBELL_SPI_MIN, DoorbellSpec, MAX_SHM_ID_LEN, SharedMemSpec};
@@ -66,6 +67,9 @@ pub struct VmSpec {
     /// Guest RAM in bytes.
     pub memory: u64,
     pub kernel: PhysRange,
+    /// How to take the kernel file: detected by its header, or raw when the user said so
+    /// (`bulkhead.guest_format=raw`; a dom0less kernel module's `bulkhead,format = "raw"`).
+    pub format: GuestFormat,
     pub initrd: Option<PhysRange>,
     pub bootargs: String,
     /// Per vCPU (index = vCPU id): the physical CPUs it may run on; None = any.
@@ -103,25 +107,7 @@ pub struct ParsedConfig {
     pub warnings: Vec<String>,
 }
 
-/// A size in bytes printed in the largest binary unit that divides it exactly ("512 MiB",
-/// "1536 KiB", "100 bytes"), so an error message shows the number the user wrote.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ByteSize(pub u64);
-
-impl fmt::Display for ByteSize {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const UNITS: [(&str, u32); 4] = [("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)];
-        let bytes = self.0;
-        if bytes != 0 {
-            for (unit, shift) in UNITS {
-                if bytes.trailing_zeros() >= shift {
-                    return write!(f, "{} {unit}", bytes >> shift);
-                }
-            }
-        }
-        write!(f, "{bytes} bytes")
-    }
-}
+pub use crate::units::ByteSize;
 
 /// Parses a size with an optional binary suffix: `512M`, `1g`, `65536K` or plain bytes.
 /// `None` for anything else (signs, other suffixes, empty) and for sizes above `u64::MAX`.
@@ -204,6 +190,10 @@ pub fn parse(fdt: &Fdt<'_>, bootargs: &str, cpu_count: usize) -> ParsedConfig {
 }
 
 const GUEST_MEM_ARG: &str = "bulkhead.guest_mem";
+/// `raw` boots the legacy VM's kernel as raw code; `auto` (the default) detects its format.
+const GUEST_FORMAT_ARG: &str = "bulkhead.guest_format";
+/// The same for one dom0less VM: a string property of its `multiboot,kernel` module node.
+pub const FORMAT_PROPERTY: &str = "bulkhead,format";
 const GUEST_SMP_ARG: &str = "bulkhead.guest_smp";
 
 /// What a guest bundle (the Raspberry Pi firmware's `initramfs` file, `crate::bundle`) asks
@@ -272,6 +262,15 @@ fn parse_legacy(
             default_vcpus
         }),
     };
+    let format = match dtb::bootarg(bootargs, GUEST_FORMAT_ARG) {
+        None => GuestFormat::Detect,
+        Some(arg) => GuestFormat::parse(arg).ok_or_else(|| {
+            refuse(
+                GUEST_FORMAT_ARG,
+                format!("\"{arg}\"; expected \"raw\" or \"auto\""),
+            )
+        })?,
+    };
     let memory = check_memory(memory).map_err(|r| refuse(GUEST_MEM_ARG, r))?;
     let vcpus = check_vcpus(vcpus, cpu_count).map_err(|r| refuse(GUEST_SMP_ARG, r))?;
     let kernel_range = check_module(kernel.range).map_err(|r| refuse("multiboot,kernel", r))?;
@@ -283,6 +282,7 @@ fn parse_legacy(
         vcpus,
         memory,
         kernel: kernel_range,
+        format,
         initrd,
         bootargs: String::from(kernel.bootargs.unwrap_or("")),
         affinity: alloc::vec![None; vcpus],
@@ -423,7 +423,7 @@ fn check_vcpus(vcpus: usize, cpu_count: usize) -> Result<usize, String> {
 /// Checks a module's range: not empty, not wrapping past the end of the address space.
 fn check_module(range: PhysRange) -> Result<PhysRange, String> {
     if range.size == 0 {
-        Err(format!("zero size at {:#x}", range.base))
+        Err(format!("empty (0 bytes at {:#x})", range.base))
     } else if range.base.checked_add(range.size).is_none() {
         Err(format!(
             "{} at {:#x} runs past the end of the address space",
@@ -505,6 +505,7 @@ fn parse_domain<'a>(
     }
 
     let mut kernel: Option<(&str, PhysRange, Option<&str>)> = None;
+    let mut format = GuestFormat::Detect;
     let mut initrd: Option<(&str, PhysRange)> = None;
     let mut affinity: Vec<Option<CpuSet>> = alloc::vec![None; vcpus];
     let mut vcpu_node_seen = alloc::vec![false; vcpus];
@@ -526,6 +527,16 @@ fn parse_domain<'a>(
                         ));
                     }
                     kernel = Some((sub, range, bootargs));
+                    if let Some(value) = str_prop(&child, FORMAT_PROPERTY)
+                        .map_err(|r| refuse(&format!("{sub}/{FORMAT_PROPERTY}"), r))?
+                    {
+                        format = GuestFormat::parse(value).ok_or_else(|| {
+                            refuse(
+                                &format!("{sub}/{FORMAT_PROPERTY}"),
+                                format!("\"{value}\"; expected \"raw\" or \"auto\""),
+                            )
+                        })?;
+                    }
                 } else {
                     if let Some((first, _)) = initrd {
                         return Err(refuse(
@@ -589,6 +600,7 @@ fn parse_domain<'a>(
             vcpus,
             memory,
             kernel,
+            format,
             initrd: initrd.map(|(_, r)| r),
             bootargs: bootargs.to_string(),
             affinity,

@@ -629,6 +629,7 @@ fn two_vms_with_two_cell_regs() {
                 base: 0x5000_0000,
                 size: 0x200_0000
             },
+            format: Default::default(),
             initrd: Some(PhysRange {
                 base: 0x5200_0000,
                 size: 0x80_0000
@@ -921,7 +922,7 @@ fn refuses_bad_module_regs() {
     refuses_only_domu2(
         |d| d.sub(kernel).set("reg", reg(2, 2, 0x5400_0000, 0)),
         "module@54000000/reg",
-        "zero size at 0x54000000",
+        "empty (0 bytes at 0x54000000)",
     );
     refuses_only_domu2(
         |d| {
@@ -1092,6 +1093,7 @@ fn legacy_guest_loader_dtb_makes_one_vm_as_before() {
             vcpus: 4,
             memory: 512 << 20,
             kernel: kernel.range,
+            format: Default::default(),
             initrd: Some(PhysRange {
                 base: 0x4c00_0000,
                 size: 0xf17fd
@@ -1179,7 +1181,7 @@ fn legacy_modules_use_the_root_cells_and_an_empty_kernel_is_refused() {
     let cfg = parse_blob(&blob(&host(node)), 2);
     assert_eq!(
         cfg.refused[0].to_string(),
-        "guest: multiboot,kernel: zero size at 0x48000000"
+        "guest: multiboot,kernel: empty (0 bytes at 0x48000000)"
     );
 }
 
@@ -1361,6 +1363,7 @@ fn spec(name: &str, mib: u64, vcpus: usize) -> VmSpec {
             base: 0x4800_0000,
             size: MIB,
         },
+        format: Default::default(),
         initrd: None,
         bootargs: String::new(),
         affinity: vec![None; vcpus],

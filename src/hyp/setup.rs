@@ -195,6 +195,7 @@ pub fn create_vms(fdt: &Fdt<'_>, gic: &GicInfo, hypervisor_end: u64, cpu_count: 
             gic: version,
             ram_pa: placement.ram_pa,
             kernel: spec.kernel,
+            format: spec.format,
             initrd: spec.initrd,
             bootargs: spec.bootargs.clone(),
             gicv_pa,

@@ -14,7 +14,7 @@ use crate::devices::pl011::EmulatedPl011;
 use crate::dtb::PhysRange;
 use crate::guest_dtb::{DoorbellNode, GuestDtbConfig, GuestSeeds, SharedMemNode, build_guest_dtb};
 use crate::guest_layout::{GUEST_RAM_BASE, GicVersion};
-use crate::loader::{GuestRam, plan_load};
+use crate::loader::{self, GuestFormat, GuestRam, LoadError};
 use crate::mm::stage2::{GuestMemoryMap, Stage2Map};
 use crate::sync::{SpinGuard, SpinLock};
 use crate::vcpu::power::VmPower;
@@ -34,6 +34,8 @@ pub struct VmConfig {
     /// Host PA of the guest's RAM.
     pub ram_pa: u64,
     pub kernel: PhysRange,
+    /// How to take the kernel file (detected, or raw on request).
+    pub format: GuestFormat,
     pub initrd: Option<PhysRange>,
     pub bootargs: String,
     /// Host GICV (GICv2 only), passed through at the guest's GICC.
@@ -79,7 +81,9 @@ pub struct BootInfo {
 #[derive(Debug)]
 pub enum VmError {
     Layout(crate::mm::stage2::Stage2Error),
-    Load(crate::loader::LoadError),
+    Load(LoadError),
+    /// The VM's RAM is not in the platform's guest RAM windows.
+    RamWindow,
     Dtb(crate::guest_dtb::GuestDtbError),
     Vgic(crate::vgic::VgicError),
     Power(crate::vcpu::power::PowerError),
@@ -91,7 +95,8 @@ impl core::fmt::Display for VmError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             Self::Layout(e) => write!(f, "guest memory layout: {e}"),
-            Self::Load(e) => write!(f, "guest image: {e:?}"),
+            Self::Load(e) => write!(f, "{e}"),
+            Self::RamWindow => write!(f, "guest RAM is outside the hypervisor's RAM windows"),
             Self::Dtb(e) => write!(f, "guest DTB: {e:?}"),
             Self::Vgic(e) => write!(f, "vGIC: {e}"),
             Self::Power(e) => write!(f, "vCPU power state: {e:?}"),
@@ -285,38 +290,36 @@ impl Vm {
         GUEST_RAM_BASE..GUEST_RAM_BASE + self.config.ram_size
     }
 
-    /// Host PA behind a guest RAM IPA range, if the whole range is RAM.
-    fn ram_host_pa(&self, ipas: &Range<u64>) -> Option<u64> {
-        let ram = self.ram_ipas();
-        (ipas.start >= ram.start && ipas.end <= ram.end && ipas.start <= ipas.end)
-            .then(|| self.config.ram_pa + (ipas.start - ram.start))
-    }
-
-    fn copy_to_guest(&self, p: &impl Platform, ipa: u64, bytes: &[u8]) -> Result<(), VmError> {
-        let ipas = ipa..ipa + bytes.len() as u64;
-        let pa =
-            self.ram_host_pa(&ipas)
-                .ok_or(VmError::Load(crate::loader::LoadError::DoesNotFit {
-                    what: "image",
-                    end: ipas.end,
-                    ram_end: self.ram_ipas().end,
-                }))?;
-        // `write_ram` cleans to PoC: the guest starts with its MMU off (non-cacheable reads).
-        p.write_ram(pa, bytes);
-        Ok(())
+    /// Loads the kernel into guest RAM and cleans what it wrote to PoC (the guest starts with
+    /// its MMU off: its instruction fetches and data reads are non-cacheable).
+    fn load_kernel(&self, p: &impl Platform, ram: GuestRam) -> Result<loader::LoadedKernel, VmError> {
+        let kernel = p.host_ram(self.config.kernel.base, self.config.kernel.size);
+        let mut loaded = Err(VmError::RamWindow);
+        let copy = |dst: &mut [u8], src: &[u8]| p.copy_ram(dst, src);
+        p.with_guest_ram(self.config.ram_pa, ram.size, &mut |bytes| {
+            loaded = loader::load_kernel(bytes, ram, kernel, self.config.format, &copy)
+                .map_err(VmError::Load);
+        });
+        let loaded = loaded?;
+        for range in &loaded.written {
+            let pa = self.config.ram_pa + (range.start - ram.base);
+            p.clean_ram_to_poc(pa, range.end - range.start);
+        }
+        Ok(loaded)
     }
 
     /// (Re)loads kernel, initrd and DTB into guest RAM, QEMU `-kernel` style. The images are
     /// multiboot modules in host RAM that Bulkhead reserved (never given to a guest).
     pub fn load(&self, p: &impl Platform) -> Result<BootInfo, VmError> {
-        let host_bytes = |range: PhysRange| p.host_ram(range.base, range.size);
-        let kernel = host_bytes(self.config.kernel);
-        let initrd = self.config.initrd.map(host_bytes);
+        let initrd = self.config.initrd.map(|r| p.host_ram(r.base, r.size));
         let ram = GuestRam {
             base: GUEST_RAM_BASE,
             size: self.config.ram_size,
         };
-        let plan = plan_load(ram, kernel, initrd.map(|i| i.len())).map_err(VmError::Load)?;
+        let kernel = self.load_kernel(p, ram)?;
+        let (initrd_at, dtb_at) =
+            loader::place_initrd_and_dtb(ram, kernel.end, initrd.map(|i| i.len()))
+                .map_err(VmError::Load)?;
         let shared: Vec<SharedMemNode<'_>> = self
             .config
             .shared
@@ -346,7 +349,7 @@ impl Vm {
             ram_size: self.config.ram_size,
             gic: self.config.gic,
             bootargs: &self.config.bootargs,
-            initrd: plan.initrd.clone(),
+            initrd: initrd_at.clone(),
             shared: &shared,
             doorbells_out: &doorbells_out,
             doorbells_in: &doorbells_in,
@@ -354,21 +357,27 @@ impl Vm {
         })
         .map_err(VmError::Dtb)?;
         log::debug!(
-            "load: kernel at {:#x} ({} bytes), entry {:#x}, initrd {:x?}, dtb at {:#x}",
-            plan.kernel.start,
-            kernel.len(),
-            plan.entry,
-            plan.initrd,
-            plan.dtb.start
+            "load: {} entry {:#x}, kernel ends {:#x}, initrd {:x?}, dtb at {:#x}",
+            kernel.kind,
+            kernel.entry,
+            kernel.end,
+            initrd_at,
+            dtb_at.start
         );
-        self.copy_to_guest(p, plan.kernel.start, kernel)?;
-        if let (Some(bytes), Some(range)) = (initrd, plan.initrd.as_ref()) {
-            self.copy_to_guest(p, range.start, bytes)?;
+        let host_pa = |ipa: u64| self.config.ram_pa + (ipa - ram.base);
+        if let (Some(bytes), Some(range)) = (initrd, initrd_at.as_ref()) {
+            // Not cleaned: Linux reads its initrd with the MMU and caches on.
+            let copy = |dst: &mut [u8]| p.copy_ram(dst, bytes);
+            let mut copy = copy;
+            if !p.with_guest_ram(host_pa(range.start), range.end - range.start, &mut copy) {
+                return Err(VmError::RamWindow);
+            }
         }
-        self.copy_to_guest(p, plan.dtb.start, &dtb)?;
+        // `write_ram` cleans to PoC: a guest may read its DTB with the MMU off.
+        p.write_ram(host_pa(dtb_at.start), &dtb);
         let boot = BootInfo {
-            entry: plan.entry,
-            dtb_ipa: plan.dtb.start,
+            entry: kernel.entry,
+            dtb_ipa: dtb_at.start,
         };
         *self.boot.lock() = boot;
         Ok(boot)
