@@ -43,7 +43,11 @@ impl fmt::Display for ApproxSize {
                 }
                 // Tenths, rounded up (u128: no overflow for any u64).
                 let tenths = ((rest as u128) * 10).div_ceil(one as u128) as u64;
-                let (whole, tenths) = if tenths == 10 { (whole + 1, 0) } else { (whole, tenths) };
+                let (whole, tenths) = if tenths == 10 {
+                    (whole + 1, 0)
+                } else {
+                    (whole, tenths)
+                };
                 return write!(f, "{whole}.{tenths} {unit}");
             }
         }

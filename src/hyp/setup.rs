@@ -57,10 +57,24 @@ fn init_virtual_gic(fdt: &Fdt<'_>, gic: &GicInfo) -> Option<(GicVersion, Option<
     }
 }
 
+/// What [`create_vms`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guests {
+    /// No VM configured: Bulkhead runs without a guest (a valid demo mode).
+    None,
+    /// At least one VM was created and loaded and will run.
+    Running,
+    /// VMs were configured but every one was refused (each said why in one line).
+    NoneCanStart {
+        /// How many were configured.
+        refused: usize,
+    },
+}
+
 /// Builds every VM the host DTB describes (Xen dom0less `xen,domain` nodes, or the bare
 /// multiboot modules of QEMU's guest-loader as one VM), refusing bad ones with one line each,
-/// and loads their images. Returns how many VMs will run (0: run without a guest).
-pub fn create_vms(fdt: &Fdt<'_>, gic: &GicInfo, hypervisor_end: u64, cpu_count: usize) -> usize {
+/// and loads their images. A VM that cannot be created or loaded is not started.
+pub fn create_vms(fdt: &Fdt<'_>, gic: &GicInfo, hypervisor_end: u64, cpu_count: usize) -> Guests {
     let args = dtb::bootargs(fdt);
     let image = entry::image();
     let hypervisor = PhysRange {
@@ -95,11 +109,19 @@ pub fn create_vms(fdt: &Fdt<'_>, gic: &GicInfo, hypervisor_end: u64, cpu_count: 
     for refused in &parsed.refused {
         log::error!("VM refused: {refused}");
     }
+    let configured = parsed.vms.len() + parsed.refused.len();
+    let none_can_start = Guests::NoneCanStart {
+        refused: configured,
+    };
     if parsed.vms.is_empty() {
-        return 0;
+        return if configured == 0 {
+            Guests::None
+        } else {
+            none_can_start
+        };
     }
     let Some((version, gicv_pa)) = init_virtual_gic(fdt, gic) else {
-        return 0;
+        return none_can_start;
     };
     let vmid_bits = dtb::bootarg(args, "bulkhead.vmid_bits").and_then(|b| b.parse().ok());
     init_vmids(vmid_bits, cpu_count);
@@ -139,7 +161,7 @@ pub fn create_vms(fdt: &Fdt<'_>, gic: &GicInfo, hypervisor_end: u64, cpu_count: 
         })
         .collect();
     if placed.is_empty() {
-        return 0;
+        return none_can_start;
     }
     let console: &'static Console = CONSOLE.call_once(|| {
         let escape = console_escape(args);
@@ -238,7 +260,7 @@ pub fn create_vms(fdt: &Fdt<'_>, gic: &GicInfo, hypervisor_end: u64, cpu_count: 
         match build(id, console, config) {
             Ok(vm) => vms.push(vm),
             Err(e) => {
-                log::error!("{}: cannot create the VM: {e}", spec.name);
+                log::error!("{}: VM not created: {e}", spec.name);
                 console.set_alive(id, false, &ArchPlatform);
             }
         }
@@ -249,7 +271,7 @@ pub fn create_vms(fdt: &Fdt<'_>, gic: &GicInfo, hypervisor_end: u64, cpu_count: 
         match vm.load(&ArchPlatform) {
             Ok(_) => running += 1,
             Err(e) => {
-                log::error!("{}: cannot load the guest: {e}", vm.config.name);
+                log::error!("{}: {e}", vm.config.name);
                 vm.power.force_off();
                 console.set_alive(vm.id, false, &ArchPlatform);
                 STOPPED_VMS.fetch_add(1, Ordering::AcqRel);
@@ -269,7 +291,11 @@ pub fn create_vms(fdt: &Fdt<'_>, gic: &GicInfo, hypervisor_end: u64, cpu_count: 
     for vm in &machine.vms {
         vm.peers.call_once(|| &machine.vms);
     }
-    running
+    if running > 0 {
+        Guests::Running
+    } else {
+        none_can_start
+    }
 }
 
 /// The VMs and which physical CPU runs which vCPU, published once everything is loaded.

@@ -292,7 +292,11 @@ impl Vm {
 
     /// Loads the kernel into guest RAM and cleans what it wrote to PoC (the guest starts with
     /// its MMU off: its instruction fetches and data reads are non-cacheable).
-    fn load_kernel(&self, p: &impl Platform, ram: GuestRam) -> Result<loader::LoadedKernel, VmError> {
+    fn load_kernel(
+        &self,
+        p: &impl Platform,
+        ram: GuestRam,
+    ) -> Result<loader::LoadedKernel, VmError> {
         let kernel = p.host_ram(self.config.kernel.base, self.config.kernel.size);
         let mut loaded = Err(VmError::RamWindow);
         let copy = |dst: &mut [u8], src: &[u8]| p.copy_ram(dst, src);

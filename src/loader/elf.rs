@@ -55,7 +55,9 @@ pub struct Segment {
 
 /// The segments and entry point of an ELF64 AArch64 executable that fits in `ram`.
 pub fn parse(data: &[u8], ram: GuestRam) -> Result<(Vec<Segment>, u64), LoadError> {
-    let ident = data.get(..20).ok_or(malformed("shorter than an ELF header"))?;
+    let ident = data
+        .get(..20)
+        .ok_or(malformed("shorter than an ELF header"))?;
     match ident[4] {
         CLASS_64 => {}
         CLASS_32 => return Err(LoadError::NotBootable(Seen::Elf32)),

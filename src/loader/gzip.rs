@@ -41,7 +41,9 @@ fn corrupt(what: &'static str) -> LoadError {
 
 /// The deflate stream inside a gzip member (everything after its header).
 fn deflate_stream(data: &[u8]) -> Result<&[u8], LoadError> {
-    let header = data.get(..HEADER_LEN).ok_or(LoadError::NotBootable(Seen::GzipTruncated))?;
+    let header = data
+        .get(..HEADER_LEN)
+        .ok_or(LoadError::NotBootable(Seen::GzipTruncated))?;
     if header[2] != CM_DEFLATE {
         return Err(corrupt("compression method is not deflate"));
     }
@@ -114,11 +116,16 @@ pub fn load(ram_bytes: &mut [u8], ram: GuestRam, data: &[u8]) -> Result<LoadedKe
     let out = ram_bytes.get_mut(from..).unwrap_or(&mut none);
     let len = inflate(data, out)?;
     let inflated = &out[..len];
-    let header = parse_image_header(inflated)
-        .ok_or(LoadError::NotBootable(Seen::GzipNotImage(FirstBytes::of(inflated))))??;
+    let header = parse_image_header(inflated).ok_or(LoadError::NotBootable(
+        Seen::GzipNotImage(FirstBytes::of(inflated)),
+    ))??;
     let need = header.image_size.max(len as u64);
-    let footprint =
-        check_kernel_fits(image_load_address(ram, &header), need, "the kernel's image_size", ram)?;
+    let footprint = check_kernel_fits(
+        image_load_address(ram, &header),
+        need,
+        "the kernel's image_size",
+        ram,
+    )?;
     let at = footprint.start..footprint.start + len as u64;
     let to = (at.start - ram.base) as usize;
     if to != from {

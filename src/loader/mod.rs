@@ -153,7 +153,8 @@ fn read_u64_le(bytes: &[u8], offset: usize) -> Option<u64> {
 
 /// Whether `bytes` starts with an arm64 Image header (64 bytes, `ARM\x64` at 0x38).
 fn has_image_magic(bytes: &[u8]) -> bool {
-    bytes.len() >= HEADER_SIZE && bytes.get(MAGIC_OFFSET..MAGIC_OFFSET + 4) == Some(&IMAGE_MAGIC[..])
+    bytes.len() >= HEADER_SIZE
+        && bytes.get(MAGIC_OFFSET..MAGIC_OFFSET + 4) == Some(&IMAGE_MAGIC[..])
 }
 
 /// Parses an arm64 Image header; `None` if `kernel` does not carry one.
@@ -235,9 +236,8 @@ impl GuestRam {
 
     /// The offset in a RAM slice of `ipas`, if the whole range is RAM.
     fn offsets(&self, ipas: &Range<u64>) -> Option<Range<usize>> {
-        (ipas.start >= self.base && ipas.end <= self.end() && ipas.start <= ipas.end).then(|| {
-            (ipas.start - self.base) as usize..(ipas.end - self.base) as usize
-        })
+        (ipas.start >= self.base && ipas.end <= self.end() && ipas.start <= ipas.end)
+            .then(|| (ipas.start - self.base) as usize..(ipas.end - self.base) as usize)
     }
 }
 

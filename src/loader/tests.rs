@@ -77,7 +77,11 @@ fn copy(dst: &mut [u8], src: &[u8]) {
 }
 
 /// Loads `kernel` into a fresh `ram` (filled with 0xee, so zeroing shows).
-fn load_in(ram: GuestRam, kernel: &[u8], format: GuestFormat) -> (Result<LoadedKernel, LoadError>, Vec<u8>) {
+fn load_in(
+    ram: GuestRam,
+    kernel: &[u8],
+    format: GuestFormat,
+) -> (Result<LoadedKernel, LoadError>, Vec<u8>) {
     let mut bytes = vec![0xee; ram.size as usize];
     let loaded = load_kernel(&mut bytes, ram, kernel, format, &copy);
     (loaded, bytes)
@@ -99,7 +103,9 @@ fn at(ram: &[u8], ipa: u64, len: usize) -> &[u8] {
 #[test]
 fn good_image_header_parses() {
     // Debian 6.1: text_offset 0, ~32 MiB, flags = 4K pages | anywhere (0b1010).
-    let header = parse_image_header(&image(0, 32 * MIB, 0b1010, 4096)).unwrap().unwrap();
+    let header = parse_image_header(&image(0, 32 * MIB, 0b1010, 4096))
+        .unwrap()
+        .unwrap();
     assert_eq!(header.text_offset, 0);
     assert_eq!(header.image_size, 32 * MIB);
     assert_eq!(header.page_size(), KernelPageSize::Size4K);
@@ -113,7 +119,9 @@ fn big_endian_kernel_is_refused() {
 
 #[test]
 fn old_header_means_text_offset_0x80000() {
-    let header = parse_image_header(&image(0x1234, 0, 1, 4096)).unwrap().unwrap();
+    let header = parse_image_header(&image(0x1234, 0, 1, 4096))
+        .unwrap()
+        .unwrap();
     assert_eq!(header.text_offset, DEFAULT_TEXT_OFFSET);
 }
 
@@ -122,7 +130,10 @@ fn image_is_copied_to_text_offset_and_entered_there() {
     let kernel = image(0x8_0000, 2 * MIB, 0b10, 8192);
     let (loaded, ram) = load_in(RAM, &kernel, GuestFormat::Detect);
     let loaded = loaded.unwrap();
-    assert_eq!(loaded.kind, KernelKind::Image(parse_image_header(&kernel).unwrap().unwrap()));
+    assert_eq!(
+        loaded.kind,
+        KernelKind::Image(parse_image_header(&kernel).unwrap().unwrap())
+    );
     assert_eq!(loaded.entry, 0x4008_0000);
     assert_eq!(loaded.end, 0x4008_0000 + 2 * MIB);
     assert_eq!(loaded.written, vec![0x4008_0000..0x4008_2000]);
@@ -135,7 +146,10 @@ fn image_is_copied_to_text_offset_and_entered_there() {
 fn image_whose_image_size_exceeds_ram_says_both_sizes() {
     // Debian 6.1's image_size (32 MiB + 64 KiB) in 4 MiB of RAM, as `--mem 4M` gives.
     let kernel = image(0, 0x201_0000, 0b1010, 4096);
-    let ram = GuestRam { base: 0x4000_0000, size: 4 * MIB };
+    let ram = GuestRam {
+        base: 0x4000_0000,
+        size: 4 * MIB,
+    };
     let err = load_in(ram, &kernel, GuestFormat::Detect).0.unwrap_err();
     assert_eq!(
         err.to_string(),
@@ -162,8 +176,13 @@ fn hostile_header_values_do_not_overflow() {
 
 #[test]
 fn empty_and_unknown_files_are_refused_naming_what_was_seen() {
-    assert_eq!(refusal(&[]), "kernel is not a bootable image: saw an empty file");
-    let random: Vec<u8> = (0u32..4096).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    assert_eq!(
+        refusal(&[]),
+        "kernel is not a bootable image: saw an empty file"
+    );
+    let random: Vec<u8> = (0u32..4096)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     let text = refusal(&random);
     assert!(
         text.starts_with("kernel is not a bootable image: saw unknown header 00 bb 77 33 ef ab 66 22 in 4 KiB (not an arm64 Image, gzip or ELF64; a raw binary must be asked for"),
@@ -190,7 +209,10 @@ fn raw_on_request_goes_to_base_plus_0x80000_whatever_it_holds() {
     assert!(refusal(&raw).contains("unknown header 1f 20 03 d5"));
     // Raw wins over a header: an Image taken raw goes to 0x80000 even with text_offset 0.
     let kernel = image(0, MIB, 0b1010, 4096);
-    assert_eq!(load_in(RAM, &kernel, GuestFormat::Raw).0.unwrap().entry, 0x4008_0000);
+    assert_eq!(
+        load_in(RAM, &kernel, GuestFormat::Raw).0.unwrap().entry,
+        0x4008_0000
+    );
     assert_eq!(GuestFormat::parse("raw"), Some(GuestFormat::Raw));
     assert_eq!(GuestFormat::parse("auto"), Some(GuestFormat::Detect));
     assert_eq!(GuestFormat::parse("Image"), None);
@@ -221,8 +243,13 @@ fn gzip_image_with_a_text_offset_is_moved_there() {
 #[test]
 fn gzip_refusals_name_the_problem() {
     let kernel = image(0, 3 * MIB, 0b1010, 3 * MIB as usize);
-    let small = GuestRam { base: 0x4000_0000, size: 2 * MIB };
-    let err = load_in(small, &gzip(&kernel, None), GuestFormat::Detect).0.unwrap_err();
+    let small = GuestRam {
+        base: 0x4000_0000,
+        size: 2 * MIB,
+    };
+    let err = load_in(small, &gzip(&kernel, None), GuestFormat::Detect)
+        .0
+        .unwrap_err();
     assert_eq!(
         err.to_string(),
         "kernel is not a bootable image: saw a gzip stream that inflates beyond guest RAM (more than 2 MiB)"
@@ -242,28 +269,47 @@ fn gzip_refusals_name_the_problem() {
     assert!(refusal(&wrong_len).contains("corrupt gzip stream: inflated length differs"));
     let mut bad = whole.clone();
     bad[10] = 0xff; // block type 3: reserved
-    assert!(refusal(&bad).contains("corrupt gzip stream"), "{}", refusal(&bad));
+    assert!(
+        refusal(&bad).contains("corrupt gzip stream"),
+        "{}",
+        refusal(&bad)
+    );
     assert_eq!(
         refusal(&gzip(b"#!/bin/sh\necho hello\n", None)),
         "kernel is not a bootable image: saw a gzip stream holding no arm64 Image (it inflates to 23 21 2f 62 69 6e 2f 73 ...)"
     );
     // The Image inside still has to fit.
     let kernel = image(0, 8 * MIB, 0b1010, 4096);
-    let err = load_in(small, &gzip(&kernel, None), GuestFormat::Detect).0.unwrap_err();
-    assert_eq!(err.to_string(), "guest RAM 2 MiB is smaller than the kernel's image_size 8 MiB");
+    let err = load_in(small, &gzip(&kernel, None), GuestFormat::Detect)
+        .0
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "guest RAM 2 MiB is smaller than the kernel's image_size 8 MiB"
+    );
 }
 
 #[test]
 fn elf_segments_go_to_their_physical_addresses_with_bss_zeroed() {
     let text = [0x11u8; 100];
     let data = [0x22u8; 10];
-    let file = elf(0xb7, 0x4008_0000, &[(0x4008_0000, 0x4008_0000, &text, 100), (0x4009_0000, 0x4009_0000, &data, 64)]);
+    let file = elf(
+        0xb7,
+        0x4008_0000,
+        &[
+            (0x4008_0000, 0x4008_0000, &text, 100),
+            (0x4009_0000, 0x4009_0000, &data, 64),
+        ],
+    );
     let (loaded, ram) = load_in(RAM, &file, GuestFormat::Detect);
     let loaded = loaded.unwrap();
     assert_eq!(loaded.kind, KernelKind::Elf);
     assert_eq!(loaded.entry, 0x4008_0000);
     assert_eq!(loaded.end, 0x4009_0040);
-    assert_eq!(loaded.written, vec![0x4008_0000..0x4008_0064, 0x4009_0000..0x4009_0040]);
+    assert_eq!(
+        loaded.written,
+        vec![0x4008_0000..0x4008_0064, 0x4009_0000..0x4009_0040]
+    );
     assert_eq!(at(&ram, 0x4008_0000, 100), text);
     assert_eq!(at(&ram, 0x4009_0000, 10), data);
     assert_eq!(at(&ram, 0x4009_000a, 54), [0u8; 54]);
@@ -273,7 +319,11 @@ fn elf_segments_go_to_their_physical_addresses_with_bss_zeroed() {
 #[test]
 fn elf_linked_high_is_entered_at_the_physical_address() {
     let text = [0x33u8; 64];
-    let file = elf(0xb7, 0xffff_8000_0000_0010, &[(0x4020_0000, 0xffff_8000_0000_0000, &text, 64)]);
+    let file = elf(
+        0xb7,
+        0xffff_8000_0000_0010,
+        &[(0x4020_0000, 0xffff_8000_0000_0000, &text, 64)],
+    );
     assert_eq!(load(&file).unwrap().entry, 0x4020_0010);
 }
 
@@ -281,23 +331,46 @@ fn elf_linked_high_is_entered_at_the_physical_address() {
 fn elf_refusals_name_the_problem() {
     let seg: &[u8] = &[0u8; 16];
     let refused = |file: &[u8]| refusal(file).replace("kernel is not a bootable image: saw ", "");
-    assert_eq!(refused(&elf(0x3e, 0x4008_0000, &[(0x4008_0000, 0x4008_0000, seg, 16)])), "ELF for x86-64, not AArch64");
-    assert_eq!(refused(&elf(0x1234, 0, &[])), "ELF for machine 0x1234, not AArch64");
+    assert_eq!(
+        refused(&elf(
+            0x3e,
+            0x4008_0000,
+            &[(0x4008_0000, 0x4008_0000, seg, 16)]
+        )),
+        "ELF for x86-64, not AArch64"
+    );
+    assert_eq!(
+        refused(&elf(0x1234, 0, &[])),
+        "ELF for machine 0x1234, not AArch64"
+    );
     let mut rel = elf(0xb7, 0x4008_0000, &[(0x4008_0000, 0x4008_0000, seg, 16)]);
     rel[16] = 1;
-    assert_eq!(refused(&rel), "an ELF file that is a relocatable object (ET_REL), not an executable (ET_EXEC)");
+    assert_eq!(
+        refused(&rel),
+        "an ELF file that is a relocatable object (ET_REL), not an executable (ET_EXEC)"
+    );
     let mut elf32 = rel.clone();
     elf32[4] = 1;
-    assert_eq!(refused(&elf32), "a 32-bit ELF file; guests need ELF64 AArch64");
+    assert_eq!(
+        refused(&elf32),
+        "a 32-bit ELF file; guests need ELF64 AArch64"
+    );
     assert_eq!(
         refused(&elf(0xb7, 0x1000, &[(0x1000, 0x1000, seg, 16)])),
         "an ELF executable with a segment at 0x1000..0x1010, outside guest RAM"
     );
     assert_eq!(
-        refused(&elf(0xb7, 0x5000_0000, &[(0x4008_0000, 0x4008_0000, seg, 16)])),
+        refused(&elf(
+            0xb7,
+            0x5000_0000,
+            &[(0x4008_0000, 0x4008_0000, seg, 16)]
+        )),
         "an ELF executable whose entry point 0x50000000 is in none of its segments"
     );
-    assert_eq!(refused(&elf(0xb7, 0, &[])), "a malformed ELF64 AArch64 file: no PT_LOAD segment");
+    assert_eq!(
+        refused(&elf(0xb7, 0, &[])),
+        "a malformed ELF64 AArch64 file: no PT_LOAD segment"
+    );
     let good = elf(0xb7, 0x4008_0000, &[(0x4008_0000, 0x4008_0000, seg, 16)]);
     assert!(refused(&good[..good.len() - 1]).contains("a segment runs past the end of the file"));
     assert!(refused(&good[..100]).contains("program headers run past the end"));
@@ -314,8 +387,12 @@ fn elf_refusals_name_the_problem() {
 
 #[test]
 fn initrd_goes_above_the_low_gap_and_dtb_after_it() {
-    let ram = GuestRam { base: 0x4000_0000, size: 512 * MIB };
-    let (initrd, dtb) = place_initrd_and_dtb(ram, 0x4000_0000 + 32 * MIB, Some(5 * MIB as usize + 3)).unwrap();
+    let ram = GuestRam {
+        base: 0x4000_0000,
+        size: 512 * MIB,
+    };
+    let (initrd, dtb) =
+        place_initrd_and_dtb(ram, 0x4000_0000 + 32 * MIB, Some(5 * MIB as usize + 3)).unwrap();
     // min(512M / 2, 128M) = 128M above RAM base.
     assert_eq!(initrd, Some(0x4800_0000..0x4800_0000 + 5 * MIB + 3));
     assert_eq!(dtb, 0x4860_0000..0x4860_0000 + GUEST_DTB_MAX_SIZE);
@@ -337,7 +414,9 @@ fn small_ram_puts_initrd_after_kernel() {
 fn oversized_initrd_or_dtb_do_not_fit() {
     let kernel_end = 0x4000_0000 + 8 * MIB;
     assert_eq!(
-        place_initrd_and_dtb(RAM, kernel_end, Some(40 * MIB as usize)).unwrap_err().to_string(),
+        place_initrd_and_dtb(RAM, kernel_end, Some(40 * MIB as usize))
+            .unwrap_err()
+            .to_string(),
         "initrd at 0x42000000..0x44800000 (40 MiB) runs past the end of guest RAM at 0x44000000"
     );
     // The initrd fits exactly but leaves no room for the DTB.

@@ -51,6 +51,18 @@ global_asm!(
     .section .text.entry, "ax"
     .global _start
 _start:
+    // An arm64 Image header (Linux Documentation/arch/arm64/booting.rst), so loaders place
+    // the probe by it. image_size 0 (an old-style header): text_offset is 0x80000 and the
+    // file is the whole footprint (.bss is inside it, see link.ld).
+    b probe_start           // code0
+    .long 0                 // code1
+    .quad 0x80000           // text_offset
+    .quad 0                 // image_size
+    .quad 0                 // flags
+    .quad 0, 0, 0           // res2-res4
+    .ascii "ARM\x64"        // magic
+    .long 0                 // res5
+probe_start:
     ldr x1, =probe_primary_stack_top
     mov sp, x1
     adr x1, probe_vectors

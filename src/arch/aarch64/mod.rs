@@ -11,6 +11,7 @@ pub mod mmu;
 pub mod panic;
 pub mod percpu;
 pub mod platform;
+pub mod semihosting;
 pub mod spintable;
 pub mod stage2_hw;
 pub mod switch;
