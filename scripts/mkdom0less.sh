@@ -6,8 +6,10 @@
 #
 #   scripts/mkdom0less.sh --out FILE --gic 2|3 --smp N --mem MIB [--cpu MODEL] \
 #       --vm "name=domU1,kernel=PATH[,initrd=PATH][,cpus=N][,mem=SIZE][,affinity=0-1]
-#             [,shm=ID@IPA+SIZE[/owner]]...[,bell=PEER@SPI]...[,append=ARGS]" ...
+#             [,format=raw][,shm=ID@IPA+SIZE[/owner]]...[,bell=PEER@SPI]...[,append=ARGS]" ...
 #
+# format=raw boots the kernel file as raw code at RAM base + 0x80000 (`bulkhead,format = "raw"`
+# on its module node); by default Bulkhead goes by its header (Image, gzip Image, ELF64).
 # shm= adds a Xen static shared memory region (`xen,domain-shared-memory-v1`, host memory
 # allocated by Bulkhead; the same ID in several VMs is the same memory), bell= a doorbell this
 # VM may ring (`bulkhead,doorbell`: PEER gets SPI number SPI), numbered in the order given.
@@ -59,7 +61,7 @@ align() { echo $(( ($1 + 0x1fffff) & ~0x1fffff )); }
 {
     echo "/ { chosen {"
     for spec in "${vms[@]}"; do
-        name="" kernel="" initrd="" cpus=1 vmmem=256M affinity="" append="console=ttyAMA0"
+        name="" kernel="" initrd="" cpus=1 vmmem=256M affinity="" append="console=ttyAMA0" format=""
         shms=() bells=()
         rest=$spec
         while [ -n "$rest" ]; do
@@ -75,6 +77,7 @@ align() { echo $(( ($1 + 0x1fffff) & ~0x1fffff )); }
                 cpus=*) cpus=${field#cpus=} ;;
                 mem=*) vmmem=${field#mem=} ;;
                 affinity=*) affinity=${field#affinity=} ;;
+                format=*) format=${field#format=} ;;
                 shm=*) shms+=("${field#shm=}") ;;
                 bell=*) bells+=("${field#bell=}") ;;
                 *) echo "mkdom0less.sh: unknown VM field '$field' in '$spec'" >&2; exit 2 ;;
@@ -110,8 +113,8 @@ align() { echo $(( ($1 + 0x1fffff) & ~0x1fffff )); }
                 "$i" "${bells[$i]%@*}" "${bells[$i]#*@}"
         done
         size=$(stat -c %s "$kernel")
-        printf '    module@%x { compatible = "multiboot,kernel", "multiboot,module"; reg = <0 0x%x 0 0x%x>; bootargs = "%s"; };\n' \
-            "$addr" "$addr" "$size" "${append//\"/\\\"}"
+        printf '    module@%x { compatible = "multiboot,kernel", "multiboot,module"; reg = <0 0x%x 0 0x%x>; bootargs = "%s";%s };\n' \
+            "$addr" "$addr" "$size" "${append//\"/\\\"}" "${format:+ bulkhead,format = \"$format\";}"
         echo "-device loader,file=$kernel,addr=$(printf 0x%x "$addr"),force-raw=on" >>"$tmp/args"
         addr=$(align $((addr + size)))
         if [ -n "$initrd" ]; then

@@ -2297,3 +2297,50 @@ fn place_refuses_specs_that_disagree_on_an_id() {
     assert_eq!(ok(&placed[2]).shared, [0x6000_0000]);
     assert!(err(&placed[3]).ends_with("host address differs from the region's, 0x60000000"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Kernel format requests (raw only when asked)
+
+#[test]
+fn kernel_format_defaults_to_detect_and_raw_is_asked_for_per_vm() {
+    let mut domains = three_domains();
+    domains[1]
+        .sub("module@54000000")
+        .set(FORMAT_PROPERTY, strs(&["raw"]));
+    let cfg = parse_domains(domains);
+    assert_eq!(cfg.refused, []);
+    let formats: Vec<GuestFormat> = cfg.vms.iter().map(|v| v.format).collect();
+    assert_eq!(
+        formats,
+        [GuestFormat::Detect, GuestFormat::Raw, GuestFormat::Detect]
+    );
+}
+
+#[test]
+fn an_unknown_kernel_format_refuses_the_vm_naming_the_property() {
+    let mut domains = three_domains();
+    domains[1]
+        .sub("module@54000000")
+        .set(FORMAT_PROPERTY, strs(&["zImage"]));
+    let cfg = parse_domains(domains);
+    assert_eq!(cfg.refused.len(), 1, "{:?}", cfg.refused);
+    assert_eq!(
+        cfg.refused[0].to_string(),
+        "domU2: module@54000000/bulkhead,format: \"zImage\"; expected \"raw\" or \"auto\""
+    );
+}
+
+#[test]
+fn legacy_kernel_format_comes_from_a_bootarg() {
+    let blob = load("virt-gicv3-guest-loader.dtb");
+    let fdt = dtb::parse(&blob).unwrap();
+    assert_eq!(parse(&fdt, "", 4).vms[0].format, GuestFormat::Detect);
+    let cfg = parse(&fdt, "bulkhead.guest_format=raw", 4);
+    assert_eq!(cfg.vms[0].format, GuestFormat::Raw);
+    let cfg = parse(&fdt, "bulkhead.guest_format=elf", 4);
+    assert_eq!(cfg.vms, []);
+    assert_eq!(
+        cfg.refused[0].to_string(),
+        "guest: bulkhead.guest_format: \"elf\"; expected \"raw\" or \"auto\""
+    );
+}
