@@ -13,10 +13,11 @@ fn scratch(name: &str, bytes: &[u8]) -> String {
     path.to_string_lossy().into_owned()
 }
 
-/// Debian's arm64 kernel (fetched by `scripts/assets.sh` if missing).
-fn debian_kernel() -> Vec<u8> {
+/// Debian's arm64 kernel and the busybox initramfs (fetched by `scripts/assets.sh` if missing):
+/// the kernel's bytes and the initramfs path.
+fn debian_kernel_and_initrd() -> (Vec<u8>, String) {
     let out = Command::new(repo().join("scripts/assets.sh"))
-        .arg("kernel")
+        .args(["kernel", "initramfs"])
         .output()
         .unwrap();
     assert!(
@@ -25,11 +26,13 @@ fn debian_kernel() -> Vec<u8> {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8(out.stdout).unwrap();
-    let path = text
-        .lines()
-        .find_map(|l| l.strip_prefix("KERNEL="))
-        .expect("assets.sh prints KERNEL=");
-    std::fs::read(path).unwrap()
+    let var = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("assets.sh prints {name}"))
+            .to_string()
+    };
+    (std::fs::read(var("KERNEL=")).unwrap(), var("INITRD="))
 }
 
 /// The probe guest's ELF file (built next to its flat binary).
@@ -95,7 +98,7 @@ fn assert_no_vm_can_start(r: &Run, reason: &str) {
 
 #[test]
 fn formats_gzip_compressed_debian_kernel_boots_linux() {
-    let kernel = debian_kernel();
+    let (kernel, initrd) = debian_kernel_and_initrd();
     let mut gzip = Command::new("gzip")
         .args(["-c", "-6"])
         .stdin(Stdio::piped())
@@ -114,6 +117,8 @@ fn formats_gzip_compressed_debian_kernel_boots_linux() {
     let r = run_smoke(&[
         "--kernel",
         &path,
+        "--initrd",
+        &initrd,
         "--smp",
         "2",
         "--hyp-append",
