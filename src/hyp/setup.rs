@@ -23,6 +23,7 @@ use crate::guest_layout::GicVersion;
 use crate::hyp::platform::Platform;
 use crate::mm::layout::phys_to_linear;
 use crate::mm::stage2::{Stage2Map, stage2_geometry};
+use crate::units::{ApproxSize, ByteSize};
 use crate::vmid::VmidAllocator;
 
 /// The GIC virtualization hardware, set up once for all VMs: the guest-visible GIC version and
@@ -244,17 +245,17 @@ pub fn create_vms(fdt: &Fdt<'_>, gic: &GicInfo, hypervisor_end: u64, cpu_count: 
             doorbells_in: incoming[id].clone(),
         };
         log::info!(
-            "{}: {} vCPUs on CPUs {:?}, {} MiB RAM at {:#x}, GICv{}, kernel {} KiB{}",
+            "{}: {} vCPUs on CPUs {:?}, {} RAM at {:#x}, GICv{}, kernel {}{}",
             spec.name,
             spec.vcpus,
             placement.pcpus,
-            spec.memory >> 20,
+            ByteSize(spec.memory),
             placement.ram_pa,
             if version == GicVersion::V3 { 3 } else { 2 },
-            spec.kernel.size >> 10,
+            ApproxSize(spec.kernel.size),
             spec.initrd.map_or(String::new(), |r| alloc::format!(
-                ", initrd {} KiB",
-                r.size >> 10
+                ", initrd {}",
+                ApproxSize(r.size)
             ))
         );
         match build(id, console, config) {

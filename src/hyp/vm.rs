@@ -97,9 +97,9 @@ impl core::fmt::Display for VmError {
             Self::Layout(e) => write!(f, "guest memory layout: {e}"),
             Self::Load(e) => write!(f, "{e}"),
             Self::RamWindow => write!(f, "guest RAM is outside the hypervisor's RAM windows"),
-            Self::Dtb(e) => write!(f, "guest DTB: {e:?}"),
+            Self::Dtb(e) => write!(f, "guest DTB: {e}"),
             Self::Vgic(e) => write!(f, "vGIC: {e}"),
-            Self::Power(e) => write!(f, "vCPU power state: {e:?}"),
+            Self::Power(e) => write!(f, "vCPU power state: {e}"),
             Self::Placement => write!(f, "not one physical CPU per vCPU"),
         }
     }
