@@ -243,3 +243,23 @@ fn formats_dom0less_garbage_vm_is_refused_and_the_raw_and_elf_ones_run() {
     r.assert_lacks("junk powered off");
     r.assert_exit_ok();
 }
+
+#[test]
+fn formats_ram_that_does_not_fit_is_refused_and_qemu_exits_non_zero() {
+    // run.sh gives QEMU 512 + 768 MiB; the first guest_mem= wins over run.sh's own.
+    let r = run(
+        &[
+            "--kernel",
+            &probe(),
+            "--smp",
+            "2",
+            "--hyp-append",
+            "bulkhead.guest_mem=2G",
+        ],
+        REFUSAL,
+    );
+    assert_no_vm_can_start(
+        &r,
+        "bulkhead: error: VM refused: guest: memory: no room for 2 GiB of RAM (",
+    );
+}
