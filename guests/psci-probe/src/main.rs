@@ -3,8 +3,9 @@
 //! Boot contract: a flat binary with an arm64 Image header (text_offset 0x80000; also built
 //! as an ELF with the same addresses), loaded at IPA 0x4008_0000 and entered at its first
 //! byte at EL1h, MMU off, DAIF masked, x0 = DTB. It prints one `PROBE: PASS|FAIL <check>`
-//! line per check, then `PROBE: DONE pass=N fail=M`, then calls PSCI SYSTEM_OFF. With `probe.reboots=N` in /chosen/bootargs it first runs N SYSTEM_RESET
-//! cycles (printing `PROBE: BOOT-DONE` each time), and DONE carries the totals of all boots.
+//! line per check, then `PROBE: DONE pass=N fail=M`, then calls PSCI SYSTEM_OFF. With
+//! `probe.reboots=N` in /chosen/bootargs it first runs N SYSTEM_RESET cycles (printing
+//! `PROBE: BOOT-DONE` each time), and DONE carries the totals of all boots.
 //! With `probe.chaos=N [probe.seed=S]` it first performs N hostile operations (chaos.rs) and
 //! prints `PROBE: chaos done ops=N faults=F`; the checks must then still pass.
 //! With `probe.memcheck=MIB` every boot verifies the RAM pattern of the boot before and
