@@ -102,7 +102,11 @@ pub fn create_vms(fdt: &Fdt<'_>, gic: &GicInfo, hypervisor_end: u64, cpu_count: 
                 bundle_range = guest.bundle;
             }
             Ok(_) => {}
-            Err(e) => log::error!("{e}"),
+            Err(e) => {
+                // A guest was meant to run (the boot loader handed over a file), but none can.
+                log::error!("{e}");
+                return Guests::NoneCanStart { refused: 1 };
+            }
         }
     }
     for warning in &parsed.warnings {
