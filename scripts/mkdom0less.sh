@@ -6,8 +6,11 @@
 #
 #   scripts/mkdom0less.sh --out FILE --gic 2|3 --smp N --mem MIB [--cpu MODEL] \
 #       --vm "name=domU1,kernel=PATH[,initrd=PATH][,cpus=N][,mem=SIZE][,affinity=0-1]
-#             [,shm=ID@IPA+SIZE[/owner]]...[,bell=PEER@SPI]...
+#             [,format=raw][,shm=ID@IPA+SIZE[/owner]]...[,bell=PEER@SPI]...
 #             [,on_poweroff=P][,on_reboot=P][,on_crash=P][,append=ARGS]" ...
+#
+# format=raw boots the kernel file as raw code at RAM base + 0x80000 (`bulkhead,format = "raw"`
+# on its module node); by default Bulkhead goes by its header (Image, gzip Image, ELF64).
 #
 # shm= adds a Xen static shared memory region (`xen,domain-shared-memory-v1`, host memory
 # allocated by Bulkhead; the same ID in several VMs is the same memory), bell= a doorbell this
@@ -66,7 +69,7 @@ is_number() { [[ $1 =~ ^(0x[0-9a-fA-F]+|[0-9]+)$ ]]; }
 # Splits one --vm value into the vm_* variables, checking each field; dies naming the VM.
 parse_vm() { # SPEC
     local spec=$1 rest=$1 field kib_
-    vm_name="" vm_kernel="" vm_initrd="" vm_cpus=1 vm_mem=256M vm_affinity=""
+    vm_name="" vm_kernel="" vm_initrd="" vm_cpus=1 vm_mem=256M vm_affinity="" vm_format=""
     vm_append="console=ttyAMA0" vm_shms=() vm_bells=() vm_policies=()
     while [ -n "$rest" ]; do
         case "$rest" in
@@ -81,12 +84,13 @@ parse_vm() { # SPEC
             cpus=*) vm_cpus=${field#cpus=} ;;
             mem=*) vm_mem=${field#mem=} ;;
             affinity=*) vm_affinity=${field#affinity=} ;;
+            format=*) vm_format=${field#format=} ;;
             shm=*) vm_shms+=("${field#shm=}") ;;
             bell=*) vm_bells+=("${field#bell=}") ;;
             on_poweroff=* | on_reboot=* | on_crash=*)
                 [[ ${field#*=} =~ ^[a-z-]+$ ]] || die "VM $vm_name: $field is not a policy word like destroy, restart or preserve"
                 vm_policies+=("${field%%=*} = \"${field#*=}\";") ;;
-            *) die "unknown VM field '$field' in '$spec' (name=, kernel=, initrd=, cpus=, mem=, affinity=, shm=, bell=, on_poweroff=, on_reboot=, on_crash=, append=)" ;;
+            *) die "unknown VM field '$field' in '$spec' (name=, kernel=, initrd=, cpus=, mem=, affinity=, format=, shm=, bell=, on_poweroff=, on_reboot=, on_crash=, append=)" ;;
         esac
     done
     # A device tree node name (Devicetree Specification v0.4, 2.2.1), without commas.
@@ -100,6 +104,8 @@ parse_vm() { # SPEC
         die "VM $vm_name: mem=$vm_mem is not a size like 256M or 1G (a whole number of MiB)"
     [ -z "$vm_affinity" ] || [[ $vm_affinity =~ ^[0-9,:-]+$ ]] ||
         die "VM $vm_name: affinity=$vm_affinity is not CPU numbers like 2, 0-1 or 2:3"
+    [ -z "$vm_format" ] || [ "$vm_format" = raw ] || [ "$vm_format" = auto ] ||
+        die "VM $vm_name: format=$vm_format is not raw or auto"
     local shm bell
     for shm in "${vm_shms[@]}"; do
         [[ $shm =~ ^[A-Za-z0-9_.-]+@(0x[0-9a-fA-F]+|[0-9]+)\+(0x[0-9a-fA-F]+|[0-9]+)(/owner|/borrower)?$ ]] ||
@@ -135,7 +141,7 @@ align() { echo $(( ($1 + 0x1fffff) & ~0x1fffff )); }
     for spec in "${vms[@]}"; do
         parse_vm "$spec"
         name=$vm_name kernel=$vm_kernel initrd=$vm_initrd cpus=$vm_cpus vmmem=$vm_mem
-        affinity=$vm_affinity append=$vm_append shms=("${vm_shms[@]}") bells=("${vm_bells[@]}")
+        affinity=$vm_affinity format=$vm_format append=$vm_append shms=("${vm_shms[@]}") bells=("${vm_bells[@]}")
         policies=("${vm_policies[@]}")
         # Relative paths are the caller's; QEMU runs elsewhere.
         kernel=$(realpath "$kernel")
@@ -160,8 +166,8 @@ align() { echo $(( ($1 + 0x1fffff) & ~0x1fffff )); }
                 "$i" "${bells[$i]%@*}" "${bells[$i]#*@}"
         done
         size=$(stat -c %s "$kernel")
-        printf '    module@%x { compatible = "multiboot,kernel", "multiboot,module"; reg = <0 0x%x 0 0x%x>; bootargs = "%s"; };\n' \
-            "$addr" "$addr" "$size" "${append//\"/\\\"}"
+        printf '    module@%x { compatible = "multiboot,kernel", "multiboot,module"; reg = <0 0x%x 0 0x%x>; bootargs = "%s";%s };\n' \
+            "$addr" "$addr" "$size" "${append//\"/\\\"}" "${format:+ bulkhead,format = \"$format\";}"
         printf '%s\n' -device "loader,file=${kernel//,/,,},addr=$(printf 0x%x "$addr"),force-raw=on" >>"$tmp/args"
         addr=$(align $((addr + size)))
         if [ -n "$initrd" ]; then

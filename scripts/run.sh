@@ -37,7 +37,7 @@ The single guest (the default):
 
 Several VMs (virt only; Xen dom0less), repeatable:
   --vm "name=N,kernel=PATH[,initrd=PATH][,cpus=N][,mem=SIZE][,affinity=CPUS]
-        [,shm=ID@IPA+SIZE[/owner]]...[,bell=PEER@SPI]...[,append=GUEST CMDLINE]"
+        [,format=raw][,shm=ID@IPA+SIZE[/owner]]...[,bell=PEER@SPI]...[,append=GUEST CMDLINE]"
                         append= comes last and takes the rest (commas too)
 
 Bulkhead itself:
@@ -209,6 +209,9 @@ case "$board" in
         # guest's RAM at the top, above 0x60000000.
         qemu+=(-M "virt,virtualization=$virt_ext,gic-version=$gic" -cpu "$cpu"
                -smp "${qemu_cpus:-$smp}" -m "$(( mem_mib + 512 + 256 ))M")
+        # Semihosting's exit call: a run where no VM can start ends QEMU with a failure status.
+        qemu+=(-semihosting-config enable=on,target=native)
+        hyp_append="$hyp_append bulkhead.semihosting=1"
         ;;
     rpi4)
         # QEMU's raspi4b describes 960 MiB at 0: the hypervisor at 0x80000, the guest modules

@@ -10,6 +10,7 @@
 use core::fmt;
 
 use crate::config::parse_size;
+use crate::loader::GuestFormat;
 
 /// The settings in force, from the bootargs (defaults where absent or malformed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +29,13 @@ pub struct Settings {
     pub guest_smp: Option<usize>,
     /// `bulkhead.hotplug_test=`: cycles of the secondary-CPU off/on self test.
     pub hotplug_test: Option<u32>,
+    /// `bulkhead.guest_format=`: `raw` boots the single guest's kernel as raw code; `auto` (the
+    /// default) goes by its header.
+    pub guest_format: GuestFormat,
+    /// `bulkhead.semihosting=1`: the host has Arm semihosting on (QEMU
+    /// `-semihosting-config enable=on`, which `run.sh` passes), so a run where no VM can start
+    /// may end QEMU with a failure status.
+    pub semihosting: bool,
 }
 
 /// Ctrl-A, Xen's default console switch character.
@@ -48,6 +56,8 @@ impl Default for Settings {
             guest_mem: None,
             guest_smp: None,
             hotplug_test: None,
+            guest_format: GuestFormat::Detect,
+            semihosting: false,
         }
     }
 }
@@ -183,6 +193,27 @@ const KEYS: &[Key] = &[
         accepts: "restarts per minute, or off",
         otherwise: "10",
         apply: |_, _| true,
+    },
+    Key {
+        name: "bulkhead.guest_format",
+        accepts: "raw or auto",
+        otherwise: "auto (by the kernel's header)",
+        apply: |s, v| match GuestFormat::parse(v) {
+            Some(format) => {
+                s.guest_format = format;
+                true
+            }
+            None => false,
+        },
+    },
+    Key {
+        name: "bulkhead.semihosting",
+        accepts: "0 or 1",
+        otherwise: "0 (no semihosting calls)",
+        apply: |s, v| {
+            s.semihosting = v == "1";
+            matches!(v, "0" | "1")
+        },
     },
 ];
 
@@ -345,6 +376,9 @@ impl fmt::Display for InForce<'_> {
         }
         if let Some(n) = s.hotplug_test {
             write!(f, " hotplug_test={n}")?;
+        }
+        if s.guest_format == GuestFormat::Raw {
+            write!(f, " guest_format=raw")?;
         }
         Ok(())
     }

@@ -102,7 +102,9 @@ impl fmt::Display for GuestDtbError {
             Self::TooLarge(size) => {
                 write!(
                     f,
-                    "guest DTB is {size} bytes, the slot holds {GUEST_DTB_MAX_SIZE}"
+                    "guest DTB is {}, the slot holds {}",
+                    crate::units::ApproxSize(*size as u64),
+                    crate::units::ByteSize(GUEST_DTB_MAX_SIZE)
                 )
             }
         }

@@ -7,6 +7,7 @@ use crate::arch::{cpu, entry, firmware::Firmware, heap, mmu, percpu};
 use crate::board::{BoardKind, console, gic, power};
 use crate::bootargs::{self, Settings};
 use crate::dtb::{self, EnableMethod, PsciConduit};
+use crate::hyp::setup::Guests;
 
 /// Why the boot CPU cannot bring the machine up. Each is reported once, in one place
 /// ([`primary_main`]), which then powers the machine off.
@@ -40,7 +41,7 @@ pub fn primary_main() -> ! {
         Ok(never) => match never {},
         Err(e) => {
             log::error!("cannot boot: {e}");
-            power::power_off()
+            power::exit_failure()
         }
     }
 }
@@ -56,6 +57,9 @@ fn boot_primary() -> Result<core::convert::Infallible, BootError> {
     let bootargs = dtb::bootargs(&fdt);
     let settings = Settings::parse(bootargs);
     console::init_logging(settings.log_level);
+    if settings.semihosting {
+        power::enable_semihosting_exit();
+    }
     let kind = BoardKind::detect(&fdt);
     let psci = dtb::psci_conduit(&fdt);
     log::info!(
@@ -116,10 +120,17 @@ fn boot_primary() -> Result<core::convert::Infallible, BootError> {
         hotplug_test(&mpidrs, psci, cycles);
     }
 
-    if crate::hyp::setup::create_vms(&fdt, &gic_info, heap.end(), total) > 0 {
-        // Release the secondaries into their vCPU loops, then run this CPU's share here.
-        cpu::sev();
-        crate::hyp::run::run_cpu(0)
+    match crate::hyp::setup::create_vms(&fdt, &gic_info, heap.end(), total) {
+        Guests::Running => {
+            // Release the secondaries into their vCPU loops, then run this CPU's share here.
+            cpu::sev();
+            crate::hyp::run::run_cpu(0)
+        }
+        Guests::NoneCanStart { refused } => {
+            log::error!("no VM can start: all {refused} configured were refused (see above)");
+            power::exit_failure()
+        }
+        Guests::None => {}
     }
 
     crate::println!(

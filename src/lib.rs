@@ -35,6 +35,7 @@ pub mod loader;
 pub mod mm;
 pub mod psci;
 pub mod sync;
+pub mod units;
 pub mod vcpu;
 pub mod vgic;
 pub mod vmid;

@@ -23,7 +23,7 @@ fn every_key_is_read() {
     let s = Settings::parse(
         "console=ttyAMA0 loglevel=debug bulkhead.vmid_bits=3 bulkhead.console_escape=^b \
          bulkhead.console_idle_ms=5000 bulkhead.guest_mem=1G bulkhead.guest_smp=2 \
-         bulkhead.hotplug_test=10",
+         bulkhead.hotplug_test=10 bulkhead.guest_format=raw bulkhead.semihosting=1",
     );
     assert_eq!(
         s,
@@ -35,12 +35,14 @@ fn every_key_is_read() {
             guest_mem: Some(1 << 30),
             guest_smp: Some(2),
             hotplug_test: Some(10),
+            guest_format: GuestFormat::Raw,
+            semihosting: true,
         }
     );
     assert_eq!(
         s.in_force(8).to_string(),
         "settings: loglevel=debug vmid_bits=3 console_escape=^B console_idle_ms=5000 \
-         guest_mem=1024M guest_smp=2 hotplug_test=10"
+         guest_mem=1024M guest_smp=2 hotplug_test=10 guest_format=raw"
     );
 }
 
@@ -205,4 +207,25 @@ proptest::proptest! {
         }).count();
         proptest::prop_assert!(warned(&cmdline).len() <= ours);
     }
+}
+
+#[test]
+fn guest_format_and_semihosting_take_only_their_values() {
+    assert_eq!(
+        warned("bulkhead.guest_format=elf bulkhead.semihosting=yes"),
+        [
+            "bootarg bulkhead.guest_format=elf: not raw or auto; using auto (by the kernel's header)",
+            "bootarg bulkhead.semihosting=yes: not 0 or 1; using 0 (no semihosting calls)",
+        ]
+    );
+    let s = Settings::parse("bulkhead.guest_format=elf bulkhead.semihosting=yes");
+    assert_eq!(
+        (s.guest_format, s.semihosting),
+        (GuestFormat::Detect, false)
+    );
+    let s = Settings::parse("bulkhead.guest_format=auto bulkhead.semihosting=0");
+    assert_eq!(
+        (s.guest_format, s.semihosting),
+        (GuestFormat::Detect, false)
+    );
 }

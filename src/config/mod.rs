@@ -41,6 +41,7 @@ use fdt::node::FdtNode;
 use crate::bootargs::Settings;
 use crate::dtb::{self, ModuleKind, PhysRange, be_cells, is_compatible};
 use crate::guest_layout::{GUEST_RAM_BASE, MAX_VCPUS};
+use crate::loader::GuestFormat;
 
 pub use cpuset::{CpuSet, CpuSetError};
 pub use lifecycle::{
@@ -74,6 +75,9 @@ pub struct VmSpec {
     /// Guest RAM in bytes.
     pub memory: u64,
     pub kernel: PhysRange,
+    /// How to take the kernel file: detected by its header, or raw when the user said so
+    /// (`bulkhead.guest_format=raw`; a dom0less kernel module's `bulkhead,format = "raw"`).
+    pub format: GuestFormat,
     pub initrd: Option<PhysRange>,
     pub bootargs: String,
     /// Per vCPU (index = vCPU id): the physical CPUs it may run on; None = any.
@@ -113,25 +117,7 @@ pub struct ParsedConfig {
     pub warnings: Vec<String>,
 }
 
-/// A size in bytes printed in the largest binary unit that divides it exactly ("512 MiB",
-/// "1536 KiB", "100 bytes"), so an error message shows the number the user wrote.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ByteSize(pub u64);
-
-impl fmt::Display for ByteSize {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const UNITS: [(&str, u32); 4] = [("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)];
-        let bytes = self.0;
-        if bytes != 0 {
-            for (unit, shift) in UNITS {
-                if bytes.trailing_zeros() >= shift {
-                    return write!(f, "{} {unit}", bytes >> shift);
-                }
-            }
-        }
-        write!(f, "{bytes} bytes")
-    }
-}
+pub use crate::units::ByteSize;
 
 /// Parses a size with an optional binary suffix: `512M`, `1g`, `65536K` or plain bytes.
 /// `None` for anything else (signs, other suffixes, empty) and for sizes above `u64::MAX`.
@@ -219,6 +205,9 @@ pub fn parse(fdt: &Fdt<'_>, bootargs: &str, cpu_count: usize) -> ParsedConfig {
 }
 
 const GUEST_MEM_ARG: &str = "bulkhead.guest_mem";
+/// How to take one dom0less VM's kernel (`raw`, or `auto`: by its header), as
+/// `bulkhead.guest_format=` does for the single VM: a string property of its `multiboot,kernel` module node.
+pub const FORMAT_PROPERTY: &str = "bulkhead,format";
 const GUEST_SMP_ARG: &str = "bulkhead.guest_smp";
 
 /// What a guest bundle (the Raspberry Pi firmware's `initramfs` file, `crate::bundle`) asks
@@ -273,6 +262,7 @@ fn parse_legacy(
     let vcpus = settings
         .guest_smp
         .unwrap_or(bundle.vcpus.unwrap_or(cpu_count.min(MAX_VCPUS)));
+    let format = settings.guest_format;
     let memory = check_memory(memory).map_err(|r| refuse(GUEST_MEM_ARG, r))?;
     let vcpus = check_vcpus(vcpus, cpu_count).map_err(|r| refuse(GUEST_SMP_ARG, r))?;
     let kernel_range = check_module(kernel.range).map_err(|r| refuse("multiboot,kernel", r))?;
@@ -284,6 +274,7 @@ fn parse_legacy(
         vcpus,
         memory,
         kernel: kernel_range,
+        format,
         initrd,
         bootargs: String::from(kernel.bootargs.unwrap_or("")),
         affinity: alloc::vec![None; vcpus],
@@ -425,7 +416,7 @@ fn check_vcpus(vcpus: usize, cpu_count: usize) -> Result<usize, String> {
 /// Checks a module's range: not empty, not wrapping past the end of the address space.
 fn check_module(range: PhysRange) -> Result<PhysRange, String> {
     if range.size == 0 {
-        Err(format!("zero size at {:#x}", range.base))
+        Err(format!("empty (0 bytes at {:#x})", range.base))
     } else if range.base.checked_add(range.size).is_none() {
         Err(format!(
             "{} at {:#x} runs past the end of the address space",
@@ -520,6 +511,7 @@ fn parse_domain<'a>(
     }
 
     let mut kernel: Option<(&str, PhysRange, Option<&str>)> = None;
+    let mut format = GuestFormat::Detect;
     let mut initrd: Option<(&str, PhysRange)> = None;
     let mut affinity: Vec<Option<CpuSet>> = alloc::vec![None; vcpus];
     let mut vcpu_node_seen = alloc::vec![false; vcpus];
@@ -541,6 +533,16 @@ fn parse_domain<'a>(
                         ));
                     }
                     kernel = Some((sub, range, bootargs));
+                    if let Some(value) = str_prop(&child, FORMAT_PROPERTY)
+                        .map_err(|r| refuse(&format!("{sub}/{FORMAT_PROPERTY}"), r))?
+                    {
+                        format = GuestFormat::parse(value).ok_or_else(|| {
+                            refuse(
+                                &format!("{sub}/{FORMAT_PROPERTY}"),
+                                format!("\"{value}\"; expected \"raw\" or \"auto\""),
+                            )
+                        })?;
+                    }
                 } else {
                     if let Some((first, _)) = initrd {
                         return Err(refuse(
@@ -604,6 +606,7 @@ fn parse_domain<'a>(
             vcpus,
             memory,
             kernel,
+            format,
             initrd: initrd.map(|(_, r)| r),
             bootargs: bootargs.to_string(),
             affinity,

@@ -629,6 +629,7 @@ fn two_vms_with_two_cell_regs() {
                 base: 0x5000_0000,
                 size: 0x200_0000
             },
+            format: Default::default(),
             initrd: Some(PhysRange {
                 base: 0x5200_0000,
                 size: 0x80_0000
@@ -922,7 +923,7 @@ fn refuses_bad_module_regs() {
     refuses_only_domu2(
         |d| d.sub(kernel).set("reg", reg(2, 2, 0x5400_0000, 0)),
         "module@54000000/reg",
-        "zero size at 0x54000000",
+        "empty (0 bytes at 0x54000000)",
     );
     refuses_only_domu2(
         |d| {
@@ -1093,6 +1094,7 @@ fn legacy_guest_loader_dtb_makes_one_vm_as_before() {
             vcpus: 4,
             memory: 512 << 20,
             kernel: kernel.range,
+            format: Default::default(),
             initrd: Some(PhysRange {
                 base: 0x4c00_0000,
                 size: 0xf17fd
@@ -1176,7 +1178,7 @@ fn legacy_modules_use_the_root_cells_and_an_empty_kernel_is_refused() {
     let cfg = parse_blob(&blob(&host(node)), 2);
     assert_eq!(
         cfg.refused[0].to_string(),
-        "guest: multiboot,kernel: zero size at 0x48000000"
+        "guest: multiboot,kernel: empty (0 bytes at 0x48000000)"
     );
 }
 
@@ -1358,6 +1360,7 @@ fn spec(name: &str, mib: u64, vcpus: usize) -> VmSpec {
             base: 0x4800_0000,
             size: MIB,
         },
+        format: Default::default(),
         initrd: None,
         bootargs: String::new(),
         affinity: vec![None; vcpus],
@@ -2380,4 +2383,49 @@ fn lifecycle_refuses_a_vm_with_a_malformed_policy() {
         "on_poweroff",
         "\"\": not destroy, restart or preserve",
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kernel format requests (raw only when asked)
+
+#[test]
+fn kernel_format_defaults_to_detect_and_raw_is_asked_for_per_vm() {
+    let mut domains = three_domains();
+    domains[1]
+        .sub("module@54000000")
+        .set(FORMAT_PROPERTY, strs(&["raw"]));
+    let cfg = parse_domains(domains);
+    assert_eq!(cfg.refused, []);
+    let formats: Vec<GuestFormat> = cfg.vms.iter().map(|v| v.format).collect();
+    assert_eq!(
+        formats,
+        [GuestFormat::Detect, GuestFormat::Raw, GuestFormat::Detect]
+    );
+}
+
+#[test]
+fn an_unknown_kernel_format_refuses_the_vm_naming_the_property() {
+    let mut domains = three_domains();
+    domains[1]
+        .sub("module@54000000")
+        .set(FORMAT_PROPERTY, strs(&["zImage"]));
+    let cfg = parse_domains(domains);
+    assert_eq!(cfg.refused.len(), 1, "{:?}", cfg.refused);
+    assert_eq!(
+        cfg.refused[0].to_string(),
+        "domU2: module@54000000/bulkhead,format: \"zImage\"; expected \"raw\" or \"auto\""
+    );
+}
+
+#[test]
+fn legacy_kernel_format_comes_from_a_bootarg() {
+    let blob = load("virt-gicv3-guest-loader.dtb");
+    let fdt = dtb::parse(&blob).unwrap();
+    assert_eq!(parse(&fdt, "", 4).vms[0].format, GuestFormat::Detect);
+    let cfg = parse(&fdt, "bulkhead.guest_format=raw", 4);
+    assert_eq!(cfg.vms[0].format, GuestFormat::Raw);
+    // A malformed value is the bootargs' business (one warning there); the guest's format is
+    // then detected.
+    let cfg = parse(&fdt, "bulkhead.guest_format=elf", 4);
+    assert_eq!(cfg.vms[0].format, GuestFormat::Detect);
 }

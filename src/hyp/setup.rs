@@ -23,6 +23,7 @@ use crate::guest_layout::GicVersion;
 use crate::hyp::platform::Platform;
 use crate::mm::layout::phys_to_linear;
 use crate::mm::stage2::{Stage2Map, stage2_geometry};
+use crate::units::{ApproxSize, ByteSize};
 use crate::vmid::VmidAllocator;
 
 /// The GIC virtualization hardware, set up once for all VMs: the guest-visible GIC version and
@@ -57,10 +58,24 @@ fn init_virtual_gic(fdt: &Fdt<'_>, gic: &GicInfo) -> Option<(GicVersion, Option<
     }
 }
 
+/// What [`create_vms`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guests {
+    /// No VM configured: Bulkhead runs without a guest (a valid demo mode).
+    None,
+    /// At least one VM was created and loaded and will run.
+    Running,
+    /// VMs were configured but every one was refused (each said why in one line).
+    NoneCanStart {
+        /// How many were configured.
+        refused: usize,
+    },
+}
+
 /// Builds every VM the host DTB describes (Xen dom0less `xen,domain` nodes, or the bare
 /// multiboot modules of QEMU's guest-loader as one VM), refusing bad ones with one line each,
-/// and loads their images. Returns how many VMs will run (0: run without a guest).
-pub fn create_vms(fdt: &Fdt<'_>, gic: &GicInfo, hypervisor_end: u64, cpu_count: usize) -> usize {
+/// and loads their images. A VM that cannot be created or loaded is not started.
+pub fn create_vms(fdt: &Fdt<'_>, gic: &GicInfo, hypervisor_end: u64, cpu_count: usize) -> Guests {
     let args = dtb::bootargs(fdt);
     let settings = Settings::parse(args);
     let image = entry::image();
@@ -87,7 +102,11 @@ pub fn create_vms(fdt: &Fdt<'_>, gic: &GicInfo, hypervisor_end: u64, cpu_count: 
                 bundle_range = guest.bundle;
             }
             Ok(_) => {}
-            Err(e) => log::error!("{e}"),
+            Err(e) => {
+                // A guest was meant to run (the boot loader handed over a file), but none can.
+                log::error!("{e}");
+                return Guests::NoneCanStart { refused: 1 };
+            }
         }
     }
     for warning in &parsed.warnings {
@@ -96,11 +115,19 @@ pub fn create_vms(fdt: &Fdt<'_>, gic: &GicInfo, hypervisor_end: u64, cpu_count: 
     for refused in &parsed.refused {
         log::error!("VM refused: {refused}");
     }
+    let configured = parsed.vms.len() + parsed.refused.len();
+    let none_can_start = Guests::NoneCanStart {
+        refused: configured,
+    };
     if parsed.vms.is_empty() {
-        return 0;
+        return if configured == 0 {
+            Guests::None
+        } else {
+            none_can_start
+        };
     }
     let Some((version, gicv_pa)) = init_virtual_gic(fdt, gic) else {
-        return 0;
+        return none_can_start;
     };
     init_vmids(&settings, cpu_count);
     if !platform::seed_entropy(dtb::rng_seed(fdt)) {
@@ -139,7 +166,7 @@ pub fn create_vms(fdt: &Fdt<'_>, gic: &GicInfo, hypervisor_end: u64, cpu_count: 
         })
         .collect();
     if placed.is_empty() {
-        return 0;
+        return none_can_start;
     }
     let console: &'static Console = CONSOLE.call_once(|| {
         // A partial line (a prompt) shows after this long without its end.
@@ -192,6 +219,7 @@ pub fn create_vms(fdt: &Fdt<'_>, gic: &GicInfo, hypervisor_end: u64, cpu_count: 
             gic: version,
             ram_pa: placement.ram_pa,
             kernel: spec.kernel,
+            format: spec.format,
             initrd: spec.initrd,
             bootargs: spec.bootargs.clone(),
             gicv_pa,
@@ -220,17 +248,17 @@ pub fn create_vms(fdt: &Fdt<'_>, gic: &GicInfo, hypervisor_end: u64, cpu_count: 
             counter_hz: crate::arch::cpu::counter_frequency(),
         };
         log::info!(
-            "{}: {} vCPUs on CPUs {:?}, {} MiB RAM at {:#x}, GICv{}, kernel {} KiB{}",
+            "{}: {} vCPUs on CPUs {:?}, {} RAM at {:#x}, GICv{}, kernel {}{}",
             spec.name,
             spec.vcpus,
             placement.pcpus,
-            spec.memory >> 20,
+            ByteSize(spec.memory),
             placement.ram_pa,
             if version == GicVersion::V3 { 3 } else { 2 },
-            spec.kernel.size >> 10,
+            ApproxSize(spec.kernel.size),
             spec.initrd.map_or(String::new(), |r| alloc::format!(
-                ", initrd {} KiB",
-                r.size >> 10
+                ", initrd {}",
+                ApproxSize(r.size)
             ))
         );
         let l = spec.lifecycle;
@@ -250,7 +278,7 @@ pub fn create_vms(fdt: &Fdt<'_>, gic: &GicInfo, hypervisor_end: u64, cpu_count: 
         match build(id, console, config) {
             Ok(vm) => vms.push(vm),
             Err(e) => {
-                log::error!("{}: cannot create the VM: {e}", spec.name);
+                log::error!("{}: VM not created: {e}", spec.name);
                 console.set_alive(id, false, &ArchPlatform);
             }
         }
@@ -261,7 +289,7 @@ pub fn create_vms(fdt: &Fdt<'_>, gic: &GicInfo, hypervisor_end: u64, cpu_count: 
         match vm.load(&ArchPlatform) {
             Ok(_) => running += 1,
             Err(e) => {
-                log::error!("{}: cannot load the guest: {e}", vm.config.name);
+                log::error!("{}: {e}", vm.config.name);
                 vm.power.force_off();
                 console.set_alive(vm.id, false, &ArchPlatform);
                 STOPPED_VMS.fetch_add(1, Ordering::AcqRel);
@@ -281,7 +309,11 @@ pub fn create_vms(fdt: &Fdt<'_>, gic: &GicInfo, hypervisor_end: u64, cpu_count: 
     for vm in &machine.vms {
         vm.peers.call_once(|| &machine.vms);
     }
-    running
+    if running > 0 {
+        Guests::Running
+    } else {
+        none_can_start
+    }
 }
 
 /// The VMs and which physical CPU runs which vCPU, published once everything is loaded.

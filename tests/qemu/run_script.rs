@@ -227,7 +227,7 @@ fn run_sh_relative_paths_with_commas_boot_the_probe() {
     let append = args.iter().position(|a| a == "-append").expect("-append");
     assert_eq!(
         args[append + 1],
-        format!("{hyp_append} bulkhead.guest_mem=128M bulkhead.guest_smp=2"),
+        format!("{hyp_append} bulkhead.semihosting=1 bulkhead.guest_mem=128M bulkhead.guest_smp=2"),
         "{echoed}"
     );
     let kernel = dir.join("probe,v1.bin").display().to_string();
