@@ -20,6 +20,14 @@ pub trait Platform: Kick {
     /// Cleans and invalidates host RAM `[pa, pa + size)` to the point of coherency, so a guest
     /// running with its MMU off (non-cacheable) sees what the caches hold.
     fn clean_ram_to_poc(&self, pa: u64, size: u64);
+    /// Zeroes host RAM `[pa, pa + size)` (guest RAM on its first use) and cleans it to the
+    /// point of coherency, so a guest never sees what the RAM held before, caches on or off.
+    fn zero_ram(&self, pa: u64, size: u64);
+    /// SCTLR_EL1 of the vCPU running on this CPU (its EL1 registers are live in hardware):
+    /// EE/E0E give its data endianness.
+    fn guest_sctlr_el1(&self) -> u64;
+    /// This CPU's ACTLR_EL1 as it was reset (what a guest reads, as KVM's `reset_actlr`).
+    fn host_actlr_el1(&self) -> u64;
     /// Host RAM `[pa, pa + size)` that Bulkhead reserved (guest images), for reading.
     fn host_ram(&self, pa: u64, size: u64) -> &[u8];
     /// Copies `bytes` to host RAM at `pa` (guest RAM) and cleans them to the point of
@@ -61,6 +69,9 @@ pub mod fake {
         pub hyp_timer: Cell<Option<u64>>,
         pub kicks: RefCell<Vec<usize>>,
         pub cleaned: RefCell<Vec<(u64, u64)>>,
+        pub zeroed: RefCell<Vec<(u64, u64)>>,
+        pub sctlr_el1: Cell<u64>,
+        pub actlr_el1: Cell<u64>,
         pub console_out: RefCell<Vec<u8>>,
         pub console_in: RefCell<VecDeque<u8>>,
         pub console_rx_irq: Cell<Option<bool>>,
@@ -93,6 +104,22 @@ pub mod fake {
         }
         fn clean_ram_to_poc(&self, pa: u64, size: u64) {
             self.cleaned.borrow_mut().push((pa, size));
+        }
+        fn zero_ram(&self, pa: u64, size: u64) {
+            self.zeroed.borrow_mut().push((pa, size));
+            let mut ram = self.ram.borrow_mut();
+            let base = ram.0;
+            let len = ram.1.len() as u64;
+            // Only the part of the range the fake's RAM holds.
+            let start = pa.clamp(base, base + len) - base;
+            let end = (pa + size).clamp(base, base + len) - base;
+            ram.1[start as usize..end as usize].fill(0);
+        }
+        fn guest_sctlr_el1(&self) -> u64 {
+            self.sctlr_el1.get()
+        }
+        fn host_actlr_el1(&self) -> u64 {
+            self.actlr_el1.get()
         }
         fn host_ram(&self, pa: u64, size: u64) -> &[u8] {
             let ram = self.ram.borrow();

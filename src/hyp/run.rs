@@ -14,6 +14,7 @@ use super::exit::{GuestExit, Syndrome};
 use super::handle::{ExitAction, handle_exit};
 use super::host_irq;
 use super::inject::{self, Exception, GuestState};
+use super::serror::{self, SErrorAction};
 use super::setup;
 use super::timer;
 use super::vcpu::Vcpu;
@@ -22,7 +23,7 @@ use crate::arch::platform::ArchPlatform;
 use crate::arch::switch::{ExitKind, run_guest};
 use crate::arch::sysregs::{self, El1State};
 use crate::arch::{cpu, stage2_hw, vgic_hw};
-use crate::vcpu::power::VmState;
+use crate::vcpu::power::{SystemEvent, VmState};
 use crate::vcpu::request::{Request, make_all_request};
 
 /// What belongs to the physical CPU rather than to the vCPU it runs.
@@ -259,8 +260,28 @@ fn run_vcpu(vm: &'static Vm, index: usize, pcpu_index: usize) -> ! {
                     ExitAction::Resume
                 }
                 ExitKind::SError => {
-                    crate::guest_warn!("{} vcpu {index}: SError from the guest", vm.config.name);
-                    ExitAction::Resume
+                    let (esr, _, _) = sysregs::exit_syndrome();
+                    match serror::guest_serror(esr) {
+                        SErrorAction::Reflect { vsesr } => {
+                            crate::guest_warn!(
+                                "{} vcpu {index}: SError (ESR {esr:#x}) reflected to the guest",
+                                vm.config.name
+                            );
+                            sysregs::pend_virtual_serror(vsesr);
+                            ExitAction::Resume
+                        }
+                        SErrorAction::StopVm => {
+                            log::error!(
+                                "{} vcpu {index}: uncontainable SError (ESR {esr:#x}); stopping the VM",
+                                vm.config.name
+                            );
+                            if vm.power.system_event(SystemEvent::Off) {
+                                ExitAction::SystemOff
+                            } else {
+                                ExitAction::CpuOff
+                            }
+                        }
+                    }
                 }
             };
             match action {

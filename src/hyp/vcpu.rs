@@ -53,6 +53,8 @@ pub struct Vcpu {
     pub timers: VcpuTimers,
     /// The physical CPU this vCPU last ran on.
     pub last_pcpu: Option<usize>,
+    /// The emulated OS lock (OSLSR_EL1.OSLK), set through OSLAR_EL1 (MDCR_EL2.TDOSA).
+    pub os_lock: bool,
 }
 
 impl Vcpu {
@@ -67,6 +69,7 @@ impl Vcpu {
             blocked: false,
             timers: VcpuTimers::default(),
             last_pcpu: None,
+            os_lock: false,
         }
     }
 
@@ -101,6 +104,8 @@ impl Vcpu {
         self.regs.pstate = PSTATE_EL1H_MASKED;
         self.blocked = false;
         self.timers.ptimer = PhysTimer::new();
+        // Unlocked, as KVM resets OSLSR_EL1 (Linux clears it at boot anyway).
+        self.os_lock = false;
     }
 }
 

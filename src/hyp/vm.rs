@@ -134,7 +134,14 @@ pub struct Vm {
     /// Every VM of the machine (this one too), known once they are all built: doorbells
     /// reach their peers through it.
     pub peers: spin::Once<&'static [Vm]>,
+    /// One bit per [`RAM_ZERO_BLOCK`] of guest RAM: set once the block was zeroed (or written
+    /// by the loader, which zeroes it first). Kept across resets: a reset keeps the RAM.
+    ram_used: Vec<AtomicU64>,
 }
+
+/// The granule in which guest RAM is zeroed on first use: the stage-2 block size, so the
+/// first fault on a block zeroes exactly what it maps.
+pub const RAM_ZERO_BLOCK: u64 = 2 << 20;
 
 /// Exit counters by cause (reported when the guest powers off).
 #[derive(Default)]
@@ -255,6 +262,7 @@ impl Vm {
         let stage2_root = stage2.root_pa();
         stage2.mark_live();
         let config_vcpus = config.vcpu_count;
+        let ram_blocks = config.ram_size.div_ceil(RAM_ZERO_BLOCK);
         Ok(Vm {
             id,
             console,
@@ -278,6 +286,9 @@ impl Vm {
             stage2_faults: AtomicU64::new(0),
             exits: (0..config_vcpus).map(|_| ExitStats::default()).collect(),
             peers: spin::Once::new(),
+            ram_used: (0..ram_blocks.div_ceil(64))
+                .map(|_| AtomicU64::new(0))
+                .collect(),
         })
     }
 
@@ -292,6 +303,54 @@ impl Vm {
             .then(|| self.config.ram_pa + (ipas.start - ram.start))
     }
 
+    /// Zeroes the guest RAM blocks overlapping `ipas` that were never used, and marks them
+    /// used: a VM never sees what its host RAM held before (another VM's data, old host
+    /// state). Callers: the loader's copy (no vCPU runs) and the stage-2 fault path (under
+    /// the stage-2 lock), so no two callers race on a block. IPAs outside RAM are ignored.
+    /// Returns whether it zeroed anything (zeroed RAM is clean to PoC already).
+    pub fn zero_unused_ram(&self, p: &impl Platform, ipas: Range<u64>) -> bool {
+        let ram = self.ram_ipas();
+        let start = ipas.start.max(ram.start);
+        let end = ipas.end.min(ram.end);
+        if start >= end {
+            return false;
+        }
+        let mut zeroed = false;
+        let first = (start - ram.start) / RAM_ZERO_BLOCK;
+        let last = (end - 1 - ram.start) / RAM_ZERO_BLOCK;
+        for block in first..=last {
+            let Some(word) = self.ram_used.get((block / 64) as usize) else {
+                break;
+            };
+            let bit = 1u64 << (block % 64);
+            if word.load(Ordering::Acquire) & bit != 0 {
+                continue;
+            }
+            let offset = block * RAM_ZERO_BLOCK;
+            let size = RAM_ZERO_BLOCK.min(self.config.ram_size - offset);
+            p.zero_ram(self.config.ram_pa + offset, size);
+            word.fetch_or(bit, Ordering::AcqRel);
+            zeroed = true;
+        }
+        zeroed
+    }
+
+    /// Cleans and invalidates to PoC every block of guest RAM ever used: the whole-cache
+    /// effect of a set/way operation, done by VA (KVM's `kvm_set_way_flush` /
+    /// `stage2_flush_vm`), since set/way operations only reach the physical CPU's own caches.
+    pub fn clean_used_ram(&self, p: &impl Platform) {
+        for (index, word) in self.ram_used.iter().enumerate() {
+            let mut bits = word.load(Ordering::Acquire);
+            while bits != 0 {
+                let block = index as u64 * 64 + u64::from(bits.trailing_zeros());
+                bits &= bits - 1;
+                let offset = block * RAM_ZERO_BLOCK;
+                let size = RAM_ZERO_BLOCK.min(self.config.ram_size.saturating_sub(offset));
+                p.clean_ram_to_poc(self.config.ram_pa + offset, size);
+            }
+        }
+    }
+
     fn copy_to_guest(&self, p: &impl Platform, ipa: u64, bytes: &[u8]) -> Result<(), VmError> {
         let ipas = ipa..ipa + bytes.len() as u64;
         let pa =
@@ -301,6 +360,8 @@ impl Vm {
                     end: ipas.end,
                     ram_end: self.ram_ipas().end,
                 }))?;
+        // The rest of each block the image lands in must read as zero too.
+        self.zero_unused_ram(p, ipas);
         // `write_ram` cleans to PoC: the guest starts with its MMU off (non-cacheable reads).
         p.write_ram(pa, bytes);
         Ok(())

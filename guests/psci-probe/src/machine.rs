@@ -35,6 +35,8 @@ pub const CHAOS_ONLY_MAX: usize = 16;
 /// Bootarg `probe.touch_ipa=ADDR`: one load from an IPA that must abort (another VM's RAM,
 /// a region not shared with this VM).
 const TOUCH_IPA_ARG: &str = "probe.touch_ipa=";
+/// Bootarg `probe.zeroed_ram=1`: check that RAM nothing was loaded into reads as zero.
+const ZEROED_RAM_ARG: &str = "probe.zeroed_ram=";
 /// Seed used when `probe.seed=` is absent.
 const DEFAULT_SEED: u64 = 0x5EED_C4A0_5000_0001;
 /// PL011 base on QEMU virt, used when the DTB names none.
@@ -113,6 +115,8 @@ pub struct Machine {
     pub pingpong: Option<pingpong::Config<'static>>,
     /// `probe.touch_ipa=ADDR`.
     pub touch_ipa: Option<u64>,
+    /// `probe.zeroed_ram=1`.
+    pub zeroed_ram_check: bool,
 }
 
 impl Machine {
@@ -139,6 +143,7 @@ impl Machine {
             peers: Peers::default(),
             pingpong: None,
             touch_ipa: None,
+            zeroed_ram_check: false,
         };
         // The DTB must be in RAM and 8-byte aligned (arm64 boot protocol).
         if dtb_addr < RAM_BASE || !dtb_addr.is_multiple_of(8) {
@@ -177,6 +182,7 @@ impl Machine {
             machine.chaos = parse_chaos(args);
             machine.pingpong = pingpong::Config::from_bootargs(args);
             machine.touch_ipa = bootarg_number(args, TOUCH_IPA_ARG);
+            machine.zeroed_ram_check = bootarg_number(args, ZEROED_RAM_ARG).is_some_and(|v| v != 0);
         }
         if let Some(chosen) = fdt.find_node("/chosen") {
             let prop = |name| chosen.property(name).and_then(|p| p.as_usize());

@@ -11,7 +11,8 @@
 //! writes its own over MIB MiB (memcheck.rs), printing `PROBE: memcheck boot=N verified=P`.
 //! With `probe.pingpong=ping|pong [probe.pingpong_rounds=N]` it first exchanges N messages
 //! with another VM over shared memory and doorbells (exchange.rs). `probe.touch_ipa=ADDR`
-//! adds a check that a load from ADDR aborts. When the DTB describes doorbells (or none),
+//! adds a check that a load from ADDR aborts. `probe.zeroed_ram=1` adds a check that RAM
+//! nothing was loaded into reads as zero (fidelity.rs). When the DTB describes doorbells (or none),
 //! the checks include the doorbell call's error codes.
 //!
 //! Runs with the MMU off, so every data access is Device memory: the target is built with
@@ -25,6 +26,7 @@ mod checks;
 mod console;
 mod doorbell;
 mod exchange;
+mod fidelity;
 mod hostile;
 mod machine;
 mod memcheck;

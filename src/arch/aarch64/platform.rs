@@ -161,6 +161,22 @@ impl Platform for ArchPlatform {
         }
     }
 
+    fn zero_ram(&self, pa: u64, size: u64) {
+        if covers(&WINDOWS.lock().writable, pa, size) {
+            stage2_hw::zero_to_poc(phys_to_linear(pa), size);
+        } else {
+            log::error!("refused to zero {pa:#x}+{size:#x}: not guest RAM");
+        }
+    }
+
+    fn guest_sctlr_el1(&self) -> u64 {
+        sysregs::injection_context().1
+    }
+
+    fn host_actlr_el1(&self) -> u64 {
+        sysregs::actlr_el1()
+    }
+
     fn host_ram(&self, pa: u64, size: u64) -> &[u8] {
         if !covers(&WINDOWS.lock().readable, pa, size) {
             log::error!("refused to read {pa:#x}+{size:#x}: not a reserved image");

@@ -7,7 +7,7 @@
 use core::sync::atomic::Ordering;
 
 use super::ExitAction;
-use crate::devices::mmio::MmioAccess;
+use crate::devices::mmio::{MmioAccess, guest_big_endian};
 use crate::guest_warn;
 use crate::hyp::console_bridge as console;
 use crate::hyp::exit::{Abort, FaultKind};
@@ -140,8 +140,11 @@ fn map(
             // Another vCPU mapped it first.
             return ExitAction::Resume;
         }
-        // The guest may run with its MMU off: no stale dirty lines may hide its memory.
-        p.clean_ram_to_poc(pa, size);
+        // First use of this RAM: zero it (which cleans the zeroes to PoC). Otherwise the guest
+        // may run with its MMU off: no stale dirty lines may hide its memory.
+        if !vm.zero_unused_ram(p, ipa..ipa + size) {
+            p.clean_ram_to_poc(pa, size);
+        }
     }
     if let Err(e) = stage2.apply(&decision) {
         drop(stage2);
@@ -171,7 +174,8 @@ fn emulate(
     il32: bool,
     p: &impl Platform,
 ) -> Result<ExitAction, ()> {
-    let value = access.write_value(vcpu.reg(access.reg));
+    let big_endian = guest_big_endian(vcpu.regs.pstate, p.guest_sctlr_el1());
+    let value = access.write_value_endian(vcpu.reg(access.reg), big_endian);
     let read = match (device, access.write) {
         (EmulatedDevice::Pl011, true) => {
             console::uart_write(vm, offset, access.size, value, p).map_err(drop)?;
@@ -206,7 +210,7 @@ fn emulate(
         }
     };
     if let Some(value) = read {
-        vcpu.set_reg(access.reg, access.read_result(value));
+        vcpu.set_reg(access.reg, access.read_result_endian(value, big_endian));
     }
     vcpu.skip_instruction(il32);
     Ok(ExitAction::Resume)

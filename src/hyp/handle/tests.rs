@@ -517,12 +517,17 @@ fn exit_abort_past_the_end_of_ram_is_an_external_abort() {
 }
 
 #[test]
-fn exit_first_touch_of_ram_maps_a_cleaned_block_once() {
+fn exit_first_touch_of_ram_maps_a_zeroed_block_once() {
     let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(0, 0x4000));
     let ipa = GUEST_RAM_BASE + 0x1234;
     assert_eq!(run(&vm, &mut v, &p, ESR_NO_ISV_L3, ipa), ExitAction::Resume);
     assert_eq!(v.regs.pc, 0x4000, "the access is retried, not skipped");
-    assert_eq!(&*p.cleaned.borrow(), &[(RAM_PA, BLOCK_SIZE)]);
+    assert_eq!(
+        &*p.zeroed.borrow(),
+        &[(RAM_PA, BLOCK_SIZE)],
+        "never-used RAM is zeroed (and so cleaned) before the guest sees it"
+    );
+    assert!(p.cleaned.borrow().is_empty());
     let (pa, size, _) = vm.stage2.lock().lookup(ipa).unwrap();
     assert_eq!((pa, size), (RAM_PA + 0x1234, BLOCK_SIZE));
     // A second vCPU faulting on the same block finds it mapped.
@@ -531,10 +536,92 @@ fn exit_first_touch_of_ram_maps_a_cleaned_block_once() {
         run(&vm, &mut other, &p, ESR_NO_ISV_L3, ipa + 8),
         ExitAction::Resume
     );
-    assert_eq!(p.cleaned.borrow().len(), 1);
+    assert_eq!(p.zeroed.borrow().len(), 1);
     assert_eq!(
         vm.stage2_faults.load(core::sync::atomic::Ordering::Relaxed),
         1
+    );
+    // After a reset (stage 2 emptied) the RAM keeps its content: mapped again, cleaned, not
+    // zeroed.
+    vm.stage2.lock().unmap_all().unwrap();
+    assert_eq!(run(&vm, &mut v, &p, ESR_NO_ISV_L3, ipa), ExitAction::Resume);
+    assert_eq!(p.zeroed.borrow().len(), 1);
+    assert_eq!(&*p.cleaned.borrow(), &[(RAM_PA, BLOCK_SIZE)]);
+}
+
+#[test]
+fn exit_set_way_sweep_cleans_the_used_ram_once() {
+    let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(0, 0x4000));
+    // Two blocks used (first touches), the rest never.
+    for ipa in [GUEST_RAM_BASE, GUEST_RAM_BASE + 3 * BLOCK_SIZE] {
+        assert_eq!(run(&vm, &mut v, &p, ESR_NO_ISV_L3, ipa), ExitAction::Resume);
+    }
+    // DC CISW, x1 (Op0 1, Op1 0, CRn 7, CRm 14, Op2 2, write).
+    let dc_cisw_x1 =
+        (0x18 << 26) | (1 << 25) | (2 << 17) | (7 << 10) | (1 << 5) | (14 << 1) | (1 << 20);
+    v.regs.x[1] = 0x2; // level 2, set 0, way 0: the sweep's first operation
+    assert_eq!(run(&vm, &mut v, &p, dc_cisw_x1, 0), ExitAction::Resume);
+    assert_eq!(v.regs.pc, 0x4004);
+    assert_eq!(
+        &*p.cleaned.borrow(),
+        &[(RAM_PA, BLOCK_SIZE), (RAM_PA + 3 * BLOCK_SIZE, BLOCK_SIZE)]
+    );
+    v.regs.x[1] = 0x2 | (5 << 6); // another set: completes, nothing more to do
+    assert_eq!(run(&vm, &mut v, &p, dc_cisw_x1, 0), ExitAction::Resume);
+    assert_eq!(p.cleaned.borrow().len(), 2);
+}
+
+#[test]
+fn exit_os_lock_and_debug_rom_are_emulated_dcc_raz_wi() {
+    let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(0, 0x4000));
+    // MSR/MRS with Op0 2: (op1, crn, crm, op2), Rt 1.
+    let sys = |op0: u64, op1: u64, crn: u64, crm: u64, op2: u64, read: bool| {
+        (0x18 << 26)
+            | (1 << 25)
+            | (op0 << 20)
+            | (op2 << 17)
+            | (op1 << 14)
+            | (crn << 10)
+            | (1 << 5)
+            | (crm << 1)
+            | u64::from(read)
+    };
+    let oslar = sys(2, 0, 1, 0, 4, false);
+    let oslsr = sys(2, 0, 1, 1, 4, true);
+    v.regs.x[1] = 1;
+    assert_eq!(run(&vm, &mut v, &p, oslar, 0), ExitAction::Resume);
+    assert_eq!(run(&vm, &mut v, &p, oslsr, 0), ExitAction::Resume);
+    assert_eq!(v.regs.x[1], 0b1010, "OSLM = 0b10, OSLK = 1");
+    v.regs.x[1] = 0;
+    run(&vm, &mut v, &p, oslar, 0);
+    run(&vm, &mut v, &p, oslsr, 0);
+    assert_eq!(v.regs.x[1], 0b1000, "unlocked");
+    // OSLSR_EL1 is read-only.
+    assert_eq!(
+        run(&vm, &mut v, &p, sys(2, 0, 1, 1, 4, false), 0),
+        ExitAction::Inject(Exception::Undef)
+    );
+    // MDRAR_EL1 and MDCCSR_EL0 read as zero.
+    for read in [sys(2, 0, 1, 0, 0, true), sys(2, 3, 0, 1, 0, true)] {
+        v.regs.x[1] = 0xdead;
+        assert_eq!(run(&vm, &mut v, &p, read, 0), ExitAction::Resume);
+        assert_eq!(v.regs.x[1], 0);
+    }
+    // ACTLR_EL1: the core's reset value; writes ignored.
+    p.actlr_el1.set(0x1234);
+    assert_eq!(
+        run(&vm, &mut v, &p, sys(3, 0, 1, 0, 1, false), 0),
+        ExitAction::Resume
+    );
+    assert_eq!(
+        run(&vm, &mut v, &p, sys(3, 0, 1, 0, 1, true), 0),
+        ExitAction::Resume
+    );
+    assert_eq!(v.regs.x[1], 0x1234);
+    // An IMPLEMENTATION DEFINED register (HCR_EL2.TIDCP): UNDEFINED.
+    assert_eq!(
+        run(&vm, &mut v, &p, sys(3, 1, 11, 0, 2, true), 0),
+        ExitAction::Inject(Exception::Undef)
     );
 }
 

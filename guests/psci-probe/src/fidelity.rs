@@ -1,0 +1,260 @@
+//! Checks that the machine behaves as the Arm ARM says where a hypervisor could leak itself or
+//! cut corners: IMPLEMENTATION DEFINED registers UNDEFINED, the OS lock and debug ROM
+//! emulated, ACTLR_EL1 read-only, set/way operations completing, the guest's data endianness
+//! honoured by emulated devices, ICC_SGI0R_EL1 raising Group 0 SGIs only, and (with
+//! `probe.zeroed_ram=1`) RAM nobody loaded reading as zero.
+
+use core::arch::asm;
+
+use crate::checks::Tally;
+use crate::hostile::{SysReg, run_word};
+use crate::machine::{self, Machine, WindowKind};
+use crate::vectors::{self, EC_UNKNOWN, Fault};
+
+/// L2CTLR_EL1 and CPUACTLR_EL1 on Cortex-A57/A72 (IMPLEMENTATION DEFINED space, CRn 11/15).
+const IMPDEF_L2CTLR: SysReg = SysReg::new(3, 1, 11, 0, 2);
+const IMPDEF_CPUACTLR: SysReg = SysReg::new(3, 1, 15, 2, 0);
+const OSLAR_EL1: SysReg = SysReg::new(2, 0, 1, 0, 4);
+const OSLSR_EL1: SysReg = SysReg::new(2, 0, 1, 1, 4);
+const MDRAR_EL1: SysReg = SysReg::new(2, 0, 1, 0, 0);
+const ACTLR_EL1: SysReg = SysReg::new(3, 0, 1, 0, 1);
+const ID_AA64MMFR0_EL1: SysReg = SysReg::new(3, 0, 0, 7, 0);
+const ICC_SGI0R_EL1: SysReg = SysReg::new(3, 0, 12, 11, 7);
+const ICC_SGI1R_EL1: SysReg = SysReg::new(3, 0, 12, 11, 5);
+/// `DC CISW, X1` (SYS #0, C7, C14, #2).
+const DC_CISW_X1: u32 = 0xD508_7E41;
+/// PL011 UARTPeriphID0: 0x11 in its low byte.
+const PL011_PERIPH_ID0: u64 = 0xfe0;
+/// GICD_IPRIORITYR word for INTIDs 32..35 (SPIs nothing else here uses).
+const GICD_IPRIORITYR_32: u64 = 0x420;
+/// GICR SGI frame (second 64 KiB of each 128 KiB redistributor) and its registers.
+const GICR_SGI_FRAME: u64 = 0x1_0000;
+const GICR_STRIDE: u64 = 0x2_0000;
+const GICR_IGROUPR0: u64 = 0x080;
+const GICR_ISPENDR0: u64 = 0x200;
+const GICR_ICPENDR0: u64 = 0x280;
+/// RAM sampled per 2 MiB block by the zeroed-RAM check.
+const BLOCK: u64 = 2 << 20;
+
+pub fn run(machine: &Machine, tally: &mut Tally) {
+    check_impdef_and_debug(tally);
+    check_big_endian_mmio(machine, tally);
+    check_sgi0r(machine, tally);
+    if machine.zeroed_ram_check {
+        check_ram_zeroed(machine, tally);
+    }
+}
+
+fn read(reg: SysReg) -> Result<u64, Fault> {
+    vectors::capture(|| run_word(reg.mrs_x0(), 0, 0, 0, 0))
+}
+
+fn write(reg: SysReg, value: u64) -> Result<u64, Fault> {
+    vectors::capture(|| run_word(reg.msr_x1(), 0, value, 0, 0))
+}
+
+fn class(r: Result<u64, Fault>) -> u64 {
+    r.err().map_or(u64::MAX, |f| f.class())
+}
+
+fn check_impdef_and_debug(tally: &mut Tally) {
+    tally.expect_eq(
+        "impdef_l2ctlr_undefined",
+        class(read(IMPDEF_L2CTLR)),
+        EC_UNKNOWN,
+    );
+    tally.expect_eq(
+        "impdef_cpuactlr_undefined",
+        class(read(IMPDEF_CPUACTLR)),
+        EC_UNKNOWN,
+    );
+    // The OS lock: OSLM says implemented (0b10: bit 3), OSLK follows OSLAR_EL1.
+    let lock = write(OSLAR_EL1, 1).and_then(|_| read(OSLSR_EL1));
+    let unlock = write(OSLAR_EL1, 0).and_then(|_| read(OSLSR_EL1));
+    match (lock, unlock) {
+        (Ok(locked), Ok(unlocked)) => {
+            tally.expect_eq("os_lock_locks", locked & 0b1010, 0b1010);
+            tally.expect_eq("os_lock_unlocks", unlocked & 0b1010, 0b1000);
+        }
+        _ => tally.fail("os_lock_locks", "exception", "emulated"),
+    }
+    tally.expect_eq("mdrar_reads_zero", read(MDRAR_EL1).unwrap_or(u64::MAX), 0);
+    // ACTLR_EL1 belongs to the physical core: reads work, writes are ignored.
+    match read(ACTLR_EL1) {
+        Ok(before) => {
+            let wrote = write(ACTLR_EL1, !before);
+            let after = read(ACTLR_EL1).unwrap_or(!before);
+            tally.expect_eq(
+                "actlr_write_ignored",
+                u64::from(wrote.is_ok() && after == before),
+                1,
+            );
+        }
+        Err(f) => tally.fail("actlr_write_ignored", f.class(), "a value"),
+    }
+    // Set/way maintenance completes (emulated by VA): no exception.
+    let sw = vectors::capture(|| run_word(DC_CISW_X1, 0, 0, 0, 0));
+    tally.expect_eq("dc_cisw_completes", class(sw), u64::MAX);
+}
+
+/// Loads 32 bits from `addr` with SCTLR_EL1.EE set for that one load only (nothing else in
+/// between touches memory), returning what a big-endian guest reads.
+fn load_u32_big_endian(addr: u64) -> u32 {
+    let value: u64;
+    // SAFETY: only registers change between the two SCTLR writes; `addr` is a device
+    // register of the probe's machine; SCTLR_EL1 is restored before any other access.
+    unsafe {
+        asm!(
+            "mrs {old}, sctlr_el1",
+            "orr {new}, {old}, #(1 << 25)",
+            "msr sctlr_el1, {new}",
+            "isb",
+            "ldr {v:w}, [{a}]",
+            "msr sctlr_el1, {old}",
+            "isb",
+            a = in(reg) addr, v = out(reg) value, old = out(reg) _, new = out(reg) _,
+            options(nostack)
+        )
+    };
+    value as u32
+}
+
+/// Stores 32 bits to `addr` with SCTLR_EL1.EE set for that one store only.
+fn store_u32_big_endian(addr: u64, value: u32) {
+    // SAFETY: as for `load_u32_big_endian`.
+    unsafe {
+        asm!(
+            "mrs {old}, sctlr_el1",
+            "orr {new}, {old}, #(1 << 25)",
+            "msr sctlr_el1, {new}",
+            "isb",
+            "str {v:w}, [{a}]",
+            "msr sctlr_el1, {old}",
+            "isb",
+            a = in(reg) addr, v = in(reg) value, old = out(reg) _, new = out(reg) _,
+            options(nostack)
+        )
+    };
+}
+
+fn check_big_endian_mmio(machine: &Machine, tally: &mut Tally) {
+    // ID_AA64MMFR0_EL1.BigEnd: mixed-endian support at EL1 (SCTLR_EL1.EE writable).
+    let big_end = read(ID_AA64MMFR0_EL1).map_or(0, |v| (v >> 8) & 0xf);
+    if big_end != 1 {
+        crate::println!("PROBE: no mixed-endian support (BigEnd={big_end}): EE is RES0");
+        return;
+    }
+    let uart = machine.windows[0].map_or(0x0900_0000, |w| w.base);
+    let id = vectors::capture(|| load_u32_big_endian(uart + PL011_PERIPH_ID0));
+    // The device holds bytes 11 00 00 00; a big-endian word load reads them as 0x11000000.
+    tally.expect_eq(
+        "mmio_big_endian_load",
+        id.map_or(u64::MAX, u64::from),
+        0x1100_0000,
+    );
+    let Some(gicd) = machine
+        .windows
+        .iter()
+        .flatten()
+        .find(|w| w.kind == WindowKind::GicDistributor)
+    else {
+        return;
+    };
+    let addr = gicd.base + GICD_IPRIORITYR_32;
+    let before = vectors::load_u32(addr);
+    // A big-endian store of 0xA0 puts byte 0xA0 last: INTID 35's priority.
+    let stored = vectors::capture(|| store_u32_big_endian(addr, 0xa0));
+    let after = vectors::load_u32(addr);
+    vectors::store_u32(addr, before);
+    tally.expect_eq(
+        "mmio_big_endian_store",
+        if stored.is_ok() {
+            u64::from(after)
+        } else {
+            u64::MAX
+        },
+        0xa000_0000,
+    );
+}
+
+fn check_sgi0r(machine: &Machine, tally: &mut Tally) {
+    let Some(gicr) = machine
+        .windows
+        .iter()
+        .flatten()
+        .find(|w| w.kind == WindowKind::GicRedistributors)
+    else {
+        // No system register interface (GICv2): ICC_SGI0R_EL1 is UNDEFINED.
+        tally.expect_eq(
+            "icc_sgi0r_undefined_without_gicv3",
+            class(write(ICC_SGI0R_EL1, 0)),
+            EC_UNKNOWN,
+        );
+        return;
+    };
+    let mpidr = machine::own_mpidr();
+    let aff0 = mpidr & 0xff;
+    // The own redistributor: vCPUs are numbered by Aff0 on a virt-like machine.
+    let frame = gicr.base + aff0 * GICR_STRIDE + GICR_SGI_FRAME;
+    // TargetList: self (Aff0 bit, RS = Aff0 / 16); Aff1..3 from MPIDR.
+    let target = (1 << (aff0 % 16))
+        | ((aff0 / 16) << 44)
+        | (((mpidr >> 8) & 0xff) << 16)
+        | (((mpidr >> 16) & 0xff) << 32)
+        | (((mpidr >> 32) & 0xff) << 48);
+    let sgi = |intid: u64| target | (intid << 24);
+    let groups = vectors::load_u32(frame + GICR_IGROUPR0);
+    // SGI 5 Group 1, SGI 6 Group 0.
+    vectors::store_u32(frame + GICR_IGROUPR0, (groups | 1 << 5) & !(1 << 6));
+    vectors::store_u32(frame + GICR_ICPENDR0, 0b110_0000);
+    let g1_by_sgi0r =
+        write(ICC_SGI0R_EL1, sgi(5)).map(|_| vectors::load_u32(frame + GICR_ISPENDR0));
+    let g0_by_sgi0r =
+        write(ICC_SGI0R_EL1, sgi(6)).map(|_| vectors::load_u32(frame + GICR_ISPENDR0));
+    let g1_by_sgi1r =
+        write(ICC_SGI1R_EL1, sgi(5)).map(|_| vectors::load_u32(frame + GICR_ISPENDR0));
+    vectors::store_u32(frame + GICR_ICPENDR0, 0b110_0000);
+    vectors::store_u32(frame + GICR_IGROUPR0, groups);
+    let bit = |r: Result<u32, Fault>, n: u32| r.map_or(u64::MAX, |v| u64::from((v >> n) & 1));
+    tally.expect_eq("icc_sgi0r_skips_group1_sgi", bit(g1_by_sgi0r, 5), 0);
+    tally.expect_eq("icc_sgi0r_raises_group0_sgi", bit(g0_by_sgi0r, 6), 1);
+    tally.expect_eq("icc_sgi1r_raises_group1_sgi", bit(g1_by_sgi1r, 5), 1);
+}
+
+/// Every 2 MiB block of RAM that holds neither the probe nor the DTB reads as zero at a few
+/// offsets, and so does RAM just past the image and the DTB: nothing of what the host RAM held
+/// before reaches a new VM.
+fn check_ram_zeroed(machine: &Machine, tally: &mut Tally) {
+    let (_, image_end) = machine::image_range();
+    let dtb_end = machine.dtb_addr + machine.dtb_size;
+    let mut samples = 0u64;
+    let mut dirty: Option<(u64, u64)> = None;
+    let mut sample = |addr: u64| {
+        if addr + 8 > machine.ram_end() || machine.is_probe_memory(addr, 8) {
+            return;
+        }
+        samples += 1;
+        let value =
+            u64::from(vectors::load_u32(addr)) | u64::from(vectors::load_u32(addr + 4)) << 32;
+        if value != 0 && dirty.is_none() {
+            dirty = Some((addr, value));
+        }
+    };
+    sample((image_end + 0xfff) & !0xfff);
+    sample((dtb_end + 0xfff) & !0xfff);
+    let mut block = machine.ram_base;
+    while block < machine.ram_end() {
+        for offset in [0, 0x1000, BLOCK / 2, BLOCK - 8] {
+            sample(block + offset);
+        }
+        block += BLOCK;
+    }
+    match dirty {
+        None => tally.expect_eq("ram_zeroed_before_first_run", u64::from(samples > 0), 1),
+        Some((addr, value)) => tally.fail(
+            "ram_zeroed_before_first_run",
+            format_args!("{value:#x}@{addr:#x}"),
+            "0",
+        ),
+    }
+}
