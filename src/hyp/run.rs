@@ -212,7 +212,8 @@ fn run_vcpu(vm: &'static Vm, index: usize, pcpu_index: usize) -> ! {
         }
         if vcpu.blocked {
             host_irq::handle_host_irqs(Some((vm, &mut *vcpu)));
-            if vm.vgic.lock().has_deliverable(index) {
+            let deliverable = vm.vgic.lock().has_deliverable(index);
+            if vcpu.wake_up(cpu::counter(), deliverable) {
                 vcpu.blocked = false;
             } else {
                 wait_for_event(vm, vcpu);
@@ -292,7 +293,13 @@ fn run_vcpu(vm: &'static Vm, index: usize, pcpu_index: usize) -> ! {
         };
         match action {
             ExitAction::Resume | ExitAction::Inject(_) => {}
-            ExitAction::Block => vcpu.blocked = true,
+            ExitAction::Block => {
+                vcpu.blocked = true;
+                // A WFIT timeout: the EL2 timer must wake this CPU then.
+                if vcpu.wake_at.is_some() {
+                    timer::update_ptimer(vm, vcpu, p);
+                }
+            }
             ExitAction::CpuOff => {}
             ExitAction::SystemOff => system_off(vm, index),
             ExitAction::SystemReset => system_reset(vm, index),

@@ -21,6 +21,9 @@ const ACTLR_EL1: SysReg = SysReg::new(3, 0, 1, 0, 1);
 const ID_AA64MMFR0_EL1: SysReg = SysReg::new(3, 0, 0, 7, 0);
 const ICC_SGI0R_EL1: SysReg = SysReg::new(3, 0, 12, 11, 7);
 const ICC_SGI1R_EL1: SysReg = SysReg::new(3, 0, 12, 11, 5);
+const ID_AA64ISAR2_EL1: SysReg = SysReg::new(3, 0, 0, 6, 2);
+/// `WFIT X1` (FEAT_WFxT).
+const WFIT_X1: u32 = 0xD503_1021;
 /// `DC CISW, X1` (SYS #0, C7, C14, #2).
 const DC_CISW_X1: u32 = 0xD508_7E41;
 /// PL011 UARTPeriphID0: 0x11 in its low byte.
@@ -39,7 +42,9 @@ const BLOCK: u64 = 2 << 20;
 pub fn run(machine: &Machine, tally: &mut Tally) {
     check_impdef_and_debug(tally);
     check_big_endian_mmio(machine, tally);
+    check_unaligned_mmio(machine, tally);
     check_sgi0r(machine, tally);
+    check_wfit(tally);
     if machine.zeroed_ram_check {
         check_ram_zeroed(machine, tally);
     }
@@ -219,6 +224,94 @@ fn check_sgi0r(machine: &Machine, tally: &mut Tally) {
     tally.expect_eq("icc_sgi0r_skips_group1_sgi", bit(g1_by_sgi0r, 5), 0);
     tally.expect_eq("icc_sgi0r_raises_group0_sgi", bit(g0_by_sgi0r, 6), 1);
     tally.expect_eq("icc_sgi1r_raises_group1_sgi", bit(g1_by_sgi1r, 5), 1);
+}
+
+/// A level-1 table mapping the first 2 GiB flat as Normal Non-cacheable memory (devices
+/// included): what a hostile guest may do, so an unaligned access reaches a device.
+#[repr(C, align(4096))]
+struct Level1Table([u64; 512]);
+static mut NORMAL_IDENTITY_L1: Level1Table = Level1Table([0; 512]);
+/// Block descriptor: valid block (0b01), AttrIndx 0, EL1 read/write, AF.
+const BLOCK_NORMAL: u64 = 0b01 | (1 << 10);
+/// TCR_EL1: T0SZ = 25 (39-bit VA, walk from level 1), 4 KiB granule, non-cacheable walks,
+/// EPD1 (no TTBR1 walks), IPS = 32 bits.
+const TCR_39BIT_VA: u64 = 25 | (1 << 23);
+/// MAIR_EL1 attribute 0: Normal, inner and outer Non-cacheable.
+const MAIR_NORMAL_NC: u64 = 0x44;
+
+/// Loads 32 bits from `addr` with the stage-1 MMU on for that one load, through
+/// `NORMAL_IDENTITY_L1` (alignment checking off). Returns the value; a fault leaves the marker.
+fn load_u32_normal_mapping(addr: u64) -> u32 {
+    let table = (&raw mut NORMAL_IDENTITY_L1) as *mut u64;
+    let value: u64;
+    // SAFETY: the table is the probe's own; it is written with the MMU off (straight to
+    // memory) before the walker reads it non-cacheably. With the MMU on, everything the
+    // probe touches (code, stack, vectors, devices) is mapped at its own address, and the MMU
+    // is off again right after the one load (a fault resumes after it, at the restore).
+    unsafe {
+        table.write_volatile(BLOCK_NORMAL);
+        table.add(1).write_volatile(0x4000_0000 | BLOCK_NORMAL);
+        asm!(
+            "dsb sy",
+            "msr mair_el1, {mair}",
+            "msr tcr_el1, {tcr}",
+            "msr ttbr0_el1, {ttbr}",
+            "isb",
+            "tlbi vmalle1",
+            "dsb nsh",
+            "isb",
+            "mrs {old}, sctlr_el1",
+            // M on; A (alignment check), C, I, WXN off.
+            "orr {new}, {old}, #1",
+            "and {new}, {new}, {keep}",
+            "msr sctlr_el1, {new}",
+            "isb",
+            "ldr {v:w}, [{a}]",
+            "msr sctlr_el1, {old}",
+            "isb",
+            mair = in(reg) MAIR_NORMAL_NC, tcr = in(reg) TCR_39BIT_VA, ttbr = in(reg) table,
+            keep = in(reg) !((1u64 << 1) | (1 << 2) | (1 << 12) | (1 << 19)),
+            a = in(reg) addr, old = out(reg) _, new = out(reg) _,
+            v = inout(reg) 0xBAD0_BAD0u64 => value,
+            options(nostack)
+        )
+    };
+    value as u32
+}
+
+/// An unaligned load from an emulated device (mapped as Normal memory, so stage 1 lets it
+/// through) is an Alignment fault at the access, with FAR the address.
+fn check_unaligned_mmio(machine: &Machine, tally: &mut Tally) {
+    let uart = machine.windows[0].map_or(0x0900_0000, |w| w.base);
+    let addr = uart + PL011_PERIPH_ID0 + 1;
+    match vectors::capture(|| load_u32_normal_mapping(addr)) {
+        Err(f) if f.class() == vectors::EC_DATA_ABORT_SAME_EL => {
+            tally.expect_eq("mmio_unaligned_alignment_fault", f.status_code(), 0x21);
+            tally.expect_eq("mmio_unaligned_far", f.far, addr);
+        }
+        Err(f) => tally.fail(
+            "mmio_unaligned_alignment_fault",
+            format_args!("esr={:#x}", f.esr),
+            "data abort",
+        ),
+        Ok(v) => tally.fail(
+            "mmio_unaligned_alignment_fault",
+            format_args!("{v:#x}"),
+            "a fault",
+        ),
+    }
+}
+
+/// On a CPU whose ID registers do not offer FEAT_WFxT, WFIT is UNDEFINED. (Where they do,
+/// the timeout is not checked here: QEMU 10.0.2 reports a trapped WFIT with WFI's syndrome,
+/// TI = 0 and no register, so no hypervisor under it can see the timeout; Bulkhead's WFIT
+/// handling is host-tested instead.)
+fn check_wfit(tally: &mut Tally) {
+    let wfxt = read(ID_AA64ISAR2_EL1).map_or(0, |v| v & 0xf);
+    if wfxt == 0 {
+        let got = vectors::capture(|| run_word(WFIT_X1, 0, u64::MAX, 0, 0));
+        tally.expect_eq("wfit_undefined_without_wfxt", class(got), EC_UNKNOWN);
+    }
 }
 
 /// Every 2 MiB block of RAM that holds neither the probe nor the DTB reads as zero at a few

@@ -62,6 +62,21 @@ pub fn data_abort(
             ExitAction::Resume
         }
         Stage2Decision::Emulate { device, offset } => match abort.mmio() {
+            // An unaligned access to a device register: an Alignment fault, the fault an
+            // access to Device memory gets (Arm ARM B2.5.2), here for a guest that mapped the
+            // device as Normal memory (stage 1 checked nothing); the device never sees it.
+            Some(access) if !ipa.is_multiple_of(access.size.bytes()) => {
+                guest_warn!(
+                    "{} vcpu {}: unaligned {device:?} access at IPA {ipa:#x}",
+                    vm.config.name,
+                    vcpu.index
+                );
+                ExitAction::Inject(Exception::DataAbort {
+                    fsc: FSC_ALIGNMENT,
+                    far: abort.far,
+                    write: abort.write(),
+                })
+            }
             Some(access) => {
                 emulate(vm, vcpu, device, offset, &access, il32, p).unwrap_or_else(|()| {
                     guest_warn!(

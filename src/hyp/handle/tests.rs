@@ -237,6 +237,33 @@ fn exit_wfe_resumes_after_the_instruction() {
 }
 
 #[test]
+fn exit_wfit_blocks_until_its_timeout_or_resumes_if_it_passed() {
+    // WFIT x3 (EC 0x01, IL, RN = 3, RV, TI = 0b10).
+    const ESR_WFIT_X3: u64 = 0x0600_0000 | (3 << 5) | (1 << 2) | 0b10;
+    let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(0, 0x2000));
+    p.now.set(100);
+    v.regs.x[3] = 50;
+    assert_eq!(run(&vm, &mut v, &p, ESR_WFIT_X3, 0), ExitAction::Resume);
+    assert_eq!((v.regs.pc, v.wake_at), (0x2004, None));
+    v.regs.x[3] = 500;
+    assert_eq!(run(&vm, &mut v, &p, ESR_WFIT_X3, 0), ExitAction::Block);
+    assert_eq!((v.regs.pc, v.wake_at), (0x2008, Some(500)));
+    // The EL2 timer is armed for the timeout (no emulated timer deadline).
+    crate::hyp::timer::update_ptimer(&vm, &mut v, &p);
+    assert_eq!(p.hyp_timer.get(), Some(500));
+    assert!(!v.wake_up(499, false), "not before the timeout");
+    assert!(v.wake_up(500, false), "at the timeout");
+    assert_eq!(v.wake_at, None);
+    // An interrupt ends it early; a plain WFI has no timeout.
+    v.wake_at = Some(900);
+    assert!(v.wake_up(200, true));
+    assert!(
+        !v.wake_up(u64::MAX, false),
+        "WFI waits for an interrupt only"
+    );
+}
+
+#[test]
 fn exit_unknown_sysreg_is_undefined_at_the_instruction() {
     let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(0, 0x3000));
     let action = run(&vm, &mut v, &p, ESR_MRS_IMPDEF_X0, 0);
@@ -501,6 +528,32 @@ fn exit_abort_outside_ram_and_devices_is_an_external_abort() {
     );
     assert_eq!(v.regs.pc, 0x4000);
     assert!(p.cleaned.borrow().is_empty());
+}
+
+#[test]
+fn exit_unaligned_device_access_is_an_alignment_fault() {
+    let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(0, 0x4000));
+    // A 32-bit load from PL011 offset 0xfe1 (a guest that mapped the UART as Normal memory).
+    assert_eq!(
+        run(&vm, &mut v, &p, ESR_LDR_W2_L3, PL011_BASE + 0xfe1),
+        ExitAction::Inject(Exception::DataAbort {
+            fsc: FSC_ALIGNMENT,
+            far: PL011_BASE + 0xfe1,
+            write: false,
+        })
+    );
+    assert_eq!(v.regs.pc, 0x4000, "taken at the access");
+}
+
+#[test]
+fn exit_big_endian_guest_reads_device_bytes_reversed() {
+    let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(0, 0x4000));
+    p.sctlr_el1.set(1 << 25); // SCTLR_EL1.EE
+    assert_eq!(
+        run(&vm, &mut v, &p, ESR_LDR_W2_L3, PL011_BASE + 0xfe0),
+        ExitAction::Resume
+    );
+    assert_eq!(v.regs.x[2], 0x1100_0000, "UARTPeriphID0 (0x11) big-endian");
 }
 
 #[test]
