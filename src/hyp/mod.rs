@@ -13,6 +13,7 @@ pub mod serror;
 pub mod timer;
 pub mod vcpu;
 pub mod vm;
+pub mod walk_level;
 
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub mod host_irq;

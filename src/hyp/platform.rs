@@ -26,6 +26,10 @@ pub trait Platform: Kick {
     /// SCTLR_EL1 of the vCPU running on this CPU (its EL1 registers are live in hardware):
     /// EE/E0E give its data endianness.
     fn guest_sctlr_el1(&self) -> u64;
+    /// TCR_EL1, TTBR0_EL1 and TTBR1_EL1 of the vCPU running on this CPU (live in hardware).
+    fn guest_stage1_regs(&self) -> crate::hyp::walk_level::Stage1Regs;
+    /// The 64-bit word at host PA `pa` of a VM's RAM, if `pa` is in one.
+    fn guest_ram_u64(&self, pa: u64) -> Option<u64>;
     /// This CPU's ACTLR_EL1 as it was reset (what a guest reads, as KVM's `reset_actlr`).
     fn host_actlr_el1(&self) -> u64;
     /// Host RAM `[pa, pa + size)` that Bulkhead reserved (guest images), for reading.
@@ -72,6 +76,7 @@ pub mod fake {
         pub zeroed: RefCell<Vec<(u64, u64)>>,
         pub sctlr_el1: Cell<u64>,
         pub actlr_el1: Cell<u64>,
+        pub stage1: Cell<Option<crate::hyp::walk_level::Stage1Regs>>,
         pub console_out: RefCell<Vec<u8>>,
         pub console_in: RefCell<VecDeque<u8>>,
         pub console_rx_irq: Cell<Option<bool>>,
@@ -120,6 +125,21 @@ pub mod fake {
         }
         fn host_actlr_el1(&self) -> u64 {
             self.actlr_el1.get()
+        }
+        fn guest_stage1_regs(&self) -> crate::hyp::walk_level::Stage1Regs {
+            self.stage1
+                .get()
+                .unwrap_or(crate::hyp::walk_level::Stage1Regs {
+                    tcr_el1: 0,
+                    ttbr0_el1: 0,
+                    ttbr1_el1: 0,
+                })
+        }
+        fn guest_ram_u64(&self, pa: u64) -> Option<u64> {
+            let ram = self.ram.borrow();
+            let start = usize::try_from(pa.checked_sub(ram.0)?).ok()?;
+            let bytes = ram.1.get(start..start + 8)?;
+            Some(u64::from_le_bytes(bytes.try_into().ok()?))
         }
         fn host_ram(&self, pa: u64, size: u64) -> &[u8] {
             let ram = self.ram.borrow();

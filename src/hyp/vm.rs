@@ -335,6 +335,12 @@ impl Vm {
         zeroed
     }
 
+    /// The 64-bit word at guest RAM IPA `ipa` (a stage-1 descriptor), if `ipa` is RAM.
+    pub fn read_ram_u64(&self, p: &impl Platform, ipa: u64) -> Option<u64> {
+        let pa = self.ram_host_pa(&(ipa..ipa.checked_add(8)?))?;
+        p.guest_ram_u64(pa)
+    }
+
     /// Cleans and invalidates to PoC every block of guest RAM ever used: the whole-cache
     /// effect of a set/way operation, done by VA (KVM's `kvm_set_way_flush` /
     /// `stage2_flush_vm`), since set/way operations only reach the physical CPU's own caches.

@@ -28,6 +28,8 @@ fn assert_probe_fidelity(cpu: &str, gic: &str) {
         "mmio_big_endian_store",
         "mmio_unaligned_alignment_fault",
         "mmio_unaligned_far",
+        "stage1_walk_into_hole_fsc",
+        "stage1_walk_into_hole_far",
         "cpu_on_secondary_twice_round1",
         "cpu_on_secondary_twice_round2",
     ];

@@ -43,6 +43,7 @@ pub fn run(machine: &Machine, tally: &mut Tally) {
     check_impdef_and_debug(tally);
     check_big_endian_mmio(machine, tally);
     check_unaligned_mmio(machine, tally);
+    check_walk_into_hole(machine, tally);
     check_sgi0r(machine, tally);
     check_wfit(tally);
     if machine.zeroed_ram_check {
@@ -242,6 +243,11 @@ const MAIR_NORMAL_NC: u64 = 0x44;
 /// Loads 32 bits from `addr` with the stage-1 MMU on for that one load, through
 /// `NORMAL_IDENTITY_L1` (alignment checking off). Returns the value; a fault leaves the marker.
 fn load_u32_normal_mapping(addr: u64) -> u32 {
+    load_u32_mapped(addr, BLOCK_NORMAL)
+}
+
+/// As `load_u32_normal_mapping`, with `entry0` as the level-1 descriptor of the first GiB.
+fn load_u32_mapped(addr: u64, entry0: u64) -> u32 {
     let table = (&raw mut NORMAL_IDENTITY_L1) as *mut u64;
     let value: u64;
     // SAFETY: the table is the probe's own; it is written with the MMU off (straight to
@@ -249,7 +255,7 @@ fn load_u32_normal_mapping(addr: u64) -> u32 {
     // probe touches (code, stack, vectors, devices) is mapped at its own address, and the MMU
     // is off again right after the one load (a fault resumes after it, at the restore).
     unsafe {
-        table.write_volatile(BLOCK_NORMAL);
+        table.write_volatile(entry0);
         table.add(1).write_volatile(0x4000_0000 | BLOCK_NORMAL);
         asm!(
             "dsb sy",
@@ -296,6 +302,32 @@ fn check_unaligned_mmio(machine: &Machine, tally: &mut Tally) {
         ),
         Ok(v) => tally.fail(
             "mmio_unaligned_alignment_fault",
+            format_args!("{v:#x}"),
+            "a fault",
+        ),
+    }
+}
+
+/// A stage-1 walk that reads a table in an IPA hole: a synchronous external abort on the
+/// translation table walk, at the level of that table (DFSC 0b0101LL), FAR the VA.
+fn check_walk_into_hole(machine: &Machine, tally: &mut Tally) {
+    /// A level-1 table descriptor pointing to a level-2 table where nothing is.
+    const TABLE_IN_HOLE: u64 = 0x2000_0000 | 0b11;
+    let uart = machine.windows[0].map_or(0x0900_0000, |w| w.base);
+    let addr = uart + PL011_PERIPH_ID0;
+    match vectors::capture(|| load_u32_mapped(addr, TABLE_IN_HOLE)) {
+        Err(f) if f.class() == vectors::EC_DATA_ABORT_SAME_EL => {
+            // 0b010110: level 2.
+            tally.expect_eq("stage1_walk_into_hole_fsc", f.status_code(), 0x16);
+            tally.expect_eq("stage1_walk_into_hole_far", f.far, addr);
+        }
+        Err(f) => tally.fail(
+            "stage1_walk_into_hole_fsc",
+            format_args!("esr={:#x}", f.esr),
+            "data abort",
+        ),
+        Ok(v) => tally.fail(
+            "stage1_walk_into_hole_fsc",
             format_args!("{v:#x}"),
             "a fault",
         ),

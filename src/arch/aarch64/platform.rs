@@ -173,6 +173,19 @@ impl Platform for ArchPlatform {
         sysregs::injection_context().1
     }
 
+    fn guest_stage1_regs(&self) -> crate::hyp::walk_level::Stage1Regs {
+        sysregs::guest_stage1_regs()
+    }
+
+    fn guest_ram_u64(&self, pa: u64) -> Option<u64> {
+        if !pa.is_multiple_of(8) || !covers(&WINDOWS.lock().writable, pa, 8) {
+            return None;
+        }
+        // SAFETY: an aligned word of a registered guest RAM range, mapped in the linear
+        // window; a racing guest write only changes which value is read.
+        Some(unsafe { (phys_to_linear(pa) as *const u64).read_volatile() })
+    }
+
     fn host_actlr_el1(&self) -> u64 {
         sysregs::actlr_el1()
     }

@@ -194,6 +194,15 @@ pub fn activate_traps(vcpu_index: u64) {
     aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
 }
 
+/// The guest's stage-1 controls (its EL1 registers are live on this CPU).
+pub fn guest_stage1_regs() -> crate::hyp::walk_level::Stage1Regs {
+    crate::hyp::walk_level::Stage1Regs {
+        tcr_el1: TCR_EL1.get(),
+        ttbr0_el1: TTBR0_EL1.get(),
+        ttbr1_el1: TTBR1_EL1.get(),
+    }
+}
+
 /// ACTLR_EL1 as this CPU holds it (guest writes are trapped by HCR_EL2.TACR and ignored).
 pub fn actlr_el1() -> u64 {
     let value: u64;

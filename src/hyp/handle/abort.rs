@@ -11,10 +11,11 @@ use crate::devices::mmio::{MmioAccess, guest_big_endian};
 use crate::guest_warn;
 use crate::hyp::console_bridge as console;
 use crate::hyp::exit::{Abort, FaultKind};
-use crate::hyp::inject::{Exception, FSC_ALIGNMENT, FSC_EXTERNAL};
+use crate::hyp::inject::{Exception, FSC_ALIGNMENT, FSC_EXTERNAL, FSC_EXTERNAL_WALK_L0};
 use crate::hyp::platform::Platform;
 use crate::hyp::vcpu::Vcpu;
 use crate::hyp::vm::Vm;
+use crate::hyp::walk_level::walk_level;
 use crate::mm::stage2::{EmulatedDevice, Stage2Decision};
 
 /// The fault status the guest sees for an abort Bulkhead reflects back to it.
@@ -51,7 +52,11 @@ pub fn data_abort(
         );
         return data_abort_exception(abort);
     }
-    match vm.mem.decide(ipa) {
+    let decision = vm.mem.decide(ipa);
+    if abort.s1ptw() && !matches!(decision, Stage2Decision::MapRam { .. }) {
+        return walk_abort(vm, vcpu, abort, p, true);
+    }
+    match decision {
         d @ (Stage2Decision::MapRam { .. } | Stage2Decision::MapDevice { .. }) => {
             map(vm, vcpu, d, abort, p)
         }
@@ -125,6 +130,7 @@ pub fn instruction_abort(abort: &Abort, vm: &Vm, vcpu: &mut Vcpu, p: &impl Platf
     }
     match vm.mem.decide(ipa) {
         d @ Stage2Decision::MapRam { .. } => map(vm, vcpu, d, abort, p),
+        _ if abort.s1ptw() => walk_abort(vm, vcpu, abort, p, false),
         _ => {
             guest_warn!(
                 "{} vcpu {}: instruction fetch from non-RAM IPA {ipa:#x}",
@@ -134,6 +140,37 @@ pub fn instruction_abort(abort: &Abort, vm: &Vm, vcpu: &mut Vcpu, p: &impl Platf
             exception
         }
     }
+}
+
+/// The guest's stage-1 walk read an IPA that is not RAM (a hole, a device): on a machine
+/// without EL2 the walk's read would end in a synchronous external abort on a translation
+/// table walk, at the level of the table it read (DFSC 0b0101LL), for the access's VA. The
+/// level is found by repeating the guest's walk (`walk_level`); if that fails (the guest
+/// changed its tables meanwhile), a plain external abort, as KVM's `kvm_inject_dabt`.
+fn walk_abort(vm: &Vm, vcpu: &Vcpu, abort: &Abort, p: &impl Platform, data: bool) -> ExitAction {
+    let level = walk_level(p.guest_stage1_regs(), abort.far, abort.ipa, |ipa| {
+        vm.read_ram_u64(p, ipa)
+    });
+    guest_warn!(
+        "{} vcpu {}: stage-1 walk (level {level:?}) into non-RAM IPA {:#x}",
+        vm.config.name,
+        vcpu.index,
+        abort.ipa
+    );
+    let fsc = level.map_or(FSC_EXTERNAL, |l| FSC_EXTERNAL_WALK_L0 + l);
+    ExitAction::Inject(if data {
+        Exception::DataAbort {
+            fsc,
+            far: abort.far,
+            // A walk only reads, but WnR reports the access that needed it.
+            write: abort.write(),
+        }
+    } else {
+        Exception::InstructionAbort {
+            fsc,
+            far: abort.far,
+        }
+    })
 }
 
 /// Maps guest RAM (or a passed-through device page) on its first touch.

@@ -557,6 +557,37 @@ fn exit_big_endian_guest_reads_device_bytes_reversed() {
 }
 
 #[test]
+fn exit_stage_1_walk_into_a_hole_is_an_external_abort_on_the_walk_at_its_level() {
+    // The guest's level-1 table (4 KiB granule, 39-bit VA) in its RAM: entry 0 points to a
+    // level-2 table at 0x2000_0000, where nothing is.
+    let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(0, 0x4000));
+    let mut ram = vec![0u8; 0x2000];
+    ram[..8].copy_from_slice(&(0x2000_0000u64 | 0b11).to_le_bytes());
+    *p.ram.borrow_mut() = (RAM_PA, ram);
+    p.stage1.set(Some(crate::hyp::walk_level::Stage1Regs {
+        tcr_el1: 25,
+        ttbr0_el1: GUEST_RAM_BASE,
+        ttbr1_el1: 0,
+    }));
+    // A load from VA 0x0900_0fe0: its level-2 descriptor read (0x2000_0240) faults at stage 2
+    // (S1PTW, translation fault level 3, no syndrome).
+    let va = 0x0900_0fe0;
+    let exit = GuestExit::decode(Syndrome {
+        esr: ESR_NO_ISV_L3 | (1 << 7),
+        far: va,
+        hpfar: (0x2000_0240u64 >> 12) << 4,
+    });
+    assert_eq!(
+        handle_exit(&exit, &vm, &mut v, &p),
+        ExitAction::Inject(Exception::DataAbort {
+            fsc: 0x16,
+            far: va,
+            write: false,
+        })
+    );
+}
+
+#[test]
 fn exit_abort_past_the_end_of_ram_is_an_external_abort() {
     let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(0, 0x4000));
     let ipa = GUEST_RAM_BASE + RAM_SIZE;
