@@ -1,7 +1,10 @@
 //! Checks that the machine behaves as the Arm ARM says where a hypervisor could leak itself or
 //! cut corners: IMPLEMENTATION DEFINED registers UNDEFINED, the OS lock and debug ROM
 //! emulated, ACTLR_EL1 read-only, set/way operations completing, the guest's data endianness
-//! honoured by emulated devices, ICC_SGI0R_EL1 raising Group 0 SGIs only, and (with
+//! honoured by emulated devices, an unaligned device access an Alignment fault and a stage-1
+//! walk into a hole an external abort at the walk's level (both through a short-lived
+//! identity map with the MMU on), ICC_SGI0R_EL1 raising Group 0 SGIs only, WFIT UNDEFINED
+//! without FEAT_WFxT, PSTATE.PAN set on an injected exception as on a native one, and (with
 //! `probe.zeroed_ram=1`) RAM nobody loaded reading as zero.
 
 use core::arch::asm;
@@ -46,6 +49,7 @@ pub fn run(machine: &Machine, tally: &mut Tally) {
     check_walk_into_hole(machine, tally);
     check_sgi0r(machine, tally);
     check_wfit(tally);
+    check_pan_on_injection(tally);
     if machine.zeroed_ram_check {
         check_ram_zeroed(machine, tally);
     }
@@ -332,6 +336,46 @@ fn check_walk_into_hole(machine: &Machine, tally: &mut Tally) {
             "a fault",
         ),
     }
+}
+
+/// On a CPU with FEAT_PAN and SCTLR_EL1.SPAN = 0, taking an exception to EL1 sets PSTATE.PAN
+/// (Arm ARM D1.3 "Exception entry"): an UNDEFINED that Bulkhead injects (a trapped PMU
+/// register) must enter the handler exactly as one the CPU takes itself (UDF).
+fn check_pan_on_injection(tally: &mut Tally) {
+    const ID_AA64MMFR1_EL1: SysReg = SysReg::new(3, 0, 0, 7, 1);
+    const PMCR_EL0: SysReg = SysReg::new(3, 3, 9, 12, 0);
+    const SCTLR_SPAN: u64 = 1 << 23;
+    const UDF: u32 = 0x0000_0000;
+    let pan = read(ID_AA64MMFR1_EL1).map_or(0, |v| (v >> 20) & 0xf);
+    if pan == 0 {
+        return;
+    }
+    let sctlr: u64;
+    // SAFETY: SCTLR_EL1.SPAN only changes PSTATE.PAN on exception entry; PAN (S3_0_C4_C2_3)
+    // exists (checked above) and is cleared so the entry's effect shows.
+    unsafe {
+        asm!("mrs {}, sctlr_el1", out(reg) sctlr, options(nomem, nostack));
+        asm!("msr sctlr_el1, {}", "isb", "msr S3_0_C4_C2_3, xzr", in(reg) sctlr & !SCTLR_SPAN,
+            options(nostack));
+    }
+    vectors::RECORD_PAN.store(true, core::sync::atomic::Ordering::SeqCst);
+    let injected = read(PMCR_EL0);
+    let pan_injected = vectors::pan_at_last_exception();
+    let native = vectors::capture(|| run_word(UDF, 0, 0, 0, 0));
+    let pan_native = vectors::pan_at_last_exception();
+    vectors::RECORD_PAN.store(false, core::sync::atomic::Ordering::SeqCst);
+    // SAFETY: restores SCTLR_EL1.
+    unsafe { asm!("msr sctlr_el1, {}", "isb", in(reg) sctlr, options(nostack)) };
+    tally.expect_eq(
+        "pan_set_on_injected_exception",
+        class(injected) << 8 | pan_injected,
+        EC_UNKNOWN << 8 | 1,
+    );
+    tally.expect_eq(
+        "pan_set_on_native_exception",
+        class(native) << 8 | pan_native,
+        EC_UNKNOWN << 8 | 1,
+    );
 }
 
 /// On a CPU whose ID registers do not offer FEAT_WFxT, WFIT is UNDEFINED. (Where they do,

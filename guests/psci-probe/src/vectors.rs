@@ -66,6 +66,10 @@ impl Fault {
     }
 }
 
+/// Set only on a CPU with FEAT_PAN: the handler records PSTATE.PAN as the exception entry
+/// left it (`pan_at_last_exception`).
+pub static RECORD_PAN: AtomicBool = AtomicBool::new(false);
+static TAKEN_PAN: AtomicU64 = AtomicU64::new(u64::MAX);
 static ARMED: AtomicBool = AtomicBool::new(false);
 static TAKEN: AtomicBool = AtomicBool::new(false);
 static TAKEN_ESR: AtomicU64 = AtomicU64::new(0);
@@ -85,6 +89,12 @@ pub fn capture<T>(step: impl FnOnce() -> T) -> Result<T, Fault> {
     } else {
         Ok(value)
     }
+}
+
+/// PSTATE.PAN on entry to the last synchronous exception handler, while `RECORD_PAN` was set
+/// (`u64::MAX` if none was taken since).
+pub fn pan_at_last_exception() -> u64 {
+    TAKEN_PAN.swap(u64::MAX, Ordering::SeqCst)
 }
 
 /// Loads 32 bits from `addr` with a single LDR, so a fault skips exactly that instruction.
@@ -112,6 +122,12 @@ pub fn store_u32(addr: u64, value: u32) {
 /// as it was when the exception was taken. Returns the address to resume at.
 #[unsafe(no_mangle)]
 extern "C" fn probe_sync_exception(esr: u64, far: u64, elr: u64, lr: u64) -> u64 {
+    if RECORD_PAN.load(Ordering::SeqCst) {
+        let pan: u64;
+        // SAFETY: reading PAN (S3_0_C4_C2_3), set only where FEAT_PAN exists.
+        unsafe { core::arch::asm!("mrs {}, S3_0_C4_C2_3", out(reg) pan, options(nomem, nostack)) };
+        TAKEN_PAN.store(pan >> 22 & 1, Ordering::SeqCst);
+    }
     let fault = Fault { esr, far };
     let class = fault.class();
     let survivable = matches!(
