@@ -26,6 +26,8 @@ pub trait Platform: Kick {
     /// SCTLR_EL1 of the vCPU running on this CPU (its EL1 registers are live in hardware):
     /// EE/E0E give its data endianness.
     fn guest_sctlr_el1(&self) -> u64;
+    /// Sets (true) or clears this CPU's OS lock (OSLAR_EL1.OSLK), the lock of the vCPU it runs.
+    fn set_os_lock(&self, locked: bool);
     /// TCR_EL1, TTBR0_EL1 and TTBR1_EL1 of the vCPU running on this CPU (live in hardware).
     fn guest_stage1_regs(&self) -> crate::hyp::walk_level::Stage1Regs;
     /// The 64-bit word at host PA `pa` of a VM's RAM, if `pa` is in one.
@@ -77,6 +79,7 @@ pub mod fake {
         pub sctlr_el1: Cell<u64>,
         pub actlr_el1: Cell<u64>,
         pub stage1: Cell<Option<crate::hyp::walk_level::Stage1Regs>>,
+        pub os_lock: Cell<Option<bool>>,
         pub console_out: RefCell<Vec<u8>>,
         pub console_in: RefCell<VecDeque<u8>>,
         pub console_rx_irq: Cell<Option<bool>>,
@@ -125,6 +128,9 @@ pub mod fake {
         }
         fn host_actlr_el1(&self) -> u64 {
             self.actlr_el1.get()
+        }
+        fn set_os_lock(&self, locked: bool) {
+            self.os_lock.set(Some(locked));
         }
         fn guest_stage1_regs(&self) -> crate::hyp::walk_level::Stage1Regs {
             self.stage1

@@ -40,6 +40,9 @@ fn start_vcpu(vcpu: &mut Vcpu, entry: u64, x0: u64) {
     log::debug!("vcpu {}: start at {entry:#x} x0={x0:#x}", vcpu.index);
     vcpu.reset_to(entry, x0);
     El1State::reset().restore();
+    // The OS lock unlocked, as `reset_to` left the vCPU's copy (and as KVM resets OSLSR_EL1):
+    // a previous life, or the CPU's cold reset (OSLK = 1), must not block its debug.
+    sysregs::set_os_lock(false);
     vgic_hw::reset_vcpu_interface();
     timer::set_vtimer_level(vcpu, false, &ArchPlatform);
 }

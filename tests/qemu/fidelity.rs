@@ -32,6 +32,8 @@ fn assert_probe_fidelity(cpu: &str, gic: &str) {
         "mmio_unaligned_far",
         "stage1_walk_into_hole_fsc",
         "stage1_walk_into_hole_far",
+        "single_step_over_mmio_stops_after_it",
+        "single_step_over_mmio_loads",
         "cpu_on_secondary_twice_round1",
         "cpu_on_secondary_twice_round2",
     ];

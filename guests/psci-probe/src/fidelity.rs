@@ -50,6 +50,7 @@ pub fn run(machine: &Machine, tally: &mut Tally) {
     check_sgi0r(machine, tally);
     check_wfit(tally);
     check_pan_on_injection(tally);
+    check_single_step_over_mmio(machine, tally);
     if machine.zeroed_ram_check {
         check_ram_zeroed(machine, tally);
     }
@@ -376,6 +377,70 @@ fn check_pan_on_injection(tally: &mut Tally) {
         class(native) << 8 | pan_native,
         EC_UNKNOWN << 8 | 1,
     );
+}
+
+/// Software step (MDSCR_EL1.SS, KDE) over an MMIO load that Bulkhead emulates: the step
+/// completes with that one instruction, so the step exception is taken at the next one
+/// (a hypervisor that skips the load but leaves PSTATE.SS set lets one more instruction run).
+fn check_single_step_over_mmio(machine: &Machine, tally: &mut Tally) {
+    /// MDSCR_EL1.SS (bit 0) and KDE (bit 13: debug exceptions at EL1 itself).
+    const MDSCR_SS_KDE: u64 = 1 | (1 << 13);
+    /// SPSR for the ERET into the stepped code: EL1h, A/I/F masked, D clear, SS set.
+    const SPSR_STEP: u64 = 0x5 | (0b111 << 6) | (1 << 21);
+    let uart = machine.windows[0].map_or(0x0900_0000, |w| w.base);
+    let addr = uart + PL011_PERIPH_ID0;
+    // The OS lock must be clear for debug exceptions (the CPU's reset leaves it set).
+    let _ = write(OSLAR_EL1, 0);
+    let mut after_load: u64 = 0;
+    let mut value: u64 = 0;
+    let stepped = vectors::capture(|| {
+        // SAFETY: the ERET goes to the next instruction of this block, at EL1h with only
+        // PSTATE.D and SS changed; the step exception resumes at its ELR inside the block; the
+        // registers used are declared; MDSCR_EL1 is cleared at the end.
+        unsafe {
+            asm!(
+                "msr mdscr_el1, {mdscr}",
+                "isb",
+                "adr {tmp}, 1f",
+                "msr elr_el1, {tmp}",
+                "msr spsr_el1, {spsr}",
+                "adr {after}, 2f",
+                "eret",
+                "1: ldr {v:w}, [{a}]",
+                "2: nop",
+                "nop",
+                "msr mdscr_el1, xzr",
+                "isb",
+                mdscr = in(reg) MDSCR_SS_KDE, spsr = in(reg) SPSR_STEP, a = in(reg) addr,
+                tmp = out(reg) _, after = out(reg) after_load, v = out(reg) value,
+                options(nostack)
+            )
+        }
+    });
+    // Debug exceptions masked again (the step exception's entry set PSTATE.D; its return
+    // restored D = 0 from SPSR): mask them for the rest of the probe.
+    // SAFETY: DAIFSet only masks.
+    unsafe { asm!("msr daifset, #8", options(nomem, nostack)) };
+    match stepped {
+        Err(f) if f.class() == vectors::EC_SOFTWARE_STEP_SAME_EL => {
+            tally.expect_eq(
+                "single_step_over_mmio_stops_after_it",
+                vectors::elr_at_last_exception(),
+                after_load,
+            );
+            tally.expect_eq("single_step_over_mmio_loads", value & 0xff, 0x11);
+        }
+        Err(f) => tally.fail(
+            "single_step_over_mmio_stops_after_it",
+            format_args!("esr={:#x}", f.esr),
+            "a software step exception",
+        ),
+        Ok(()) => tally.fail(
+            "single_step_over_mmio_stops_after_it",
+            "no step exception",
+            "one",
+        ),
+    }
 }
 
 /// On a CPU whose ID registers do not offer FEAT_WFxT, WFIT is UNDEFINED. (Where they do,

@@ -32,6 +32,8 @@ pub const EC_INSTRUCTION_ABORT_SAME_EL: u64 = 0x21;
 pub const EC_PC_ALIGNMENT: u64 = 0x22;
 /// ESR_ELx.EC: data abort taken without a change of exception level.
 pub const EC_DATA_ABORT_SAME_EL: u64 = 0x25;
+/// ESR_ELx.EC: software step exception taken without a change of exception level.
+pub const EC_SOFTWARE_STEP_SAME_EL: u64 = 0x33;
 /// ESR_ELx.EC: SP alignment fault.
 pub const EC_SP_ALIGNMENT: u64 = 0x26;
 /// ESR_ELx ISS.DFSC for a data abort: synchronous external abort, not on a table walk.
@@ -70,6 +72,7 @@ impl Fault {
 /// left it (`pan_at_last_exception`).
 pub static RECORD_PAN: AtomicBool = AtomicBool::new(false);
 static TAKEN_PAN: AtomicU64 = AtomicU64::new(u64::MAX);
+static TAKEN_ELR: AtomicU64 = AtomicU64::new(0);
 static ARMED: AtomicBool = AtomicBool::new(false);
 static TAKEN: AtomicBool = AtomicBool::new(false);
 static TAKEN_ESR: AtomicU64 = AtomicU64::new(0);
@@ -95,6 +98,11 @@ pub fn capture<T>(step: impl FnOnce() -> T) -> Result<T, Fault> {
 /// (`u64::MAX` if none was taken since).
 pub fn pan_at_last_exception() -> u64 {
     TAKEN_PAN.swap(u64::MAX, Ordering::SeqCst)
+}
+
+/// ELR_EL1 of the last exception `capture` recorded.
+pub fn elr_at_last_exception() -> u64 {
+    TAKEN_ELR.load(Ordering::SeqCst)
 }
 
 /// Loads 32 bits from `addr` with a single LDR, so a fault skips exactly that instruction.
@@ -139,11 +147,20 @@ extern "C" fn probe_sync_exception(esr: u64, far: u64, elr: u64, lr: u64) -> u64
             | EC_PC_ALIGNMENT
             | EC_DATA_ABORT_SAME_EL
             | EC_SP_ALIGNMENT
+            | EC_SOFTWARE_STEP_SAME_EL
     );
     if ARMED.load(Ordering::SeqCst) && survivable && !TAKEN.load(Ordering::SeqCst) {
         TAKEN_ESR.store(esr, Ordering::SeqCst);
         TAKEN_FAR.store(far, Ordering::SeqCst);
+        TAKEN_ELR.store(elr, Ordering::SeqCst);
         TAKEN.store(true, Ordering::SeqCst);
+        // A software step completed the instruction before ELR: stop stepping (else the
+        // return, with PSTATE.SS = 0 and MDSCR_EL1.SS = 1, steps again at once) and go on.
+        if class == EC_SOFTWARE_STEP_SAME_EL {
+            // SAFETY: MDSCR_EL1 = 0 only disables debug events the probe enabled.
+            unsafe { core::arch::asm!("msr mdscr_el1, xzr", "isb", options(nomem, nostack)) };
+            return elr;
+        }
         // A jump to a bad target faults at the target: go back to the `blr` that made it.
         if matches!(class, EC_INSTRUCTION_ABORT_SAME_EL | EC_PC_ALIGNMENT) {
             return lr;

@@ -173,6 +173,10 @@ impl Platform for ArchPlatform {
         sysregs::injection_context().1
     }
 
+    fn set_os_lock(&self, locked: bool) {
+        sysregs::set_os_lock(locked);
+    }
+
     fn guest_stage1_regs(&self) -> crate::hyp::walk_level::Stage1Regs {
         sysregs::guest_stage1_regs()
     }

@@ -194,6 +194,15 @@ pub fn activate_traps(vcpu_index: u64) {
     aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
 }
 
+/// Sets or clears this CPU's OS lock (OSLAR_EL1, writable at EL2 whatever MDCR_EL2.TDOSA).
+pub fn set_os_lock(locked: bool) {
+    // SAFETY: the OS lock only gates debug exceptions and external debug register access of
+    // this CPU, which belong to the vCPU pinned to it.
+    unsafe {
+        core::arch::asm!("msr oslar_el1, {}", "isb", in(reg) u64::from(locked), options(nomem, nostack))
+    };
+}
+
 /// The guest's stage-1 controls (its EL1 registers are live on this CPU).
 pub fn guest_stage1_regs() -> crate::hyp::walk_level::Stage1Regs {
     crate::hyp::walk_level::Stage1Regs {

@@ -80,8 +80,13 @@ pub fn handle(
         }
         // The OS lock (MDCR_EL2.TDOSA), emulated per vCPU as KVM's `trap_oslar_el1` /
         // `trap_oslsr_el1`: OSLAR_EL1 is write-only, OSLSR_EL1 read-only with OSLM = 0b10
-        // (the lock is implemented, Arm ARM D19 OSLSR_EL1) and OSLK as last written.
-        (Some(SysReg::OSLAR_EL1), false) => vcpu.os_lock = value & 1 != 0,
+        // (the lock is implemented, Arm ARM D19 OSLSR_EL1) and OSLK as last written. The
+        // write also goes to the pinned CPU's own lock, so a locked guest's debug exceptions
+        // are blocked as the architecture says (and an unlocked one's work).
+        (Some(SysReg::OSLAR_EL1), false) => {
+            vcpu.os_lock = value & 1 != 0;
+            p.set_os_lock(vcpu.os_lock);
+        }
         (Some(SysReg::OSLSR_EL1), true) => vcpu.set_reg(
             access.rt,
             OSLSR_OSLM_IMPLEMENTED | u64::from(vcpu.os_lock) << 1,

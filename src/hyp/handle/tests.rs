@@ -676,10 +676,12 @@ fn exit_os_lock_and_debug_rom_are_emulated_dcc_raz_wi() {
     assert_eq!(run(&vm, &mut v, &p, oslar, 0), ExitAction::Resume);
     assert_eq!(run(&vm, &mut v, &p, oslsr, 0), ExitAction::Resume);
     assert_eq!(v.regs.x[1], 0b1010, "OSLM = 0b10, OSLK = 1");
+    assert_eq!(p.os_lock.get(), Some(true), "the CPU's own lock follows");
     v.regs.x[1] = 0;
     run(&vm, &mut v, &p, oslar, 0);
     run(&vm, &mut v, &p, oslsr, 0);
     assert_eq!(v.regs.x[1], 0b1000, "unlocked");
+    assert_eq!(p.os_lock.get(), Some(false));
     // OSLSR_EL1 is read-only.
     assert_eq!(
         run(&vm, &mut v, &p, sys(2, 0, 1, 1, 4, false), 0),
