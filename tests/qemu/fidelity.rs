@@ -34,6 +34,8 @@ fn assert_probe_fidelity(cpu: &str, gic: &str) {
         "stage1_walk_into_hole_far",
         "single_step_over_mmio_stops_after_it",
         "single_step_over_mmio_loads",
+        "apr_set_before_cpu_off",
+        "apr_clear_after_cpu_on",
         "cpu_on_secondary_twice_round1",
         "cpu_on_secondary_twice_round2",
     ];

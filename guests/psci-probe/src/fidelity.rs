@@ -8,6 +8,7 @@
 //! `probe.zeroed_ram=1`) RAM nobody loaded reading as zero.
 
 use core::arch::asm;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::checks::Tally;
 use crate::hostile::{SysReg, run_word};
@@ -42,7 +43,35 @@ const GICR_ICPENDR0: u64 = 0x280;
 /// RAM sampled per 2 MiB block by the zeroed-RAM check.
 const BLOCK: u64 = 2 << 20;
 
+/// What the secondary needs for its APR round: GIC version, distributor base, and the CPU
+/// interface (v2) or redistributor (v3) base. Set by the primary before any CPU_ON.
+static GIC_VERSION: AtomicU64 = AtomicU64::new(0);
+static GICD_BASE: AtomicU64 = AtomicU64::new(0);
+static GICC_OR_GICR_BASE: AtomicU64 = AtomicU64::new(0);
+/// Per secondary round (1, 2): its active-priority register when it started, and after it
+/// acknowledged an SGI without ending it (`u64::MAX` until recorded).
+static APR_AT_START: [AtomicU64; 2] = [AtomicU64::new(u64::MAX), AtomicU64::new(u64::MAX)];
+static APR_ACTIVE: [AtomicU64; 2] = [AtomicU64::new(u64::MAX), AtomicU64::new(u64::MAX)];
+
 pub fn run(machine: &Machine, tally: &mut Tally) {
+    let window = |kind| {
+        machine
+            .windows
+            .iter()
+            .flatten()
+            .find(|w| w.kind == kind)
+            .map_or(0, |w| w.base)
+    };
+    GIC_VERSION.store(u64::from(machine.gic_version), Ordering::SeqCst);
+    GICD_BASE.store(window(WindowKind::GicDistributor), Ordering::SeqCst);
+    GICC_OR_GICR_BASE.store(
+        if machine.gic_version == 3 {
+            window(WindowKind::GicRedistributors)
+        } else {
+            window(WindowKind::GicCpuInterface)
+        },
+        Ordering::SeqCst,
+    );
     check_impdef_and_debug(tally);
     check_big_endian_mmio(machine, tally);
     check_unaligned_mmio(machine, tally);
@@ -492,3 +521,112 @@ fn check_ram_zeroed(machine: &Machine, tally: &mut Tally) {
         ),
     }
 }
+
+/// On a secondary vCPU in round `round` (1 or 2): records its active priorities as it starts,
+/// then acknowledges an SGI to itself without ending it (so they are nonzero when it calls
+/// CPU_OFF) and records them again. A vCPU started again must find them clear (the GIC
+/// virtual CPU interface is reset on CPU_ON), whatever its previous life left.
+pub fn secondary_apr_round(round: usize) {
+    let Some(slot) = round.checked_sub(1).filter(|i| *i < 2) else {
+        return;
+    };
+    let gicd = GICD_BASE.load(Ordering::SeqCst);
+    let base = GICC_OR_GICR_BASE.load(Ordering::SeqCst);
+    if gicd == 0 || base == 0 {
+        return;
+    }
+    let mpidr = machine::own_mpidr();
+    let aff0 = mpidr & 0xff;
+    if GIC_VERSION.load(Ordering::SeqCst) == 3 {
+        let sgi_frame = base + aff0 * GICR_STRIDE + GICR_SGI_FRAME;
+        let read_sys = |reg: SysReg| -> u64 {
+            let v: u64;
+            // SAFETY: GICv3 CPU interface registers of this vCPU; no memory effects. (Not
+            // `run_word`: its buffer belongs to the primary.)
+            unsafe {
+                match reg {
+                    ICC_AP1R0_EL1 => {
+                        asm!("mrs {}, S3_0_C12_C9_0", out(reg) v, options(nomem, nostack))
+                    }
+                    _ => asm!("mrs {}, S3_0_C12_C12_0", out(reg) v, options(nomem, nostack)),
+                }
+            }
+            v
+        };
+        APR_AT_START[slot].store(read_sys(ICC_AP1R0_EL1), Ordering::SeqCst);
+        // Distributor: affinity routing and Group 1 on; SGI 1 Group 1, enabled, here.
+        vectors::store_u32(gicd, 0x12);
+        vectors::store_u32(
+            sgi_frame + GICR_IGROUPR0,
+            vectors::load_u32(sgi_frame + GICR_IGROUPR0) | 1 << 1,
+        );
+        vectors::store_u32(sgi_frame + GICR_ISENABLER0, 1 << 1);
+        let target =
+            (1u64 << (aff0 % 16)) | ((aff0 / 16) << 44) | (((mpidr >> 8) & 0xff) << 16) | (1 << 24);
+        // SAFETY: PMR, group enable and SGI generation of this vCPU's CPU interface.
+        unsafe {
+            asm!(
+                "msr S3_0_C4_C6_0, {pmr}",   // ICC_PMR_EL1
+                "msr S3_0_C12_C12_7, {one}", // ICC_IGRPEN1_EL1
+                "isb",
+                "msr S3_0_C12_C11_5, {sgi}", // ICC_SGI1R_EL1
+                "isb",
+                pmr = in(reg) 0xffu64, one = in(reg) 1u64, sgi = in(reg) target,
+                options(nomem, nostack)
+            )
+        };
+        // Acknowledge it (ICC_IAR1_EL1), leave it active.
+        let start = machine::counter();
+        while read_sys(ICC_IAR1_EL1) & 0xffffff != 1 {
+            if machine::counter() - start > machine::counter_frequency() {
+                return;
+            }
+        }
+        APR_ACTIVE[slot].store(read_sys(ICC_AP1R0_EL1), Ordering::SeqCst);
+    } else {
+        APR_AT_START[slot].store(
+            u64::from(vectors::load_u32(base + GICC_APR0)),
+            Ordering::SeqCst,
+        );
+        vectors::store_u32(gicd, 1); // GICD_CTLR.Enable
+        vectors::store_u32(gicd + GICD_ISENABLER0, 1 << 1);
+        vectors::store_u32(base + GICC_PMR, 0xff);
+        vectors::store_u32(base, 1); // GICC_CTLR.Enable
+        vectors::store_u32(gicd + GICD_SGIR, (2 << 24) | 1); // SGI 1 to itself
+        let start = machine::counter();
+        while vectors::load_u32(base + GICC_IAR) & 0x3ff != 1 {
+            if machine::counter() - start > machine::counter_frequency() {
+                return;
+            }
+        }
+        APR_ACTIVE[slot].store(
+            u64::from(vectors::load_u32(base + GICC_APR0)),
+            Ordering::SeqCst,
+        );
+    }
+}
+
+/// After the secondary's two rounds: round 1 left an interrupt active (its APR nonzero when
+/// it called CPU_OFF), and round 2 started with the APR clear.
+pub fn check_apr_after_cpu_off_on(tally: &mut Tally) {
+    let active = APR_ACTIVE[0].load(Ordering::SeqCst);
+    tally.expect_eq(
+        "apr_set_before_cpu_off",
+        u64::from(active != 0 && active != u64::MAX),
+        1,
+    );
+    tally.expect_eq(
+        "apr_clear_after_cpu_on",
+        APR_AT_START[1].load(Ordering::SeqCst),
+        0,
+    );
+}
+
+const ICC_AP1R0_EL1: SysReg = SysReg::new(3, 0, 12, 9, 0);
+const ICC_IAR1_EL1: SysReg = SysReg::new(3, 0, 12, 12, 0);
+const GICR_ISENABLER0: u64 = 0x100;
+const GICD_ISENABLER0: u64 = 0x100;
+const GICD_SGIR: u64 = 0xf00;
+const GICC_PMR: u64 = 0x4;
+const GICC_IAR: u64 = 0xc;
+const GICC_APR0: u64 = 0xd0;
