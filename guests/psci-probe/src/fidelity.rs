@@ -53,6 +53,18 @@ static GICC_OR_GICR_BASE: AtomicU64 = AtomicU64::new(0);
 static APR_AT_START: [AtomicU64; 2] = [AtomicU64::new(u64::MAX), AtomicU64::new(u64::MAX)];
 static APR_ACTIVE: [AtomicU64; 2] = [AtomicU64::new(u64::MAX), AtomicU64::new(u64::MAX)];
 
+// The A32 code `check_aarch32_el0_abort` runs at EL0: LDR r0, [r1]; SVC #0.
+core::arch::global_asm!(
+    r#"
+    .text
+    .balign 8
+    .global probe_a32_load_then_svc
+probe_a32_load_then_svc:
+    .inst 0xe5910000
+    .inst 0xef000000
+"#
+);
+
 pub fn run(machine: &Machine, tally: &mut Tally) {
     let window = |kind| {
         machine
@@ -80,6 +92,7 @@ pub fn run(machine: &Machine, tally: &mut Tally) {
     check_wfit(tally);
     check_pan_on_injection(tally);
     check_single_step_over_mmio(machine, tally);
+    check_aarch32_el0_abort(tally);
     if machine.zeroed_ram_check {
         check_ram_zeroed(machine, tally);
     }
@@ -470,6 +483,41 @@ fn check_single_step_over_mmio(machine: &Machine, tally: &mut Tally) {
             "one",
         ),
     }
+}
+
+/// AArch32 EL0 code loading from an IPA hole: the abort Bulkhead injects is taken at the
+/// "lower EL, AArch32" vector (VBAR_EL1 + 0x600) as a data abort from a lower EL (EC 0x24)
+/// with FAR the address and ELR the load (Arm ARM D1.10.2 vector offsets). Only on CPUs whose
+/// ID registers offer AArch32 at EL0 (ID_AA64PFR0_EL1.EL0 = 2).
+fn check_aarch32_el0_abort(tally: &mut Tally) {
+    const ID_AA64PFR0_EL1: SysReg = SysReg::new(3, 0, 0, 4, 0);
+    const HOLE: u64 = 0x2000_0000;
+    unsafe extern "C" {
+        fn probe_run_aarch32_el0(code: u64, r1: u64);
+        fn probe_a32_load_then_svc();
+        static mut probe_el0_esr: [u64; 3];
+    }
+    if read(ID_AA64PFR0_EL1).map_or(0, |v| v & 0xf) != 2 {
+        return;
+    }
+    let code = probe_a32_load_then_svc as *const () as u64;
+    let record = (&raw mut probe_el0_esr) as *mut u64;
+    // SAFETY: the record is the vector's; the EL0 code is two A32 instructions whose SVC
+    // returns here through the vector, with the callee-saved registers and SP restored.
+    let (esr, far, elr) = unsafe {
+        for i in 0..3 {
+            record.add(i).write_volatile(0);
+        }
+        probe_run_aarch32_el0(code, HOLE);
+        (
+            record.read_volatile(),
+            record.add(1).read_volatile(),
+            record.add(2).read_volatile(),
+        )
+    };
+    tally.expect_eq("aarch32_el0_abort_vector_ec", esr >> 26, 0x24);
+    tally.expect_eq("aarch32_el0_abort_far", far, HOLE);
+    tally.expect_eq("aarch32_el0_abort_elr", elr, code);
 }
 
 /// On a CPU whose ID registers do not offer FEAT_WFxT, WFIT is UNDEFINED. (Where they do,

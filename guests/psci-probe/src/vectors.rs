@@ -212,10 +212,65 @@ probe_vectors:
     unexpected_vector 9
     unexpected_vector 10
     unexpected_vector 11
-    unexpected_vector 12
+    .balign 0x80
+    b probe_sync_lower_aarch32
     unexpected_vector 13
     unexpected_vector 14
     unexpected_vector 15
+
+// Lower EL, AArch32, synchronous (offset 0x600): only `probe_run_aarch32_el0` goes there. A
+// data abort is recorded (ESR, FAR, ELR) and the EL0 code resumes after the 4-byte A32 load;
+// the SVC that ends the EL0 code returns to that function's caller with its saved registers.
+probe_sync_lower_aarch32:
+    mrs x9, esr_el1
+    lsr x10, x9, #26
+    cmp x10, #0x11                  // SVC from AArch32
+    b.eq 1f
+    adr x11, probe_el0_esr
+    str x9, [x11]
+    mrs x10, far_el1
+    str x10, [x11, #8]
+    mrs x10, elr_el1
+    str x10, [x11, #16]
+    add x10, x10, #4
+    msr elr_el1, x10
+    eret
+1:  adr x11, probe_el0_saved
+    ldp x19, x20, [x11, #0]
+    ldp x21, x22, [x11, #16]
+    ldp x23, x24, [x11, #32]
+    ldp x25, x26, [x11, #48]
+    ldp x27, x28, [x11, #64]
+    ldp x29, x30, [x11, #80]
+    ldr x10, [x11, #96]
+    mov sp, x10
+    ret
+
+// probe_run_aarch32_el0(code, x1): runs A32 code at EL0 (user mode) with r1 = x1 until its SVC.
+    .global probe_run_aarch32_el0
+probe_run_aarch32_el0:
+    adr x11, probe_el0_saved
+    stp x19, x20, [x11, #0]
+    stp x21, x22, [x11, #16]
+    stp x23, x24, [x11, #32]
+    stp x25, x26, [x11, #48]
+    stp x27, x28, [x11, #64]
+    stp x29, x30, [x11, #80]
+    mov x10, sp
+    str x10, [x11, #96]
+    msr elr_el1, x0
+    mov x10, #0x1d0                 // AArch32 User, A/I/F masked, little-endian, A32
+    msr spsr_el1, x10
+    eret
+
+    .data
+    .balign 16
+    .global probe_el0_esr
+probe_el0_esr:
+    .quad 0, 0, 0
+probe_el0_saved:
+    .space 104
+    .text
 
 probe_sync_current_spx:
     sub sp, sp, #160
