@@ -3,7 +3,7 @@
 //! ACTLR / set-way emulated, big-endian MMIO, alignment faults for unaligned device accesses,
 //! external aborts on a stage-1 walk at the walk's level, ICC_SGI0R_EL1's Group 0 rule,
 //! CPU_ON on a pending target ALREADY_ON, PAN on an injected exception, software step over
-//! an emulated load, AArch32 EL0 aborts at their vector, the GIC CPU interface's active
+//! an emulated load, AArch32 EL0 aborts at their vector, a 16-bit T32 WFI completed 2 bytes on, the GIC CPU interface's active
 //! priorities clear after CPU_OFF/CPU_ON — on GICv2 and GICv3,
 //! on `cortex-a72` and `max`; and guest RAM zeroed before a VM first runs, even over host RAM
 //! full of old data.
@@ -39,6 +39,8 @@ fn assert_probe_fidelity(cpu: &str, gic: &str) {
         "aarch32_el0_abort_vector_ec",
         "aarch32_el0_abort_far",
         "aarch32_el0_abort_elr",
+        "t32_wfi_pending_wakeup",
+        "t32_wfi_resumes_after_2_bytes",
         "apr_set_before_cpu_off",
         "apr_clear_after_cpu_on",
         "cpu_on_secondary_twice_round1",

@@ -62,6 +62,15 @@ core::arch::global_asm!(
 probe_a32_load_then_svc:
     .inst 0xe5910000
     .inst 0xef000000
+    // T32 for `check_t32_wfi`: WFI (16-bit); SVC #0; SVC #1 (reached only if the WFI was
+    // skipped as a 32-bit instruction).
+    .balign 8
+    .global probe_t32_wfi_then_svc
+probe_t32_wfi_then_svc:
+    .hword 0xbf30
+    .hword 0xdf00
+    .hword 0xdf01
+    .hword 0xdf01
 "#
 );
 
@@ -93,6 +102,7 @@ pub fn run(machine: &Machine, tally: &mut Tally) {
     check_pan_on_injection(tally);
     check_single_step_over_mmio(machine, tally);
     check_aarch32_el0_abort(tally);
+    check_t32_wfi(machine, tally);
     if machine.zeroed_ram_check {
         check_ram_zeroed(machine, tally);
     }
@@ -493,9 +503,9 @@ fn check_aarch32_el0_abort(tally: &mut Tally) {
     const ID_AA64PFR0_EL1: SysReg = SysReg::new(3, 0, 0, 4, 0);
     const HOLE: u64 = 0x2000_0000;
     unsafe extern "C" {
-        fn probe_run_aarch32_el0(code: u64, r1: u64);
+        fn probe_run_aarch32_el0(code: u64, r1: u64, spsr: u64);
         fn probe_a32_load_then_svc();
-        static mut probe_el0_esr: [u64; 3];
+        static mut probe_el0_esr: [u64; 4];
     }
     if read(ID_AA64PFR0_EL1).map_or(0, |v| v & 0xf) != 2 {
         return;
@@ -508,7 +518,7 @@ fn check_aarch32_el0_abort(tally: &mut Tally) {
         for i in 0..3 {
             record.add(i).write_volatile(0);
         }
-        probe_run_aarch32_el0(code, HOLE);
+        probe_run_aarch32_el0(code, HOLE, SPSR_A32_USER);
         (
             record.read_volatile(),
             record.add(1).read_volatile(),
@@ -518,6 +528,77 @@ fn check_aarch32_el0_abort(tally: &mut Tally) {
     tally.expect_eq("aarch32_el0_abort_vector_ec", esr >> 26, 0x24);
     tally.expect_eq("aarch32_el0_abort_far", far, HOLE);
     tally.expect_eq("aarch32_el0_abort_elr", elr, code);
+}
+
+/// SPSR for AArch32 User mode, A/I/F masked, little-endian, A32 (T32 with bit 5).
+const SPSR_A32_USER: u64 = 0x1d0;
+const SPSR_T32: u64 = 1 << 5;
+
+/// A 16-bit T32 WFI at EL0 (SCTLR_EL1.nTWI = 1, so it traps to EL2 alone) with an
+/// interrupt already pending: Bulkhead completes it and resumes 2 bytes on (ESR.IL = 0), at
+/// the SVC #0 right after it, not 4 (SVC #1).
+fn check_t32_wfi(machine: &Machine, tally: &mut Tally) {
+    const ID_AA64PFR0_EL1: SysReg = SysReg::new(3, 0, 0, 4, 0);
+    const SCTLR_NTWI: u64 = 1 << 16;
+    unsafe extern "C" {
+        fn probe_run_aarch32_el0(code: u64, r1: u64, spsr: u64);
+        fn probe_t32_wfi_then_svc();
+        static mut probe_el0_esr: [u64; 4];
+    }
+    if read(ID_AA64PFR0_EL1).map_or(0, |v| v & 0xf) != 2 {
+        return;
+    }
+    let gicd = GICD_BASE.load(Ordering::SeqCst);
+    // SGI 2 pending and enabled for this vCPU: the WFI's wake-up.
+    let aff0 = machine::own_mpidr() & 0xff;
+    let (pend, unpend) = if machine.gic_version == 3 {
+        let frame = GICC_OR_GICR_BASE.load(Ordering::SeqCst) + aff0 * GICR_STRIDE + GICR_SGI_FRAME;
+        vectors::store_u32(gicd, 0x12);
+        vectors::store_u32(
+            frame + GICR_IGROUPR0,
+            vectors::load_u32(frame + GICR_IGROUPR0) | 1 << 2,
+        );
+        vectors::store_u32(frame + GICR_ISENABLER0, 1 << 2);
+        vectors::store_u32(frame + GICR_ISPENDR0, 1 << 2);
+        (frame + GICR_ISPENDR0, frame + GICR_ICPENDR0)
+    } else {
+        vectors::store_u32(gicd, 1);
+        vectors::store_u32(gicd + GICD_ISENABLER0, 1 << 2);
+        vectors::store_u32(gicd + GICD_SGIR, (2 << 24) | 2);
+        (gicd + 0x200, gicd + 0x280)
+    };
+    let pending = vectors::load_u32(pend) & (1 << 2) != 0;
+    let sctlr: u64;
+    let record = (&raw mut probe_el0_esr) as *mut u64;
+    // SAFETY: nTWI only lets EL0 WFI reach EL2; the EL0 code ends in an SVC that returns here
+    // through the vector; SCTLR_EL1 is restored after.
+    let svc_esr = unsafe {
+        asm!("mrs {}, sctlr_el1", out(reg) sctlr, options(nomem, nostack));
+        asm!("msr sctlr_el1, {}", "isb", in(reg) sctlr | SCTLR_NTWI, options(nostack));
+        record.add(3).write_volatile(0);
+        probe_run_aarch32_el0(
+            probe_t32_wfi_then_svc as *const () as u64,
+            0,
+            SPSR_A32_USER | SPSR_T32,
+        );
+        asm!("msr sctlr_el1, {}", "isb", in(reg) sctlr, options(nostack));
+        record.add(3).read_volatile()
+    };
+    // Leave SGI 2 as it was: not pending (GICv2 SGIs also by source, GICD_CPENDSGIR), off.
+    vectors::store_u32(unpend, 1 << 2);
+    if machine.gic_version == 2 {
+        vectors::store_u32(gicd + 0xf10, 0xff << 16);
+        vectors::store_u32(gicd + 0x180, 1 << 2);
+    } else {
+        vectors::store_u32(unpend - GICR_ICPENDR0 + 0x180, 1 << 2);
+    }
+    tally.expect_eq("t32_wfi_pending_wakeup", u64::from(pending), 1);
+    // SVC from AArch32 (EC 0x11) with immediate 0: the instruction right after the WFI.
+    tally.expect_eq(
+        "t32_wfi_resumes_after_2_bytes",
+        svc_esr >> 26 << 16 | (svc_esr & 0xffff),
+        0x11 << 16,
+    );
 }
 
 /// On a CPU whose ID registers do not offer FEAT_WFxT, WFIT is UNDEFINED. (Where they do,

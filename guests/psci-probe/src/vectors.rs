@@ -235,7 +235,9 @@ probe_sync_lower_aarch32:
     add x10, x10, #4
     msr elr_el1, x10
     eret
-1:  adr x11, probe_el0_saved
+1:  adr x11, probe_el0_esr
+    str x9, [x11, #24]              // the SVC's syndrome (its immediate)
+    adr x11, probe_el0_saved
     ldp x19, x20, [x11, #0]
     ldp x21, x22, [x11, #16]
     ldp x23, x24, [x11, #32]
@@ -246,7 +248,8 @@ probe_sync_lower_aarch32:
     mov sp, x10
     ret
 
-// probe_run_aarch32_el0(code, x1): runs A32 code at EL0 (user mode) with r1 = x1 until its SVC.
+// probe_run_aarch32_el0(code, x1, spsr): runs AArch32 code at EL0 with r1 = x1 and SPSR
+// `spsr` (User mode; T selects T32) until its SVC.
     .global probe_run_aarch32_el0
 probe_run_aarch32_el0:
     adr x11, probe_el0_saved
@@ -259,15 +262,14 @@ probe_run_aarch32_el0:
     mov x10, sp
     str x10, [x11, #96]
     msr elr_el1, x0
-    mov x10, #0x1d0                 // AArch32 User, A/I/F masked, little-endian, A32
-    msr spsr_el1, x10
+    msr spsr_el1, x2
     eret
 
     .data
     .balign 16
     .global probe_el0_esr
 probe_el0_esr:
-    .quad 0, 0, 0
+    .quad 0, 0, 0, 0
 probe_el0_saved:
     .space 104
     .text
