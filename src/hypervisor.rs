@@ -5,6 +5,7 @@ use core::sync::atomic::Ordering;
 
 use crate::arch::{cpu, entry, firmware::Firmware, heap, mmu, percpu};
 use crate::board::{BoardKind, console, gic, power};
+use crate::bootargs::{self, Settings};
 use crate::dtb::{self, EnableMethod, PsciConduit};
 
 /// Why the boot CPU cannot bring the machine up. Each is reported once, in one place
@@ -53,7 +54,8 @@ fn boot_primary() -> Result<core::convert::Infallible, BootError> {
         console::init(uart);
     }
     let bootargs = dtb::bootargs(&fdt);
-    console::init_logging(dtb::bootarg(bootargs, "loglevel"));
+    let settings = Settings::parse(bootargs);
+    console::init_logging(settings.log_level);
     let kind = BoardKind::detect(&fdt);
     let psci = dtb::psci_conduit(&fdt);
     log::info!(
@@ -61,6 +63,8 @@ fn boot_primary() -> Result<core::convert::Infallible, BootError> {
         env!("CARGO_PKG_VERSION"),
         kind.name()
     );
+    bootargs::warnings(bootargs, |w| log::warn!("{w}"));
+    log::info!("{}", settings.in_force(crate::hyp::setup::hw_vmid_bits()));
 
     // Power control first (no heap needed), so even a failure below can turn the machine off.
     let control = match (kind, psci) {
@@ -108,8 +112,7 @@ fn boot_primary() -> Result<core::convert::Infallible, BootError> {
     let total = mpidrs.len();
     wait_until(|| percpu::online_count() == total, 2_000_000);
 
-    if let Some(cycles) = dtb::bootarg(bootargs, "bulkhead.hotplug_test") {
-        let cycles: u32 = cycles.parse().unwrap_or(0);
+    if let Some(cycles) = settings.hotplug_test {
         hotplug_test(&mpidrs, psci, cycles);
     }
 

@@ -22,6 +22,7 @@ pub mod board;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub mod hypervisor;
 
+pub mod bootargs;
 pub mod bundle;
 pub mod config;
 pub mod devices;

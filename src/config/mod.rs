@@ -34,6 +34,7 @@ use core::fmt;
 use fdt::Fdt;
 use fdt::node::FdtNode;
 
+use crate::bootargs::Settings;
 use crate::dtb::{self, ModuleKind, PhysRange, be_cells, is_compatible};
 use crate::guest_layout::{GUEST_RAM_BASE, MAX_VCPUS};
 
@@ -151,15 +152,19 @@ pub fn parse(fdt: &Fdt<'_>, bootargs: &str, cpu_count: usize) -> ParsedConfig {
         .collect();
     if domains.is_empty() {
         let modules: Vec<dtb::Module<'_>> = dtb::modules(fdt).collect();
-        match parse_legacy(&modules, bootargs, cpu_count, None, &mut out.warnings) {
+        match parse_legacy(&modules, bootargs, cpu_count, None) {
             Ok(vm) => out.vms.extend(vm),
             Err(e) => out.refused.push(e),
         }
         return out;
     }
 
-    for key in [GUEST_MEM_ARG, GUEST_SMP_ARG] {
-        if dtb::bootarg(bootargs, key).is_some() {
+    let settings = Settings::parse(bootargs);
+    for (key, given) in [
+        (GUEST_MEM_ARG, settings.guest_mem.is_some()),
+        (GUEST_SMP_ARG, settings.guest_smp.is_some()),
+    ] {
+        if given {
             out.warnings.push(format!(
                 "{key}= sizes only the single guest of the legacy form; the xen,domain nodes \
                  say what each VM gets; ignored"
@@ -222,7 +227,7 @@ pub fn parse_bundle(
     cpu_count: usize,
 ) -> ParsedConfig {
     let mut out = ParsedConfig::default();
-    match parse_legacy(modules, bootargs, cpu_count, Some(sizes), &mut out.warnings) {
+    match parse_legacy(modules, bootargs, cpu_count, Some(sizes)) {
         Ok(vm) => out.vms.extend(vm),
         Err(e) => out.refused.push(e),
     }
@@ -232,13 +237,12 @@ pub fn parse_bundle(
 /// The legacy form: one VM from the bare `/chosen` multiboot modules (what `-device
 /// guest-loader` writes), sized by `bulkhead.guest_mem=` (default [`DEFAULT_GUEST_MEM`]) and
 /// `bulkhead.guest_smp=` (default: every CPU, up to [`MAX_VCPUS`]). No kernel: no VM. An
-/// unreadable size falls back to its default with a warning, as it always has.
+/// unreadable size falls back to its default (`crate::bootargs` warns about it).
 fn parse_legacy(
     modules: &[dtb::Module<'_>],
     bootargs: &str,
     cpu_count: usize,
     bundle: Option<BundleSizes>,
-    warnings: &mut Vec<String>,
 ) -> Result<Option<VmSpec>, ConfigError> {
     let bundle = bundle.unwrap_or_default();
     let Some(kernel) = modules.iter().find(|m| m.kind == ModuleKind::Kernel) else {
@@ -251,27 +255,13 @@ fn parse_legacy(
         reason,
     };
 
-    let default_memory = bundle.memory.unwrap_or(DEFAULT_GUEST_MEM);
-    let memory = match dtb::bootarg(bootargs, GUEST_MEM_ARG) {
-        None => default_memory,
-        Some(arg) => parse_size(arg).unwrap_or_else(|| {
-            warnings.push(format!(
-                "{GUEST_MEM_ARG}={arg}: not a size like 512M or 1G; using {}",
-                ByteSize(default_memory)
-            ));
-            default_memory
-        }),
-    };
-    let default_vcpus = bundle.vcpus.unwrap_or(cpu_count.min(MAX_VCPUS));
-    let vcpus = match dtb::bootarg(bootargs, GUEST_SMP_ARG) {
-        None => default_vcpus,
-        Some(arg) => arg.parse::<usize>().unwrap_or_else(|_| {
-            warnings.push(format!(
-                "{GUEST_SMP_ARG}={arg}: not a number; using {default_vcpus}"
-            ));
-            default_vcpus
-        }),
-    };
+    let settings = Settings::parse(bootargs);
+    let memory = settings
+        .guest_mem
+        .unwrap_or(bundle.memory.unwrap_or(DEFAULT_GUEST_MEM));
+    let vcpus = settings
+        .guest_smp
+        .unwrap_or(bundle.vcpus.unwrap_or(cpu_count.min(MAX_VCPUS)));
     let memory = check_memory(memory).map_err(|r| refuse(GUEST_MEM_ARG, r))?;
     let vcpus = check_vcpus(vcpus, cpu_count).map_err(|r| refuse(GUEST_SMP_ARG, r))?;
     let kernel_range = check_module(kernel.range).map_err(|r| refuse("multiboot,kernel", r))?;

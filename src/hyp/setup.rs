@@ -11,11 +11,11 @@ use fdt::Fdt;
 use spin::Once;
 
 use super::console::Console;
-use super::console_mux;
 use super::host_irq;
 use super::vm::{Doorbell, SharedRegion, Vm, VmConfig, VmError};
 use crate::arch::platform::{self, ArchPlatform};
 use crate::arch::{entry, mmu, stage2_hw, vgic_hw};
+use crate::bootargs::Settings;
 use crate::bundle;
 use crate::config;
 use crate::dtb::{self, GicInfo, PhysRange};
@@ -62,6 +62,7 @@ fn init_virtual_gic(fdt: &Fdt<'_>, gic: &GicInfo) -> Option<(GicVersion, Option<
 /// and loads their images. Returns how many VMs will run (0: run without a guest).
 pub fn create_vms(fdt: &Fdt<'_>, gic: &GicInfo, hypervisor_end: u64, cpu_count: usize) -> usize {
     let args = dtb::bootargs(fdt);
+    let settings = Settings::parse(args);
     let image = entry::image();
     let hypervisor = PhysRange {
         base: image.pa,
@@ -101,8 +102,7 @@ pub fn create_vms(fdt: &Fdt<'_>, gic: &GicInfo, hypervisor_end: u64, cpu_count: 
     let Some((version, gicv_pa)) = init_virtual_gic(fdt, gic) else {
         return 0;
     };
-    let vmid_bits = dtb::bootarg(args, "bulkhead.vmid_bits").and_then(|b| b.parse().ok());
-    init_vmids(vmid_bits, cpu_count);
+    init_vmids(&settings, cpu_count);
     if !platform::seed_entropy(dtb::rng_seed(fdt)) {
         log::warn!(
             "no entropy (no /chosen/rng-seed, no RNDR): guests get no rng-seed or kaslr-seed"
@@ -142,15 +142,12 @@ pub fn create_vms(fdt: &Fdt<'_>, gic: &GicInfo, hypervisor_end: u64, cpu_count: 
         return 0;
     }
     let console: &'static Console = CONSOLE.call_once(|| {
-        let escape = console_escape(args);
         // A partial line (a prompt) shows after this long without its end.
-        let idle_ms = dtb::bootarg(args, "bulkhead.console_idle_ms")
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(DEFAULT_CONSOLE_IDLE_MS);
-        let idle = crate::arch::cpu::counter_frequency().saturating_mul(idle_ms) / 1000;
+        let idle =
+            crate::arch::cpu::counter_frequency().saturating_mul(settings.console_idle_ms) / 1000;
         Console::new(
             placed.iter().map(|(s, _)| s.name.clone()).collect(),
-            escape,
+            settings.console_escape,
             idle,
         )
     });
@@ -307,29 +304,6 @@ pub fn console() -> Option<&'static Console> {
 
 static CONSOLE: Once<Console> = Once::new();
 
-/// How long a VM's partial line (a shell prompt) waits for its end before it is shown anyway
-/// (`bulkhead.console_idle_ms=`): long enough that a line printed byte by byte is rarely cut,
-/// short enough that a prompt appears without a keystroke.
-const DEFAULT_CONSOLE_IDLE_MS: u64 = 200;
-
-/// The console escape byte (typed three times, it moves console input to the next VM):
-/// `bulkhead.console_escape=` as `^A`..`^Z`, or a number (default Ctrl-A, as Xen).
-fn console_escape(args: &str) -> u8 {
-    let Some(value) = dtb::bootarg(args, "bulkhead.console_escape") else {
-        return console_mux::DEFAULT_ESCAPE;
-    };
-    let parsed = match value.as_bytes() {
-        [b'^', letter] if letter.is_ascii_alphabetic() => Some(letter.to_ascii_uppercase() - b'@'),
-        _ => value.strip_prefix("0x").map_or_else(
-            || value.parse().ok(),
-            |hex| u8::from_str_radix(hex, 16).ok(),
-        ),
-    };
-    parsed.unwrap_or_else(|| {
-        log::warn!("bulkhead.console_escape={value}: not ^A..^Z or a number; using ^A");
-        console_mux::DEFAULT_ESCAPE
-    })
-}
 static VMIDS: Once<VmidAllocator<stage2_hw::BroadcastTlb>> = Once::new();
 
 /// The VMID allocator, once set up.
@@ -337,10 +311,15 @@ pub fn vmids() -> Option<&'static VmidAllocator<stage2_hw::BroadcastTlb>> {
     VMIDS.get()
 }
 
-/// Sets up the VMID allocator: `bits` from `bulkhead.vmid_bits=` or the CPU's width.
-fn init_vmids(requested_bits: Option<u8>, cpu_count: usize) {
-    let hw_bits = if stage2_hw::has_16bit_vmid() { 16 } else { 8 };
-    let bits = requested_bits.map_or(hw_bits, |b| b.min(hw_bits));
+/// The CPU's VMID width (VTCR_EL2.VS is available with 16-bit VMIDs).
+pub fn hw_vmid_bits() -> u8 {
+    if stage2_hw::has_16bit_vmid() { 16 } else { 8 }
+}
+
+/// Sets up the VMID allocator: at most `bulkhead.vmid_bits=`, at most the CPU's width.
+fn init_vmids(settings: &Settings, cpu_count: usize) {
+    let hw_bits = hw_vmid_bits();
+    let bits = settings.vmid_bits_in_force(hw_bits);
     match VmidAllocator::new(bits, cpu_count, stage2_hw::BroadcastTlb) {
         Ok(a) => {
             log::info!("VMIDs: {bits} bits");
