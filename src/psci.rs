@@ -19,9 +19,7 @@
 use core::ops::Range;
 
 use smccc::arch::{SMCCC_ARCH_FEATURES, SMCCC_VERSION};
-use smccc::psci::error::{
-    ALREADY_ON, INTERNAL_FAILURE, INVALID_PARAMETERS, NOT_SUPPORTED, ON_PENDING,
-};
+use smccc::psci::error::{ALREADY_ON, INTERNAL_FAILURE, INVALID_PARAMETERS, NOT_SUPPORTED};
 use smccc::psci::{
     AffinityState, MigrateType, PSCI_AFFINITY_INFO_32, PSCI_AFFINITY_INFO_64, PSCI_CPU_OFF,
     PSCI_CPU_ON_32, PSCI_CPU_ON_64, PSCI_CPU_SUSPEND_32, PSCI_CPU_SUSPEND_64, PSCI_FEATURES,
@@ -211,7 +209,10 @@ fn cpu_on(
     match vm.cpu_on(target, entry, context_id) {
         Ok(()) => PsciOutcome::with_action(SUCCESS, PsciAction::StartVcpu { target }),
         Err(CpuOnError::AlreadyOn) => PsciOutcome::ret(ALREADY_ON),
-        Err(CpuOnError::OnPending) => PsciOutcome::ret(ON_PENDING),
+        // A target another CPU_ON is already starting: ALREADY_ON, as KVM's
+        // `kvm_psci_vcpu_on` answers for any target that is not off (PSCI allows ON_PENDING
+        // here too; guests and test suites written against KVM expect ALREADY_ON).
+        Err(CpuOnError::OnPending) => PsciOutcome::ret(ALREADY_ON),
         Err(CpuOnError::NoSuchVcpu) => PsciOutcome::ret(INVALID_PARAMETERS),
         // The VM is powering off or resetting; the caller is being stopped too.
         Err(CpuOnError::Halted) => PsciOutcome::ret(INTERNAL_FAILURE),

@@ -31,6 +31,8 @@ pub const FSC_PERMISSION_L3: u8 = 0x0f;
 /// always reports).
 pub const FSC_EXTERNAL: u8 = 0x10;
 pub const FSC_ALIGNMENT: u8 = 0x21;
+/// Synchronous external abort on a translation table walk, level 0 (+ level for 1..3).
+pub const FSC_EXTERNAL_WALK_L0: u8 = 0x14;
 
 /// A synchronous exception to inject.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,9 +11,11 @@ pub mod inject;
 pub mod lifecycle;
 pub mod platform;
 pub mod runaway;
+pub mod serror;
 pub mod timer;
 pub mod vcpu;
 pub mod vm;
+pub mod walk_level;
 
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub mod host_irq;

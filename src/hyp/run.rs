@@ -17,10 +17,11 @@ use core::sync::atomic::Ordering;
 use super::exit::{GuestExit, Syndrome};
 use super::handle::{CrashCause, ExitAction, handle_exit};
 use super::host_irq;
-use super::inject::{self, Exception};
+use super::inject::{self, Exception, GuestState};
 use super::lifecycle::{self, Decision};
 use super::platform::Platform;
 use super::runaway::{REPEATS, Runaway};
+use super::serror::{self, SErrorAction};
 use super::setup;
 use super::timer;
 use super::vcpu::Vcpu;
@@ -30,7 +31,7 @@ use crate::arch::switch::{ExitKind, run_guest};
 use crate::arch::sysregs::{self, El1State};
 use crate::arch::{cpu, stage2_hw, vgic_hw};
 use crate::config::{Policy, StopCause};
-use crate::vcpu::power::VmState;
+use crate::vcpu::power::{SystemEvent, VmState};
 use crate::vcpu::request::{Request, make_all_request};
 
 /// What belongs to the physical CPU rather than to the vCPU it runs.
@@ -47,6 +48,9 @@ fn start_vcpu(vcpu: &mut Vcpu, entry: u64, x0: u64) {
     log::debug!("vcpu {}: start at {entry:#x} x0={x0:#x}", vcpu.index);
     vcpu.reset_to(entry, x0);
     El1State::reset().restore();
+    // The OS lock unlocked, as `reset_to` left the vCPU's copy (and as KVM resets OSLSR_EL1):
+    // a previous life, or the CPU's cold reset (OSLK = 1), must not block its debug.
+    sysregs::set_os_lock(false);
     vgic_hw::reset_vcpu_interface();
     timer::set_vtimer_level(vcpu, false, &ArchPlatform);
 }
@@ -212,7 +216,8 @@ fn run_vcpu(vm: &'static Vm, index: usize, pcpu_index: usize) -> ! {
         }
         if vcpu.blocked {
             host_irq::handle_host_irqs(Some((vm, &mut *vcpu)));
-            if vm.vgic.lock().has_deliverable(index) {
+            let deliverable = vm.vgic.lock().has_deliverable(index);
+            if vcpu.wake_up(cpu::counter(), deliverable) {
                 vcpu.blocked = false;
             } else {
                 wait_for_event(vm, vcpu);
@@ -260,8 +265,28 @@ fn run_vcpu(vm: &'static Vm, index: usize, pcpu_index: usize) -> ! {
                     ExitAction::Resume
                 }
                 ExitKind::SError => {
-                    crate::guest_warn!("{} vcpu {index}: SError from the guest", vm.config.name);
-                    ExitAction::Resume
+                    let (esr, _, _) = sysregs::exit_syndrome();
+                    match serror::guest_serror(esr) {
+                        SErrorAction::Reflect { vsesr } => {
+                            crate::guest_warn!(
+                                "{} vcpu {index}: SError (ESR {esr:#x}) reflected to the guest",
+                                vm.config.name
+                            );
+                            sysregs::pend_virtual_serror(vsesr);
+                            ExitAction::Resume
+                        }
+                        SErrorAction::StopVm => {
+                            log::error!(
+                                "{} vcpu {index}: uncontainable SError (ESR {esr:#x}); stopping the VM",
+                                vm.config.name
+                            );
+                            if vm.power.system_event(SystemEvent::Off) {
+                                ExitAction::SystemOff
+                            } else {
+                                ExitAction::CpuOff
+                            }
+                        }
+                    }
                 }
             };
             match action {
@@ -276,7 +301,13 @@ fn run_vcpu(vm: &'static Vm, index: usize, pcpu_index: usize) -> ! {
         };
         match action {
             ExitAction::Resume | ExitAction::Inject(_) => {}
-            ExitAction::Block => vcpu.blocked = true,
+            ExitAction::Block => {
+                vcpu.blocked = true;
+                // A WFIT timeout: the EL2 timer must wake this CPU then.
+                if vcpu.wake_at.is_some() {
+                    timer::update_ptimer(vm, vcpu, p);
+                }
+            }
             ExitAction::CpuOff => {}
             ExitAction::SystemOff => stop_vm(vm, vcpu, StopCause::PowerOff),
             ExitAction::SystemReset => stop_vm(vm, vcpu, StopCause::Reboot),

@@ -148,7 +148,14 @@ pub struct Vm {
     /// Its recent restarts, for `bulkhead.reset_limit=` (only the vCPU driving a stop takes
     /// it).
     pub resets: SpinLock<ResetRate>,
+    /// One bit per [`RAM_ZERO_BLOCK`] of guest RAM: set once the block was zeroed (or written
+    /// by the loader, which zeroes it first). Kept across resets: a reset keeps the RAM.
+    ram_used: Vec<AtomicU64>,
 }
+
+/// The granule in which guest RAM is zeroed on first use: the stage-2 block size, so the
+/// first fault on a block zeroes exactly what it maps.
+pub const RAM_ZERO_BLOCK: u64 = 2 << 20;
 
 /// Exit counters by cause (reported when the guest powers off).
 #[derive(Default)]
@@ -270,6 +277,7 @@ impl Vm {
         stage2.mark_live();
         let config_vcpus = config.vcpu_count;
         let resets = ResetRate::new(config.lifecycle.reset_limit, config.counter_hz);
+        let ram_blocks = config.ram_size.div_ceil(RAM_ZERO_BLOCK);
         Ok(Vm {
             id,
             console,
@@ -294,6 +302,9 @@ impl Vm {
             exits: (0..config_vcpus).map(|_| ExitStats::default()).collect(),
             peers: spin::Once::new(),
             resets: SpinLock::new(resets),
+            ram_used: (0..ram_blocks.div_ceil(64))
+                .map(|_| AtomicU64::new(0))
+                .collect(),
         })
     }
 
@@ -320,7 +331,143 @@ impl Vm {
             let pa = self.config.ram_pa + (range.start - ram.base);
             p.clean_ram_to_poc(pa, range.end - range.start);
         }
+        // The rest of the blocks the kernel lands in (and its BSS, and whatever the loader
+        // used as scratch below it) must read as zero too; what it wrote stays.
+        let first = loaded
+            .written
+            .iter()
+            .map(|r| r.start)
+            .min()
+            .unwrap_or(ram.base);
+        let last = loaded
+            .written
+            .iter()
+            .map(|r| r.end)
+            .max()
+            .unwrap_or(ram.base);
+        self.zero_unused_ram_around(
+            p,
+            ram.base.min(first)..loaded.end.max(last),
+            &loaded.written,
+        );
         Ok(loaded)
+    }
+    /// Host PA behind a guest RAM IPA range, if the whole range is RAM.
+    fn ram_host_pa(&self, ipas: &Range<u64>) -> Option<u64> {
+        let ram = self.ram_ipas();
+        (ipas.start >= ram.start && ipas.end <= ram.end && ipas.start <= ipas.end)
+            .then(|| self.config.ram_pa + (ipas.start - ram.start))
+    }
+
+    /// Zeroes the guest RAM blocks overlapping `ipas` that were never used, and marks them
+    /// used: a VM never sees what its host RAM held before (another VM's data, old host
+    /// state). Callers: the loader's copy (no vCPU runs) and the stage-2 fault path (under
+    /// the stage-2 lock), so no two callers race on a block. IPAs outside RAM are ignored.
+    /// Returns whether it zeroed anything (zeroed RAM is clean to PoC already).
+    pub fn zero_unused_ram(&self, p: &impl Platform, ipas: Range<u64>) -> bool {
+        let ram = self.ram_ipas();
+        let start = ipas.start.max(ram.start);
+        let end = ipas.end.min(ram.end);
+        if start >= end {
+            return false;
+        }
+        let mut zeroed = false;
+        let first = (start - ram.start) / RAM_ZERO_BLOCK;
+        let last = (end - 1 - ram.start) / RAM_ZERO_BLOCK;
+        for block in first..=last {
+            let Some(word) = self.ram_used.get((block / 64) as usize) else {
+                break;
+            };
+            let bit = 1u64 << (block % 64);
+            if word.load(Ordering::Acquire) & bit != 0 {
+                continue;
+            }
+            let offset = block * RAM_ZERO_BLOCK;
+            let size = RAM_ZERO_BLOCK.min(self.config.ram_size - offset);
+            p.zero_ram(self.config.ram_pa + offset, size);
+            word.fetch_or(bit, Ordering::AcqRel);
+            zeroed = true;
+        }
+        zeroed
+    }
+
+    /// Like [`Self::zero_unused_ram`] for the blocks overlapping `span`, but keeps the bytes in
+    /// `keep` (what the loader just wrote there): only the rest of each never-used block is
+    /// zeroed, so loading a 32 MiB kernel does not also zero 32 MiB first.
+    fn zero_unused_ram_around(&self, p: &impl Platform, span: Range<u64>, keep: &[Range<u64>]) {
+        let ram = self.ram_ipas();
+        let start = span.start.max(ram.start);
+        let end = span.end.min(ram.end);
+        if start >= end {
+            return;
+        }
+        let first = (start - ram.start) / RAM_ZERO_BLOCK;
+        let last = (end - 1 - ram.start) / RAM_ZERO_BLOCK;
+        for block in first..=last {
+            let Some(word) = self.ram_used.get((block / 64) as usize) else {
+                break;
+            };
+            let bit = 1u64 << (block % 64);
+            if word.load(Ordering::Acquire) & bit != 0 {
+                continue;
+            }
+            let block_start = ram.start + block * RAM_ZERO_BLOCK;
+            let block_end = (block_start + RAM_ZERO_BLOCK).min(ram.end);
+            // The gaps of [block_start, block_end) between the kept ranges, in order.
+            let mut kept: Vec<Range<u64>> = keep
+                .iter()
+                .map(|k| k.start.max(block_start)..k.end.min(block_end))
+                .filter(|k| k.start < k.end)
+                .collect();
+            kept.sort_by_key(|k| k.start);
+            let mut at = block_start;
+            for k in kept.iter().chain(core::iter::once(&(block_end..block_end))) {
+                if k.start > at {
+                    p.zero_ram(self.config.ram_pa + (at - ram.start), k.start - at);
+                }
+                at = at.max(k.end);
+            }
+            word.fetch_or(bit, Ordering::AcqRel);
+        }
+    }
+
+    /// The 64-bit word at guest RAM IPA `ipa` (a stage-1 descriptor), if `ipa` is RAM.
+    pub fn read_ram_u64(&self, p: &impl Platform, ipa: u64) -> Option<u64> {
+        let pa = self.ram_host_pa(&(ipa..ipa.checked_add(8)?))?;
+        p.guest_ram_u64(pa)
+    }
+
+    /// Cleans and invalidates to PoC every block of guest RAM ever used: the whole-cache
+    /// effect of a set/way operation, done by VA (KVM's `kvm_set_way_flush` /
+    /// `stage2_flush_vm`), since set/way operations only reach the physical CPU's own caches.
+    pub fn clean_used_ram(&self, p: &impl Platform) {
+        for (index, word) in self.ram_used.iter().enumerate() {
+            let mut bits = word.load(Ordering::Acquire);
+            while bits != 0 {
+                let block = index as u64 * 64 + u64::from(bits.trailing_zeros());
+                bits &= bits - 1;
+                let offset = block * RAM_ZERO_BLOCK;
+                let size = RAM_ZERO_BLOCK.min(self.config.ram_size.saturating_sub(offset));
+                p.clean_ram_to_poc(self.config.ram_pa + offset, size);
+            }
+        }
+    }
+
+    fn copy_to_guest(&self, p: &impl Platform, ipa: u64, bytes: &[u8]) -> Result<(), VmError> {
+        let ipas = ipa..ipa + bytes.len() as u64;
+        let pa =
+            self.ram_host_pa(&ipas)
+                .ok_or(VmError::Load(crate::loader::LoadError::DoesNotFit {
+                    what: "DTB",
+                    start: ipas.start,
+                    end: ipas.end,
+                    ram_end: self.ram_ipas().end,
+                }))?;
+        // The rest of each block the image lands in must read as zero too.
+        self.zero_unused_ram(p, ipas);
+        // `write_ram` cleans to PoC: the guest starts with its MMU off (non-cacheable reads).
+        p.write_ram(pa, bytes);
+        Ok(())
     }
 
     /// (Re)loads kernel, initrd and DTB into guest RAM, QEMU `-kernel` style. The images are
@@ -381,6 +528,8 @@ impl Vm {
         );
         let host_pa = |ipa: u64| self.config.ram_pa + (ipa - ram.base);
         if let (Some(bytes), Some(range)) = (initrd, initrd_at.as_ref()) {
+            // Its blocks are zeroed first, so the rest of them reads as zero.
+            self.zero_unused_ram(p, range.clone());
             // Not cleaned: Linux reads its initrd with the MMU and caches on.
             let copy = |dst: &mut [u8]| p.copy_ram(dst, bytes);
             let mut copy = copy;
@@ -388,8 +537,8 @@ impl Vm {
                 return Err(VmError::RamWindow);
             }
         }
-        // `write_ram` cleans to PoC: a guest may read its DTB with the MMU off.
-        p.write_ram(host_pa(dtb_at.start), &dtb);
+        // Cleaned to PoC: a guest may read its DTB with the MMU off.
+        self.copy_to_guest(p, dtb_at.start, &dtb)?;
         let boot = BootInfo {
             entry: kernel.entry,
             dtb_ipa: dtb_at.start,
@@ -544,6 +693,34 @@ mod load_tests {
         );
         // The DTB went through write_ram (copy + clean), the initrd through neither.
         assert!(!cleaned.iter().any(|&(pa, _)| pa == dtb_pa));
+    }
+
+    #[test]
+    fn vm_load_zeroes_old_host_ram_around_kernel_initrd_and_dtb_but_keeps_them() {
+        let kernel = image(100_000);
+        let initrd = vec![0x5a; 5000];
+        let (vm, p) = vm_and_platform(&gzip(&kernel), &initrd);
+        // Whatever the host RAM held before: not the guest's to see.
+        p.ram.borrow_mut().1[..RAM_SIZE as usize].fill(0xee);
+        let boot = vm.load(&p).unwrap();
+        let ram = p.ram.borrow();
+        let ram = &ram.1[..RAM_SIZE as usize];
+        assert_eq!(&ram[..kernel.len()], &kernel[..]);
+        let initrd_off = 32 << 20;
+        assert_eq!(&ram[initrd_off..initrd_off + initrd.len()], &initrd[..]);
+        let dtb_off = (boot.dtb_ipa - GUEST_RAM_BASE) as usize;
+        assert_eq!(&ram[dtb_off..dtb_off + 4], &[0xd0, 0x0d, 0xfe, 0xed]);
+        // The rest of each block that was loaded into reads as zero...
+        let zero = |r: core::ops::Range<usize>| ram[r].iter().all(|&b| b == 0);
+        assert!(zero(kernel.len()..2 << 20), "after the kernel");
+        assert!(
+            zero(initrd_off + initrd.len()..initrd_off + (2 << 20)),
+            "after the initrd"
+        );
+        let dtb_end = dtb_off + crate::loader::GUEST_DTB_MAX_SIZE as usize;
+        assert!(zero(dtb_end - 16..dtb_off + (2 << 20)), "after the DTB");
+        // ... and blocks nobody loaded into wait for their first stage-2 map.
+        assert!(ram[4 << 20..6 << 20].iter().all(|&b| b == 0xee));
     }
 
     #[test]

@@ -151,13 +151,13 @@ fn psci_unknown_or_unoffered_functions_are_not_supported() {
 }
 
 #[test]
-fn psci_cpu_on_succeeds_once_then_on_pending_then_already_on() {
+fn psci_cpu_on_succeeds_once_then_already_on_while_pending_and_after() {
     for fid in [PSCI_CPU_ON_32, PSCI_CPU_ON_64] {
         let vm = vm();
         let outcome = call(&vm, fid, [1, ENTRY, 0x1234]);
         assert_eq!(outcome.regs, [0, 0, 0, 0]);
         assert_eq!(outcome.action, PsciAction::StartVcpu { target: 1 });
-        assert_eq!(x0(&vm, fid, [1, ENTRY, 0]), ON_PENDING);
+        assert_eq!(x0(&vm, fid, [1, ENTRY, 0]), ALREADY_ON);
         assert_eq!(
             x0(&vm, PSCI_AFFINITY_INFO_32, [1, 0, 0]),
             AffinityState::OnPending as i32

@@ -1415,6 +1415,7 @@ fn probe_guest_cpu_features_on_max_gicv2() {
 }
 
 // Topic files: each is a child module, so it reaches the harness above through `super::*`.
+mod fidelity;
 mod guest_formats;
 mod lifecycle;
 mod run_script;

@@ -37,6 +37,8 @@ pub const CHAOS_ONLY_MAX: usize = 16;
 const TOUCH_IPA_ARG: &str = "probe.touch_ipa=";
 /// Crash on purpose, one of the ways of crash.rs.
 const CRASH_ARG: &str = "probe.crash=";
+/// Bootarg `probe.zeroed_ram=1`: check that RAM nothing was loaded into reads as zero.
+const ZEROED_RAM_ARG: &str = "probe.zeroed_ram=";
 /// Seed used when `probe.seed=` is absent.
 const DEFAULT_SEED: u64 = 0x5EED_C4A0_5000_0001;
 /// PL011 base on QEMU virt, used when the DTB names none.
@@ -119,6 +121,8 @@ pub struct Machine {
     pub crash: Option<&'static str>,
     /// The pvpanic register (`qemu,pvpanic-mmio`), if the DTB has one.
     pub pvpanic: Option<u64>,
+    /// `probe.zeroed_ram=1`.
+    pub zeroed_ram_check: bool,
 }
 
 impl Machine {
@@ -147,6 +151,7 @@ impl Machine {
             touch_ipa: None,
             crash: None,
             pvpanic: None,
+            zeroed_ram_check: false,
         };
         // The DTB must be in RAM and 8-byte aligned (arm64 boot protocol).
         if dtb_addr < RAM_BASE || !dtb_addr.is_multiple_of(8) {
@@ -186,6 +191,7 @@ impl Machine {
             machine.pingpong = pingpong::Config::from_bootargs(args);
             machine.touch_ipa = bootarg_number(args, TOUCH_IPA_ARG);
             machine.crash = psci_probe::bootargs::value(args, CRASH_ARG);
+            machine.zeroed_ram_check = bootarg_number(args, ZEROED_RAM_ARG).is_some_and(|v| v != 0);
         }
         machine.pvpanic = fdt
             .find_compatible(&["qemu,pvpanic-mmio"])

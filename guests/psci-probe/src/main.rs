@@ -13,7 +13,8 @@
 //! With `probe.pingpong=ping|pong [probe.pingpong_rounds=N]` it first exchanges N messages
 //! with another VM over shared memory and doorbells (exchange.rs). `probe.touch_ipa=ADDR`
 //! adds a check that a load from ADDR aborts. `probe.crash=runaway|pvpanic` crashes on purpose
-//! right after the boot line (crash.rs). When the DTB describes doorbells (or none),
+//! right after the boot line (crash.rs). `probe.zeroed_ram=1` adds a check that RAM nothing was
+//! loaded into reads as zero (fidelity.rs). When the DTB describes doorbells (or none),
 //! the checks include the doorbell call's error codes.
 //!
 //! Runs with the MMU off, so every data access is Device memory: the target is built with
@@ -28,6 +29,7 @@ mod console;
 mod crash;
 mod doorbell;
 mod exchange;
+mod fidelity;
 mod hostile;
 mod machine;
 mod memcheck;

@@ -161,6 +161,39 @@ impl Platform for ArchPlatform {
         }
     }
 
+    fn zero_ram(&self, pa: u64, size: u64) {
+        if covers(&WINDOWS.lock().writable, pa, size) {
+            stage2_hw::zero_to_poc(phys_to_linear(pa), size);
+        } else {
+            log::error!("refused to zero {pa:#x}+{size:#x}: not guest RAM");
+        }
+    }
+
+    fn guest_sctlr_el1(&self) -> u64 {
+        sysregs::injection_context().1
+    }
+
+    fn set_os_lock(&self, locked: bool) {
+        sysregs::set_os_lock(locked);
+    }
+
+    fn guest_stage1_regs(&self) -> crate::hyp::walk_level::Stage1Regs {
+        sysregs::guest_stage1_regs()
+    }
+
+    fn guest_ram_u64(&self, pa: u64) -> Option<u64> {
+        if !pa.is_multiple_of(8) || !covers(&WINDOWS.lock().writable, pa, 8) {
+            return None;
+        }
+        // SAFETY: an aligned word of a registered guest RAM range, mapped in the linear
+        // window; a racing guest write only changes which value is read.
+        Some(unsafe { (phys_to_linear(pa) as *const u64).read_volatile() })
+    }
+
+    fn host_actlr_el1(&self) -> u64 {
+        sysregs::actlr_el1()
+    }
+
     fn host_ram(&self, pa: u64, size: u64) -> &[u8] {
         if !covers(&WINDOWS.lock().readable, pa, size) {
             log::error!("refused to read {pa:#x}+{size:#x}: not a reserved image");

@@ -59,7 +59,7 @@ pub fn handle_exit(exit: &GuestExit, vm: &Vm, vcpu: &mut Vcpu, p: &impl Platform
     match exit.class {
         ExitClass::Wfx(trap) => {
             ExitStats::count(&stats.wfi);
-            wfx::handle(trap, exit.il32, vcpu)
+            wfx::handle(trap, exit.il32, vcpu, p)
         }
         ExitClass::Hvc { .. } => {
             ExitStats::count(&stats.hvc);
