@@ -17,7 +17,7 @@ use core::sync::atomic::Ordering;
 use super::exit::{GuestExit, Syndrome};
 use super::handle::{CrashCause, ExitAction, handle_exit};
 use super::host_irq;
-use super::inject::{self, Exception, GuestState};
+use super::inject::{self, Exception};
 use super::lifecycle::{self, Decision};
 use super::platform::Platform;
 use super::runaway::{REPEATS, Runaway};
@@ -31,7 +31,7 @@ use crate::arch::switch::{ExitKind, run_guest};
 use crate::arch::sysregs::{self, El1State};
 use crate::arch::{cpu, stage2_hw, vgic_hw};
 use crate::config::{Policy, StopCause};
-use crate::vcpu::power::{SystemEvent, VmState};
+use crate::vcpu::power::VmState;
 use crate::vcpu::request::{Request, make_all_request};
 
 /// What belongs to the physical CPU rather than to the vCPU it runs.
@@ -275,17 +275,7 @@ fn run_vcpu(vm: &'static Vm, index: usize, pcpu_index: usize) -> ! {
                             sysregs::pend_virtual_serror(vsesr);
                             ExitAction::Resume
                         }
-                        SErrorAction::StopVm => {
-                            log::error!(
-                                "{} vcpu {index}: uncontainable SError (ESR {esr:#x}); stopping the VM",
-                                vm.config.name
-                            );
-                            if vm.power.system_event(SystemEvent::Off) {
-                                ExitAction::SystemOff
-                            } else {
-                                ExitAction::CpuOff
-                            }
-                        }
+                        SErrorAction::StopVm => ExitAction::Crash(CrashCause::SError(esr)),
                     }
                 }
             };
@@ -334,6 +324,9 @@ fn crashed(vm: &Vm, vcpu: &Vcpu, cause: CrashCause) {
         CrashCause::GuestPanic => {
             log::warn!("{name} vcpu {index}: the guest panicked (pvpanic); the guest crashed")
         }
+        CrashCause::SError(esr) => log::error!(
+            "{name} vcpu {index}: uncontainable SError (ESR_EL2 {esr:#x}); the guest crashed"
+        ),
     }
     if vm.power.stop() {
         stop_vm(vm, vcpu, StopCause::Crash);

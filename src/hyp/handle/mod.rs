@@ -48,6 +48,8 @@ pub enum CrashCause {
     GuestPanic,
     /// A vCPU loops on a fault at its own exception vector (`hyp::runaway`).
     Runaway(Runaway),
+    /// An SError the VM cannot contain (`hyp::serror`), with its ESR_EL2.
+    SError(u64),
 }
 
 /// Handles one synchronous guest exit.
