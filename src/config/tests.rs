@@ -2044,13 +2044,13 @@ fn refuses_bad_doorbells() {
     b.remove("peer");
     refuses_only_domu2(with(b), "bell@0/peer", "missing");
     refuses_only_domu2(with(bell("bell@0", "", 5)), "bell@0/peer", "empty");
-    for spi in [0, 1, 96, u32::MAX] {
+    for spi in [0, 1, 2, 96, u32::MAX] {
         refuses_only_domu2(
             with(bell("bell@0", "domU1", spi)),
             "bell@0/bulkhead,spi",
             &format!(
-                "SPI {spi}; doorbells use SPIs 2 to 95 (SPI 0 is kept free, SPI 1 is the \
-                 guest's PL011"
+                "SPI {spi}; doorbells use SPIs 3 to 95 (SPI 0 is kept free, SPI 1 is the \
+                 guest's PL011, SPI 2 its PL031"
             ),
         );
     }

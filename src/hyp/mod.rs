@@ -9,6 +9,7 @@ pub mod exit;
 pub mod handle;
 pub mod inject;
 pub mod platform;
+pub mod rtc;
 pub mod timer;
 pub mod vcpu;
 pub mod vm;

@@ -36,6 +36,9 @@ pub trait Platform: Kick {
     /// When the console must next show held partial lines (counter ticks), or never: the
     /// platform calls `Console::flush_idle` then.
     fn set_console_deadline(&self, deadline: Option<u64>);
+    /// When the earliest guest RTC match comes due (counter ticks), or never: the platform
+    /// calls `hyp::rtc::poll_all` then.
+    fn set_rtc_deadline(&self, deadline: Option<u64>);
     /// Fills `out` with random bytes from a CSPRNG seeded with the machine's entropy; false
     /// (and `out` untouched) if the machine offered none.
     fn fill_random(&self, out: &mut [u8]) -> bool;
@@ -65,6 +68,7 @@ pub mod fake {
         pub console_in: RefCell<VecDeque<u8>>,
         pub console_rx_irq: Cell<Option<bool>>,
         pub console_deadline: Cell<Option<u64>>,
+        pub rtc_deadline: Cell<Option<u64>>,
         pub random_counter: Cell<u8>,
         /// Host RAM: `(base PA, bytes)`.
         pub ram: RefCell<(u64, Vec<u8>)>,
@@ -120,6 +124,9 @@ pub mod fake {
         }
         fn set_console_deadline(&self, deadline: Option<u64>) {
             self.console_deadline.set(deadline);
+        }
+        fn set_rtc_deadline(&self, deadline: Option<u64>) {
+            self.rtc_deadline.set(deadline);
         }
         fn fill_random(&self, out: &mut [u8]) -> bool {
             // Deterministic and obviously fake: a counter.

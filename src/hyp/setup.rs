@@ -18,6 +18,7 @@ use crate::arch::platform::{self, ArchPlatform};
 use crate::arch::{entry, mmu, stage2_hw, vgic_hw};
 use crate::bundle;
 use crate::config;
+use crate::devices::wall_clock::{self, WallClock};
 use crate::dtb::{self, GicInfo, PhysRange};
 use crate::guest_layout::GicVersion;
 use crate::hyp::platform::Platform;
@@ -141,6 +142,7 @@ pub fn create_vms(fdt: &Fdt<'_>, gic: &GicInfo, hypervisor_end: u64, cpu_count: 
     if placed.is_empty() {
         return 0;
     }
+    let clock = guest_clock(fdt, args);
     let console: &'static Console = CONSOLE.call_once(|| {
         let escape = console_escape(args);
         // A partial line (a prompt) shows after this long without its end.
@@ -198,6 +200,7 @@ pub fn create_vms(fdt: &Fdt<'_>, gic: &GicInfo, hypervisor_end: u64, cpu_count: 
             initrd: spec.initrd,
             bootargs: spec.bootargs.clone(),
             gicv_pa,
+            clock,
             shared: spec
                 .shared_mem
                 .iter()
@@ -330,6 +333,26 @@ fn console_escape(args: &str) -> u8 {
         console_mux::DEFAULT_ESCAPE
     })
 }
+/// The wall clock behind every guest's PL031, its start read once (`devices::wall_clock`).
+fn guest_clock(fdt: &Fdt<'_>, args: &str) -> WallClock {
+    let host_rtc = dtb::host_rtc(fdt).and_then(crate::board::rtc::read_seconds);
+    let build = env!("BULKHEAD_BUILD_EPOCH").parse().unwrap_or(0);
+    let bootarg = dtb::bootarg(args, "bulkhead.rtc");
+    let (secs, source, bad) = wall_clock::pick_start(bootarg, host_rtc, build);
+    if let Some(bad) = bad {
+        log::warn!("bulkhead.rtc={bad}: not Unix seconds from 0 to 4294967295; ignored");
+    }
+    log::info!(
+        "guest clock: {secs} s since 1970-01-01 UTC, from {}",
+        source.name()
+    );
+    WallClock::new(
+        secs,
+        crate::arch::cpu::counter(),
+        crate::arch::cpu::counter_frequency(),
+    )
+}
+
 static VMIDS: Once<VmidAllocator<stage2_hw::BroadcastTlb>> = Once::new();
 
 /// The VMID allocator, once set up.

@@ -11,6 +11,8 @@ use super::console::Console;
 use super::platform::Platform;
 use super::vcpu::Vcpu;
 use crate::devices::pl011::EmulatedPl011;
+use crate::devices::pl031::EmulatedPl031;
+use crate::devices::wall_clock::WallClock;
 use crate::dtb::PhysRange;
 use crate::guest_dtb::{DoorbellNode, GuestDtbConfig, GuestSeeds, SharedMemNode, build_guest_dtb};
 use crate::guest_layout::{GUEST_RAM_BASE, GicVersion};
@@ -38,6 +40,8 @@ pub struct VmConfig {
     pub bootargs: String,
     /// Host GICV (GICv2 only), passed through at the guest's GICC.
     pub gicv_pa: Option<u64>,
+    /// The wall-clock time behind the VM's PL031 (the same for every VM).
+    pub clock: WallClock,
     /// Static shared memory (Xen's `xen,domain-shared-memory-v1`).
     pub shared: Vec<SharedRegion>,
     /// Doorbells this VM may ring (index = the number it rings).
@@ -64,8 +68,8 @@ pub struct Doorbell {
     pub spi: u32,
 }
 
-/// SPIs the guest's interrupt controller has (only the PL011 uses one; a GIC has multiples
-/// of 32).
+/// SPIs the guest's interrupt controller has (the PL011, the PL031 and doorbells use them; a
+/// GIC has multiples of 32).
 const GUEST_SPI_COUNT: u32 = 96;
 
 /// Where the boot vCPU starts.
@@ -120,6 +124,12 @@ pub struct Vm {
     pub uart: SpinLock<EmulatedPl011>,
     /// The level last driven on the PL011's interrupt line (changed under the `uart` lock).
     pub uart_line: core::sync::atomic::AtomicBool,
+    /// The PL031 RTC (its own time offset: a guest setting its clock changes only its own).
+    pub rtc: SpinLock<EmulatedPl031>,
+    /// The level last driven on the PL031's interrupt line (changed under the `rtc` lock).
+    pub rtc_line: core::sync::atomic::AtomicBool,
+    /// When the PL031's pending match comes due (counter ticks; `u64::MAX`: none).
+    pub rtc_deadline: AtomicU64,
     pub power: VmPower,
     /// The vCPUs; a physical CPU locks the one it runs.
     pub vcpus: Vec<SpinLock<Vcpu>>,
@@ -268,6 +278,9 @@ impl Vm {
             vgic: SpinLock::new(vgic),
             uart: SpinLock::new(EmulatedPl011::new()),
             uart_line: core::sync::atomic::AtomicBool::new(false),
+            rtc: SpinLock::new(EmulatedPl031::new()),
+            rtc_line: core::sync::atomic::AtomicBool::new(false),
+            rtc_deadline: AtomicU64::new(u64::MAX),
             power,
             vcpus: (0..config_vcpus)
                 .map(|i| SpinLock::new(Vcpu::new(i)))
@@ -387,6 +400,11 @@ impl Vm {
             uart.reset();
             self.uart_line.store(false, Ordering::Relaxed);
         }
+        // The RTC keeps its time; its match interrupt goes back to reset (the vGIC reset
+        // above dropped the line).
+        self.rtc.lock().reset();
+        self.rtc_line.store(false, Ordering::Relaxed);
+        self.rtc_deadline.store(u64::MAX, Ordering::Relaxed);
         self.load(p)?;
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.power.restart(0).map_err(VmError::Power)?;

@@ -13,6 +13,7 @@ use crate::hyp::console_bridge as console;
 use crate::hyp::exit::{Abort, FaultKind};
 use crate::hyp::inject::{Exception, FSC_ALIGNMENT, FSC_EXTERNAL};
 use crate::hyp::platform::Platform;
+use crate::hyp::rtc;
 use crate::hyp::vcpu::Vcpu;
 use crate::hyp::vm::Vm;
 use crate::mm::stage2::{EmulatedDevice, Stage2Decision};
@@ -179,6 +180,13 @@ fn emulate(
         }
         (EmulatedDevice::Pl011, false) => {
             Some(console::uart_read(vm, offset, access.size, p).map_err(drop)?)
+        }
+        (EmulatedDevice::Pl031, true) => {
+            rtc::access(vm, offset, access.size, Some(value), p).map_err(drop)?;
+            None
+        }
+        (EmulatedDevice::Pl031, false) => {
+            Some(rtc::access(vm, offset, access.size, None, p).map_err(drop)?)
         }
         (EmulatedDevice::GicDistributor, true) => {
             let set = vm

@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::dtb::PhysRange;
-use crate::guest_layout::{GUEST_RAM_BASE, GicVersion, PL011_BASE};
+use crate::guest_layout::{GUEST_RAM_BASE, GicVersion, PL011_BASE, PL031_BASE};
 use crate::hyp::console::Console;
 use crate::hyp::exit::Syndrome;
 use crate::hyp::inject::{FSC_ALIGNMENT, FSC_EXTERNAL};
@@ -18,6 +18,8 @@ const RAM_PA: u64 = 0x8_0000_0000;
 const RAM_SIZE: u64 = 64 << 20;
 const GICD: u64 = 0x0800_0000;
 const GICR: u64 = 0x080a_0000;
+/// The test VMs' wall clock starts at 2026-01-01 00:00:00 UTC, counter 0, 1000 ticks/s.
+const TEST_EPOCH: u64 = 1_767_225_600;
 
 // ESR_EL2 values, from the Arm ARM's ISS encodings (D24.2.40 ESR_EL2).
 /// HVC #0 (EC 0x16, IL).
@@ -81,6 +83,7 @@ fn vm_with(gic: GicVersion, vcpus: usize) -> Vm {
         initrd: None,
         bootargs: String::new(),
         gicv_pa: None,
+        clock: crate::devices::wall_clock::WallClock::new(TEST_EPOCH, 0, 1000),
         shared: alloc::vec::Vec::new(),
         doorbells_out: alloc::vec::Vec::new(),
         doorbells_in: alloc::vec::Vec::new(),
@@ -400,6 +403,45 @@ fn exit_console_input_reaches_the_guest_pl011() {
 }
 
 #[test]
+fn exit_pl031_counter_reads_the_wall_clock_and_a_load_sets_only_this_vm() {
+    let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(0, 0x4000));
+    p.now.set(5_000); // 5 s after the clock's start
+    run(&vm, &mut v, &p, ESR_LDR_W2_L3, PL031_BASE);
+    assert_eq!(v.regs.x[2], TEST_EPOCH + 5);
+    assert_eq!(v.regs.pc, 0x4004);
+    // The guest sets its clock (RTC_LR): it counts on from there; another VM does not.
+    v.regs.x[1] = 1_000_000;
+    run(&vm, &mut v, &p, ESR_STR_W1_L3, PL031_BASE + 8);
+    p.now.set(7_000);
+    run(&vm, &mut v, &p, ESR_LDR_W2_L3, PL031_BASE);
+    assert_eq!(v.regs.x[2], 1_000_002);
+    let other = self::vm();
+    let mut w = vcpu_at(0, 0x4000);
+    run(&other, &mut w, &p, ESR_LDR_W2_L3, PL031_BASE);
+    assert_eq!(w.regs.x[2], TEST_EPOCH + 7);
+}
+
+#[test]
+fn exit_pl031_match_fires_at_its_deadline_without_guest_accesses() {
+    let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(0, 0x4000));
+    p.now.set(1_500);
+    v.regs.x[1] = 1; // RTC_IMSC: unmask the match
+    run(&vm, &mut v, &p, ESR_STR_W1_L3, PL031_BASE + 0x10);
+    v.regs.x[1] = TEST_EPOCH + 3; // RTC_MR: two seconds ahead of the counter (TEST_EPOCH + 1)
+    run(&vm, &mut v, &p, ESR_STR_W1_L3, PL031_BASE + 4);
+    // The platform is told when to look: the counter where the clock reaches MR.
+    assert_eq!(p.rtc_deadline.get(), Some(3_000));
+    assert!(!vm.rtc_line.load(core::sync::atomic::Ordering::Relaxed));
+    p.now.set(3_000);
+    crate::hyp::rtc::poll_all(core::slice::from_ref(&vm), &p);
+    assert!(vm.rtc_line.load(core::sync::atomic::Ordering::Relaxed));
+    assert_eq!(p.rtc_deadline.get(), None);
+    // RTC_ICR clears it and drops the line.
+    run(&vm, &mut v, &p, ESR_STR_W1_L3, PL031_BASE + 0x1c);
+    assert!(!vm.rtc_line.load(core::sync::atomic::Ordering::Relaxed));
+}
+
+#[test]
 fn exit_pl011_64_bit_access_is_an_external_abort() {
     let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(0, 0x4000));
     let action = run(&vm, &mut v, &p, ESR_LDR_X2_L3, PL011_BASE);
@@ -641,6 +683,7 @@ fn doorbell_pair() -> &'static [Vm] {
             initrd: None,
             bootargs: String::new(),
             gicv_pa: None,
+            clock: crate::devices::wall_clock::WallClock::new(TEST_EPOCH, 0, 1000),
             shared: alloc::vec![SharedRegion {
                 id: String::from("s"),
                 ipa: 0x7fe0_0000,
