@@ -959,6 +959,18 @@ fn refuses_bad_module_regs() {
 }
 
 #[test]
+fn refuses_a_vm_named_like_the_hypervisors_console_lines() {
+    let mut domains = three_domains();
+    domains[1].name = "bulkhead".into();
+    let cfg = parse_domains(domains);
+    assert_eq!(names(&cfg), ["domU1", "domU3"]);
+    assert_eq!(
+        cfg.refused[0].to_string(),
+        "bulkhead: name: reserved: console lines starting `bulkhead:` are the hypervisor's"
+    );
+}
+
+#[test]
 fn refuses_the_second_vm_of_a_name() {
     let mut domains = three_domains();
     domains[2].name = "domU1".into();
