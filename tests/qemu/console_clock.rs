@@ -51,7 +51,11 @@ fn linux_guest_has_a_clock() {
     let year = number_between(&r, "year-", "-end");
     assert!(year >= 2025, "date says {year}; console:\n{}", r.log);
     let hw_year = number_between(&r, "hw-", "-end");
-    assert_eq!(hw_year, year, "hwclock and date disagree; console:\n{}", r.log);
+    assert_eq!(
+        hw_year, year,
+        "hwclock and date disagree; console:\n{}",
+        r.log
+    );
     r.assert_contains("set-2031-end");
     r.assert_contains("bulkhead: guest powered off");
     r.assert_exit_ok();
