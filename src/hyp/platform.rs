@@ -6,6 +6,15 @@
 use crate::hyp::exit::SysRegId;
 use crate::vcpu::request::Kick;
 
+/// What the console UART received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsoleRx {
+    /// A character.
+    Byte(u8),
+    /// A break: the line held low for longer than a character (SysRq's attention signal).
+    Break,
+}
+
 /// The hardware operations the exit handlers, the timer and the console bridge use. `kick`
 /// (from [`Kick`]) makes a physical CPU leave its guest or wake up.
 pub trait Platform: Kick {
@@ -27,8 +36,8 @@ pub trait Platform: Kick {
     fn write_ram(&self, pa: u64, bytes: &[u8]);
     /// Writes bytes to the console UART.
     fn console_write(&self, bytes: &[u8]);
-    /// One byte typed on the console, if any.
-    fn console_getc(&self) -> Option<u8>;
+    /// One character (or break) received on the console, if any.
+    fn console_getc(&self) -> Option<ConsoleRx>;
     /// Whether the console UART holds received bytes.
     fn console_has_input(&self) -> bool;
     /// Unmasks (true) or masks the console UART's receive interrupt.
@@ -65,7 +74,7 @@ pub mod fake {
         pub kicks: RefCell<Vec<usize>>,
         pub cleaned: RefCell<Vec<(u64, u64)>>,
         pub console_out: RefCell<Vec<u8>>,
-        pub console_in: RefCell<VecDeque<u8>>,
+        pub console_in: RefCell<VecDeque<ConsoleRx>>,
         pub console_rx_irq: Cell<Option<bool>>,
         pub console_deadline: Cell<Option<u64>>,
         pub rtc_deadline: Cell<Option<u64>>,
@@ -113,7 +122,7 @@ pub mod fake {
         fn console_write(&self, bytes: &[u8]) {
             self.console_out.borrow_mut().extend_from_slice(bytes);
         }
-        fn console_getc(&self) -> Option<u8> {
+        fn console_getc(&self) -> Option<ConsoleRx> {
             self.console_in.borrow_mut().pop_front()
         }
         fn console_has_input(&self) -> bool {

@@ -201,6 +201,7 @@ pub fn create_vms(fdt: &Fdt<'_>, gic: &GicInfo, hypervisor_end: u64, cpu_count: 
             bootargs: spec.bootargs.clone(),
             gicv_pa,
             clock,
+            vmid_bits: vmids().map_or(16, |v| v.bits()),
             shared: spec
                 .shared_mem
                 .iter()

@@ -19,7 +19,7 @@ use crate::guest_layout::{GUEST_RAM_BASE, GicVersion};
 use crate::loader::{GuestRam, plan_load};
 use crate::mm::stage2::{GuestMemoryMap, Stage2Map};
 use crate::sync::{SpinGuard, SpinLock};
-use crate::vcpu::power::VmPower;
+use crate::vcpu::power::{PowerState, VmPower, VmState};
 use crate::vcpu::request::{Kick, Request, VcpuRequests, make_request};
 use crate::vgic::{VcpuSet, Vgic};
 use crate::vmid::VmVmid;
@@ -42,6 +42,8 @@ pub struct VmConfig {
     pub gicv_pa: Option<u64>,
     /// The wall-clock time behind the VM's PL031 (the same for every VM).
     pub clock: WallClock,
+    /// Width of the VMIDs the allocator hands out (for the statistics: VMID = low bits).
+    pub vmid_bits: u8,
     /// Static shared memory (Xen's `xen,domain-shared-memory-v1`).
     pub shared: Vec<SharedRegion>,
     /// Doorbells this VM may ring (index = the number it rings).
@@ -221,6 +223,76 @@ impl core::fmt::Display for ExitStats {
             get(&self.other),
             get(&self.lr_fills)
         )
+    }
+}
+
+/// A VM's live statistics line (the console's statistics key), without `bulkhead: `.
+pub struct LiveStats<'a>(&'a Vm);
+
+impl core::fmt::Display for LiveStats<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let vm = self.0;
+        let state = match vm.power.vm_state() {
+            VmState::Running => "running",
+            VmState::Off => "off",
+            VmState::Resetting => "resetting",
+        };
+        write!(f, "{} {state}, ", vm.config.name)?;
+        match vm.vmid.raw() {
+            0 => write!(f, "no VMID yet")?,
+            raw => {
+                let mask = (1u64 << vm.config.vmid_bits) - 1;
+                write!(
+                    f,
+                    "VMID {} (generation {})",
+                    raw & mask,
+                    raw >> vm.config.vmid_bits
+                )?
+            }
+        }
+        write!(
+            f,
+            ", {} vCPUs, {} stage-2 mapping faults, {}",
+            vm.vcpus.len(),
+            vm.stage2_faults.load(Ordering::Relaxed),
+            ExitStats::sum(&vm.exits)
+        )
+    }
+}
+
+/// One vCPU's live statistics line: where it runs, its PSCI state, its exits.
+pub struct LiveVcpuStats<'a>(&'a Vm, usize);
+
+impl core::fmt::Display for LiveVcpuStats<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let (vm, index) = (self.0, self.1);
+        let state = match vm.power.power_state(index) {
+            Some(PowerState::On) => "on",
+            Some(PowerState::OnPending) => "starting",
+            Some(PowerState::Off) | None => "off",
+        };
+        write!(
+            f,
+            "{} vcpu {index} on CPU {}: {state}, ",
+            vm.config.name,
+            vm.config.pcpus.get(index).copied().unwrap_or(usize::MAX)
+        )?;
+        match vm.exits.get(index) {
+            Some(exits) => write!(f, "{exits}"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Vm {
+    /// Live statistics of the VM, for one console line.
+    pub fn live_stats(&self) -> LiveStats<'_> {
+        LiveStats(self)
+    }
+
+    /// Live statistics of vCPU `index`, for one console line.
+    pub fn live_vcpu_stats(&self, index: usize) -> LiveVcpuStats<'_> {
+        LiveVcpuStats(self, index)
     }
 }
 

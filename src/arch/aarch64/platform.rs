@@ -7,7 +7,7 @@ use super::{cpu, entry, percpu, stage2_hw, sysregs};
 use crate::board::{console, gic};
 use crate::dtb::PhysRange;
 use crate::hyp::exit::SysRegId;
-use crate::hyp::platform::Platform;
+use crate::hyp::platform::{ConsoleRx, Platform};
 use crate::hyp::timer::VTIMER_INTID;
 use crate::mm::layout::phys_to_linear;
 use crate::sync::SpinLock;
@@ -201,8 +201,11 @@ impl Platform for ArchPlatform {
         console::write_bytes(bytes);
     }
 
-    fn console_getc(&self) -> Option<u8> {
-        console::getc()
+    fn console_getc(&self) -> Option<ConsoleRx> {
+        console::getc().map(|rx| match rx {
+            console::Received::Byte(b) => ConsoleRx::Byte(b),
+            console::Received::Break => ConsoleRx::Break,
+        })
     }
 
     fn console_has_input(&self) -> bool {

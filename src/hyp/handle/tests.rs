@@ -84,6 +84,7 @@ fn vm_with(gic: GicVersion, vcpus: usize) -> Vm {
         bootargs: String::new(),
         gicv_pa: None,
         clock: crate::devices::wall_clock::WallClock::new(TEST_EPOCH, 0, 1000),
+        vmid_bits: 8,
         shared: alloc::vec::Vec::new(),
         doorbells_out: alloc::vec::Vec::new(),
         doorbells_in: alloc::vec::Vec::new(),
@@ -394,7 +395,9 @@ fn exit_pl011_load_reads_the_flag_register() {
 #[test]
 fn exit_console_input_reaches_the_guest_pl011() {
     let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(0, 0x4000));
-    p.console_in.borrow_mut().extend(*b"hi");
+    p.console_in
+        .borrow_mut()
+        .extend(b"hi".map(crate::hyp::platform::ConsoleRx::Byte));
     crate::hyp::console_bridge::forward_input(core::slice::from_ref(&vm), &p);
     run(&vm, &mut v, &p, ESR_LDR_W2_L3, PL011_BASE);
     assert_eq!(v.regs.x[2], u64::from(b'h'));
@@ -439,6 +442,58 @@ fn exit_pl031_match_fires_at_its_deadline_without_guest_accesses() {
     // RTC_ICR clears it and drops the line.
     run(&vm, &mut v, &p, ESR_STR_W1_L3, PL031_BASE + 0x1c);
     assert!(!vm.rtc_line.load(core::sync::atomic::Ordering::Relaxed));
+}
+
+#[test]
+fn exit_console_break_reaches_the_guest_pl011_between_its_neighbours() {
+    use crate::hyp::platform::ConsoleRx;
+    let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(0, 0x4000));
+    p.console_in.borrow_mut().extend([
+        ConsoleRx::Byte(b'x'),
+        ConsoleRx::Break,
+        ConsoleRx::Byte(b'h'),
+    ]);
+    // Linux's amba-pl011 keeps its FIFO on (LCR_H.FEN): the three fit.
+    v.regs.x[1] = 1 << 4;
+    run(&vm, &mut v, &p, ESR_STR_W1_L3, PL011_BASE + 0x2c);
+    crate::hyp::console_bridge::forward_input(core::slice::from_ref(&vm), &p);
+    let mut dr = || {
+        run(&vm, &mut v, &p, ESR_LDR_W2_L3, PL011_BASE);
+        v.regs.x[2]
+    };
+    // SysRq's sequence as the guest's driver reads it: the break (a 0 flagged DR.BE), the key.
+    assert_eq!(
+        [dr(), dr(), dr()],
+        [u64::from(b'x'), 1 << 10, u64::from(b'h')]
+    );
+    assert!(p.console_out.borrow().is_empty());
+}
+
+#[test]
+fn exit_console_statistics_key_prints_live_statistics_and_the_guest_gets_nothing() {
+    use crate::hyp::platform::ConsoleRx;
+    let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(0, 0x4000));
+    // One exit: a line end written to the PL011.
+    v.regs.x[1] = u64::from(b'\n');
+    run(&vm, &mut v, &p, ESR_STR_W1_L3, PL011_BASE);
+    let escape = crate::hyp::console_mux::DEFAULT_ESCAPE;
+    p.console_in
+        .borrow_mut()
+        .extend([escape, escape, b's'].map(ConsoleRx::Byte));
+    crate::hyp::console_bridge::forward_input(core::slice::from_ref(&vm), &p);
+    let out = String::from_utf8(p.console_out.borrow().clone()).unwrap();
+    assert_eq!(
+        out,
+        "\nbulkhead: stats: test running, no VMID yet, 2 vCPUs, 0 stage-2 mapping faults, \
+         1 exits (irq 0, hvc/smc 0, wfi 0, sysreg 0, mmio 1, other 0), 0 LR fills\r\n\
+         bulkhead: stats: test vcpu 0 on CPU 0: on, \
+         1 exits (irq 0, hvc/smc 0, wfi 0, sysreg 0, mmio 1, other 0), 0 LR fills\r\n\
+         bulkhead: stats: test vcpu 1 on CPU 1: off, \
+         0 exits (irq 0, hvc/smc 0, wfi 0, sysreg 0, mmio 0, other 0), 0 LR fills\r\n"
+    );
+    // Nothing reached the guest's receive FIFO (FR.RXFE set).
+    run(&vm, &mut v, &p, ESR_LDR_W2_L3, PL011_BASE + 0x18);
+    assert_ne!(v.regs.x[2] & 0x10, 0);
 }
 
 #[test]
@@ -684,6 +739,7 @@ fn doorbell_pair() -> &'static [Vm] {
             bootargs: String::new(),
             gicv_pa: None,
             clock: crate::devices::wall_clock::WallClock::new(TEST_EPOCH, 0, 1000),
+            vmid_bits: 8,
             shared: alloc::vec![SharedRegion {
                 id: String::from("s"),
                 ipa: 0x7fe0_0000,
