@@ -76,8 +76,12 @@ impl Console {
     /// A hypervisor line (`bulkhead: ...`), never printed inside a VM's line. False if the
     /// console stayed busy (e.g. a line logged while this CPU holds it): print it directly.
     pub fn try_hyp_line(&self, args: core::fmt::Arguments<'_>, p: &impl Platform) -> bool {
-        // Bounded: another CPU holds the lock only for one guest write or input byte.
-        for _ in 0..10_000 {
+        // Bounded in time, not in tries: another CPU holds the lock only for one guest write
+        // or input byte, but under an emulator that CPU's thread may be descheduled for a
+        // while, and a line printed past the lock would land inside a guest's line. Only a
+        // line logged while this very CPU holds the lock (a bug) waits the whole bound.
+        let give_up = p.counter().saturating_add(self.idle_ticks);
+        loop {
             if let Some(mut mux) = self.mux.try_lock() {
                 let now = p.counter();
                 let mut out = |b: &[u8]| p.console_write(b);
@@ -87,9 +91,11 @@ impl Console {
                 self.note_deadline(due, p);
                 return true;
             }
+            if p.counter() > give_up {
+                return false;
+            }
             core::hint::spin_loop();
         }
-        false
     }
 
     /// A hypervisor line from a caller that holds no console lock (statistics).

@@ -61,7 +61,7 @@ pub const STATS_KEY: u8 = b's';
 /// What every hypervisor line starts with.
 pub const HYP_TAG: &[u8] = b"bulkhead:";
 /// Room for hypervisor lines waiting for a VM's line to end (a burst of trace lines).
-pub const HYP_QUEUE_BYTES: usize = 4096;
+pub const HYP_QUEUE_BYTES: usize = 64 << 10;
 
 const CRLF: &[u8] = b"\r\n";
 /// CAN: aborts an escape or control sequence in any state of a DEC/ECMA-48 terminal parser.

@@ -60,3 +60,152 @@ fn linux_guest_has_a_clock() {
     r.assert_contains("bulkhead: guest powered off");
     r.assert_exit_ok();
 }
+
+/// A serial break on the host UART reaches the guest as a break: Linux's SysRq (break, then
+/// a key) answers. QEMU's mux sends the break (`Ctrl-A b`).
+#[test]
+fn linux_guest_gets_a_serial_break_as_sysrq() {
+    let r = run_typing_env(
+        &["--smp", "1", "--append", "console=ttyAMA0"],
+        &[("BULKHEAD_QEMU_MUX", "1")],
+        &[
+            Keys {
+                after: "powers the guest off.",
+                text: "echo 1 > /proc/sys/kernel/sysrq; echo sysrq-$((2*4))-on\n",
+                paste: false,
+            },
+            // The break, then SysRq's key (`h`: help, which prints "sysrq: HELP : ...").
+            Keys {
+                after: "sysrq-8-on",
+                text: "\x01bh",
+                paste: false,
+            },
+            Keys {
+                after: "sysrq: HELP",
+                text: "poweroff -f\n",
+                paste: false,
+            },
+        ],
+        LINUX,
+    );
+    r.assert_contains("sysrq: HELP");
+    r.assert_contains("bulkhead: guest powered off");
+    r.assert_exit_ok();
+}
+
+/// The statistics key (the escape twice, then `s`; Ctrl-A is QEMU's own on a terminal, so a
+/// test without QEMU's mux types it raw) prints live statistics while the guest keeps running.
+#[test]
+fn statistics_key_prints_live_statistics_while_the_guest_runs() {
+    let r = run_typing(
+        &["--smp", "2", "--append", "console=ttyAMA0"],
+        &[
+            Keys {
+                after: "powers the guest off.",
+                text: "\x01\x01s",
+                paste: false,
+            },
+            // The guest still answers afterwards: nothing was stopped.
+            Keys {
+                after: "bulkhead: stats: guest vcpu 1",
+                text: "echo still-$((5*5))-running\n",
+                paste: false,
+            },
+            Keys {
+                after: "still-25-running",
+                text: "poweroff -f\n",
+                paste: false,
+            },
+        ],
+        LINUX,
+    );
+    let stats: Vec<&str> = r
+        .log
+        .lines()
+        .filter(|l| l.starts_with("bulkhead: stats: "))
+        .collect();
+    assert_eq!(
+        stats.len(),
+        3,
+        "one VM line and two vCPU lines; console:\n{}",
+        r.log
+    );
+    assert!(
+        stats[0].starts_with("bulkhead: stats: guest running, VMID ")
+            && stats[0].contains(" 2 vCPUs, ")
+            && stats[0].contains(" stage-2 mapping faults, ")
+            && stats[0].contains(" exits (irq "),
+        "{}",
+        stats[0]
+    );
+    assert!(stats[1].starts_with("bulkhead: stats: guest vcpu 0 on CPU 0: on, "));
+    assert!(stats[2].starts_with("bulkhead: stats: guest vcpu 1 on CPU 1: on, "));
+    r.assert_contains("still-25-running");
+    r.assert_contains("bulkhead: guest powered off");
+    r.assert_exit_ok();
+}
+
+/// A guest printing a line that starts `bulkhead:` cannot pass it off as the hypervisor's:
+/// with one VM its lines pass unchanged, but that one shows after its name.
+#[test]
+fn guest_line_starting_bulkhead_cannot_pass_for_the_hypervisors() {
+    let r = run_typing(
+        &["--smp", "1", "--append", "console=ttyAMA0"],
+        &[
+            Keys {
+                after: "powers the guest off.",
+                text: "printf 'bulk%s: forged %s\\n' head $((6*7))\n",
+                paste: false,
+            },
+            Keys {
+                after: "forged 42",
+                text: "poweroff -f\n",
+                paste: false,
+            },
+        ],
+        LINUX,
+    );
+    r.assert_line("guest: bulkhead: forged 42");
+    assert!(
+        !r.log.lines().any(|l| l.starts_with("bulkhead: forged")),
+        "a forged hypervisor line; console:\n{}",
+        r.log
+    );
+    r.assert_contains("bulkhead: guest powered off");
+    r.assert_exit_ok();
+}
+
+/// At `loglevel=trace` every guest exit is logged, thousands of lines while the guest prints
+/// its own byte by byte (one exit each): yet every guest line stays whole and every hypervisor
+/// line is a line of its own.
+#[test]
+fn probe_lines_stay_whole_at_loglevel_trace() {
+    let probe = probe();
+    let r = run(
+        &[
+            "--kernel",
+            &probe,
+            "--smp",
+            "2",
+            "--mem",
+            "256M",
+            "--hyp-append",
+            "loglevel=trace",
+        ],
+        QUICK,
+    );
+    let console = r.log.split("\n--- stderr ---").next().unwrap_or("");
+    let trace = console.matches("bulkhead: trace: ").count();
+    assert!(
+        trace > 1000,
+        "expected thousands of trace lines, saw {trace}"
+    );
+    for line in console.lines() {
+        for tag in ["bulkhead: ", "PROBE: "] {
+            if let Some(at) = line.find(tag) {
+                assert_eq!(at, 0, "{tag:?} inside a line: {line:?}");
+            }
+        }
+    }
+    assert_probe(&r);
+}

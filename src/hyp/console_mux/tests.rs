@@ -728,8 +728,9 @@ fn console_mux_hyp_lines_wait_for_the_line_in_order_and_a_full_queue_ends_it() {
     assert_eq!(c.take(), format!("abcdef\n{want}"));
     // A storm bigger than the queue: the line is ended once, nothing is lost or reordered.
     c.vm(0, b"ghi", 2);
-    let lines: Vec<String> = (0..300)
-        .map(|i| format!("bulkhead: trace {i:04}"))
+    let count = HYP_QUEUE_BYTES / "bulkhead: trace 00000\r\n".len() + 100;
+    let lines: Vec<String> = (0..count)
+        .map(|i| format!("bulkhead: trace {i:05}"))
         .collect();
     for line in &lines {
         c.hyp(line);
@@ -738,7 +739,7 @@ fn console_mux_hyp_lines_wait_for_the_line_in_order_and_a_full_queue_ends_it() {
     let out = c.take();
     let expect_lines: String = lines.iter().map(|l| format!("{l}\r\n")).collect();
     assert!(
-        out.starts_with("ghi\r\nbulkhead: trace 0000\r\n"),
+        out.starts_with("ghi\r\nbulkhead: trace 00000\r\n"),
         "{out:?}"
     );
     assert_eq!(out.replace("jkl\n", ""), format!("ghi\r\n{expect_lines}"));
