@@ -25,13 +25,14 @@ fn linux_guest_has_a_clock() {
         &[
             Keys {
                 after: "powers the guest off.",
-                text: "echo year-$(date +%Y)-end hw-$(hwclock -r -u | awk '{print $5}')-end\n",
+                text: "echo year-$(date +%Y)-end hw-$(hwclock -r -u | awk '{print $5}')-end \
+                       done-$((2*5))\n",
                 paste: false,
             },
             // Set the system clock to 2031, store it in the RTC, set the system clock back to
             // 2001, then load it from the RTC again.
             Keys {
-                after: "-end hw-",
+                after: "done-10",
                 text: "date -s '2031-06-01 12:00:00' >/dev/null; hwclock -w -u; \
                        date -s '2001-01-01 00:00:00' >/dev/null; hwclock -s -u; \
                        echo set-$(date +%Y)-end\n",
@@ -208,4 +209,40 @@ fn probe_lines_stay_whole_at_loglevel_trace() {
         }
     }
     assert_probe(&r);
+}
+
+/// On a board without an RTC (the Raspberry Pi 4) `bulkhead.rtc=` sets the guests' clock.
+#[test]
+fn linux_guest_clock_from_bulkhead_rtc_on_raspi4b() {
+    let r = run_typing(
+        &[
+            "--board",
+            "rpi4",
+            "--mem",
+            "256M",
+            "--append",
+            "console=ttyAMA0",
+            "--hyp-append",
+            "bulkhead.rtc=1893456000",
+        ],
+        &[
+            Keys {
+                after: "powers the guest off.",
+                text: "echo year-$(date -u +%Y)-end done-$((3*3))\n",
+                paste: false,
+            },
+            Keys {
+                after: "done-9",
+                text: "poweroff -f\n",
+                paste: false,
+            },
+        ],
+        LINUX,
+    );
+    r.assert_contains(
+        "bulkhead: guest clock: 1893456000 s since 1970-01-01 UTC, from bulkhead.rtc=",
+    );
+    // 1893456000 is 2030-01-01 00:00:00 UTC; the guest's clock ran on from there.
+    assert_eq!(number_between(&r, "year-", "-end"), 2030, "{}", r.log);
+    r.assert_exit_ok();
 }
