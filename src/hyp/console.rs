@@ -76,11 +76,14 @@ impl Console {
     /// A hypervisor line (`bulkhead: ...`), never printed inside a VM's line. False if the
     /// console stayed busy (e.g. a line logged while this CPU holds it): print it directly.
     pub fn try_hyp_line(&self, args: core::fmt::Arguments<'_>, p: &impl Platform) -> bool {
-        // Bounded in time, not in tries: another CPU holds the lock only for one guest write
-        // or input byte, but under an emulator that CPU's thread may be descheduled for a
-        // while, and a line printed past the lock would land inside a guest's line. Only a
-        // line logged while this very CPU holds the lock (a bug) waits the whole bound.
-        let give_up = p.counter().saturating_add(self.idle_ticks);
+        // Bounded in time, not in tries, and generously: another CPU holds the lock for one
+        // guest write or input byte, or while it shows the hypervisor lines that waited (up
+        // to the queue's 64 KiB: seconds at 115200 baud), and a line printed past the lock
+        // would land inside another line. Nothing logs while holding it, so only a CPU that
+        // died holding it (a fatal path) makes this wait the whole bound.
+        let give_up = p
+            .counter()
+            .saturating_add(self.idle_ticks.saturating_mul(50));
         loop {
             if let Some(mut mux) = self.mux.try_lock() {
                 let now = p.counter();

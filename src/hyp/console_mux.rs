@@ -399,11 +399,9 @@ impl ConsoleMux {
     /// at once at a line start; queued while a VM's line is unfinished on screen (see the
     /// module documentation).
     pub fn hyp_line_fmt(&mut self, args: fmt::Arguments<'_>, now: u64, out: &mut dyn FnMut(&[u8])) {
-        if matches!(self.term.screen, Screen::After(_)) {
-            if self.enqueue(args, now) {
-                return;
-            }
-            // No room: end the VM's line now rather than lose the line.
+        // With no room left, the VM's line is ended now rather than the line lost.
+        if matches!(self.term.screen, Screen::After(_)) && self.enqueue(args, now) {
+            return;
         }
         self.begin_line(out);
         // Only `out` can fail, and it cannot.
