@@ -17,7 +17,8 @@ fn number_between(r: &Run, start: &str, end: &str) -> u64 {
 }
 
 /// `date` and `hwclock` work in a Linux guest: its RTC runs from the host's (QEMU's PL031,
-/// read once at boot), and a time the guest writes to its RTC stays there.
+/// read once at boot), a time the guest writes to its RTC stays there, and an RTC alarm
+/// raises the PL031's interrupt on time.
 #[test]
 fn linux_guest_has_a_clock() {
     let r = run_typing(
@@ -38,8 +39,16 @@ fn linux_guest_has_a_clock() {
                        echo set-$(date +%Y)-end\n",
                 paste: false,
             },
+            // An alarm two seconds ahead: the RTC's match interrupt must fire by itself.
             Keys {
                 after: "set-2031-end",
+                text: "echo +2 > /sys/class/rtc/rtc0/wakealarm; sleep 4; \
+                       echo alarm-$(awk '/pl031/ {print $2}' /proc/interrupts)-end \
+                       done-$((4*4))\n",
+                paste: false,
+            },
+            Keys {
+                after: "done-16",
                 text: "poweroff -f\n",
                 paste: false,
             },
@@ -58,6 +67,12 @@ fn linux_guest_has_a_clock() {
         r.log
     );
     r.assert_contains("set-2031-end");
+    let alarms = number_between(&r, "alarm-", "-end");
+    assert_eq!(
+        alarms, 1,
+        "RTC interrupts after one alarm; console:\n{}",
+        r.log
+    );
     r.assert_contains("bulkhead: guest powered off");
     r.assert_exit_ok();
 }
