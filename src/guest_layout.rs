@@ -27,6 +27,12 @@ pub const PL031_SIZE: u64 = 0x1000;
 pub const PL031_SPI: u32 = 2;
 /// ... and as a GIC INTID.
 pub const PL031_INTID: u32 = 32 + PL031_SPI;
+/// The pvpanic device (`qemu,pvpanic-mmio`, `devices::pvpanic`): a free slot in `virt`'s
+/// map (QEMU's `virt` has no MMIO pvpanic), one 4 KiB page.
+pub const PVPANIC_BASE: u64 = 0x0906_0000;
+/// Size of its window; the register is the first byte (the DT `reg` says 2, as QEMU's
+/// ISA device's port range).
+pub const PVPANIC_SIZE: u64 = 0x1000;
 
 /// GIC distributor (v2 and v3).
 pub const GICD_BASE: u64 = 0x0800_0000;
@@ -76,7 +82,8 @@ const _: () = assert!(GICD_BASE + GICD_SIZE_V3 <= GICC_BASE);
 const _: () = assert!(GICC_BASE + GICC_SIZE <= GICR_BASE);
 const _: () = assert!(gicr_base(MAX_VCPUS) <= PL011_BASE);
 const _: () = assert!(PL011_BASE + PL011_SIZE <= PL031_BASE);
-const _: () = assert!(PL031_BASE + PL031_SIZE <= GUEST_RAM_BASE);
+const _: () = assert!(PL031_BASE + PL031_SIZE <= PVPANIC_BASE);
+const _: () = assert!(PVPANIC_BASE + PVPANIC_SIZE <= GUEST_RAM_BASE);
 const _: () = assert!(VTIMER_INTID == 27 && PL011_INTID == 33);
 
 /// Base IPA of vCPU `index`'s GICv3 redistributor.

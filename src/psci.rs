@@ -29,7 +29,7 @@ use smccc::psci::{
     PSCI_SYSTEM_RESET2_64, PSCI_VERSION,
 };
 
-use crate::vcpu::power::{CpuOnError, PowerState, SystemEvent, VmPower};
+use crate::vcpu::power::{CpuOnError, PowerState, VmPower};
 use crate::vcpu::vcpu_index_from_mpidr;
 
 /// `SUCCESS` (0) for PSCI and SMCCC alike.
@@ -233,8 +233,19 @@ fn affinity_info(target_mpidr: u64, lowest_level: u64, vm: &VmPower) -> PsciOutc
     }
 }
 
+/// A VM-wide power event requested by a vCPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SystemEvent {
+    /// PSCI SYSTEM_OFF.
+    Off,
+    /// PSCI SYSTEM_RESET or SYSTEM_RESET2.
+    Reset,
+}
+
+/// Stops the VM; what then becomes of it (off, restarted, preserved) is the hypervisor's
+/// decision, by the VM's policy for this event.
 fn system_event(vm: &VmPower, event: SystemEvent) -> PsciOutcome {
-    let action = match (vm.system_event(event), event) {
+    let action = match (vm.stop(), event) {
         (true, SystemEvent::Off) => PsciAction::SystemOff,
         (true, SystemEvent::Reset) => PsciAction::SystemReset,
         // Another vCPU's system event is already in progress and drives the VM.

@@ -11,6 +11,7 @@ pub mod mmio;
 pub mod pl011;
 pub mod pl031;
 pub mod ptimer;
+pub mod pvpanic;
 pub mod wall_clock;
 
 /// Why an emulated device refused an access; the exit handler injects an abort.

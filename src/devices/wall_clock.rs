@@ -27,23 +27,13 @@ impl TimeSource {
     }
 }
 
-/// Picks the start time: `bootarg` if it is a number, else `host_rtc`, else `build`. The
-/// error, if any, is a warning about a malformed `bootarg` (the next source is used).
-pub fn pick_start(
-    bootarg: Option<&str>,
-    host_rtc: Option<u64>,
-    build: u64,
-) -> (u64, TimeSource, Option<&str>) {
-    let mut bad = None;
-    if let Some(text) = bootarg {
-        match text.parse::<u64>() {
-            Ok(secs) if secs <= u64::from(u32::MAX) => return (secs, TimeSource::Bootarg, None),
-            _ => bad = Some(text),
-        }
-    }
-    match host_rtc {
-        Some(secs) => (secs, TimeSource::HostRtc, bad),
-        None => (build, TimeSource::BuildTime, bad),
+/// Picks the start time: `bootarg` (`bulkhead.rtc=`, checked by `crate::bootargs`), else
+/// `host_rtc`, else `build`.
+pub fn pick_start(bootarg: Option<u64>, host_rtc: Option<u64>, build: u64) -> (u64, TimeSource) {
+    match (bootarg, host_rtc) {
+        (Some(secs), _) => (secs, TimeSource::Bootarg),
+        (None, Some(secs)) => (secs, TimeSource::HostRtc),
+        (None, None) => (build, TimeSource::BuildTime),
     }
 }
 
@@ -102,19 +92,10 @@ mod tests {
     #[test]
     fn bootarg_then_host_rtc_then_build_time() {
         assert_eq!(
-            pick_start(Some("1893456000"), Some(1), 2),
-            (1_893_456_000, TimeSource::Bootarg, None)
+            pick_start(Some(1_893_456_000), Some(1), 2),
+            (1_893_456_000, TimeSource::Bootarg)
         );
-        assert_eq!(pick_start(None, Some(1), 2), (1, TimeSource::HostRtc, None));
-        assert_eq!(pick_start(None, None, 2), (2, TimeSource::BuildTime, None));
-        // Malformed or beyond the PL031's 32-bit counter: a warning, and the next source.
-        assert_eq!(
-            pick_start(Some("soon"), Some(1), 2),
-            (1, TimeSource::HostRtc, Some("soon"))
-        );
-        assert_eq!(
-            pick_start(Some("99999999999"), None, 2),
-            (2, TimeSource::BuildTime, Some("99999999999"))
-        );
+        assert_eq!(pick_start(None, Some(1), 2), (1, TimeSource::HostRtc));
+        assert_eq!(pick_start(None, None, 2), (2, TimeSource::BuildTime));
     }
 }

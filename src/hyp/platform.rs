@@ -34,6 +34,12 @@ pub trait Platform: Kick {
     /// Copies `bytes` to host RAM at `pa` (guest RAM) and cleans them to the point of
     /// coherency.
     fn write_ram(&self, pa: u64, bytes: &[u8]);
+    /// Calls `f` with host RAM `[pa, pa + size)` (a VM's RAM, while none of its vCPUs runs) as
+    /// a mutable slice, without cleaning anything; false (and `f` not called) if that range is
+    /// not guest RAM.
+    fn with_guest_ram(&self, pa: u64, size: u64, f: &mut dyn FnMut(&mut [u8])) -> bool;
+    /// Copies `src` to `dst` with the widest loads and stores the machine has (guest images).
+    fn copy_ram(&self, dst: &mut [u8], src: &[u8]);
     /// Writes bytes to the console UART.
     fn console_write(&self, bytes: &[u8]);
     /// One character (or break) received on the console, if any.
@@ -118,6 +124,22 @@ pub mod fake {
             let mut ram = self.ram.borrow_mut();
             let start = (pa - ram.0) as usize;
             ram.1[start..start + bytes.len()].copy_from_slice(bytes);
+        }
+        fn with_guest_ram(&self, pa: u64, size: u64, f: &mut dyn FnMut(&mut [u8])) -> bool {
+            let mut ram = self.ram.borrow_mut();
+            let Some(start) = pa.checked_sub(ram.0).map(|s| s as usize) else {
+                return false;
+            };
+            match ram.1.get_mut(start..start + size as usize) {
+                Some(slice) => {
+                    f(slice);
+                    true
+                }
+                None => false,
+            }
+        }
+        fn copy_ram(&self, dst: &mut [u8], src: &[u8]) {
+            dst.copy_from_slice(src);
         }
         fn console_write(&self, bytes: &[u8]) {
             self.console_out.borrow_mut().extend_from_slice(bytes);

@@ -3,6 +3,7 @@
 //! blocked — separate from the physical CPU that happens to run it (`hyp::run`'s per-CPU
 //! state). Exit handlers work on it through the accessors below.
 
+use super::runaway::RunawayWatch;
 use crate::devices::ptimer::PhysTimer;
 use crate::vgic::{LrEntry, MAX_LIST_REGISTERS};
 
@@ -53,6 +54,8 @@ pub struct Vcpu {
     pub timers: VcpuTimers,
     /// The physical CPU this vCPU last ran on.
     pub last_pcpu: Option<usize>,
+    /// The exceptions injected lately, watched for a fault loop at the vector.
+    pub runaway: RunawayWatch,
 }
 
 impl Vcpu {
@@ -67,6 +70,7 @@ impl Vcpu {
             blocked: false,
             timers: VcpuTimers::default(),
             last_pcpu: None,
+            runaway: RunawayWatch::default(),
         }
     }
 
@@ -101,6 +105,7 @@ impl Vcpu {
         self.regs.pstate = PSTATE_EL1H_MASKED;
         self.blocked = false;
         self.timers.ptimer = PhysTimer::new();
+        self.runaway = RunawayWatch::default();
     }
 }
 

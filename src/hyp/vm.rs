@@ -8,15 +8,17 @@ use core::ops::Range;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use super::console::Console;
+use super::lifecycle::ResetRate;
 use super::platform::Platform;
 use super::vcpu::Vcpu;
+use crate::config::Lifecycle;
 use crate::devices::pl011::EmulatedPl011;
 use crate::devices::pl031::EmulatedPl031;
 use crate::devices::wall_clock::WallClock;
 use crate::dtb::PhysRange;
 use crate::guest_dtb::{DoorbellNode, GuestDtbConfig, GuestSeeds, SharedMemNode, build_guest_dtb};
 use crate::guest_layout::{GUEST_RAM_BASE, GicVersion};
-use crate::loader::{GuestRam, plan_load};
+use crate::loader::{self, GuestFormat, GuestRam, LoadError};
 use crate::mm::stage2::{GuestMemoryMap, Stage2Map};
 use crate::sync::{SpinGuard, SpinLock};
 use crate::vcpu::power::{PowerState, VmPower, VmState};
@@ -36,6 +38,8 @@ pub struct VmConfig {
     /// Host PA of the guest's RAM.
     pub ram_pa: u64,
     pub kernel: PhysRange,
+    /// How to take the kernel file (detected, or raw on request).
+    pub format: GuestFormat,
     pub initrd: Option<PhysRange>,
     pub bootargs: String,
     /// Host GICV (GICv2 only), passed through at the guest's GICC.
@@ -50,6 +54,10 @@ pub struct VmConfig {
     pub doorbells_out: Vec<Doorbell>,
     /// Doorbells other VMs ring into this one.
     pub doorbells_in: Vec<Doorbell>,
+    /// What happens when it powers off, reboots or crashes.
+    pub lifecycle: Lifecycle,
+    /// The counter's frequency: guest time for the reset limit's minute.
+    pub counter_hz: u64,
 }
 
 /// Host RAM mapped into this VM and others at `ipa`.
@@ -85,7 +93,9 @@ pub struct BootInfo {
 #[derive(Debug)]
 pub enum VmError {
     Layout(crate::mm::stage2::Stage2Error),
-    Load(crate::loader::LoadError),
+    Load(LoadError),
+    /// The VM's RAM is not in the platform's guest RAM windows.
+    RamWindow,
     Dtb(crate::guest_dtb::GuestDtbError),
     Vgic(crate::vgic::VgicError),
     Power(crate::vcpu::power::PowerError),
@@ -97,10 +107,11 @@ impl core::fmt::Display for VmError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             Self::Layout(e) => write!(f, "guest memory layout: {e}"),
-            Self::Load(e) => write!(f, "guest image: {e:?}"),
-            Self::Dtb(e) => write!(f, "guest DTB: {e:?}"),
+            Self::Load(e) => write!(f, "{e}"),
+            Self::RamWindow => write!(f, "guest RAM is outside the hypervisor's RAM windows"),
+            Self::Dtb(e) => write!(f, "guest DTB: {e}"),
             Self::Vgic(e) => write!(f, "vGIC: {e}"),
-            Self::Power(e) => write!(f, "vCPU power state: {e:?}"),
+            Self::Power(e) => write!(f, "vCPU power state: {e}"),
             Self::Placement => write!(f, "not one physical CPU per vCPU"),
         }
     }
@@ -146,6 +157,9 @@ pub struct Vm {
     /// Every VM of the machine (this one too), known once they are all built: doorbells
     /// reach their peers through it.
     pub peers: spin::Once<&'static [Vm]>,
+    /// Its recent restarts, for `bulkhead.reset_limit=` (only the vCPU driving a stop takes
+    /// it).
+    pub resets: SpinLock<ResetRate>,
 }
 
 /// Exit counters by cause (reported when the guest powers off).
@@ -235,7 +249,7 @@ impl core::fmt::Display for LiveStats<'_> {
         let state = match vm.power.vm_state() {
             VmState::Running => "running",
             VmState::Off => "off",
-            VmState::Resetting => "resetting",
+            VmState::Stopping => "stopping",
         };
         write!(f, "{} {state}, ", vm.config.name)?;
         match vm.vmid.raw() {
@@ -337,6 +351,7 @@ impl Vm {
         let stage2_root = stage2.root_pa();
         stage2.mark_live();
         let config_vcpus = config.vcpu_count;
+        let resets = ResetRate::new(config.lifecycle.reset_limit, config.counter_hz);
         Ok(Vm {
             id,
             console,
@@ -363,6 +378,7 @@ impl Vm {
             stage2_faults: AtomicU64::new(0),
             exits: (0..config_vcpus).map(|_| ExitStats::default()).collect(),
             peers: spin::Once::new(),
+            resets: SpinLock::new(resets),
         })
     }
 
@@ -370,38 +386,40 @@ impl Vm {
         GUEST_RAM_BASE..GUEST_RAM_BASE + self.config.ram_size
     }
 
-    /// Host PA behind a guest RAM IPA range, if the whole range is RAM.
-    fn ram_host_pa(&self, ipas: &Range<u64>) -> Option<u64> {
-        let ram = self.ram_ipas();
-        (ipas.start >= ram.start && ipas.end <= ram.end && ipas.start <= ipas.end)
-            .then(|| self.config.ram_pa + (ipas.start - ram.start))
-    }
-
-    fn copy_to_guest(&self, p: &impl Platform, ipa: u64, bytes: &[u8]) -> Result<(), VmError> {
-        let ipas = ipa..ipa + bytes.len() as u64;
-        let pa =
-            self.ram_host_pa(&ipas)
-                .ok_or(VmError::Load(crate::loader::LoadError::DoesNotFit {
-                    what: "image",
-                    end: ipas.end,
-                    ram_end: self.ram_ipas().end,
-                }))?;
-        // `write_ram` cleans to PoC: the guest starts with its MMU off (non-cacheable reads).
-        p.write_ram(pa, bytes);
-        Ok(())
+    /// Loads the kernel into guest RAM and cleans what it wrote to PoC (the guest starts with
+    /// its MMU off: its instruction fetches and data reads are non-cacheable).
+    fn load_kernel(
+        &self,
+        p: &impl Platform,
+        ram: GuestRam,
+    ) -> Result<loader::LoadedKernel, VmError> {
+        let kernel = p.host_ram(self.config.kernel.base, self.config.kernel.size);
+        let mut loaded = Err(VmError::RamWindow);
+        let copy = |dst: &mut [u8], src: &[u8]| p.copy_ram(dst, src);
+        p.with_guest_ram(self.config.ram_pa, ram.size, &mut |bytes| {
+            loaded = loader::load_kernel(bytes, ram, kernel, self.config.format, &copy)
+                .map_err(VmError::Load);
+        });
+        let loaded = loaded?;
+        for range in &loaded.written {
+            let pa = self.config.ram_pa + (range.start - ram.base);
+            p.clean_ram_to_poc(pa, range.end - range.start);
+        }
+        Ok(loaded)
     }
 
     /// (Re)loads kernel, initrd and DTB into guest RAM, QEMU `-kernel` style. The images are
     /// multiboot modules in host RAM that Bulkhead reserved (never given to a guest).
     pub fn load(&self, p: &impl Platform) -> Result<BootInfo, VmError> {
-        let host_bytes = |range: PhysRange| p.host_ram(range.base, range.size);
-        let kernel = host_bytes(self.config.kernel);
-        let initrd = self.config.initrd.map(host_bytes);
+        let initrd = self.config.initrd.map(|r| p.host_ram(r.base, r.size));
         let ram = GuestRam {
             base: GUEST_RAM_BASE,
             size: self.config.ram_size,
         };
-        let plan = plan_load(ram, kernel, initrd.map(|i| i.len())).map_err(VmError::Load)?;
+        let kernel = self.load_kernel(p, ram)?;
+        let (initrd_at, dtb_at) =
+            loader::place_initrd_and_dtb(ram, kernel.end, initrd.map(|i| i.len()))
+                .map_err(VmError::Load)?;
         let shared: Vec<SharedMemNode<'_>> = self
             .config
             .shared
@@ -431,7 +449,7 @@ impl Vm {
             ram_size: self.config.ram_size,
             gic: self.config.gic,
             bootargs: &self.config.bootargs,
-            initrd: plan.initrd.clone(),
+            initrd: initrd_at.clone(),
             shared: &shared,
             doorbells_out: &doorbells_out,
             doorbells_in: &doorbells_in,
@@ -439,21 +457,27 @@ impl Vm {
         })
         .map_err(VmError::Dtb)?;
         log::debug!(
-            "load: kernel at {:#x} ({} bytes), entry {:#x}, initrd {:x?}, dtb at {:#x}",
-            plan.kernel.start,
-            kernel.len(),
-            plan.entry,
-            plan.initrd,
-            plan.dtb.start
+            "load: {} entry {:#x}, kernel ends {:#x}, initrd {:x?}, dtb at {:#x}",
+            kernel.kind,
+            kernel.entry,
+            kernel.end,
+            initrd_at,
+            dtb_at.start
         );
-        self.copy_to_guest(p, plan.kernel.start, kernel)?;
-        if let (Some(bytes), Some(range)) = (initrd, plan.initrd.as_ref()) {
-            self.copy_to_guest(p, range.start, bytes)?;
+        let host_pa = |ipa: u64| self.config.ram_pa + (ipa - ram.base);
+        if let (Some(bytes), Some(range)) = (initrd, initrd_at.as_ref()) {
+            // Not cleaned: Linux reads its initrd with the MMU and caches on.
+            let copy = |dst: &mut [u8]| p.copy_ram(dst, bytes);
+            let mut copy = copy;
+            if !p.with_guest_ram(host_pa(range.start), range.end - range.start, &mut copy) {
+                return Err(VmError::RamWindow);
+            }
         }
-        self.copy_to_guest(p, plan.dtb.start, &dtb)?;
+        // `write_ram` cleans to PoC: a guest may read its DTB with the MMU off.
+        p.write_ram(host_pa(dtb_at.start), &dtb);
         let boot = BootInfo {
-            entry: plan.entry,
-            dtb_ipa: plan.dtb.start,
+            entry: kernel.entry,
+            dtb_ipa: dtb_at.start,
         };
         *self.boot.lock() = boot;
         Ok(boot)
@@ -507,4 +531,120 @@ fn doorbell_nodes(list: &[Doorbell]) -> Vec<DoorbellNode<'_>> {
             spi: d.spi,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod load_tests {
+    //! `Vm::load` against the recording fake platform: what lands in guest RAM, and what is
+    //! cleaned to PoC (the kernel and the DTB, which a guest may read with its MMU off; not the
+    //! initrd, which Linux reads with its caches on).
+    use super::*;
+    use crate::hyp::console_mux::DEFAULT_ESCAPE;
+    use crate::hyp::platform::fake::FakePlatform;
+    use crate::mm::stage2::stage2_geometry;
+    use alloc::boxed::Box;
+    use alloc::string::ToString;
+    use alloc::vec;
+
+    const RAM_PA: u64 = 0x8_0000_0000;
+    const RAM_SIZE: u64 = 64 << 20;
+    /// Host PAs of the images, right above the VM's RAM.
+    const KERNEL_PA: u64 = RAM_PA + RAM_SIZE;
+    const INITRD_PA: u64 = KERNEL_PA + (4 << 20);
+
+    /// A VM whose kernel module holds `kernel` and whose initrd module holds `initrd`.
+    fn vm_and_platform(kernel: &[u8], initrd: &[u8]) -> (Vm, FakePlatform) {
+        let p = FakePlatform::default();
+        let mut host = vec![0u8; (RAM_SIZE + (8 << 20)) as usize];
+        let at = |pa: u64| (pa - RAM_PA) as usize;
+        host[at(KERNEL_PA)..at(KERNEL_PA) + kernel.len()].copy_from_slice(kernel);
+        host[at(INITRD_PA)..at(INITRD_PA) + initrd.len()].copy_from_slice(initrd);
+        *p.ram.borrow_mut() = (RAM_PA, host);
+        let config = VmConfig {
+            name: String::from("domU1"),
+            vcpu_count: 1,
+            pcpus: vec![0],
+            ram_size: RAM_SIZE,
+            gic: GicVersion::V3,
+            ram_pa: RAM_PA,
+            kernel: PhysRange {
+                base: KERNEL_PA,
+                size: kernel.len() as u64,
+            },
+            format: GuestFormat::Detect,
+            initrd: Some(PhysRange {
+                base: INITRD_PA,
+                size: initrd.len() as u64,
+            }),
+            bootargs: String::from("console=ttyAMA0"),
+            gicv_pa: None,
+            clock: crate::devices::wall_clock::WallClock::new(0, 0, 62_500_000),
+            vmid_bits: 8,
+            shared: Vec::new(),
+            doorbells_out: Vec::new(),
+            doorbells_in: Vec::new(),
+            lifecycle: Lifecycle::default(),
+            counter_hz: 62_500_000,
+        };
+        let geometry = stage2_geometry(4, 40).unwrap();
+        let stage2 = Stage2Map::new_linear(&geometry, 0);
+        let names = vec![String::from("domU1")];
+        let console = Box::leak(Box::new(Console::new(names, DEFAULT_ESCAPE, 1000)));
+        let vm = Vm::new(0, console, config, geometry.vtcr_el2(false), stage2).unwrap();
+        (vm, p)
+    }
+
+    /// An arm64 Image of `len` bytes (text_offset 0, image_size 2 MiB) with varied contents.
+    fn image(len: usize) -> Vec<u8> {
+        let mut bytes: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+        bytes[0x08..0x10].copy_from_slice(&0u64.to_le_bytes());
+        bytes[0x10..0x18].copy_from_slice(&(2u64 << 20).to_le_bytes());
+        bytes[0x18..0x20].copy_from_slice(&0b1010u64.to_le_bytes());
+        bytes[0x38..0x3c].copy_from_slice(b"ARM\x64");
+        bytes
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut out = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3];
+        out.extend(miniz_oxide::deflate::compress_to_vec(data, 6));
+        out.extend_from_slice(&[0; 4]);
+        out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        out
+    }
+
+    #[test]
+    fn vm_load_inflates_a_gzip_image_and_cleans_only_kernel_and_dtb() {
+        let kernel = image(100_000);
+        let initrd = vec![0x5a; 5000];
+        let (vm, p) = vm_and_platform(&gzip(&kernel), &initrd);
+        let boot = vm.load(&p).unwrap();
+        assert_eq!(boot.entry, GUEST_RAM_BASE);
+        let ram = p.ram.borrow();
+        assert_eq!(&ram.1[..kernel.len()], &kernel[..]);
+        // RAM 64 MiB: the initrd goes at RAM base + 32 MiB, the DTB at the next 2 MiB.
+        let initrd_off = 32 << 20;
+        assert_eq!(&ram.1[initrd_off..initrd_off + initrd.len()], &initrd[..]);
+        assert_eq!(boot.dtb_ipa, GUEST_RAM_BASE + (34 << 20));
+        let dtb_pa = RAM_PA + (34 << 20);
+        assert_eq!(&ram.1[34 << 20..(34 << 20) + 4], &[0xd0, 0x0d, 0xfe, 0xed]);
+        let cleaned = p.cleaned.borrow();
+        assert_eq!(cleaned[0], (RAM_PA, kernel.len() as u64));
+        assert_eq!(
+            cleaned.len(),
+            1,
+            "only the kernel via clean_ram_to_poc: {cleaned:x?}"
+        );
+        // The DTB went through write_ram (copy + clean), the initrd through neither.
+        assert!(!cleaned.iter().any(|&(pa, _)| pa == dtb_pa));
+    }
+
+    #[test]
+    fn vm_load_refuses_garbage_in_one_line() {
+        let (vm, p) = vm_and_platform(b"\x00\x01\x02\x03 not a kernel", b"x");
+        let err = vm.load(&p).unwrap_err().to_string();
+        assert_eq!(
+            err.split(" (not an").next().unwrap(),
+            "kernel is not a bootable image: saw unknown header 00 01 02 03 20 6e 6f 74 in 17 bytes"
+        );
+    }
 }

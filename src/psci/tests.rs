@@ -303,11 +303,11 @@ fn psci_system_off_stops_the_vm_and_a_racing_second_event_only_stops_its_caller(
     let outcome = call(&vm, PSCI_SYSTEM_OFF, [GARBAGE; 3]);
     assert_eq!(outcome.action, PsciAction::SystemOff);
     assert_eq!(outcome.x0_i32(), SUCCESS);
-    assert_eq!(vm.vm_state(), VmState::Off);
+    assert_eq!(vm.vm_state(), VmState::Stopping);
     assert!(!vm.may_run(0) && !vm.may_run(1));
     let second = handle(PSCI_SYSTEM_RESET, [0; 3], 1, &vm, RAM);
     assert_eq!(second.action, PsciAction::CpuOff);
-    assert_eq!(vm.vm_state(), VmState::Off);
+    assert_eq!(vm.vm_state(), VmState::Stopping);
 }
 
 #[test]
@@ -323,7 +323,7 @@ fn psci_system_reset_and_reset2_warm_reset_the_vm() {
         let outcome = call(&vm, fid, [reset_type, 0x1234, 0]);
         assert_eq!(outcome.action, PsciAction::SystemReset, "{fid:#x}");
         assert_eq!(outcome.x0_i32(), SUCCESS);
-        assert_eq!(vm.vm_state(), VmState::Resetting);
+        assert_eq!(vm.vm_state(), VmState::Stopping);
         assert!(!vm.may_run(0));
     }
 }

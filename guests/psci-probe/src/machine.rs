@@ -35,6 +35,8 @@ pub const CHAOS_ONLY_MAX: usize = 16;
 /// Bootarg `probe.touch_ipa=ADDR`: one load from an IPA that must abort (another VM's RAM,
 /// a region not shared with this VM).
 const TOUCH_IPA_ARG: &str = "probe.touch_ipa=";
+/// Crash on purpose, one of the ways of crash.rs.
+const CRASH_ARG: &str = "probe.crash=";
 /// Seed used when `probe.seed=` is absent.
 const DEFAULT_SEED: u64 = 0x5EED_C4A0_5000_0001;
 /// PL011 base on QEMU virt, used when the DTB names none.
@@ -113,6 +115,10 @@ pub struct Machine {
     pub pingpong: Option<pingpong::Config<'static>>,
     /// `probe.touch_ipa=ADDR`.
     pub touch_ipa: Option<u64>,
+    /// `probe.crash=runaway|pvpanic` (crash.rs).
+    pub crash: Option<&'static str>,
+    /// The pvpanic register (`qemu,pvpanic-mmio`), if the DTB has one.
+    pub pvpanic: Option<u64>,
 }
 
 impl Machine {
@@ -139,6 +145,8 @@ impl Machine {
             peers: Peers::default(),
             pingpong: None,
             touch_ipa: None,
+            crash: None,
+            pvpanic: None,
         };
         // The DTB must be in RAM and 8-byte aligned (arm64 boot protocol).
         if dtb_addr < RAM_BASE || !dtb_addr.is_multiple_of(8) {
@@ -177,7 +185,12 @@ impl Machine {
             machine.chaos = parse_chaos(args);
             machine.pingpong = pingpong::Config::from_bootargs(args);
             machine.touch_ipa = bootarg_number(args, TOUCH_IPA_ARG);
+            machine.crash = psci_probe::bootargs::value(args, CRASH_ARG);
         }
+        machine.pvpanic = fdt
+            .find_compatible(&["qemu,pvpanic-mmio"])
+            .and_then(|n| n.reg()?.next())
+            .map(|r| r.starting_address as u64);
         if let Some(chosen) = fdt.find_node("/chosen") {
             let prop = |name| chosen.property(name).and_then(|p| p.as_usize());
             if let (Some(start), Some(end)) = (prop("linux,initrd-start"), prop("linux,initrd-end"))

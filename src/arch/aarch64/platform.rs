@@ -197,6 +197,25 @@ impl Platform for ArchPlatform {
         stage2_hw::clean_inval_to_poc(va, size);
     }
 
+    fn with_guest_ram(&self, pa: u64, size: u64, f: &mut dyn FnMut(&mut [u8])) -> bool {
+        if !covers(&WINDOWS.lock().writable, pa, size) {
+            log::error!("refused to write {pa:#x}+{size:#x}: not guest RAM");
+            return false;
+        }
+        // SAFETY: a registered guest RAM range, mapped in the linear window at boot and owned
+        // by Bulkhead; images are written only while no vCPU of the VM runs (creation, reset),
+        // so nothing else accesses it while the slice lives (this call).
+        let ram = unsafe {
+            core::slice::from_raw_parts_mut(phys_to_linear(pa) as *mut u8, size as usize)
+        };
+        f(ram);
+        true
+    }
+
+    fn copy_ram(&self, dst: &mut [u8], src: &[u8]) {
+        crate::arch::copy::copy_wide(dst, src);
+    }
+
     fn console_write(&self, bytes: &[u8]) {
         console::write_bytes(bytes);
     }

@@ -67,10 +67,40 @@ impl crate::vmid::VmidTlb for BroadcastTlb {
 /// its MMU off (non-cacheable) sees what the hypervisor wrote through its cacheable mapping,
 /// and later evictions cannot overwrite what the guest writes non-cacheably.
 pub fn clean_inval_to_poc(va: u64, len: u64) {
-    let line = 64u64;
-    let mut addr = va & !(line - 1);
-    while addr < va + len {
-        // SAFETY: DC CIVAC on a mapped VA (the linear window) writes back and drops the line.
+    let ctr: u64;
+    // SAFETY: reading CTR_EL0 has no side effects.
+    unsafe { core::arch::asm!("mrs {}, ctr_el0", out(reg) ctr, options(nomem, nostack)) };
+    // DminLine (bits 19:16): log2 of the smallest data cache line, in 4-byte words.
+    let line = 4u64 << ((ctr >> 16) & 0xf);
+    let start = va & !(line - 1);
+    let lines = (va + len).saturating_sub(start).div_ceil(line);
+    let (groups, rest) = (lines / 4, lines % 4);
+    let mut addr = start;
+    if groups > 0 {
+        // SAFETY: DC CIVAC on mapped VAs (the linear window) writes back and drops the lines;
+        // four per iteration, since a 32 MiB kernel has half a million lines.
+        unsafe {
+            core::arch::asm!(
+                "1:",
+                "dc civac, {a}",
+                "add {a}, {a}, {line}",
+                "dc civac, {a}",
+                "add {a}, {a}, {line}",
+                "dc civac, {a}",
+                "add {a}, {a}, {line}",
+                "dc civac, {a}",
+                "add {a}, {a}, {line}",
+                "subs {n}, {n}, #1",
+                "b.ne 1b",
+                a = inout(reg) addr,
+                line = in(reg) line,
+                n = inout(reg) groups => _,
+                options(nostack),
+            )
+        };
+    }
+    for _ in 0..rest {
+        // SAFETY: as above.
         unsafe {
             core::arch::asm!("dc civac, {}", in(reg) addr, options(nostack, preserves_flags))
         };

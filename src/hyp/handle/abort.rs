@@ -6,8 +6,9 @@
 
 use core::sync::atomic::Ordering;
 
-use super::ExitAction;
+use super::{CrashCause, ExitAction};
 use crate::devices::mmio::MmioAccess;
+use crate::devices::pvpanic::{self, PvpanicEvent};
 use crate::guest_warn;
 use crate::hyp::console_bridge as console;
 use crate::hyp::exit::{Abort, FaultKind};
@@ -212,6 +213,22 @@ fn emulate(
         (EmulatedDevice::GicRedistributors, false) => {
             Some(vm.vgic().redist_read(offset, access.size).map_err(drop)?)
         }
+        (EmulatedDevice::Pvpanic, true) => match pvpanic::write(offset, value) {
+            PvpanicEvent::Panicked => {
+                vcpu.skip_instruction(il32);
+                return Ok(ExitAction::Crash(CrashCause::GuestPanic));
+            }
+            PvpanicEvent::CrashLoaded => {
+                guest_warn!(
+                    "{} vcpu {}: pvpanic: the guest crashed and runs its crash kernel",
+                    vm.config.name,
+                    vcpu.index
+                );
+                None
+            }
+            PvpanicEvent::None => None,
+        },
+        (EmulatedDevice::Pvpanic, false) => Some(pvpanic::read(offset)),
     };
     if let Some(value) = read {
         vcpu.set_reg(access.reg, access.read_result(value));

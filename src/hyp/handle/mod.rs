@@ -17,6 +17,7 @@ mod tests;
 use super::exit::{ExitClass, GuestExit};
 use super::inject::Exception;
 use super::platform::Platform;
+use super::runaway::Runaway;
 use super::vcpu::Vcpu;
 use super::vm::{ExitStats, Vm};
 use crate::guest_warn;
@@ -36,6 +37,17 @@ pub enum ExitAction {
     SystemOff,
     /// PSCI SYSTEM_RESET(2): stop every vCPU and restart the VM.
     SystemReset,
+    /// The guest crashed: stop every vCPU and apply the VM's `on_crash` policy.
+    Crash(CrashCause),
+}
+
+/// How Bulkhead learnt that a guest crashed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashCause {
+    /// It said so through its pvpanic device (`devices::pvpanic`).
+    GuestPanic,
+    /// A vCPU loops on a fault at its own exception vector (`hyp::runaway`).
+    Runaway(Runaway),
 }
 
 /// Handles one synchronous guest exit.

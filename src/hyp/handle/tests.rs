@@ -80,6 +80,7 @@ fn vm_with(gic: GicVersion, vcpus: usize) -> Vm {
         gic,
         ram_pa: RAM_PA,
         kernel: PhysRange { base: 0, size: 0 },
+        format: Default::default(),
         initrd: None,
         bootargs: String::new(),
         gicv_pa: None,
@@ -88,6 +89,8 @@ fn vm_with(gic: GicVersion, vcpus: usize) -> Vm {
         shared: alloc::vec::Vec::new(),
         doorbells_out: alloc::vec::Vec::new(),
         doorbells_in: alloc::vec::Vec::new(),
+        lifecycle: crate::config::Lifecycle::default(),
+        counter_hz: 62_500_000,
     };
     let geometry = stage2_geometry(4, 40).unwrap();
     let stage2 = Stage2Map::new_linear(&geometry, 0);
@@ -735,6 +738,7 @@ fn doorbell_pair() -> &'static [Vm] {
             gic: GicVersion::V3,
             ram_pa: RAM_PA + id as u64 * RAM_SIZE,
             kernel: PhysRange { base: 0, size: 0 },
+            format: Default::default(),
             initrd: None,
             bootargs: String::new(),
             gicv_pa: None,
@@ -748,6 +752,8 @@ fn doorbell_pair() -> &'static [Vm] {
             }],
             doorbells_out: out,
             doorbells_in: Vec::new(),
+            lifecycle: crate::config::Lifecycle::default(),
+            counter_hz: 62_500_000,
         };
         let geometry = stage2_geometry(4, 40).unwrap();
         let stage2 = Stage2Map::new_linear(&geometry, 0);
@@ -849,4 +855,44 @@ fn exit_shared_region_maps_the_same_host_pages_in_both_vms() {
             ..
         })
     ));
+}
+
+// ---- pvpanic ----------------------------------------------------------------------------
+
+/// STRB w1 / LDRB w2, translation fault level 3, with syndrome.
+const ESR_STRB_W1_L3: u64 = 0x9301_0047;
+const ESR_LDRB_W2_L3: u64 = 0x9302_0007;
+
+#[test]
+fn exit_pvpanic_read_offers_panicked_and_crash_loaded() {
+    use crate::guest_layout::PVPANIC_BASE;
+    let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(0, 0x4008_0000));
+    v.regs.x[2] = 0xdead;
+    assert_eq!(
+        run(&vm, &mut v, &p, ESR_LDRB_W2_L3, PVPANIC_BASE),
+        ExitAction::Resume
+    );
+    assert_eq!(v.regs.x[2], 3);
+    assert_eq!(v.regs.pc, 0x4008_0004);
+}
+
+#[test]
+fn exit_pvpanic_panicked_write_is_a_crash_after_the_store() {
+    use crate::guest_layout::PVPANIC_BASE;
+    use crate::hyp::handle::CrashCause;
+    let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(1, 0x4008_0000));
+    v.regs.x[1] = 1;
+    assert_eq!(
+        run(&vm, &mut v, &p, ESR_STRB_W1_L3, PVPANIC_BASE),
+        ExitAction::Crash(CrashCause::GuestPanic)
+    );
+    assert_eq!(v.regs.pc, 0x4008_0004, "the store completed");
+    // A crash kernel taking over, nothing, or a byte past the register: the guest goes on.
+    for (value, ipa) in [(2, PVPANIC_BASE), (0, PVPANIC_BASE), (1, PVPANIC_BASE + 1)] {
+        v.regs.x[1] = value;
+        assert_eq!(
+            run(&vm, &mut v, &p, ESR_STRB_W1_L3, ipa),
+            ExitAction::Resume
+        );
+    }
 }
