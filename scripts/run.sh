@@ -195,7 +195,11 @@ qemu=(qemu-system-aarch64 -no-reboot)
 # PL011, is not used).
 serial=()
 [ "$board" = rpi4 ] && serial=(-serial null)
-if [ -t 0 ]; then
+# On a terminal QEMU's mux owns Ctrl-A: `Ctrl-A x` quits, `Ctrl-A b` sends a serial break (it
+# reaches the guest in focus: SysRq), `Ctrl-A a` sends one Ctrl-A (Bulkhead's console escape:
+# type it two or three times for its commands). Piped input gets a plain serial port, unless
+# BULKHEAD_QEMU_MUX=1 asks for the mux there too (the tests that send breaks).
+if [ -t 0 ] || [ "${BULKHEAD_QEMU_MUX:-0}" = 1 ]; then
     # interactive: serial + monitor on the terminal (Ctrl-A x quits)
     qemu+=(-display none "${serial[@]}" -serial mon:stdio)
 else

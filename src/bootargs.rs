@@ -36,6 +36,9 @@ pub struct Settings {
     /// `-semihosting-config enable=on`, which `run.sh` passes), so a run where no VM can start
     /// may end QEMU with a failure status.
     pub semihosting: bool,
+    /// `bulkhead.rtc=`: the guests' clock starts at these Unix seconds (default: the host's
+    /// RTC, else the build time; `devices::wall_clock`).
+    pub rtc: Option<u64>,
 }
 
 /// Ctrl-A, Xen's default console switch character.
@@ -58,6 +61,7 @@ impl Default for Settings {
             hotplug_test: None,
             guest_format: GuestFormat::Detect,
             semihosting: false,
+            rtc: None,
         }
     }
 }
@@ -204,6 +208,15 @@ const KEYS: &[Key] = &[
                 true
             }
             None => false,
+        },
+    },
+    Key {
+        name: "bulkhead.rtc",
+        accepts: "Unix seconds from 0 to 4294967295 (the PL031's 32-bit counter)",
+        otherwise: "the host's RTC, else the build time",
+        apply: |s, v| {
+            s.rtc = decimal(v).filter(|&secs| secs <= u64::from(u32::MAX));
+            s.rtc.is_some()
         },
     },
     Key {
@@ -379,6 +392,9 @@ impl fmt::Display for InForce<'_> {
         }
         if s.guest_format == GuestFormat::Raw {
             write!(f, " guest_format=raw")?;
+        }
+        if let Some(secs) = s.rtc {
+            write!(f, " rtc={secs}")?;
         }
         Ok(())
     }

@@ -680,6 +680,11 @@ pub fn pm_watchdog(fdt: &Fdt<'_>) -> Option<PhysRange> {
     with_compatible_path(fdt, &compat, |path| reg(fdt, path, 0)).flatten()
 }
 
+/// The host's PL031 RTC (`arm,pl031`), if the machine has one enabled.
+pub fn host_rtc(fdt: &Fdt<'_>) -> Option<PhysRange> {
+    with_compatible_path(fdt, &["arm,pl031"], |path| reg(fdt, path, 0)).flatten()
+}
+
 /// `/chosen/bootargs`, empty if absent.
 pub fn bootargs<'a>(fdt: &Fdt<'a>) -> &'a str {
     fdt.find_node("/chosen")
@@ -761,6 +766,13 @@ mod tests {
         assert_eq!(uart.kind, UartKind::Pl011);
         assert_eq!(uart.regs.base, 0x0900_0000);
         assert_eq!(console_uart_intid(&fdt), Some(33));
+        assert_eq!(
+            host_rtc(&fdt),
+            Some(PhysRange {
+                base: 0x0901_0000,
+                size: 0x1000
+            })
+        );
         assert_eq!(initrd(&fdt), None);
         let mem: Vec<_> = memory_regions(&fdt).collect();
         assert_eq!(
@@ -814,6 +826,8 @@ mod tests {
     fn rpi4_translates_soc_ranges() {
         let blob = load("bcm2711-rpi-4-b.dtb");
         let fdt = parse(&blob).unwrap();
+        // The Pi has no RTC: guests' clocks start from a bootarg or the build time.
+        assert_eq!(host_rtc(&fdt), None);
         match gic(&fdt).unwrap() {
             GicInfo::V2 {
                 gicd, gicc, gich, ..

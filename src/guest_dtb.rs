@@ -3,15 +3,16 @@
 //! It describes the `virt`-like machine of [`crate::guest_layout`] the way QEMU `virt` does
 //! (`hw/arm/virt.c`), because that is the machine Linux is known to boot on: memory, vCPUs with
 //! PSCI over HVC, the GIC (v2 or v3), the architected timer, a PL011 with its 24 MHz `apb-pclk`
-//! clock (Linux's amba-pl011 driver refuses to probe without clocks), `/chosen` and `/aliases`,
-//! and a pvpanic device (`qemu,pvpanic-mmio`) through which a guest reports its own crash.
+//! clock (Linux's amba-pl011 driver refuses to probe without clocks), a PL031 RTC (the AMBA bus
+//! wants its `apb_pclk` too), `/chosen` and `/aliases`, and a pvpanic device
+//! (`qemu,pvpanic-mmio`) through which a guest reports its own crash.
 //! Nothing for MSI (no ITS, no v2m) and no virtio: Bulkhead's guests don't have them.
 
 use crate::guest_layout::{
     GICC_BASE, GICC_SIZE, GICD_BASE, GICD_SIZE_V2, GICD_SIZE_V3, GICR_BASE, GICR_STRIDE,
     GUEST_RAM_BASE, GicVersion, MAX_VCPUS, PL011_BASE, PL011_CLOCK_HZ, PL011_SIZE, PL011_SPI,
-    PVPANIC_BASE, TIMER_PPI_HYP, TIMER_PPI_NONSECURE_PHYS, TIMER_PPI_SECURE_PHYS, TIMER_PPI_VIRT,
-    vcpu_mpidr,
+    PL031_BASE, PL031_SIZE, PL031_SPI, PVPANIC_BASE, TIMER_PPI_HYP, TIMER_PPI_NONSECURE_PHYS,
+    TIMER_PPI_SECURE_PHYS, TIMER_PPI_VIRT, vcpu_mpidr,
 };
 use crate::loader::GUEST_DTB_MAX_SIZE;
 use alloc::format;
@@ -140,6 +141,7 @@ pub fn build_guest_dtb(config: &GuestDtbConfig<'_>) -> Result<Vec<u8>> {
     write_gic(&mut fdt, config.gic, config.vcpu_count)?;
     write_timer(&mut fdt, config.gic, config.vcpu_count)?;
     write_uart(&mut fdt)?;
+    write_rtc(&mut fdt)?;
     write_pvpanic(&mut fdt)?;
     write_shared_memory(&mut fdt, config.shared)?;
     write_doorbells(&mut fdt, config.doorbells_out, config.doorbells_in)?;
@@ -358,6 +360,24 @@ fn write_uart(fdt: &mut FdtWriter) -> Result<()> {
     Ok(())
 }
 
+/// The PL031 RTC, as QEMU `virt` writes it (`create_rtc` in hw/arm/virt.c).
+fn write_rtc(fdt: &mut FdtWriter) -> Result<()> {
+    let rtc = fdt.begin_node(&format!("pl031@{PL031_BASE:x}"))?;
+    fdt.property_string_list(
+        "compatible",
+        vec![String::from("arm,pl031"), String::from("arm,primecell")],
+    )?;
+    fdt.property_array_u64("reg", &[PL031_BASE, PL031_SIZE])?;
+    fdt.property_array_u32(
+        "interrupts",
+        &[GIC_FDT_IRQ_TYPE_SPI, PL031_SPI, IRQ_TYPE_LEVEL_HIGH],
+    )?;
+    fdt.property_u32("clocks", CLOCK_PHANDLE)?;
+    fdt.property_string("clock-names", "apb_pclk")?;
+    fdt.end_node(rtc)?;
+    Ok(())
+}
+
 /// The pvpanic device as Linux's `pvpanic-mmio` driver matches it; `reg` is the size of QEMU's
 /// pvpanic port range.
 fn write_pvpanic(fdt: &mut FdtWriter) -> Result<()> {
@@ -547,6 +567,31 @@ mod tests {
         );
         let cells = u32_cells(timer.property("interrupts").unwrap().value);
         assert_eq!(cells, [1, 13, 4, 1, 14, 4, 1, 11, 4, 1, 10, 4]);
+    }
+
+    #[test]
+    fn pl031_is_described_as_qemu_virt_does() {
+        let blob = build_guest_dtb(&config(GicVersion::V3, 1)).unwrap();
+        let fdt = Fdt::new(&blob).unwrap();
+        let rtc = fdt.find_node("/pl031@9010000").unwrap();
+        assert_eq!(
+            rtc.compatible().unwrap().all().collect::<Vec<_>>(),
+            ["arm,pl031", "arm,primecell"]
+        );
+        let reg = rtc.reg().unwrap().next().unwrap();
+        assert_eq!(
+            (reg.starting_address as u64, reg.size),
+            (0x0901_0000, Some(0x1000))
+        );
+        assert_eq!(
+            u32_cells(rtc.property("interrupts").unwrap().value),
+            [0, 2, 4]
+        );
+        assert_eq!(u32_cells(rtc.property("clocks").unwrap().value), [2]);
+        assert_eq!(
+            strings(rtc.property("clock-names").unwrap().value),
+            ["apb_pclk"]
+        );
     }
 
     #[test]

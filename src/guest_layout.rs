@@ -1,6 +1,7 @@
 //! The guest's view of the machine: a QEMU `virt`-like layout, whatever the physical board.
 //!
-//! Every guest sees RAM at IPA 0x4000_0000, a PL011 at 0x0900_0000 and a GIC at `virt`'s
+//! Every guest sees RAM at IPA 0x4000_0000, a PL011 at 0x0900_0000, a PL031 RTC at
+//! 0x0901_0000 and a GIC at `virt`'s
 //! addresses. The loader, the guest DTB writer, the stage-2 fault handler and the emulated
 //! devices all take their addresses from here so they cannot drift apart.
 
@@ -18,6 +19,14 @@ pub const PL011_INTID: u32 = 32 + PL011_SPI;
 /// The PL011 reference clock QEMU `virt` advertises (`apb-pclk`, 24 MHz).
 pub const PL011_CLOCK_HZ: u32 = 24_000_000;
 
+/// The emulated PL031 RTC (QEMU `virt`'s `pl031@9010000`).
+pub const PL031_BASE: u64 = 0x0901_0000;
+/// Size of the PL031 register window.
+pub const PL031_SIZE: u64 = 0x1000;
+/// The PL031's interrupt as an SPI number (QEMU `virt`'s) ...
+pub const PL031_SPI: u32 = 2;
+/// ... and as a GIC INTID.
+pub const PL031_INTID: u32 = 32 + PL031_SPI;
 /// The pvpanic device (`qemu,pvpanic-mmio`, `devices::pvpanic`): a free slot in `virt`'s
 /// map (QEMU's `virt` has no MMIO pvpanic), one 4 KiB page.
 pub const PVPANIC_BASE: u64 = 0x0906_0000;
@@ -72,7 +81,8 @@ pub use crate::vcpu::{vcpu_index_from_mpidr, vcpu_mpidr};
 const _: () = assert!(GICD_BASE + GICD_SIZE_V3 <= GICC_BASE);
 const _: () = assert!(GICC_BASE + GICC_SIZE <= GICR_BASE);
 const _: () = assert!(gicr_base(MAX_VCPUS) <= PL011_BASE);
-const _: () = assert!(PL011_BASE + PL011_SIZE <= PVPANIC_BASE);
+const _: () = assert!(PL011_BASE + PL011_SIZE <= PL031_BASE);
+const _: () = assert!(PL031_BASE + PL031_SIZE <= PVPANIC_BASE);
 const _: () = assert!(PVPANIC_BASE + PVPANIC_SIZE <= GUEST_RAM_BASE);
 const _: () = assert!(VTIMER_INTID == 27 && PL011_INTID == 33);
 

@@ -10,6 +10,14 @@ use super::pl011::Pl011;
 use crate::drivers::mini_uart::MiniUart;
 use crate::dtb::{ConsoleUart, UartKind};
 
+/// What the console UART received.
+pub enum Received {
+    /// A character.
+    Byte(u8),
+    /// A break condition (only the PL011 reports them).
+    Break,
+}
+
 /// The console's UART, whichever kind the DTB names.
 enum Uart {
     Pl011(Pl011),
@@ -28,10 +36,13 @@ impl Uart {
         }
     }
 
-    fn getc(&self) -> Option<u8> {
+    fn getc(&self) -> Option<Received> {
         match self {
             Self::Pl011(u) => u.getc(),
-            Self::Mini(u) => u.getc(),
+            // The mini UART cannot tell a break from a 0 byte: it has no break status or
+            // interrupt (BCM2835 ARM Peripherals, 2.2.2: no break detection, "break" only as
+            // a transmit control), so a break on the Pi's serial console never reaches a guest.
+            Self::Mini(u) => u.getc().map(Received::Byte),
         }
     }
 
@@ -136,7 +147,7 @@ pub fn flush() {
     }
 }
 
-pub fn getc() -> Option<u8> {
+pub fn getc() -> Option<Received> {
     CONSOLE.lock().as_ref().and_then(|u| u.getc())
 }
 

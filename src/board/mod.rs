@@ -6,6 +6,7 @@ pub mod gic;
 pub mod mini_uart;
 pub mod pl011;
 pub mod power;
+pub mod rtc;
 
 use crate::dtb::{self, PsciConduit};
 use fdt::Fdt;

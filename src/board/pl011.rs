@@ -1,9 +1,13 @@
-//! Driver for the physical PL011 UART (the hypervisor's console).
+//! Driver for the physical PL011 UART (the hypervisor's console). A break on its line (TRM
+//! 2.4.3) arrives as a 0 character flagged DR.BE, with the break interrupt: reported as
+//! [`Received::Break`].
 
 use tock_registers::interfaces::{Readable, Writeable};
 use tock_registers::register_bitfields;
 use tock_registers::register_structs;
 use tock_registers::registers::{ReadOnly, ReadWrite, WriteOnly};
+
+use super::console::Received;
 
 register_bitfields! [u32,
     FR [
@@ -19,12 +23,20 @@ register_bitfields! [u32,
     IMSC [
         RXIM OFFSET(4) NUMBITS(1) [],
         RTIM OFFSET(6) NUMBITS(1) [],
+        BEIM OFFSET(9) NUMBITS(1) [],
+    ],
+    DR [
+        DATA OFFSET(0) NUMBITS(8) [],
+        BE OFFSET(10) NUMBITS(1) [],
+    ],
+    ICR [
+        BEIC OFFSET(9) NUMBITS(1) [],
     ],
 ];
 
 register_structs! {
     pub Pl011Regs {
-        (0x000 => dr: ReadWrite<u32>),
+        (0x000 => dr: ReadWrite<u32, DR::Register>),
         (0x004 => _reserved0),
         (0x018 => fr: ReadOnly<u32, FR::Register>),
         (0x01c => _reserved1),
@@ -32,7 +44,7 @@ register_structs! {
         (0x034 => _reserved2),
         (0x038 => imsc: ReadWrite<u32, IMSC::Register>),
         (0x03c => _reserved3),
-        (0x044 => icr: WriteOnly<u32>),
+        (0x044 => icr: WriteOnly<u32, ICR::Register>),
         (0x048 => @END),
     }
 }
@@ -65,12 +77,17 @@ impl Pl011 {
         self.regs.dr.set(u32::from(byte));
     }
 
-    pub fn getc(&self) -> Option<u8> {
+    pub fn getc(&self) -> Option<Received> {
         if self.regs.fr.is_set(FR::RXFE) {
-            None
-        } else {
-            Some(self.regs.dr.get() as u8)
+            return None;
         }
+        let dr = self.regs.dr.extract();
+        if dr.is_set(DR::BE) {
+            // The break interrupt stays raised until cleared (QEMU does not raise it).
+            self.regs.icr.write(ICR::BEIC::SET);
+            return Some(Received::Break);
+        }
+        Some(Received::Byte(dr.read(DR::DATA) as u8))
     }
 
     /// Enables receive interrupts (for guest console input).
@@ -78,7 +95,9 @@ impl Pl011 {
     /// could drop one that just fired (QEMU raises RX once, when the FIFO reaches its trigger).
     pub fn enable_rx_irq(&self) {
         self.regs.icr.set(0x780);
-        self.regs.imsc.write(IMSC::RXIM::SET + IMSC::RTIM::SET);
+        self.regs
+            .imsc
+            .write(IMSC::RXIM::SET + IMSC::RTIM::SET + IMSC::BEIM::SET);
     }
 
     /// Whether received bytes are waiting.

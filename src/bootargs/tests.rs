@@ -23,7 +23,8 @@ fn every_key_is_read() {
     let s = Settings::parse(
         "console=ttyAMA0 loglevel=debug bulkhead.vmid_bits=3 bulkhead.console_escape=^b \
          bulkhead.console_idle_ms=5000 bulkhead.guest_mem=1G bulkhead.guest_smp=2 \
-         bulkhead.hotplug_test=10 bulkhead.guest_format=raw bulkhead.semihosting=1",
+         bulkhead.hotplug_test=10 bulkhead.guest_format=raw bulkhead.semihosting=1 \
+         bulkhead.rtc=1893456000",
     );
     assert_eq!(
         s,
@@ -37,12 +38,13 @@ fn every_key_is_read() {
             hotplug_test: Some(10),
             guest_format: GuestFormat::Raw,
             semihosting: true,
+            rtc: Some(1_893_456_000),
         }
     );
     assert_eq!(
         s.in_force(8).to_string(),
         "settings: loglevel=debug vmid_bits=3 console_escape=^B console_idle_ms=5000 \
-         guest_mem=1024M guest_smp=2 hotplug_test=10 guest_format=raw"
+         guest_mem=1024M guest_smp=2 hotplug_test=10 guest_format=raw rtc=1893456000"
     );
 }
 

@@ -34,7 +34,7 @@
 //! `interrupts`: in a GIC tree `interrupts` is a three-cell specifier of an interrupt the node
 //! itself raises, which this is not. Doorbell SPIs are [`DOORBELL_SPI_MIN`] to
 //! [`DOORBELL_SPI_MAX`]: SPI 0 is kept free, SPI 1 is the guest PL011's
-//! ([`crate::guest_layout::PL011_SPI`]), and the guest GIC has 96 SPIs. Each (peer, SPI) pair
+//! ([`crate::guest_layout::PL011_SPI`]), SPI 2 its PL031's, and the guest GIC has 96 SPIs. Each (peer, SPI) pair
 //! has one ringer in the whole configuration, so the peer knows who rang. A doorbell whose peer
 //! does not start (refused or disabled) stays in the list, so the numbering does not shift,
 //! and rings nothing; a warning says so. (A peer refused by [`super::place`], or powered off,
@@ -56,8 +56,9 @@ use crate::guest_layout::{
 /// The longest `xen,shm-id`: Xen's `MAX_SHM_ID_LENGTH` is 16 bytes with the NUL.
 pub const MAX_SHM_ID_LEN: usize = 15;
 
-/// The lowest SPI a doorbell may raise (SPI 0 is kept free, SPI 1 is the guest PL011's).
-pub const DOORBELL_SPI_MIN: u32 = 2;
+/// The lowest SPI a doorbell may raise (SPI 0 is kept free, SPI 1 is the guest PL011's, SPI 2
+/// its PL031's).
+pub const DOORBELL_SPI_MIN: u32 = crate::guest_layout::PL031_SPI + 1;
 /// The highest SPI a doorbell may raise: the guest GIC has 96 SPIs.
 pub const DOORBELL_SPI_MAX: u32 = 95;
 
@@ -308,7 +309,8 @@ pub(super) fn doorbell_node(
             } else {
                 Err(format!(
                     "SPI {spi}; doorbells use SPIs {DOORBELL_SPI_MIN} to {DOORBELL_SPI_MAX} (SPI 0 \
-                     is kept free, SPI 1 is the guest's PL011, the guest GIC has 96 SPIs)"
+                     is kept free, SPI 1 is the guest's PL011, SPI 2 its PL031, the guest GIC \
+                     has 96 SPIs)"
                 ))
             }
         })

@@ -186,6 +186,18 @@ pub fn parse(fdt: &Fdt<'_>, bootargs: &str, cpu_count: usize) -> ParsedConfig {
             ));
             continue;
         }
+        // Console lines starting `bulkhead:` are the hypervisor's (`hyp::console_mux`); a VM
+        // of that name would print its lines under that prefix.
+        if node.name == "bulkhead" {
+            out.refused.push(ConfigError {
+                vm: node.name.to_string(),
+                property: String::from("name"),
+                reason: String::from(
+                    "reserved: console lines starting `bulkhead:` are the hypervisor's",
+                ),
+            });
+            continue;
+        }
         if names.contains(&node.name) {
             out.refused.push(ConfigError {
                 vm: node.name.to_string(),

@@ -961,6 +961,18 @@ fn refuses_bad_module_regs() {
 }
 
 #[test]
+fn refuses_a_vm_named_like_the_hypervisors_console_lines() {
+    let mut domains = three_domains();
+    domains[1].name = "bulkhead".into();
+    let cfg = parse_domains(domains);
+    assert_eq!(names(&cfg), ["domU1", "domU3"]);
+    assert_eq!(
+        cfg.refused[0].to_string(),
+        "bulkhead: name: reserved: console lines starting `bulkhead:` are the hypervisor's"
+    );
+}
+
+#[test]
 fn refuses_the_second_vm_of_a_name() {
     let mut domains = three_domains();
     domains[2].name = "domU1".into();
@@ -2045,13 +2057,13 @@ fn refuses_bad_doorbells() {
     b.remove("peer");
     refuses_only_domu2(with(b), "bell@0/peer", "missing");
     refuses_only_domu2(with(bell("bell@0", "", 5)), "bell@0/peer", "empty");
-    for spi in [0, 1, 96, u32::MAX] {
+    for spi in [0, 1, 2, 96, u32::MAX] {
         refuses_only_domu2(
             with(bell("bell@0", "domU1", spi)),
             "bell@0/bulkhead,spi",
             &format!(
-                "SPI {spi}; doorbells use SPIs 2 to 95 (SPI 0 is kept free, SPI 1 is the \
-                 guest's PL011"
+                "SPI {spi}; doorbells use SPIs 3 to 95 (SPI 0 is kept free, SPI 1 is the \
+                 guest's PL011, SPI 2 its PL031"
             ),
         );
     }

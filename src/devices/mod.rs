@@ -9,8 +9,10 @@ use core::fmt;
 
 pub mod mmio;
 pub mod pl011;
+pub mod pl031;
 pub mod ptimer;
 pub mod pvpanic;
+pub mod wall_clock;
 
 /// Why an emulated device refused an access; the exit handler injects an abort.
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]

@@ -8,6 +8,10 @@
 //! - Receive: the hypervisor pushes bytes it read from the physical UART into the RX FIFO
 //!   (16 entries; 1 with FIFOs disabled). RXIS is raised at the IFLS trigger level, RTIS (receive
 //!   timeout) as soon as any byte waits, since we have no bit clock to time out on.
+//! - A break received on the console is what the PL011 makes of a break on its line (TRM 2.4.3,
+//!   "Error bits"): a 0 character with DR.BE (bit 10) in the FIFO, RSR.BE when it is read, and
+//!   the break interrupt BEIS (RIS bit 9) latched until cleared through ICR. Linux's driver
+//!   takes it as a break (SysRq: a break, then the command key).
 //! - The interrupt line (`irq_level`) is RIS & IMSC, for the vGIC to drive SPI 1 (INTID 33).
 //! - Like QEMU, transmit does not wait for CR.UARTEN/TXE: early consoles write before anyone
 //!   enabled the UART. Unknown offsets read as zero and ignore writes.
@@ -53,6 +57,8 @@ pub const INT_RX: u32 = 1 << 4;
 pub const INT_TX: u32 = 1 << 5;
 /// Receive timeout interrupt.
 pub const INT_RT: u32 = 1 << 6;
+/// Break error interrupt.
+pub const INT_BE: u32 = 1 << 9;
 /// Overrun error interrupt.
 pub const INT_OE: u32 = 1 << 10;
 const INT_ALL: u32 = 0x7ff;
@@ -60,7 +66,9 @@ const INT_ALL: u32 = 0x7ff;
 const INT_LEVEL_BITS: u32 = INT_RX | INT_TX | INT_RT;
 
 // DR read-side error bits and RSR bits.
+const DR_BE: u16 = 1 << 10;
 const DR_OE: u32 = 1 << 11;
+const RSR_BE: u32 = 1 << 2;
 const RSR_OE: u32 = 1 << 3;
 
 /// Depth of the receive FIFO: 16, as the r1p4 revision in our PeriphID has (Linux derives its
@@ -70,12 +78,13 @@ const RX_FIFO_DEPTH: usize = 16;
 /// Emulated PL011 state.
 #[derive(Clone, Debug)]
 pub struct EmulatedPl011 {
-    rx_fifo: [u8; RX_FIFO_DEPTH],
+    /// Received characters with their error bits (DR[11:8]), as the PL011's 12-bit FIFO.
+    rx_fifo: [u16; RX_FIFO_DEPTH],
     rx_head: usize,
     rx_count: usize,
-    /// Receive status: sticky error bits (only overrun can happen here).
+    /// Receive status: sticky error bits (overrun, and break once a break was read).
     rsr: u32,
-    /// Latched interrupt events (overrun); level-derived bits are computed.
+    /// Latched interrupt events (overrun, break); level-derived bits are computed.
     latched: u32,
     ilpr: u32,
     ibrd: u32,
@@ -148,13 +157,24 @@ impl EmulatedPl011 {
     /// Queues a byte received from the host console. Returns false (and flags an overrun, as
     /// the hardware would) when the FIFO is full.
     pub fn push_rx(&mut self, byte: u8) -> bool {
+        self.push_entry(u16::from(byte))
+    }
+
+    /// A break on the line: a 0 character flagged BE, and the break interrupt. False (an
+    /// overrun) when the FIFO is full.
+    pub fn push_break(&mut self) -> bool {
+        self.latched |= INT_BE;
+        self.push_entry(DR_BE)
+    }
+
+    fn push_entry(&mut self, entry: u16) -> bool {
         if self.rx_count >= self.rx_capacity() {
             self.rsr |= RSR_OE;
             self.latched |= INT_OE;
             return false;
         }
         let tail = (self.rx_head + self.rx_count) % RX_FIFO_DEPTH;
-        self.rx_fifo[tail] = byte;
+        self.rx_fifo[tail] = entry;
         self.rx_count += 1;
         true
     }
@@ -165,7 +185,7 @@ impl EmulatedPl011 {
         self.rx_capacity().saturating_sub(self.rx_count)
     }
 
-    fn pop_rx(&mut self) -> Option<u8> {
+    fn pop_rx(&mut self) -> Option<u16> {
         if self.rx_count == 0 {
             return None;
         }
@@ -247,10 +267,13 @@ impl EmulatedPl011 {
 
     fn read_dr(&mut self) -> u32 {
         match self.pop_rx() {
-            Some(byte) => {
+            Some(entry) => {
                 // The overrun flag travels with the next character read (DR[11]).
                 let error = if self.rsr & RSR_OE != 0 { DR_OE } else { 0 };
-                u32::from(byte) | error
+                if entry & DR_BE != 0 {
+                    self.rsr |= RSR_BE;
+                }
+                u32::from(entry) | error
             }
             None => 0,
         }
@@ -274,7 +297,7 @@ impl EmulatedPl011 {
             DR => return Ok(Some(value as u8)),
             RSR_ECR => {
                 self.rsr = 0;
-                self.latched &= !INT_OE;
+                self.latched &= !(INT_OE | INT_BE);
             }
             ILPR => self.ilpr = value & 0xff,
             IBRD => self.ibrd = value & 0xffff,
@@ -390,6 +413,37 @@ mod tests {
         write(&mut uart, ICR, INT_OE);
         assert_eq!(read(&mut uart, RSR_ECR), 0);
         assert_eq!(read(&mut uart, RIS) & INT_OE, 0);
+    }
+
+    #[test]
+    fn break_is_a_zero_character_flagged_be_with_its_interrupt() {
+        let mut uart = EmulatedPl011::new();
+        write(&mut uart, LCR_H, LCR_H_FEN);
+        write(&mut uart, IMSC, INT_BE);
+        assert!(uart.push_rx(b'x'));
+        assert!(uart.push_break());
+        assert!(uart.push_rx(b'h'));
+        assert_eq!(read(&mut uart, RIS) & INT_BE, INT_BE);
+        assert_eq!(read(&mut uart, MIS), INT_BE);
+        assert!(uart.irq_level());
+        // In order: the byte before, the break (0 with BE), the byte after.
+        assert_eq!(read(&mut uart, DR), u32::from(b'x'));
+        assert_eq!(read(&mut uart, RSR_ECR), 0);
+        assert_eq!(read(&mut uart, DR), 1 << 10);
+        assert_eq!(read(&mut uart, RSR_ECR), RSR_BE);
+        assert_eq!(read(&mut uart, DR), u32::from(b'h'));
+        // ICR clears the interrupt; ECR the status.
+        write(&mut uart, ICR, INT_BE);
+        assert_eq!(read(&mut uart, RIS) & INT_BE, 0);
+        assert!(!uart.irq_level());
+        write(&mut uart, RSR_ECR, 0);
+        assert_eq!(read(&mut uart, RSR_ECR), 0);
+        // A break into a full FIFO is an overrun, like any character.
+        for i in 0..RX_FIFO_DEPTH {
+            uart.push_rx(i as u8);
+        }
+        assert!(!uart.push_break());
+        assert_ne!(read(&mut uart, RIS) & INT_OE, 0);
     }
 
     #[test]

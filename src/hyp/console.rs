@@ -1,7 +1,7 @@
 //! The one host console every VM and the hypervisor share: the multiplexer (`console_mux`:
 //! one VM's output passed through unchanged; several VMs' output as whole lines with a
-//! `name: ` prefix; input to the VM in focus) behind a lock, the flow-control state, and the
-//! deadline of held partial lines. `console_bridge` connects it to the guests' PL011s.
+//! `name: ` prefix; hypervisor lines at line starts; input to the VM in focus) behind a lock,
+//! the flow-control state, and the deadline of held partial and hypervisor lines. `console_bridge` connects it to the guests' PL011s.
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -38,30 +38,32 @@ impl Console {
         }
     }
 
-    /// Bytes VM `vm` printed.
-    pub fn vm_output(&self, vm: usize, bytes: &[u8], p: &impl Platform) {
+    /// Runs `f` on the multiplexer at the counter's `now`, then shows what came due and
+    /// tells the platform when to look next (held partial lines, waiting hypervisor lines).
+    fn with_mux<R>(
+        &self,
+        p: &impl Platform,
+        f: impl FnOnce(&mut ConsoleMux, u64, &mut dyn FnMut(&[u8])) -> R,
+    ) -> R {
+        let now = p.counter();
         let mut out = |b: &[u8]| p.console_write(b);
         let mut mux = self.mux.lock();
-        if mux.single() {
-            // One VM: its bytes pass straight through, nothing is ever held.
-            mux.vm_output(vm, bytes, 0, &mut out);
-            return;
-        }
-        let now = p.counter();
-        mux.vm_output(vm, bytes, now, &mut out);
+        let result = f(&mut mux, now, &mut out);
         let due = mux.flush_idle(now, self.idle_ticks, &mut out);
         drop(mux);
         self.note_deadline(due, p);
+        result
     }
 
-    /// Shows partial lines that waited long enough (the platform's console timer fired).
+    /// Bytes VM `vm` printed.
+    pub fn vm_output(&self, vm: usize, bytes: &[u8], p: &impl Platform) {
+        self.with_mux(p, |mux, now, out| mux.vm_output(vm, bytes, now, out));
+    }
+
+    /// Shows partial lines (and hypervisor lines waiting for them) that waited long enough
+    /// (the platform's console timer fired).
     pub fn flush_idle(&self, p: &impl Platform) {
-        let now = p.counter();
-        let due = self
-            .mux
-            .lock()
-            .flush_idle(now, self.idle_ticks, &mut |b| p.console_write(b));
-        self.note_deadline(due, p);
+        self.with_mux(p, |_, _, _| ());
     }
 
     fn note_deadline(&self, due: Option<u64>, p: &impl Platform) {
@@ -74,22 +76,39 @@ impl Console {
     /// A hypervisor line (`bulkhead: ...`), never printed inside a VM's line. False if the
     /// console stayed busy (e.g. a line logged while this CPU holds it): print it directly.
     pub fn try_hyp_line(&self, args: core::fmt::Arguments<'_>, p: &impl Platform) -> bool {
-        // Bounded: another CPU holds the lock only for one guest write or input byte.
-        for _ in 0..10_000 {
+        // Bounded in time, not in tries, and generously: another CPU holds the lock for one
+        // guest write or input byte, or while it shows the hypervisor lines that waited (up
+        // to the queue's 64 KiB: seconds at 115200 baud), and a line printed past the lock
+        // would land inside another line. Nothing logs while holding it, so only a CPU that
+        // died holding it (a fatal path) makes this wait the whole bound.
+        let give_up = p
+            .counter()
+            .saturating_add(self.idle_ticks.saturating_mul(50));
+        loop {
             if let Some(mut mux) = self.mux.try_lock() {
-                mux.hyp_line_fmt(args, &mut |b| p.console_write(b));
+                let now = p.counter();
+                let mut out = |b: &[u8]| p.console_write(b);
+                mux.hyp_line_fmt(args, now, &mut out);
+                let due = mux.flush_idle(now, self.idle_ticks, &mut out);
+                drop(mux);
+                self.note_deadline(due, p);
                 return true;
+            }
+            if p.counter() > give_up {
+                return false;
             }
             core::hint::spin_loop();
         }
-        false
+    }
+
+    /// A hypervisor line from a caller that holds no console lock (statistics).
+    pub fn hyp_line(&self, args: core::fmt::Arguments<'_>, p: &impl Platform) {
+        self.with_mux(p, |mux, now, out| mux.hyp_line_fmt(args, now, out));
     }
 
     /// A VM stopped (or started again): focus and held output follow.
     pub fn set_alive(&self, vm: usize, alive: bool, p: &impl Platform) {
-        self.mux
-            .lock()
-            .set_alive(vm, alive, &mut |b| p.console_write(b));
+        self.with_mux(p, |mux, now, out| mux.set_alive(vm, alive, now, out));
     }
 
     /// The VM console input goes to.
@@ -99,6 +118,11 @@ impl Console {
 
     /// One byte typed on the console: where it goes.
     pub fn input(&self, byte: u8, p: &impl Platform) -> Input {
-        self.mux.lock().input(byte, &mut |b| p.console_write(b))
+        self.with_mux(p, |mux, now, out| mux.input(byte, now, out))
+    }
+
+    /// A serial break on the console: where it goes.
+    pub fn input_break(&self) -> Input {
+        self.mux.lock().input_break()
     }
 }

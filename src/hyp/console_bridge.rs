@@ -8,7 +8,7 @@
 use core::sync::atomic::Ordering;
 
 use super::console_mux::Input;
-use super::platform::Platform;
+use super::platform::{ConsoleRx, Platform};
 use super::vm::Vm;
 use crate::devices::MmioError;
 use crate::devices::mmio::AccessSize;
@@ -64,8 +64,9 @@ fn update_uart_line(vm: &Vm, uart: &EmulatedPl011, p: &impl Platform) {
 }
 
 /// Moves bytes typed on the console into the receive FIFO of the VM in focus (the host UART's
-/// receive interrupt, or that guest reading its FIFO, calls this). `vms` are the VMs the
-/// console serves (indexed by VM id).
+/// receive interrupt, or that guest reading its FIFO, calls this). A break goes there as a
+/// break; the statistics key prints every VM's statistics. `vms` are the VMs the console
+/// serves (indexed by VM id).
 pub fn forward_input(vms: &[Vm], p: &impl Platform) {
     let Some(console) = vms.first().map(|vm| vm.console) else {
         return;
@@ -91,25 +92,54 @@ pub fn forward_input(vms: &[Vm], p: &impl Platform) {
             update_uart_line(vm, &uart, p);
             return;
         }
-        let Some(byte) = p.console_getc() else {
+        let Some(received) = p.console_getc() else {
             update_uart_line(vm, &uart, p);
             return;
         };
-        let input = console.input(byte, p);
-        if let Input::Deliver { vm: target, .. } = input {
-            if target == vm.id {
-                for &b in input.bytes() {
-                    uart.push_rx(b);
-                }
-                update_uart_line(vm, &uart, p);
-            } else if let Some(other) = vms.iter().find(|v| v.id == target) {
+        let input = match received {
+            ConsoleRx::Byte(byte) => console.input(byte, p),
+            ConsoleRx::Break => console.input_break(),
+        };
+        let target = match input {
+            Input::Deliver { vm, .. } | Input::Break { vm } => vm,
+            Input::Stats => {
                 drop(uart);
-                let mut uart = other.uart.lock();
-                for &b in input.bytes() {
-                    uart.push_rx(b);
-                }
-                update_uart_line(other, &uart, p);
+                print_stats(vms, p);
+                continue;
             }
+            Input::Consumed => continue,
+        };
+        let deliver = |uart: &mut EmulatedPl011| {
+            if input == (Input::Break { vm: target }) {
+                uart.push_break();
+            }
+            for &b in input.bytes() {
+                uart.push_rx(b);
+            }
+        };
+        if target == vm.id {
+            deliver(&mut uart);
+            update_uart_line(vm, &uart, p);
+        } else if let Some(other) = vms.iter().find(|v| v.id == target) {
+            drop(uart);
+            let mut uart = other.uart.lock();
+            deliver(&mut uart);
+            update_uart_line(other, &uart, p);
+        }
+    }
+}
+
+/// The statistics key: every VM's live statistics as hypervisor lines, nothing stopped (the
+/// counters are read as they are, a moment old at most).
+pub fn print_stats(vms: &[Vm], p: &impl Platform) {
+    for vm in vms {
+        let console = vm.console;
+        console.hyp_line(format_args!("bulkhead: stats: {}", vm.live_stats()), p);
+        for index in 0..vm.vcpus.len() {
+            console.hyp_line(
+                format_args!("bulkhead: stats: {}", vm.live_vcpu_stats(index)),
+                p,
+            );
         }
     }
 }

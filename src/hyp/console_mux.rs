@@ -3,7 +3,8 @@
 //! each source writes and each byte typed, and writes what it emits (`out`) to the UART.
 //!
 //! Output:
-//! - With one VM its bytes pass through unchanged and at once, as without a multiplexer.
+//! - With one VM its bytes pass through unchanged and at once, as without a multiplexer, with
+//!   one exception (below: lines starting `bulkhead:`).
 //! - With several, each VM's lines are held per VM and emitted whole, each screen line
 //!   starting with `name: `, so lines of two VMs never mix. A held partial line (a prompt)
 //!   is emitted once its oldest byte is `idle` ticks old ([`ConsoleMux::flush_idle`]); the
@@ -11,13 +12,35 @@
 //!   a new `name: ` line otherwise. `\n` and `\r\n` end a line (emitted as `\r\n`); a lone
 //!   `\r` returns the cursor over the prefix, so the prefix is written again after it. A line
 //!   longer than [`LINE_BYTES`] is emitted in pieces, each its own prefixed line.
-//! - Hypervisor lines always start at a line start: a VM's unfinished screen line is ended
-//!   first, and an escape sequence a VM left open is cancelled (CAN) so it cannot swallow or
-//!   alter the line. Other control bytes and escape sequences pass through.
+//! - Hypervisor lines (log lines, focus and statistics lines) always start at a line start and
+//!   never split a VM's line: while a VM's unfinished line is on screen, they wait (in a
+//!   [`HYP_QUEUE_BYTES`] queue) until that line ends. A line that stays unfinished for `idle`
+//!   ticks (a prompt waiting for input) is ended by the multiplexer, as is one whose waiting
+//!   hypervisor lines no longer fit the queue. An escape sequence a VM left open is cancelled
+//!   (CAN) first so it cannot swallow or alter a hypervisor line. Other control bytes and
+//!   escape sequences pass through.
 //!
-//! Input goes to the VM in focus. With several VMs the escape byte typed three times in a row
-//! moves the focus to the next running VM; one or two escapes followed by another byte are
-//! all delivered. With one VM every byte is delivered unchanged: there is nothing to switch to.
+//! Forging: a screen line whose bytes start with [`HYP_TAG`] (`bulkhead:`) is the
+//! hypervisor's, and only the hypervisor's. With several VMs every VM line starts with its
+//! name (and no VM may be named `bulkhead`, `crate::config`). With one VM, a line of its own
+//! that starts with `bulkhead:` (after a line feed or a carriage return) is shown with its
+//! name in front, `guest: bulkhead: ...`, the way it would be with several VMs; every other
+//! byte passes unchanged. To decide, the first bytes of a VM's line are held while they spell
+//! the start of `bulkhead:` (at most 9 bytes; shown, prefixed, after `idle` ticks if the line
+//! stops there). This protects the byte stream (serial logs, anything reading the console
+//! line by line); a terminal's rendering is not: cursor-moving escape sequences can paint any
+//! text anywhere, which only a terminal emulator in the hypervisor could prevent.
+//!
+//! Input goes to the VM in focus. The escape byte (Ctrl-A by default) starts a command:
+//! - three escapes in a row move the focus to the next running VM (with one VM the three are
+//!   delivered: there is nothing to switch to);
+//! - two escapes and `s` print live statistics (the caller prints them: [`Input::Stats`]);
+//! - one or two escapes followed by any other byte are all delivered, so a guest still gets
+//!   its Ctrl-A (readline's beginning-of-line). A single escape and a letter is too common in
+//!   shells to take for a command.
+//!
+//! Escapes are held until the byte after them says what they were.
+//! A serial break goes to the VM in focus (and drops held escapes).
 //!
 //! Nothing allocates after [`ConsoleMux::new`].
 
@@ -31,6 +54,14 @@ pub const LINE_BYTES: usize = 256;
 pub const DEFAULT_ESCAPE: u8 = crate::bootargs::DEFAULT_CONSOLE_ESCAPE;
 /// How many escape bytes in a row switch the focus.
 const SWITCH_ESCAPES: usize = 3;
+/// How many escape bytes before [`STATS_KEY`] ask for the statistics.
+const STATS_ESCAPES: usize = 2;
+/// The key that, after [`STATS_ESCAPES`] escapes, prints live statistics.
+pub const STATS_KEY: u8 = b's';
+/// What every hypervisor line starts with.
+pub const HYP_TAG: &[u8] = b"bulkhead:";
+/// Room for hypervisor lines waiting for a VM's line to end (a burst of trace lines).
+pub const HYP_QUEUE_BYTES: usize = 64 << 10;
 
 const CRLF: &[u8] = b"\r\n";
 /// CAN: aborts an escape or control sequence in any state of a DEC/ECMA-48 terminal parser.
@@ -48,17 +79,21 @@ pub enum Input {
         bytes: [u8; 3],
         len: usize,
     },
+    /// A serial break for VM `vm`.
+    Break { vm: usize },
+    /// The statistics key: the caller prints live statistics (as hypervisor lines).
+    Stats,
     /// Nothing to deliver: the byte was an escape (held, or it switched the focus), or no VM
     /// is running.
     Consumed,
 }
 
 impl Input {
-    /// The bytes to deliver (empty for `Consumed`).
+    /// The bytes to deliver (empty but for `Deliver`).
     pub fn bytes(&self) -> &[u8] {
         match self {
             Input::Deliver { bytes, len, .. } => &bytes[..*len],
-            Input::Consumed => &[],
+            _ => &[],
         }
     }
 }
@@ -176,6 +211,16 @@ pub struct ConsoleMux {
     /// Escape bytes typed in a row, held until we know whether they switch.
     escapes: usize,
     focus: usize,
+    /// Hypervisor lines (each ending in CRLF) waiting for the VM line on screen to end.
+    queue: Vec<u8>,
+    /// When the oldest queued line arrived.
+    queue_since: u64,
+    /// One VM: how many bytes of [`HYP_TAG`] its current line started with (held, not shown).
+    tag_held: usize,
+    /// When the first held tag byte arrived.
+    tag_since: u64,
+    /// One VM: its last byte was a CR, so its next one starts the screen row again.
+    row_start_cr: bool,
 }
 
 impl ConsoleMux {
@@ -211,10 +256,15 @@ impl ConsoleMux {
             escape,
             escapes: 0,
             focus: 0,
+            queue: Vec::with_capacity(HYP_QUEUE_BYTES),
+            queue_since: 0,
+            tag_held: 0,
+            tag_since: 0,
+            row_start_cr: false,
         }
     }
 
-    /// One VM: no prefixes, no holding, no switching.
+    /// One VM: no prefixes, no switching, nothing held but a line's `bulkhead:`.
     pub fn single(&self) -> bool {
         self.vms.len() == 1
     }
@@ -227,14 +277,10 @@ impl ConsoleMux {
     /// Bytes VM `vm` wrote to its UART at tick `now`.
     pub fn vm_output(&mut self, vm: usize, bytes: &[u8], now: u64, out: &mut dyn FnMut(&[u8])) {
         if self.single() {
-            if let Some(&last) = bytes.last() {
-                self.term.vm(bytes, out);
-                self.term.screen = if last == b'\n' {
-                    Screen::LineStart
-                } else {
-                    Screen::After(vm)
-                };
+            for &b in bytes {
+                self.single_byte(vm, b, now, out);
             }
+            self.flush_queue_at_line_start(out);
             return;
         }
         for &b in bytes {
@@ -253,6 +299,54 @@ impl ConsoleMux {
                 _ => self.push(vm, b, now, out),
             }
         }
+        self.flush_queue_at_line_start(out);
+    }
+
+    /// One byte of the only VM: passed through, except a line's start that spells
+    /// [`HYP_TAG`], which is held and, complete, shown after the VM's name.
+    fn single_byte(&mut self, vm: usize, b: u8, now: u64, out: &mut dyn FnMut(&[u8])) {
+        let row_start = self.term.screen == Screen::LineStart || self.row_start_cr;
+        if row_start && HYP_TAG.get(self.tag_held) == Some(&b) {
+            if self.tag_held == 0 {
+                self.tag_since = now;
+            }
+            self.tag_held += 1;
+            if self.tag_held == HYP_TAG.len() {
+                self.show_tag(vm, true, out);
+            }
+            return;
+        }
+        if self.tag_held > 0 {
+            self.show_tag(vm, false, out);
+        }
+        self.row_start_cr = b == b'\r';
+        self.term.vm(&[b], out);
+        self.term.screen = if b == b'\n' {
+            Screen::LineStart
+        } else {
+            Screen::After(vm)
+        };
+    }
+
+    /// Shows the held start of [`HYP_TAG`], after the VM's name if `prefixed`.
+    fn show_tag(&mut self, vm: usize, prefixed: bool, out: &mut dyn FnMut(&[u8])) {
+        let held = core::mem::take(&mut self.tag_held);
+        if prefixed {
+            // The queued hypervisor lines go first: the row is about to hold this VM's text.
+            self.flush_queue_at_line_start(out);
+            self.term.mux(&self.vms[vm].prefix, out);
+        }
+        self.term.vm(&HYP_TAG[..held], out);
+        self.term.screen = Screen::After(vm);
+        self.row_start_cr = false;
+    }
+
+    /// Emits the queued hypervisor lines if the screen is at a line start.
+    fn flush_queue_at_line_start(&mut self, out: &mut dyn FnMut(&[u8])) {
+        if self.term.screen == Screen::LineStart && !self.queue.is_empty() {
+            self.term.mux(&self.queue, out);
+            self.queue.clear();
+        }
     }
 
     /// Emits the held bytes of VMs whose oldest held byte arrived `idle` ticks or more before
@@ -261,6 +355,25 @@ impl ConsoleMux {
     /// early).
     pub fn flush_idle(&mut self, now: u64, idle: u64, out: &mut dyn FnMut(&[u8])) -> Option<u64> {
         let mut next: Option<u64> = None;
+        let mut later = |due: u64| next = Some(next.map_or(due, |n: u64| n.min(due)));
+        // Hypervisor lines waited long enough for the VM's line: end it.
+        if !self.queue.is_empty() {
+            let due = self.queue_since.saturating_add(idle);
+            if due <= now {
+                self.begin_line(out);
+            } else {
+                later(due);
+            }
+        }
+        // The only VM's line started like `bulkhead:` and stopped there.
+        if self.tag_held > 0 {
+            let due = self.tag_since.saturating_add(idle);
+            if due <= now {
+                self.show_tag(0, true, out);
+            } else {
+                later(due);
+            }
+        }
         for vm in 0..self.vms.len() {
             let v = &self.vms[vm];
             if v.len == 0 {
@@ -270,58 +383,85 @@ impl ConsoleMux {
             if due <= now {
                 self.emit(vm, End::Partial, out);
             } else {
-                next = Some(next.map_or(due, |n| n.min(due)));
+                later(due);
             }
         }
         next
     }
 
-    /// A hypervisor line (`bulkhead: ...`, without the line end), emitted whole at a line
-    /// start.
-    pub fn hyp_line(&mut self, text: &[u8], out: &mut dyn FnMut(&[u8])) {
-        self.begin_hyp_line(out);
-        out(text);
-        out(CRLF);
+    /// A hypervisor line (`bulkhead: ...`, without the line end) at tick `now`.
+    pub fn hyp_line(&mut self, text: &str, now: u64, out: &mut dyn FnMut(&[u8])) {
+        self.hyp_line_fmt(format_args!("{text}"), now, out);
     }
 
-    /// A hypervisor line formatted in place (the logger's path: no buffer needed); a `\n`
-    /// inside is written as `\r\n`, as the console writer does.
-    pub fn hyp_line_fmt(&mut self, args: fmt::Arguments<'_>, out: &mut dyn FnMut(&[u8])) {
-        struct Writer<'a>(&'a mut dyn FnMut(&[u8]));
-        impl fmt::Write for Writer<'_> {
-            fn write_str(&mut self, s: &str) -> fmt::Result {
-                for (i, part) in s.split('\n').enumerate() {
-                    if i > 0 {
-                        (self.0)(CRLF);
-                    }
-                    if !part.is_empty() {
-                        (self.0)(part.as_bytes());
-                    }
-                }
-                Ok(())
-            }
+    /// A hypervisor line formatted in place (no buffer needed when it can go out at once) at
+    /// tick `now`; a `\n` inside is written as `\r\n`, as the console writer does. Shown
+    /// at once at a line start; queued while a VM's line is unfinished on screen (see the
+    /// module documentation).
+    pub fn hyp_line_fmt(&mut self, args: fmt::Arguments<'_>, now: u64, out: &mut dyn FnMut(&[u8])) {
+        // With no room left, the VM's line is ended now rather than the line lost.
+        if matches!(self.term.screen, Screen::After(_)) && self.enqueue(args, now) {
+            return;
         }
-        self.begin_hyp_line(out);
+        self.begin_line(out);
         // Only `out` can fail, and it cannot.
-        let _ = fmt::Write::write_fmt(&mut Writer(out), args);
+        let _ = fmt::Write::write_fmt(&mut CrlfWriter(|b: &[u8]| out(b)), args);
         out(CRLF);
     }
 
-    /// One byte typed on the console: what to deliver, and to which VM.
-    pub fn input(&mut self, byte: u8, out: &mut dyn FnMut(&[u8])) -> Input {
-        // One VM (or none): nothing to switch to.
-        if self.vms.len() > 1 && byte == self.escape {
+    /// Queues a hypervisor line; false (and nothing queued) if it does not fit.
+    fn enqueue(&mut self, args: fmt::Arguments<'_>, now: u64) -> bool {
+        let start = self.queue.len();
+        let queue = &mut self.queue;
+        let mut full = false;
+        let mut push = |b: &[u8]| {
+            if queue.len() + b.len() <= HYP_QUEUE_BYTES && !full {
+                queue.extend_from_slice(b);
+            } else {
+                full = true;
+            }
+        };
+        let _ = fmt::Write::write_fmt(&mut CrlfWriter(&mut push), args);
+        push(CRLF);
+        if full {
+            self.queue.truncate(start);
+            return false;
+        }
+        if start == 0 {
+            self.queue_since = now;
+        }
+        true
+    }
+
+    /// One byte typed on the console at tick `now`: what to deliver, and to which VM.
+    pub fn input(&mut self, byte: u8, now: u64, out: &mut dyn FnMut(&[u8])) -> Input {
+        if byte == self.escape {
             self.escapes += 1;
-            if self.escapes == SWITCH_ESCAPES {
-                self.escapes = 0;
+            if self.escapes < SWITCH_ESCAPES {
+                return Input::Consumed;
+            }
+            self.escapes = 0;
+            if self.vms.len() > 1 {
                 if let Some(next) = self.next_alive(self.focus) {
                     self.focus = next;
                 }
-                self.focus_line(None, out);
+                self.focus_line(None, now, out);
+                return Input::Consumed;
             }
-            return Input::Consumed;
+            // One VM: nothing to switch to; it gets its three escapes.
+            return match self.vms.first() {
+                Some(v) if v.alive => Input::Deliver {
+                    vm: 0,
+                    bytes: [self.escape; 3],
+                    len: SWITCH_ESCAPES,
+                },
+                _ => Input::Consumed,
+            };
         }
         let held = core::mem::take(&mut self.escapes);
+        if held == STATS_ESCAPES && byte == STATS_KEY {
+            return Input::Stats;
+        }
         if !self.vms.get(self.focus).is_some_and(|v| v.alive) {
             return Input::Consumed;
         }
@@ -334,10 +474,20 @@ impl ConsoleMux {
         }
     }
 
+    /// A serial break arrived on the console: it goes to the VM in focus; escapes typed before
+    /// it are dropped (it ends whatever command they started).
+    pub fn input_break(&mut self) -> Input {
+        self.escapes = 0;
+        match self.vms.get(self.focus) {
+            Some(v) if v.alive => Input::Break { vm: self.focus },
+            _ => Input::Consumed,
+        }
+    }
+
     /// The caller's word that VM `vm` started running (`alive`) or stopped. A stopping VM's
     /// held bytes are emitted and its line ended; if it had the focus, the focus moves to the
     /// next running VM. A starting VM takes the focus if no running VM had it.
-    pub fn set_alive(&mut self, vm: usize, alive: bool, out: &mut dyn FnMut(&[u8])) {
+    pub fn set_alive(&mut self, vm: usize, alive: bool, now: u64, out: &mut dyn FnMut(&[u8])) {
         if self.vms[vm].alive == alive {
             return;
         }
@@ -345,11 +495,14 @@ impl ConsoleMux {
             self.vms[vm].alive = true;
             if !self.single() && !self.vms[self.focus].alive {
                 self.focus = vm;
-                self.focus_line(None, out);
+                self.focus_line(None, now, out);
             }
             return;
         }
         if self.single() {
+            if self.tag_held > 0 {
+                self.show_tag(vm, true, out);
+            }
             self.vms[vm].alive = false;
             return;
         }
@@ -363,7 +516,7 @@ impl ConsoleMux {
             if let Some(next) = self.next_alive(vm) {
                 self.focus = next;
             }
-            self.focus_line(Some(vm), out);
+            self.focus_line(Some(vm), now, out);
         }
     }
 
@@ -376,23 +529,36 @@ impl ConsoleMux {
     }
 
     /// `bulkhead: console input to NAME`, with the VM that stopped, if that is why.
-    fn focus_line(&mut self, stopped: Option<usize>, out: &mut dyn FnMut(&[u8])) {
-        begin_line(&mut self.vms, &mut self.term, out);
-        out(b"bulkhead: console input to ");
-        out(match self.vms.get(self.focus) {
-            Some(focus) if focus.alive => focus.name.as_bytes(),
-            _ => b"nobody",
-        });
-        if let Some(vm) = stopped {
-            out(b" (");
-            out(self.vms[vm].name.as_bytes());
-            out(b" stopped)");
+    fn focus_line(&mut self, stopped: Option<usize>, now: u64, out: &mut dyn FnMut(&[u8])) {
+        let to = match self.vms.get(self.focus) {
+            Some(focus) if focus.alive => focus.name.clone(),
+            _ => String::from("nobody"),
+        };
+        match stopped {
+            Some(vm) => {
+                let stopped = self.vms[vm].name.clone();
+                self.hyp_line_fmt(
+                    format_args!("bulkhead: console input to {to} ({stopped} stopped)"),
+                    now,
+                    out,
+                )
+            }
+            None => self.hyp_line_fmt(format_args!("bulkhead: console input to {to}"), now, out),
         }
-        out(CRLF);
     }
 
-    fn begin_hyp_line(&mut self, out: &mut dyn FnMut(&[u8])) {
-        begin_line(&mut self.vms, &mut self.term, out);
+    /// Ends the screen line a VM left unfinished and any escape sequence it left open, then
+    /// shows the hypervisor lines that waited for it, so that whatever comes next starts a
+    /// line and shows as written.
+    fn begin_line(&mut self, out: &mut dyn FnMut(&[u8])) {
+        if let Screen::After(vm) = self.term.screen {
+            self.term.mux(CRLF, out);
+            self.term.screen = Screen::LineStart;
+            self.vms[vm].broken = true;
+            self.row_start_cr = false;
+        }
+        self.term.mux(&[], out);
+        self.flush_queue_at_line_start(out);
     }
 
     /// Holds one content byte of VM `vm`, emitting a full piece first.
@@ -410,22 +576,24 @@ impl ConsoleMux {
 
     /// Emits VM `vm`'s held bytes, prefixed unless they continue its text on screen.
     fn emit(&mut self, vm: usize, end: End, out: &mut dyn FnMut(&[u8])) {
-        let Self { vms, term, .. } = self;
-        let continuing = term.screen == Screen::After(vm);
-        if !continuing && vms[vm].len == 0 {
+        let continuing = self.term.screen == Screen::After(vm);
+        if !continuing && self.vms[vm].len == 0 {
             match end {
                 // Nothing new to show.
                 End::Partial | End::Full | End::Stop => return,
                 // The line was already ended on screen; its own end would be an empty line.
-                End::Line if vms[vm].broken => {
-                    vms[vm].broken = false;
+                End::Line if self.vms[vm].broken => {
+                    self.vms[vm].broken = false;
                     return;
                 }
                 End::Line => {}
             }
         }
         if !continuing {
-            begin_line(vms, term, out);
+            self.begin_line(out);
+        }
+        let Self { vms, term, .. } = self;
+        if !continuing {
             term.mux(&vms[vm].prefix, out);
         }
         let v = &mut vms[vm];
@@ -464,15 +632,21 @@ impl ConsoleMux {
     }
 }
 
-/// Ends the screen line a VM left unfinished and any escape sequence it left open, so that
-/// whatever comes next starts a line and shows as written.
-fn begin_line(vms: &mut [VmConsole], term: &mut Term, out: &mut dyn FnMut(&[u8])) {
-    if let Screen::After(vm) = term.screen {
-        term.mux(CRLF, out);
-        term.screen = Screen::LineStart;
-        vms[vm].broken = true;
+/// Writes formatted text through its function, each `\n` as `\r\n`.
+struct CrlfWriter<F: FnMut(&[u8])>(F);
+
+impl<F: FnMut(&[u8])> fmt::Write for CrlfWriter<F> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for (i, part) in s.split('\n').enumerate() {
+            if i > 0 {
+                (self.0)(CRLF);
+            }
+            if !part.is_empty() {
+                (self.0)(part.as_bytes());
+            }
+        }
+        Ok(())
     }
-    term.mux(&[], out);
 }
 
 /// How many bytes at the end of `bytes` are an unfinished UTF-8 character (0 to 3).

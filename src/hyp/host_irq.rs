@@ -9,7 +9,7 @@ use core::sync::atomic::{AtomicU32, Ordering};
 use super::setup;
 use super::vcpu::Vcpu;
 use super::vm::Vm;
-use super::{console_bridge, timer};
+use super::{console_bridge, rtc, timer};
 use crate::arch::platform::ArchPlatform;
 use crate::arch::{percpu, platform};
 use crate::board::{console as host_console, gic};
@@ -67,6 +67,9 @@ pub fn handle_host_irqs(mut running: Option<(&Vm, &mut Vcpu)>) {
                     && let Some(console) = setup::console()
                 {
                     console.flush_idle(p);
+                }
+                if percpu::current() == platform::CONSOLE_CPU && platform::rtc_due() {
+                    rtc::poll_all(setup::vms(), p);
                 }
                 match running {
                     Some((vm, vcpu)) => timer::update_ptimer(vm, vcpu, p),

@@ -10,6 +10,7 @@ pub mod handle;
 pub mod inject;
 pub mod lifecycle;
 pub mod platform;
+pub mod rtc;
 pub mod runaway;
 pub mod serror;
 pub mod timer;

@@ -6,6 +6,15 @@
 use crate::hyp::exit::SysRegId;
 use crate::vcpu::request::Kick;
 
+/// What the console UART received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsoleRx {
+    /// A character.
+    Byte(u8),
+    /// A break: the line held low for longer than a character (SysRq's attention signal).
+    Break,
+}
+
 /// The hardware operations the exit handlers, the timer and the console bridge use. `kick`
 /// (from [`Kick`]) makes a physical CPU leave its guest or wake up.
 pub trait Platform: Kick {
@@ -47,8 +56,8 @@ pub trait Platform: Kick {
     fn copy_ram(&self, dst: &mut [u8], src: &[u8]);
     /// Writes bytes to the console UART.
     fn console_write(&self, bytes: &[u8]);
-    /// One byte typed on the console, if any.
-    fn console_getc(&self) -> Option<u8>;
+    /// One character (or break) received on the console, if any.
+    fn console_getc(&self) -> Option<ConsoleRx>;
     /// Whether the console UART holds received bytes.
     fn console_has_input(&self) -> bool;
     /// Unmasks (true) or masks the console UART's receive interrupt.
@@ -56,6 +65,9 @@ pub trait Platform: Kick {
     /// When the console must next show held partial lines (counter ticks), or never: the
     /// platform calls `Console::flush_idle` then.
     fn set_console_deadline(&self, deadline: Option<u64>);
+    /// When the earliest guest RTC match comes due (counter ticks), or never: the platform
+    /// calls `hyp::rtc::poll_all` then.
+    fn set_rtc_deadline(&self, deadline: Option<u64>);
     /// Fills `out` with random bytes from a CSPRNG seeded with the machine's entropy; false
     /// (and `out` untouched) if the machine offered none.
     fn fill_random(&self, out: &mut [u8]) -> bool;
@@ -87,9 +99,10 @@ pub mod fake {
         pub stage1: Cell<Option<crate::hyp::walk_level::Stage1Regs>>,
         pub os_lock: Cell<Option<bool>>,
         pub console_out: RefCell<Vec<u8>>,
-        pub console_in: RefCell<VecDeque<u8>>,
+        pub console_in: RefCell<VecDeque<ConsoleRx>>,
         pub console_rx_irq: Cell<Option<bool>>,
         pub console_deadline: Cell<Option<u64>>,
+        pub rtc_deadline: Cell<Option<u64>>,
         pub random_counter: Cell<u8>,
         /// Host RAM: `(base PA, bytes)`.
         pub ram: RefCell<(u64, Vec<u8>)>,
@@ -184,7 +197,7 @@ pub mod fake {
         fn console_write(&self, bytes: &[u8]) {
             self.console_out.borrow_mut().extend_from_slice(bytes);
         }
-        fn console_getc(&self) -> Option<u8> {
+        fn console_getc(&self) -> Option<ConsoleRx> {
             self.console_in.borrow_mut().pop_front()
         }
         fn console_has_input(&self) -> bool {
@@ -195,6 +208,9 @@ pub mod fake {
         }
         fn set_console_deadline(&self, deadline: Option<u64>) {
             self.console_deadline.set(deadline);
+        }
+        fn set_rtc_deadline(&self, deadline: Option<u64>) {
+            self.rtc_deadline.set(deadline);
         }
         fn fill_random(&self, out: &mut [u8]) -> bool {
             // Deterministic and obviously fake: a counter.

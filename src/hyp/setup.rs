@@ -18,6 +18,7 @@ use crate::arch::{entry, mmu, stage2_hw, vgic_hw};
 use crate::bootargs::Settings;
 use crate::bundle;
 use crate::config;
+use crate::devices::wall_clock::{self, WallClock};
 use crate::dtb::{self, GicInfo, PhysRange};
 use crate::guest_layout::GicVersion;
 use crate::hyp::platform::Platform;
@@ -168,6 +169,7 @@ pub fn create_vms(fdt: &Fdt<'_>, gic: &GicInfo, hypervisor_end: u64, cpu_count: 
     if placed.is_empty() {
         return none_can_start;
     }
+    let clock = guest_clock(fdt, &settings);
     let console: &'static Console = CONSOLE.call_once(|| {
         // A partial line (a prompt) shows after this long without its end.
         let idle =
@@ -223,6 +225,8 @@ pub fn create_vms(fdt: &Fdt<'_>, gic: &GicInfo, hypervisor_end: u64, cpu_count: 
             initrd: spec.initrd,
             bootargs: spec.bootargs.clone(),
             gicv_pa,
+            clock,
+            vmid_bits: vmids().map_or(16, |v| v.bits()),
             shared: spec
                 .shared_mem
                 .iter()
@@ -351,6 +355,22 @@ pub fn console() -> Option<&'static Console> {
 }
 
 static CONSOLE: Once<Console> = Once::new();
+
+/// The wall clock behind every guest's PL031, its start read once (`devices::wall_clock`).
+fn guest_clock(fdt: &Fdt<'_>, settings: &Settings) -> WallClock {
+    let host_rtc = dtb::host_rtc(fdt).and_then(crate::board::rtc::read_seconds);
+    let build = env!("BULKHEAD_BUILD_EPOCH").parse().unwrap_or(0);
+    let (secs, source) = wall_clock::pick_start(settings.rtc, host_rtc, build);
+    log::info!(
+        "guest clock: {secs} s since 1970-01-01 UTC, from {}",
+        source.name()
+    );
+    WallClock::new(
+        secs,
+        crate::arch::cpu::counter(),
+        crate::arch::cpu::counter_frequency(),
+    )
+}
 
 static VMIDS: Once<VmidAllocator<stage2_hw::BroadcastTlb>> = Once::new();
 

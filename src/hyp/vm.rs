@@ -13,13 +13,15 @@ use super::platform::Platform;
 use super::vcpu::Vcpu;
 use crate::config::Lifecycle;
 use crate::devices::pl011::EmulatedPl011;
+use crate::devices::pl031::EmulatedPl031;
+use crate::devices::wall_clock::WallClock;
 use crate::dtb::PhysRange;
 use crate::guest_dtb::{DoorbellNode, GuestDtbConfig, GuestSeeds, SharedMemNode, build_guest_dtb};
 use crate::guest_layout::{GUEST_RAM_BASE, GicVersion};
 use crate::loader::{self, GuestFormat, GuestRam, LoadError};
 use crate::mm::stage2::{GuestMemoryMap, Stage2Map};
 use crate::sync::{SpinGuard, SpinLock};
-use crate::vcpu::power::VmPower;
+use crate::vcpu::power::{PowerState, VmPower, VmState};
 use crate::vcpu::request::{Kick, Request, VcpuRequests, make_request};
 use crate::vgic::{VcpuSet, Vgic};
 use crate::vmid::VmVmid;
@@ -42,6 +44,10 @@ pub struct VmConfig {
     pub bootargs: String,
     /// Host GICV (GICv2 only), passed through at the guest's GICC.
     pub gicv_pa: Option<u64>,
+    /// The wall-clock time behind the VM's PL031 (the same for every VM).
+    pub clock: WallClock,
+    /// Width of the VMIDs the allocator hands out (for the statistics: VMID = low bits).
+    pub vmid_bits: u8,
     /// Static shared memory (Xen's `xen,domain-shared-memory-v1`).
     pub shared: Vec<SharedRegion>,
     /// Doorbells this VM may ring (index = the number it rings).
@@ -72,8 +78,8 @@ pub struct Doorbell {
     pub spi: u32,
 }
 
-/// SPIs the guest's interrupt controller has (only the PL011 uses one; a GIC has multiples
-/// of 32).
+/// SPIs the guest's interrupt controller has (the PL011, the PL031 and doorbells use them; a
+/// GIC has multiples of 32).
 const GUEST_SPI_COUNT: u32 = 96;
 
 /// Where the boot vCPU starts.
@@ -131,6 +137,12 @@ pub struct Vm {
     pub uart: SpinLock<EmulatedPl011>,
     /// The level last driven on the PL011's interrupt line (changed under the `uart` lock).
     pub uart_line: core::sync::atomic::AtomicBool,
+    /// The PL031 RTC (its own time offset: a guest setting its clock changes only its own).
+    pub rtc: SpinLock<EmulatedPl031>,
+    /// The level last driven on the PL031's interrupt line (changed under the `rtc` lock).
+    pub rtc_line: core::sync::atomic::AtomicBool,
+    /// When the PL031's pending match comes due (counter ticks; `u64::MAX`: none).
+    pub rtc_deadline: AtomicU64,
     pub power: VmPower,
     /// The vCPUs; a physical CPU locks the one it runs.
     pub vcpus: Vec<SpinLock<Vcpu>>,
@@ -235,6 +247,76 @@ impl core::fmt::Display for ExitStats {
     }
 }
 
+/// A VM's live statistics line (the console's statistics key), without `bulkhead: `.
+pub struct LiveStats<'a>(&'a Vm);
+
+impl core::fmt::Display for LiveStats<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let vm = self.0;
+        let state = match vm.power.vm_state() {
+            VmState::Running => "running",
+            VmState::Off => "off",
+            VmState::Stopping => "stopping",
+        };
+        write!(f, "{} {state}, ", vm.config.name)?;
+        match vm.vmid.raw() {
+            0 => write!(f, "no VMID yet")?,
+            raw => {
+                let mask = (1u64 << vm.config.vmid_bits) - 1;
+                write!(
+                    f,
+                    "VMID {} (generation {})",
+                    raw & mask,
+                    raw >> vm.config.vmid_bits
+                )?
+            }
+        }
+        write!(
+            f,
+            ", {} vCPUs, {} stage-2 mapping faults, {}",
+            vm.vcpus.len(),
+            vm.stage2_faults.load(Ordering::Relaxed),
+            ExitStats::sum(&vm.exits)
+        )
+    }
+}
+
+/// One vCPU's live statistics line: where it runs, its PSCI state, its exits.
+pub struct LiveVcpuStats<'a>(&'a Vm, usize);
+
+impl core::fmt::Display for LiveVcpuStats<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let (vm, index) = (self.0, self.1);
+        let state = match vm.power.power_state(index) {
+            Some(PowerState::On) => "on",
+            Some(PowerState::OnPending) => "starting",
+            Some(PowerState::Off) | None => "off",
+        };
+        write!(
+            f,
+            "{} vcpu {index} on CPU {}: {state}, ",
+            vm.config.name,
+            vm.config.pcpus.get(index).copied().unwrap_or(usize::MAX)
+        )?;
+        match vm.exits.get(index) {
+            Some(exits) => write!(f, "{exits}"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Vm {
+    /// Live statistics of the VM, for one console line.
+    pub fn live_stats(&self) -> LiveStats<'_> {
+        LiveStats(self)
+    }
+
+    /// Live statistics of vCPU `index`, for one console line.
+    pub fn live_vcpu_stats(&self, index: usize) -> LiveVcpuStats<'_> {
+        LiveVcpuStats(self, index)
+    }
+}
+
 impl Vm {
     /// Builds a VM around an empty stage-2 table (`vtcr` is the VTCR_EL2 for its geometry).
     /// The table is marked live from the start — any vCPU may load it — so aarch64-paging
@@ -291,6 +373,9 @@ impl Vm {
             vgic: SpinLock::new(vgic),
             uart: SpinLock::new(EmulatedPl011::new()),
             uart_line: core::sync::atomic::AtomicBool::new(false),
+            rtc: SpinLock::new(EmulatedPl031::new()),
+            rtc_line: core::sync::atomic::AtomicBool::new(false),
+            rtc_deadline: AtomicU64::new(u64::MAX),
             power,
             vcpus: (0..config_vcpus)
                 .map(|i| SpinLock::new(Vcpu::new(i)))
@@ -560,6 +645,11 @@ impl Vm {
             uart.reset();
             self.uart_line.store(false, Ordering::Relaxed);
         }
+        // The RTC keeps its time; its match interrupt goes back to reset (the vGIC reset
+        // above dropped the line).
+        self.rtc.lock().reset();
+        self.rtc_line.store(false, Ordering::Relaxed);
+        self.rtc_deadline.store(u64::MAX, Ordering::Relaxed);
         self.load(p)?;
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.power.restart(0).map_err(VmError::Power)?;
@@ -637,6 +727,8 @@ mod load_tests {
             }),
             bootargs: String::from("console=ttyAMA0"),
             gicv_pa: None,
+            clock: crate::devices::wall_clock::WallClock::new(0, 0, 62_500_000),
+            vmid_bits: 8,
             shared: Vec::new(),
             doorbells_out: Vec::new(),
             doorbells_in: Vec::new(),

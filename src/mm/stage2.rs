@@ -14,7 +14,8 @@
 
 use crate::guest_layout::{
     GICC_BASE, GICC_SIZE, GICD_BASE, GICD_SIZE_V2, GICD_SIZE_V3, GICR_BASE, GICR_STRIDE,
-    GUEST_RAM_BASE, GicVersion, PL011_BASE, PL011_SIZE, PVPANIC_BASE, PVPANIC_SIZE,
+    GUEST_RAM_BASE, GicVersion, PL011_BASE, PL011_SIZE, PL031_BASE, PL031_SIZE, PVPANIC_BASE,
+    PVPANIC_SIZE,
 };
 use aarch64_paging::descriptor::{PhysicalAddress, Stage2Attributes};
 use aarch64_paging::linearmap::LinearTranslation;
@@ -160,6 +161,8 @@ impl Stage2Geometry {
 pub enum EmulatedDevice {
     /// The PL011 console.
     Pl011,
+    /// The PL031 real-time clock.
+    Pl031,
     /// The GIC distributor.
     GicDistributor,
     /// The GICv3 redistributors (offset from GICR_BASE, all vCPUs).
@@ -250,7 +253,7 @@ impl GuestMemoryMap {
         })
     }
 
-    /// The `virt`-like guest machine: RAM at 0x4000_0000, the PL011, the GIC distributor,
+    /// The `virt`-like guest machine: RAM at 0x4000_0000, the PL011, the PL031, the GIC distributor,
     /// and either the GICv3 redistributors (emulated) or the GICv2 CPU interface (the host's
     /// GICV at `gicv_pa`, passed through).
     pub fn virt_guest(
@@ -262,6 +265,7 @@ impl GuestMemoryMap {
     ) -> Result<Self, Stage2Error> {
         let mut map = Self::new(GUEST_RAM_BASE, ram_size, ram_pa)?;
         map.add_emulated(PL011_BASE..PL011_BASE + PL011_SIZE, EmulatedDevice::Pl011);
+        map.add_emulated(PL031_BASE..PL031_BASE + PL031_SIZE, EmulatedDevice::Pl031);
         map.add_emulated(
             PVPANIC_BASE..PVPANIC_BASE + PVPANIC_SIZE,
             EmulatedDevice::Pvpanic,
@@ -610,6 +614,13 @@ mod tests {
             Stage2Decision::Emulate {
                 device: EmulatedDevice::Pl011,
                 offset: 0x18
+            }
+        );
+        assert_eq!(
+            map.decide(0x0901_0008),
+            Stage2Decision::Emulate {
+                device: EmulatedDevice::Pl031,
+                offset: 8
             }
         );
         assert_eq!(

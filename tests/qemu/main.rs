@@ -75,6 +75,16 @@ struct Keys<'a> {
 /// Runs `scripts/run.sh ARGS`, killing it after `timeout`, typing `keys` in order on its
 /// console (stdin is closed when there is nothing to type).
 fn run_typing(args: &[&str], keys: &[Keys<'_>], timeout: Duration) -> Run {
+    run_typing_env(args, &[], keys, timeout)
+}
+
+/// [`run_typing`] with extra environment variables for `scripts/run.sh`.
+fn run_typing_env(
+    args: &[&str],
+    env: &[(&str, &str)],
+    keys: &[Keys<'_>],
+    timeout: Duration,
+) -> Run {
     use std::io::Write;
     use std::sync::{Arc, Mutex};
 
@@ -96,6 +106,7 @@ fn run_typing(args: &[&str], keys: &[Keys<'_>], timeout: Duration) -> Run {
         Stdio::null()
     };
     cmd.args(args)
+        .envs(env.iter().copied())
         .current_dir(repo())
         .stdin(stdin)
         .stdout(Stdio::piped())
@@ -1415,6 +1426,7 @@ fn probe_guest_cpu_features_on_max_gicv2() {
 }
 
 // Topic files: each is a child module, so it reaches the harness above through `super::*`.
+mod console_clock;
 mod fidelity;
 mod guest_formats;
 mod lifecycle;

@@ -7,7 +7,7 @@ use super::{cpu, entry, percpu, stage2_hw, sysregs};
 use crate::board::{console, gic};
 use crate::dtb::PhysRange;
 use crate::hyp::exit::SysRegId;
-use crate::hyp::platform::Platform;
+use crate::hyp::platform::{ConsoleRx, Platform};
 use crate::hyp::timer::VTIMER_INTID;
 use crate::mm::layout::phys_to_linear;
 use crate::sync::SpinLock;
@@ -55,9 +55,14 @@ static PTIMER_DEADLINE: [AtomicU64; super::entry::MAX_CPUS] =
 static CONSOLE_DEADLINE: AtomicU64 = AtomicU64::new(NEVER);
 /// The console deadline the console CPU's timer was last armed with.
 static CONSOLE_ARMED: AtomicU64 = AtomicU64::new(NEVER);
+/// When the earliest guest RTC match comes due (the console CPU's timer serves it too).
+static RTC_DEADLINE: AtomicU64 = AtomicU64::new(NEVER);
+/// The RTC deadline the console CPU's timer was last armed with.
+static RTC_ARMED: AtomicU64 = AtomicU64::new(NEVER);
 
 /// Programs this CPU's EL2 timer for the earliest of what it serves: its vCPU's emulated
-/// physical timer and, on the console CPU, the console's partial-line deadline.
+/// physical timer and, on the console CPU, the console's partial-line deadline and the guest
+/// RTCs' match deadline.
 pub fn rearm_hyp_timer() {
     let cpu = percpu::current();
     let mut deadline = PTIMER_DEADLINE
@@ -66,15 +71,23 @@ pub fn rearm_hyp_timer() {
     if cpu == CONSOLE_CPU {
         let console = CONSOLE_DEADLINE.load(Ordering::Acquire);
         CONSOLE_ARMED.store(console, Ordering::Relaxed);
-        deadline = deadline.min(console);
+        let rtc = RTC_DEADLINE.load(Ordering::Acquire);
+        RTC_ARMED.store(rtc, Ordering::Relaxed);
+        deadline = deadline.min(console).min(rtc);
     }
     sysregs::set_hyp_timer((deadline != NEVER).then_some(deadline));
 }
 
-/// Whether another CPU moved the console's deadline since the console CPU last armed its
-/// timer (so a kick need not re-arm it otherwise: most kicks are IPIs for the guest).
+/// Whether another CPU moved the console's or the RTCs' deadline since the console CPU last
+/// armed its timer (so a kick need not re-arm it otherwise: most kicks are IPIs for the guest).
 pub fn console_deadline_moved() -> bool {
     CONSOLE_DEADLINE.load(Ordering::Acquire) != CONSOLE_ARMED.load(Ordering::Relaxed)
+        || RTC_DEADLINE.load(Ordering::Acquire) != RTC_ARMED.load(Ordering::Relaxed)
+}
+
+/// Whether a guest RTC's match is due.
+pub fn rtc_due() -> bool {
+    RTC_DEADLINE.load(Ordering::Acquire) <= cpu::counter()
 }
 
 /// Whether the console's held partial lines are due.
@@ -240,8 +253,11 @@ impl Platform for ArchPlatform {
         console::write_bytes(bytes);
     }
 
-    fn console_getc(&self) -> Option<u8> {
-        console::getc()
+    fn console_getc(&self) -> Option<ConsoleRx> {
+        console::getc().map(|rx| match rx {
+            console::Received::Byte(b) => ConsoleRx::Byte(b),
+            console::Received::Break => ConsoleRx::Break,
+        })
     }
 
     fn console_has_input(&self) -> bool {
@@ -254,6 +270,15 @@ impl Platform for ArchPlatform {
             rearm_hyp_timer();
         } else {
             // The console CPU re-arms its timer when the kick arrives.
+            gic::kick(CONSOLE_CPU, cpu::mpidr_of(CONSOLE_CPU));
+        }
+    }
+
+    fn set_rtc_deadline(&self, deadline: Option<u64>) {
+        RTC_DEADLINE.store(deadline.unwrap_or(NEVER), Ordering::Release);
+        if percpu::current() == CONSOLE_CPU {
+            rearm_hyp_timer();
+        } else {
             gic::kick(CONSOLE_CPU, cpu::mpidr_of(CONSOLE_CPU));
         }
     }

@@ -12,6 +12,8 @@ const IDLE: u64 = 100;
 struct Console {
     mux: ConsoleMux,
     out: Vec<u8>,
+    /// The tick of the last output or idle call: hypervisor lines and keys happen then.
+    now: u64,
 }
 
 impl Console {
@@ -24,16 +26,19 @@ impl Console {
         Console {
             mux: ConsoleMux::new(names, escape),
             out: Vec::new(),
+            now: 0,
         }
     }
 
     fn vm(&mut self, vm: usize, bytes: &[u8], now: u64) {
+        self.now = now;
         let out = &mut self.out;
         self.mux
             .vm_output(vm, bytes, now, &mut |b| out.extend_from_slice(b));
     }
 
     fn idle(&mut self, now: u64) -> Option<u64> {
+        self.now = now;
         let out = &mut self.out;
         self.mux
             .flush_idle(now, IDLE, &mut |b| out.extend_from_slice(b))
@@ -42,18 +47,19 @@ impl Console {
     fn hyp(&mut self, text: &str) {
         let out = &mut self.out;
         self.mux
-            .hyp_line(text.as_bytes(), &mut |b| out.extend_from_slice(b));
+            .hyp_line(text, self.now, &mut |b| out.extend_from_slice(b));
     }
 
     fn key(&mut self, byte: u8) -> Input {
         let out = &mut self.out;
-        self.mux.input(byte, &mut |b| out.extend_from_slice(b))
+        self.mux
+            .input(byte, self.now, &mut |b| out.extend_from_slice(b))
     }
 
     fn alive(&mut self, vm: usize, alive: bool) {
         let out = &mut self.out;
         self.mux
-            .set_alive(vm, alive, &mut |b| out.extend_from_slice(b));
+            .set_alive(vm, alive, self.now, &mut |b| out.extend_from_slice(b));
     }
 
     /// What was written since the last call, as text.
@@ -97,43 +103,44 @@ fn console_mux_one_vm_hyp_line_after_a_partial_line_starts_on_a_new_line() {
     let mut c = Console::new(&["domU1"]);
     c.vm(0, b"/ # ", 0);
     c.hyp("bulkhead: hello");
-    assert_eq!(c.take(), "/ # \r\nbulkhead: hello\r\n");
-    // The VM continues below the hypervisor line, unchanged.
-    c.vm(0, b"ls\r\n", 1);
-    c.hyp("bulkhead: again");
     assert_eq!(
         c.take(),
-        "ls\r\nbulkhead: again\r\n",
-        "after a line end: no blank line"
+        "/ # ",
+        "the hypervisor line waits for the guest's line"
     );
+    assert_eq!(c.idle(1), Some(IDLE), "at most the idle time");
+    c.vm(0, b"ls\r\n", 1);
+    assert_eq!(
+        c.take(),
+        "ls\r\nbulkhead: hello\r\n",
+        "the guest's line whole, then the hypervisor line"
+    );
+    assert_eq!(c.idle(2), None);
+    c.hyp("bulkhead: again");
+    assert_eq!(c.take(), "bulkhead: again\r\n", "at a line start: at once");
     c.vm(0, b"lone cr\r", 2);
     c.hyp("bulkhead: x");
+    assert_eq!(c.take(), "lone cr\r", "a lone CR leaves the row dirty");
+    assert_eq!(c.idle(2 + IDLE - 1), Some(2 + IDLE));
+    c.idle(2 + IDLE);
     assert_eq!(
         c.take(),
-        "lone cr\r\r\nbulkhead: x\r\n",
-        "a lone CR leaves the row dirty"
+        "\r\nbulkhead: x\r\n",
+        "a line unfinished for the idle time is ended for the hypervisor line"
     );
 }
 
 #[test]
 fn console_mux_one_vm_gets_every_typed_byte_including_escapes() {
     let mut c = Console::new(&["domU1"]);
-    for b in [
-        DEFAULT_ESCAPE,
-        DEFAULT_ESCAPE,
-        DEFAULT_ESCAPE,
-        b'x',
-        DEFAULT_ESCAPE,
-    ] {
-        assert_eq!(
-            c.key(b),
-            Input::Deliver {
-                vm: 0,
-                bytes: [b, DEFAULT_ESCAPE, DEFAULT_ESCAPE],
-                len: 1
-            }
-        );
-    }
+    assert_eq!(c.key(b'a'), deliver(0, b"a"));
+    // Escapes wait for the byte that says they are not a command.
+    assert_eq!(c.key(DEFAULT_ESCAPE), Input::Consumed);
+    assert_eq!(c.key(DEFAULT_ESCAPE), Input::Consumed);
+    // Three: nothing to switch to, so the VM gets them.
+    assert_eq!(c.key(DEFAULT_ESCAPE), deliver(0, &[DEFAULT_ESCAPE; 3]));
+    assert_eq!(c.key(DEFAULT_ESCAPE), Input::Consumed);
+    assert_eq!(c.key(b'x'), deliver(0, &[DEFAULT_ESCAPE, b'x']));
     assert_eq!(c.mux.focus(), 0);
     assert_eq!(c.take(), "", "no focus lines with one VM");
 }
@@ -144,6 +151,7 @@ fn console_mux_one_vm_open_escape_sequence_is_cancelled_before_a_hyp_line() {
     // An OSC string would swallow the hypervisor line into the window title.
     c.vm(0, b"\x1b]0;title", 0);
     c.hyp("bulkhead: seen");
+    c.idle(IDLE);
     assert_eq!(c.take(), "\x1b]0;title\x18\r\nbulkhead: seen\r\n");
     // A finished sequence needs nothing.
     c.vm(0, b"\x1b[31mred\x1b[0m\r\n", 1);
@@ -302,7 +310,8 @@ fn console_mux_hyp_line_never_lands_inside_a_vm_line() {
     c.vm(0, b" more\r\n", 200);
     assert_eq!(
         c.take(),
-        "domU1: half\r\nbulkhead: after\r\ndomU1:  more\r\n"
+        "domU1: half more\r\nbulkhead: after\r\n",
+        "a hypervisor line waits for the VM's shown partial line to end"
     );
 }
 
@@ -314,8 +323,10 @@ fn console_mux_hyp_line_fmt_writes_crlf_line_ends() {
     let out = &mut c.out;
     c.mux.hyp_line_fmt(
         format_args!("bulkhead: {} of {}\nbulkhead: second", 1, 2),
+        IDLE,
         &mut |b| out.extend_from_slice(b),
     );
+    c.idle(2 * IDLE);
     assert_eq!(
         c.take(),
         "domU1: x\r\nbulkhead: 1 of 2\r\nbulkhead: second\r\n"
@@ -367,7 +378,14 @@ fn console_mux_focus_line_starts_on_a_new_line() {
     }
     assert_eq!(
         c.take(),
-        "domU1: / # \r\nbulkhead: console input to domU2\r\n"
+        "domU1: / # ",
+        "the prompt's line is not split at once"
+    );
+    c.idle(2 * IDLE);
+    assert_eq!(
+        c.take(),
+        "\r\nbulkhead: console input to domU2\r\n",
+        "an idle prompt's line is ended for it"
     );
 }
 
@@ -646,5 +664,214 @@ proptest! {
                 prop_assert!(*got == want || ended, "vm{}: {:?} != {:?}", vm, got, want);
             }
         }
+    }
+}
+
+// --- Forging, waiting hypervisor lines, commands, breaks ----------------------------------
+
+#[test]
+fn console_mux_one_vm_line_starting_bulkhead_is_shown_after_its_name() {
+    let mut c = Console::new(&["guest"]);
+    c.vm(0, b"bulkhead: fake\r\nok bulkhead: inside\nbulky\n", 0);
+    assert_eq!(
+        c.take(),
+        "guest: bulkhead: fake\r\nok bulkhead: inside\nbulky\n",
+        "only a line that starts with the tag is marked"
+    );
+    // Byte by byte, as a guest's UART writes it.
+    for &b in b"bulkhead: one at a time\n" {
+        c.vm(0, &[b], 1);
+    }
+    assert_eq!(c.take(), "guest: bulkhead: one at a time\n");
+    // A CR starts the row again: the tag after it is marked too.
+    c.vm(0, b"10%\rbulkhead: over\n", 2);
+    assert_eq!(c.take(), "10%\rguest: bulkhead: over\n");
+    // The held start is released unchanged when the line goes elsewhere.
+    c.vm(0, b"bulk", 3);
+    assert_eq!(c.take(), "", "held while it may become the tag");
+    c.vm(0, b"y\n", 4);
+    assert_eq!(c.take(), "bulky\n");
+}
+
+#[test]
+fn console_mux_one_vm_held_tag_start_is_shown_marked_after_the_idle_time() {
+    let mut c = Console::new(&["guest"]);
+    c.vm(0, b"bul", 10);
+    assert_eq!(c.idle(11), Some(10 + IDLE));
+    c.idle(10 + IDLE);
+    assert_eq!(c.take(), "guest: bul");
+    // The rest follows on the same line: a slow guest cannot forge the line either.
+    c.vm(0, b"khead: slow\n", 500);
+    assert_eq!(c.take(), "khead: slow\n");
+    // A hypervisor line while the start is held (nothing shown yet): at once, then the VM's.
+    c.vm(0, b"bu", 600);
+    c.hyp("bulkhead: real");
+    c.vm(0, b"g\n", 601);
+    assert_eq!(c.take(), "bulkhead: real\r\nbug\n");
+    // A VM stopping shows what it held.
+    c.vm(0, b"bulkhea", 700);
+    c.alive(0, false);
+    assert_eq!(c.take(), "guest: bulkhea");
+}
+
+#[test]
+fn console_mux_hyp_lines_wait_for_the_line_in_order_and_a_full_queue_ends_it() {
+    let mut c = Console::new(&["guest"]);
+    c.vm(0, b"abc", 0);
+    for i in 0..10 {
+        c.hyp(&format!("bulkhead: trace {i}"));
+    }
+    c.vm(0, b"def\n", 1);
+    let want: String = (0..10)
+        .map(|i| format!("bulkhead: trace {i}\r\n"))
+        .collect();
+    assert_eq!(c.take(), format!("abcdef\n{want}"));
+    // A storm bigger than the queue: the line is ended once, nothing is lost or reordered.
+    c.vm(0, b"ghi", 2);
+    let count = HYP_QUEUE_BYTES / "bulkhead: trace 00000\r\n".len() + 100;
+    let lines: Vec<String> = (0..count)
+        .map(|i| format!("bulkhead: trace {i:05}"))
+        .collect();
+    for line in &lines {
+        c.hyp(line);
+    }
+    c.vm(0, b"jkl\n", 3);
+    let out = c.take();
+    let expect_lines: String = lines.iter().map(|l| format!("{l}\r\n")).collect();
+    assert!(
+        out.starts_with("ghi\r\nbulkhead: trace 00000\r\n"),
+        "{out:?}"
+    );
+    assert_eq!(out.replace("jkl\n", ""), format!("ghi\r\n{expect_lines}"));
+    assert!(out.ends_with("jkl\n"));
+}
+
+#[test]
+fn console_mux_several_vms_hyp_line_waits_for_a_shown_partial_line() {
+    let mut c = Console::new(&["domU1", "domU2"]);
+    c.vm(0, b"login: ", 0);
+    c.idle(IDLE);
+    c.hyp("bulkhead: waits");
+    assert_eq!(c.take(), "domU1: login: ");
+    // Another VM's line ends the partial line anyway: the hypervisor line goes first.
+    c.vm(1, b"other\r\n", IDLE + 1);
+    assert_eq!(
+        c.take(),
+        "\r\nbulkhead: waits\r\ndomU2: other\r\n",
+        "queued before domU2's line, so shown before it"
+    );
+}
+
+#[test]
+fn console_mux_two_escapes_and_s_ask_for_statistics() {
+    for names in [&["domU1"][..], &["domU1", "domU2"][..]] {
+        let mut c = Console::new(names);
+        assert_eq!(c.key(DEFAULT_ESCAPE), Input::Consumed);
+        assert_eq!(c.key(DEFAULT_ESCAPE), Input::Consumed);
+        assert_eq!(c.key(STATS_KEY), Input::Stats, "{names:?}");
+        // One escape and `s` is the guest's (readline's Ctrl-A, then a letter).
+        assert_eq!(c.key(DEFAULT_ESCAPE), Input::Consumed);
+        assert_eq!(c.key(STATS_KEY), deliver(0, &[DEFAULT_ESCAPE, STATS_KEY]));
+        // `s` alone, and two escapes and another letter, are the guest's too.
+        assert_eq!(c.key(STATS_KEY), deliver(0, b"s"));
+        c.key(DEFAULT_ESCAPE);
+        c.key(DEFAULT_ESCAPE);
+        assert_eq!(
+            c.key(b't'),
+            deliver(0, &[DEFAULT_ESCAPE, DEFAULT_ESCAPE, b't'])
+        );
+        assert_eq!(c.mux.focus(), 0);
+        assert_eq!(c.take(), "");
+    }
+    // With another escape character the command follows it.
+    let mut c = Console::with_escape(&["a", "b"], 0x02);
+    c.key(0x02);
+    c.key(0x02);
+    assert_eq!(c.key(b's'), Input::Stats);
+}
+
+#[test]
+fn console_mux_break_goes_to_the_vm_in_focus_and_drops_held_escapes() {
+    let mut c = Console::new(&["domU1", "domU2"]);
+    assert_eq!(c.mux.input_break(), Input::Break { vm: 0 });
+    c.key(DEFAULT_ESCAPE);
+    assert_eq!(c.mux.input_break(), Input::Break { vm: 0 });
+    assert_eq!(c.key(b'x'), deliver(0, b"x"), "the escape was dropped");
+    for _ in 0..3 {
+        c.key(DEFAULT_ESCAPE);
+    }
+    assert_eq!(c.mux.input_break(), Input::Break { vm: 1 });
+    c.alive(0, false);
+    c.alive(1, false);
+    assert_eq!(c.mux.input_break(), Input::Consumed, "nobody running");
+}
+
+/// One VM, any output, hypervisor lines and idle timer: every guest byte comes out once, in
+/// order; a hypervisor line starts only after a line feed; and every screen row that starts
+/// with `bulkhead:` (after LF or CR) is a hypervisor line.
+fn single_vm_byte() -> impl Strategy<Value = u8> {
+    prop::sample::select(b"bulkhead: x\n\r".to_vec())
+}
+
+fn single_op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => proptest::collection::vec(single_vm_byte(), 0..20).prop_map(|b| Op::Output(0, b)),
+        2 => (0..2 * IDLE).prop_map(Op::Idle),
+        2 => Just(Op::Hyp),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn console_mux_one_vm_cannot_forge_and_hyp_lines_start_lines(
+        ops in proptest::collection::vec(single_op(), 0..60),
+    ) {
+        let mut c = Console::new(&["g"]);
+        let mut written = Vec::new();
+        let mut now = 0;
+        let mut hyps = 0;
+        for op in &ops {
+            match op {
+                Op::Output(vm, bytes) => {
+                    c.vm(*vm, bytes, now);
+                    written.extend_from_slice(bytes);
+                }
+                Op::Idle(dt) => {
+                    now += dt;
+                    c.idle(now);
+                }
+                Op::Hyp => {
+                    c.hyp("bulkhead: hyp");
+                    hyps += 1;
+                }
+            }
+        }
+        c.idle(u64::MAX);
+        c.alive(0, false);
+        let out = c.out.clone();
+        let line = b"bulkhead: hyp\r\n";
+        let mut content = Vec::new();
+        let mut seen = 0;
+        let mut i = 0;
+        while i < out.len() {
+            let row_start = i == 0 || matches!(out[i - 1], b'\n' | b'\r');
+            if row_start && out[i..].starts_with(b"bulkhead:") {
+                prop_assert!(out[i..].starts_with(line), "forged at {}: {:?}", i, String::from_utf8_lossy(&out));
+                prop_assert!(i == 0 || out[i - 1] == b'\n', "hyp line after a CR: {:?}", String::from_utf8_lossy(&out));
+                seen += 1;
+                i += line.len();
+                continue;
+            }
+            content.push(out[i]);
+            i += 1;
+        }
+        prop_assert_eq!(seen, hyps);
+        // What is left is the guest's bytes, plus the name before its tag lines and the line
+        // ends the multiplexer added before hypervisor lines.
+        let strip = |s: &[u8]| {
+            let text = String::from_utf8_lossy(s).replace("g: ", "");
+            text.bytes().filter(|b| !matches!(*b, b'\r' | b'\n' | CAN)).collect::<Vec<u8>>()
+        };
+        prop_assert_eq!(strip(&content), strip(&written));
     }
 }

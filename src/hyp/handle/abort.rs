@@ -14,6 +14,7 @@ use crate::hyp::console_bridge as console;
 use crate::hyp::exit::{Abort, FaultKind};
 use crate::hyp::inject::{Exception, FSC_ALIGNMENT, FSC_EXTERNAL, FSC_EXTERNAL_WALK_L0};
 use crate::hyp::platform::Platform;
+use crate::hyp::rtc;
 use crate::hyp::vcpu::Vcpu;
 use crate::hyp::vm::Vm;
 use crate::hyp::walk_level::walk_level;
@@ -236,6 +237,13 @@ fn emulate(
         }
         (EmulatedDevice::Pl011, false) => {
             Some(console::uart_read(vm, offset, access.size, p).map_err(drop)?)
+        }
+        (EmulatedDevice::Pl031, true) => {
+            rtc::access(vm, offset, access.size, Some(value), p).map_err(drop)?;
+            None
+        }
+        (EmulatedDevice::Pl031, false) => {
+            Some(rtc::access(vm, offset, access.size, None, p).map_err(drop)?)
         }
         (EmulatedDevice::GicDistributor, true) => {
             let set = vm

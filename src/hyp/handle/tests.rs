@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::dtb::PhysRange;
-use crate::guest_layout::{GUEST_RAM_BASE, GicVersion, PL011_BASE};
+use crate::guest_layout::{GUEST_RAM_BASE, GicVersion, PL011_BASE, PL031_BASE};
 use crate::hyp::console::Console;
 use crate::hyp::exit::Syndrome;
 use crate::hyp::inject::{FSC_ALIGNMENT, FSC_EXTERNAL};
@@ -18,6 +18,8 @@ const RAM_PA: u64 = 0x8_0000_0000;
 const RAM_SIZE: u64 = 64 << 20;
 const GICD: u64 = 0x0800_0000;
 const GICR: u64 = 0x080a_0000;
+/// The test VMs' wall clock starts at 2026-01-01 00:00:00 UTC, counter 0, 1000 ticks/s.
+const TEST_EPOCH: u64 = 1_767_225_600;
 
 // ESR_EL2 values, from the Arm ARM's ISS encodings (D24.2.40 ESR_EL2).
 /// HVC #0 (EC 0x16, IL).
@@ -82,6 +84,8 @@ fn vm_with(gic: GicVersion, vcpus: usize) -> Vm {
         initrd: None,
         bootargs: String::new(),
         gicv_pa: None,
+        clock: crate::devices::wall_clock::WallClock::new(TEST_EPOCH, 0, 1000),
+        vmid_bits: 8,
         shared: alloc::vec::Vec::new(),
         doorbells_out: alloc::vec::Vec::new(),
         doorbells_in: alloc::vec::Vec::new(),
@@ -421,12 +425,105 @@ fn exit_pl011_load_reads_the_flag_register() {
 #[test]
 fn exit_console_input_reaches_the_guest_pl011() {
     let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(0, 0x4000));
-    p.console_in.borrow_mut().extend(*b"hi");
+    p.console_in
+        .borrow_mut()
+        .extend(b"hi".map(crate::hyp::platform::ConsoleRx::Byte));
     crate::hyp::console_bridge::forward_input(core::slice::from_ref(&vm), &p);
     run(&vm, &mut v, &p, ESR_LDR_W2_L3, PL011_BASE);
     assert_eq!(v.regs.x[2], u64::from(b'h'));
     run(&vm, &mut v, &p, ESR_LDR_W2_L3, PL011_BASE);
     assert_eq!(v.regs.x[2], u64::from(b'i'));
+}
+
+#[test]
+fn exit_pl031_counter_reads_the_wall_clock_and_a_load_sets_only_this_vm() {
+    let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(0, 0x4000));
+    p.now.set(5_000); // 5 s after the clock's start
+    run(&vm, &mut v, &p, ESR_LDR_W2_L3, PL031_BASE);
+    assert_eq!(v.regs.x[2], TEST_EPOCH + 5);
+    assert_eq!(v.regs.pc, 0x4004);
+    // The guest sets its clock (RTC_LR): it counts on from there; another VM does not.
+    v.regs.x[1] = 1_000_000;
+    run(&vm, &mut v, &p, ESR_STR_W1_L3, PL031_BASE + 8);
+    p.now.set(7_000);
+    run(&vm, &mut v, &p, ESR_LDR_W2_L3, PL031_BASE);
+    assert_eq!(v.regs.x[2], 1_000_002);
+    let other = self::vm();
+    let mut w = vcpu_at(0, 0x4000);
+    run(&other, &mut w, &p, ESR_LDR_W2_L3, PL031_BASE);
+    assert_eq!(w.regs.x[2], TEST_EPOCH + 7);
+}
+
+#[test]
+fn exit_pl031_match_fires_at_its_deadline_without_guest_accesses() {
+    let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(0, 0x4000));
+    p.now.set(1_500);
+    v.regs.x[1] = 1; // RTC_IMSC: unmask the match
+    run(&vm, &mut v, &p, ESR_STR_W1_L3, PL031_BASE + 0x10);
+    v.regs.x[1] = TEST_EPOCH + 3; // RTC_MR: two seconds ahead of the counter (TEST_EPOCH + 1)
+    run(&vm, &mut v, &p, ESR_STR_W1_L3, PL031_BASE + 4);
+    // The platform is told when to look: the counter where the clock reaches MR.
+    assert_eq!(p.rtc_deadline.get(), Some(3_000));
+    assert!(!vm.rtc_line.load(core::sync::atomic::Ordering::Relaxed));
+    p.now.set(3_000);
+    crate::hyp::rtc::poll_all(core::slice::from_ref(&vm), &p);
+    assert!(vm.rtc_line.load(core::sync::atomic::Ordering::Relaxed));
+    assert_eq!(p.rtc_deadline.get(), None);
+    // RTC_ICR clears it and drops the line.
+    run(&vm, &mut v, &p, ESR_STR_W1_L3, PL031_BASE + 0x1c);
+    assert!(!vm.rtc_line.load(core::sync::atomic::Ordering::Relaxed));
+}
+
+#[test]
+fn exit_console_break_reaches_the_guest_pl011_between_its_neighbours() {
+    use crate::hyp::platform::ConsoleRx;
+    let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(0, 0x4000));
+    p.console_in.borrow_mut().extend([
+        ConsoleRx::Byte(b'x'),
+        ConsoleRx::Break,
+        ConsoleRx::Byte(b'h'),
+    ]);
+    // Linux's amba-pl011 keeps its FIFO on (LCR_H.FEN): the three fit.
+    v.regs.x[1] = 1 << 4;
+    run(&vm, &mut v, &p, ESR_STR_W1_L3, PL011_BASE + 0x2c);
+    crate::hyp::console_bridge::forward_input(core::slice::from_ref(&vm), &p);
+    let mut dr = || {
+        run(&vm, &mut v, &p, ESR_LDR_W2_L3, PL011_BASE);
+        v.regs.x[2]
+    };
+    // SysRq's sequence as the guest's driver reads it: the break (a 0 flagged DR.BE), the key.
+    assert_eq!(
+        [dr(), dr(), dr()],
+        [u64::from(b'x'), 1 << 10, u64::from(b'h')]
+    );
+    assert!(p.console_out.borrow().is_empty());
+}
+
+#[test]
+fn exit_console_statistics_key_prints_live_statistics_and_the_guest_gets_nothing() {
+    use crate::hyp::platform::ConsoleRx;
+    let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(0, 0x4000));
+    // One exit: a line end written to the PL011.
+    v.regs.x[1] = u64::from(b'\n');
+    run(&vm, &mut v, &p, ESR_STR_W1_L3, PL011_BASE);
+    let escape = crate::hyp::console_mux::DEFAULT_ESCAPE;
+    p.console_in
+        .borrow_mut()
+        .extend([escape, escape, b's'].map(ConsoleRx::Byte));
+    crate::hyp::console_bridge::forward_input(core::slice::from_ref(&vm), &p);
+    let out = String::from_utf8(p.console_out.borrow().clone()).unwrap();
+    assert_eq!(
+        out,
+        "\nbulkhead: stats: test running, no VMID yet, 2 vCPUs, 0 stage-2 mapping faults, \
+         1 exits (irq 0, hvc/smc 0, wfi 0, sysreg 0, mmio 1, other 0), 0 LR fills\r\n\
+         bulkhead: stats: test vcpu 0 on CPU 0: on, \
+         1 exits (irq 0, hvc/smc 0, wfi 0, sysreg 0, mmio 1, other 0), 0 LR fills\r\n\
+         bulkhead: stats: test vcpu 1 on CPU 1: off, \
+         0 exits (irq 0, hvc/smc 0, wfi 0, sysreg 0, mmio 0, other 0), 0 LR fills\r\n"
+    );
+    // Nothing reached the guest's receive FIFO (FR.RXFE set).
+    run(&vm, &mut v, &p, ESR_LDR_W2_L3, PL011_BASE + 0x18);
+    assert_ne!(v.regs.x[2] & 0x10, 0);
 }
 
 #[test]
@@ -818,6 +915,8 @@ fn doorbell_pair() -> &'static [Vm] {
             initrd: None,
             bootargs: String::new(),
             gicv_pa: None,
+            clock: crate::devices::wall_clock::WallClock::new(TEST_EPOCH, 0, 1000),
+            vmid_bits: 8,
             shared: alloc::vec![SharedRegion {
                 id: String::from("s"),
                 ipa: 0x7fe0_0000,
