@@ -113,6 +113,8 @@ pub struct Machine {
     pub pingpong: Option<pingpong::Config<'static>>,
     /// `probe.touch_ipa=ADDR`.
     pub touch_ipa: Option<u64>,
+    /// /chosen/bootargs, whole (empty when absent).
+    pub bootargs: &'static str,
 }
 
 impl Machine {
@@ -139,6 +141,7 @@ impl Machine {
             peers: Peers::default(),
             pingpong: None,
             touch_ipa: None,
+            bootargs: "",
         };
         // The DTB must be in RAM and 8-byte aligned (arm64 boot protocol).
         if dtb_addr < RAM_BASE || !dtb_addr.is_multiple_of(8) {
@@ -177,6 +180,7 @@ impl Machine {
             machine.chaos = parse_chaos(args);
             machine.pingpong = pingpong::Config::from_bootargs(args);
             machine.touch_ipa = bootarg_number(args, TOUCH_IPA_ARG);
+            machine.bootargs = args;
         }
         if let Some(chosen) = fdt.find_node("/chosen") {
             let prop = |name| chosen.property(name).and_then(|p| p.as_usize());

@@ -11,7 +11,8 @@
 //! writes its own over MIB MiB (memcheck.rs), printing `PROBE: memcheck boot=N verified=P`.
 //! With `probe.pingpong=ping|pong [probe.pingpong_rounds=N]` it first exchanges N messages
 //! with another VM over shared memory and doorbells (exchange.rs). `probe.touch_ipa=ADDR`
-//! adds a check that a load from ADDR aborts. When the DTB describes doorbells (or none),
+//! adds a check that a load from ADDR aborts. `probe.bench=hvc,gicd,...` runs micro-benchmarks
+//! instead of the checks (bench.rs). When the DTB describes doorbells (or none),
 //! the checks include the doorbell call's error codes.
 //!
 //! Runs with the MMU off, so every data access is Device memory: the target is built with
@@ -20,6 +21,7 @@
 #![no_std]
 #![no_main]
 
+mod bench;
 mod chaos;
 mod checks;
 mod console;
@@ -119,6 +121,10 @@ probe_secondary_stack_top:
 extern "C" fn primary_main(dtb: u64) -> ! {
     println!("PROBE: psci-probe start");
     let machine = Machine::probe(dtb);
+    if let Some(list) = bench::requested(machine.bootargs) {
+        bench::run(&machine, list, machine.bootargs);
+        psci::system_off()
+    }
     let record_addr = if machine.reboots > 0 {
         BootRecord::address(&machine)
     } else {
