@@ -57,12 +57,13 @@ impl Vgic {
         if vcpu >= self.vcpu_count {
             return fill;
         }
-        // One pass over the interrupts keeps the `out.len()` most urgent candidates, sorted
+        // One pass over the queued interrupts keeps the `out.len()` most urgent candidates, sorted
         // (this runs on nearly every guest entry, so no rescans per list register).
         let slots = out.len().min(MAX_LIST_REGISTERS);
         let mut picks = [(Urgency::default(), 0u32); MAX_LIST_REGISTERS];
         let mut picked = 0;
-        for intid in 0..PRIVATE_IRQ_COUNT + self.spi_count() {
+        // Only the vCPU's queue: everything pending or active for it is there.
+        for intid in self.queued(vcpu) {
             let Some(key) = self.urgency(vcpu, intid) else {
                 continue;
             };
@@ -135,6 +136,8 @@ impl Vgic {
             }
         }
         irq.in_lr = true;
+        // An edge interrupt's pending state moved into the LR: off the queue unless active.
+        self.requeue(vcpu, intid);
         Some(entry)
     }
 
@@ -160,6 +163,7 @@ impl Vgic {
             // if still high, keeps the interrupt pending.
             irq.pending_latch = false;
         }
+        self.requeue(vcpu, entry.intid);
     }
 }
 
@@ -254,6 +258,7 @@ mod tests {
         let mut vgic = vgic(GicVersion::V3, 1, &[3, 5]);
         vgic.irq_mut(0, 3).unwrap().active = true;
         vgic.irq_mut(0, 3).unwrap().priority = 0x00;
+        vgic.requeue(0, 3);
         vgic.set_pending(0, 5).unwrap();
         let (entries, _) = take(&mut vgic, 0, 4);
         assert_eq!(entries.iter().map(|e| e.intid).collect::<Vec<_>>(), [5, 3]);

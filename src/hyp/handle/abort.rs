@@ -188,8 +188,10 @@ fn emulate(
             vm.kick_vcpus(set, p);
             None
         }
+        // Reads change nothing: no `Vm::vgic()` (which tells every vCPU to refill its LRs).
         (EmulatedDevice::GicDistributor, false) => Some(
-            vm.vgic()
+            vm.vgic
+                .lock()
                 .dist_read(vcpu.index, offset, access.size)
                 .map_err(drop)?,
         ),
@@ -201,9 +203,12 @@ fn emulate(
             vm.kick_vcpus(set, p);
             None
         }
-        (EmulatedDevice::GicRedistributors, false) => {
-            Some(vm.vgic().redist_read(offset, access.size).map_err(drop)?)
-        }
+        (EmulatedDevice::GicRedistributors, false) => Some(
+            vm.vgic
+                .lock()
+                .redist_read(offset, access.size)
+                .map_err(drop)?,
+        ),
     };
     if let Some(value) = read {
         vcpu.set_reg(access.reg, access.read_result(value));
