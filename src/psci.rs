@@ -116,8 +116,13 @@ pub fn handle(
     guest_ram: Range<u64>,
 ) -> PsciOutcome {
     // SMC32 calls: the upper halves of x1..x3 are not arguments (may hold anything).
+    // Written out rather than `args.map(..)`, which compiles to a loop on this hot path.
     let args = if fid & SMC64_BIT == 0 {
-        args.map(|arg| arg & 0xffff_ffff)
+        [
+            args[0] & 0xffff_ffff,
+            args[1] & 0xffff_ffff,
+            args[2] & 0xffff_ffff,
+        ]
     } else {
         args
     };

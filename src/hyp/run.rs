@@ -65,8 +65,10 @@ fn flush_lrs(vm: &Vm, vcpu: &mut Vcpu, pcpu: &PhysCpu) {
         };
         fill
     };
-    for i in 0..count {
-        vgic_hw::write_lr(i, (i < fill.count).then(|| &vcpu.lrs[i]));
+    // Only the filled ones: the others are empty (emptied by `fold_loaded_lrs` after every
+    // exit, and at the start of `run_vcpu`).
+    for (i, entry) in vcpu.lrs[..fill.count].iter().enumerate() {
+        vgic_hw::write_lr(i, Some(entry));
     }
     vcpu.lrs_loaded = fill.count;
     vgic_hw::enable(fill.overflow);
@@ -162,6 +164,10 @@ fn run_vcpu(vm: &'static Vm, index: usize, pcpu_index: usize) -> ! {
         loaded_vmid: None,
     };
     let p = &ArchPlatform;
+    // Every list register empty: `flush_lrs` writes only the ones it fills.
+    for i in 0..pcpu.lr_count {
+        vgic_hw::write_lr(i, None);
+    }
     sysregs::activate_traps(index as u64);
     host_irq::enable_vcpu_irqs(pcpu_index);
     if pcpu_index == 0 {

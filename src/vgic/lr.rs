@@ -42,8 +42,14 @@ pub struct LrFill {
     pub overflow: bool,
 }
 
-/// Ordering key: pending-and-deliverable before active-only, then priority, then INTID.
-type Urgency = (bool, u8, u32);
+/// Ordering key, smaller first: pending-and-deliverable before active-only (bit 40), then
+/// priority (bits 39:32), then INTID (bits 31:0). One word, so the candidate array is cheap
+/// to set up and compare on every fill.
+type Urgency = u64;
+
+fn urgency_key(active_only: bool, priority: u8, intid: u32) -> Urgency {
+    (u64::from(active_only) << 40) | (u64::from(priority) << 32) | u64::from(intid)
+}
 
 /// Most list registers any GIC has (ICH_VTR_EL2.ListRegs and GICH_VTR.ListRegs are 4 bits).
 pub const MAX_LIST_REGISTERS: usize = 16;
@@ -60,7 +66,7 @@ impl Vgic {
         // One pass over the queued interrupts keeps the `out.len()` most urgent candidates, sorted
         // (this runs on nearly every guest entry, so no rescans per list register).
         let slots = out.len().min(MAX_LIST_REGISTERS);
-        let mut picks = [(Urgency::default(), 0u32); MAX_LIST_REGISTERS];
+        let mut picks: [Urgency; MAX_LIST_REGISTERS] = [0; MAX_LIST_REGISTERS];
         let mut picked = 0;
         // Only the vCPU's queue: everything pending or active for it is there.
         for intid in self.queued(vcpu) {
@@ -71,17 +77,18 @@ impl Vgic {
                 // Full: a candidate less urgent than every pick (or any, if there are no
                 // slots) only means more is waiting.
                 fill.overflow = true;
-                if slots == 0 || key >= picks[slots - 1].0 {
+                if slots == 0 || key >= picks[slots - 1] {
                     continue;
                 }
                 picked -= 1;
             }
-            let at = picks[..picked].partition_point(|(k, _)| *k < key);
+            let at = picks[..picked].partition_point(|k| *k < key);
             picks.copy_within(at..picked, at + 1);
-            picks[at] = (key, intid);
+            picks[at] = key;
             picked += 1;
         }
-        for &(_, intid) in &picks[..picked] {
+        for &key in &picks[..picked] {
+            let intid = key as u32;
             if let Some(entry) = self.take_one(vcpu, intid)
                 && let Some(slot) = out.get_mut(fill.count)
             {
@@ -105,7 +112,7 @@ impl Vgic {
         if intid >= PRIVATE_IRQ_COUNT && self.delivery_vcpu(vcpu, intid, irq) != Some(vcpu) {
             return None;
         }
-        Some((!deliverable, irq.priority, intid))
+        Some(urgency_key(!deliverable, irq.priority, intid))
     }
 
     /// Moves `intid` into an LR entry for `vcpu`.

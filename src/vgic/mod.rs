@@ -104,9 +104,16 @@ impl VcpuSet {
         self.0 == 0
     }
 
-    /// Members, lowest first.
+    /// Members, lowest first (one step per member: this runs on every kick).
     pub fn iter(self) -> impl Iterator<Item = usize> {
-        (0..32).filter(move |&index| self.0 & (1 << index) != 0)
+        let mut rest = self.0;
+        core::iter::from_fn(move || {
+            (rest != 0).then(|| {
+                let index = rest.trailing_zeros() as usize;
+                rest &= rest - 1;
+                index
+            })
+        })
     }
 }
 
