@@ -176,6 +176,8 @@ fn run_vcpu(vm: &'static Vm, index: usize, pcpu_index: usize) -> ! {
     let requests = &vm.requests[index];
     let Some(vmids) = setup::vmids() else { park() };
     log::debug!("vcpu {index}: run loop on cpu {pcpu_index}");
+    // The last pass ended in `wait_for_event` for a blocked vCPU.
+    let mut waited = false;
     loop {
         let generation = vm.generation.load(Ordering::Acquire);
         if generation != vcpu.generation && vm.power.vm_state() == VmState::Running {
@@ -216,14 +218,20 @@ fn run_vcpu(vm: &'static Vm, index: usize, pcpu_index: usize) -> ! {
             }
         }
         if vcpu.blocked {
-            host_irq::handle_host_irqs(Some((vm, &mut *vcpu)));
+            // Host interrupts that arrived since the exit may wake it (a wait just handled
+            // them already).
+            if !waited {
+                host_irq::handle_host_irqs(Some((vm, &mut *vcpu)));
+            }
             if vm.vgic.lock().has_deliverable(index) {
                 vcpu.blocked = false;
             } else {
                 wait_for_event(vm, vcpu);
+                waited = true;
                 continue;
             }
         }
+        waited = false;
 
         let vmid = match vmids.update(pcpu_index, &vm.vmid) {
             Ok(v) => v,

@@ -51,6 +51,20 @@ fn urgency_key(active_only: bool, priority: u8, intid: u32) -> Urgency {
     (u64::from(active_only) << 40) | (u64::from(priority) << 32) | u64::from(intid)
 }
 
+/// A candidate kept in an output slot while `take_for_lrs` ranks them.
+fn candidate(key: Urgency) -> LrEntry {
+    LrEntry {
+        intid: key as u32,
+        priority: (key >> 32) as u8,
+        pending: key >> 40 == 0,
+        ..LrEntry::default()
+    }
+}
+
+fn candidate_key(entry: &LrEntry) -> Urgency {
+    urgency_key(!entry.pending, entry.priority, entry.intid)
+}
+
 /// Most list registers any GIC has (ICH_VTR_EL2.ListRegs and GICH_VTR.ListRegs are 4 bits).
 pub const MAX_LIST_REGISTERS: usize = 16;
 
@@ -63,36 +77,38 @@ impl Vgic {
         if vcpu >= self.vcpu_count {
             return fill;
         }
-        // One pass over the queued interrupts keeps the `out.len()` most urgent candidates, sorted
-        // (this runs on nearly every guest entry, so no rescans per list register).
+        // One pass over the vCPU's queue (everything pending or active for it is there) keeps
+        // the `out.len()` most urgent candidates, sorted, in `out` itself: this runs on nearly
+        // every guest entry, so no rescans per list register and no scratch array to clear.
         let slots = out.len().min(MAX_LIST_REGISTERS);
-        let mut picks: [Urgency; MAX_LIST_REGISTERS] = [0; MAX_LIST_REGISTERS];
         let mut picked = 0;
-        // Only the vCPU's queue: everything pending or active for it is there.
-        for intid in self.queued(vcpu) {
-            let Some(key) = self.urgency(vcpu, intid) else {
-                continue;
-            };
-            if picked == slots {
-                // Full: a candidate less urgent than every pick (or any, if there are no
-                // slots) only means more is waiting.
-                fill.overflow = true;
-                if slots == 0 || key >= picks[slots - 1] {
+        for (index, &word) in self.queue_words(vcpu).iter().enumerate() {
+            let mut rest = word;
+            while rest != 0 {
+                let intid = index as u32 * 64 + rest.trailing_zeros();
+                rest &= rest - 1;
+                let Some(key) = self.urgency(vcpu, intid) else {
                     continue;
+                };
+                if picked == slots {
+                    // Full: a candidate less urgent than every pick (or any, if there are no
+                    // slots) only means more is waiting.
+                    fill.overflow = true;
+                    if slots == 0 || key >= candidate_key(&out[slots - 1]) {
+                        continue;
+                    }
+                    picked -= 1;
                 }
-                picked -= 1;
+                let at = out[..picked].partition_point(|e| candidate_key(e) < key);
+                out.copy_within(at..picked, at + 1);
+                out[at] = candidate(key);
+                picked += 1;
             }
-            let at = picks[..picked].partition_point(|k| *k < key);
-            picks.copy_within(at..picked, at + 1);
-            picks[at] = key;
-            picked += 1;
         }
-        for &key in &picks[..picked] {
-            let intid = key as u32;
-            if let Some(entry) = self.take_one(vcpu, intid)
-                && let Some(slot) = out.get_mut(fill.count)
-            {
-                *slot = entry;
+        // Each candidate becomes its real entry; slot `fill.count` <= the candidate's own.
+        for at in 0..picked {
+            if let Some(entry) = self.take_one(vcpu, out[at].intid) {
+                out[fill.count] = entry;
                 fill.count += 1;
             }
         }

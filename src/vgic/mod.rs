@@ -289,20 +289,27 @@ impl Vgic {
     /// Puts `intid` (seen from `bank`, the vCPU whose SGI/PPI bank it is in) on the queue of
     /// the vCPU it is delivered to if it is pending or active, and takes it off any other
     /// queue. Called after every change of an interrupt's pending or active state or routing.
+    #[inline]
     fn requeue(&mut self, bank: usize, intid: u32) {
         let Some(irq) = self.irq(bank, intid) else {
             return;
         };
-        let want = if irq.wants_queue() {
+        let want = if !irq.wants_queue() {
+            NOT_QUEUED
+        } else if intid < PRIVATE_IRQ_COUNT {
+            bank as u8
+        } else {
             self.delivery_vcpu(bank, intid, irq)
                 .map_or(NOT_QUEUED, |vcpu| vcpu as u8)
-        } else {
-            NOT_QUEUED
         };
         let was = irq.queued_on;
-        if was == want {
-            return;
+        if was != want {
+            self.move_queued(bank, intid, was, want);
         }
+    }
+
+    /// Moves `intid` from queue `was` to queue `want` (either may be [`NOT_QUEUED`]).
+    fn move_queued(&mut self, bank: usize, intid: u32, was: u8, want: u8) {
         let (word, bit) = (intid as usize / 64, 1u64 << (intid % 64));
         if let Some(slot) = self.queue_slot(usize::from(was), word) {
             *slot &= !bit;
@@ -322,23 +329,32 @@ impl Vgic {
         self.queued.get_mut(vcpu * self.queue_words + word)
     }
 
-    /// The INTIDs on `vcpu`'s queue, lowest first.
-    fn queued(&self, vcpu: usize) -> impl Iterator<Item = u32> + '_ {
-        let words = if vcpu < self.vcpu_count {
+    /// `vcpu`'s queue: bit n of word w is INTID 64w + n.
+    #[inline]
+    fn queue_words(&self, vcpu: usize) -> &[u64] {
+        if vcpu < self.vcpu_count {
             &self.queued[vcpu * self.queue_words..(vcpu + 1) * self.queue_words]
         } else {
             &[]
-        };
-        words.iter().enumerate().flat_map(|(index, &word)| {
-            let mut rest = word;
-            core::iter::from_fn(move || {
-                (rest != 0).then(|| {
-                    let bit = rest.trailing_zeros();
-                    rest &= rest - 1;
-                    index as u32 * 64 + bit
+        }
+    }
+
+    /// The INTIDs on `vcpu`'s queue, lowest first.
+    #[cfg(test)]
+    fn queued(&self, vcpu: usize) -> impl Iterator<Item = u32> + '_ {
+        self.queue_words(vcpu)
+            .iter()
+            .enumerate()
+            .flat_map(|(index, &word)| {
+                let mut rest = word;
+                core::iter::from_fn(move || {
+                    (rest != 0).then(|| {
+                        let bit = rest.trailing_zeros();
+                        rest &= rest - 1;
+                        index as u32 * 64 + bit
+                    })
                 })
             })
-        })
     }
 
     /// Makes `intid` pending, as an edge would. `vcpu` selects the bank for an SGI/PPI and is
@@ -400,14 +416,22 @@ impl Vgic {
     /// test. The CPU interface's priority mask is not considered (that lives in the LR
     /// hardware).
     pub fn has_deliverable(&self, vcpu: usize) -> bool {
-        // Everything pending for `vcpu` is on its queue.
-        self.queued(vcpu).any(|intid| {
-            self.irq(vcpu, intid).is_some_and(|irq| {
-                self.deliverable(irq)
-                    && (intid < PRIVATE_IRQ_COUNT
-                        || self.delivery_vcpu(vcpu, intid, irq) == Some(vcpu))
-            })
-        })
+        // Everything pending for `vcpu` is on its queue (a plain loop: the WFI path).
+        for (index, &word) in self.queue_words(vcpu).iter().enumerate() {
+            let mut rest = word;
+            while rest != 0 {
+                let intid = index as u32 * 64 + rest.trailing_zeros();
+                rest &= rest - 1;
+                if self.irq(vcpu, intid).is_some_and(|irq| {
+                    self.deliverable(irq)
+                        && (intid < PRIVATE_IRQ_COUNT
+                            || self.delivery_vcpu(vcpu, intid, irq) == Some(vcpu))
+                }) {
+                    return true;
+                }
+            }
+        }
+        false
     }
 }
 
