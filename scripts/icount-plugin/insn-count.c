@@ -9,9 +9,11 @@
  *   insn-count: cpu<N>=<instructions>
  *   insn-count: total=<instructions> vcpus=<N> mode=<mode>
  *
- * guest_below=ADDR also prints `insn-count: first_guest_total=<instructions>`: the total of all
- * vCPUs when vCPU 0, after running code at or above ADDR (a hypervisor linked high, e.g.
- * Bulkhead's IMAGE_VA), first enters a block below it: a guest's first instruction.
+ * guest_below=ADDR also prints `insn-count: first_guest_total=<instructions>` and
+ * `first_guest_pc=`: the total of all vCPUs when vCPU 0, after running code at or above ADDR (a
+ * hypervisor linked high, e.g. Bulkhead's IMAGE_VA), first enters a block below it: a guest's
+ * first instruction. Exact with one CPU; with several, CPU 0 may run low code (or no guest)
+ * first, which first_guest_pc shows.
  *
  * mode=insn (default) counts every executed instruction: exact, also when a translation block
  * is left early by an exception or interrupt. mode=tb adds a block's length once per block
@@ -46,7 +48,7 @@ static unsigned int max_vcpus;
 static int exact = 1;
 static uint64_t guest_below;
 static int seen_high, first_guest_done;
-static uint64_t first_guest_total;
+static uint64_t first_guest_total, first_guest_pc;
 
 static void on_tb_exec_mark(unsigned int vcpu, void *vaddr)
 {
@@ -57,6 +59,7 @@ static void on_tb_exec_mark(unsigned int vcpu, void *vaddr)
         seen_high = 1;
     } else if (seen_high) {
         first_guest_done = 1;
+        first_guest_pc = (uintptr_t)vaddr;
         for (unsigned int cpu = 0; cpu < max_vcpus; cpu++) {
             first_guest_total += counts[cpu].insns;
         }
@@ -112,6 +115,8 @@ static void on_qemu_exit(qemu_plugin_id_t id, void *userdata)
     if (first_guest_done) {
         snprintf(line, sizeof(line), "insn-count: first_guest_total=%" PRIu64 "\n",
                  first_guest_total);
+        qemu_plugin_outs(line);
+        snprintf(line, sizeof(line), "insn-count: first_guest_pc=%#" PRIx64 "\n", first_guest_pc);
         qemu_plugin_outs(line);
     }
 }
