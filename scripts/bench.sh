@@ -71,8 +71,8 @@ row "IPI round trip, 2 vCPUs (insns)" "${micro[ipi.3]}" "${micro[ipi.2]}"
 row "virtual-timer latency (insns)" "${micro[timer.3]}" "${micro[timer.2]}"
 row "stage-2 fault, 2 MiB block (insns)" "${micro[fault.3]}" "${micro[fault.2]}"
 
-# Idle: the same run idling 0 s and 100 s of guest time; a hundredth of the difference is what a
-# second of an idle guest costs (EL2, all CPUs; the guest's own part is a few instructions).
+# Idle: the same run idling 0 s and 100 s of guest time; a hundredth of the difference is what
+# a second of an idle guest costs (EL2, all CPUs; the guest's own part is a few instructions).
 declare -A idle
 for gic in 3 2; do
     for ms in 0 100000; do
