@@ -17,10 +17,12 @@
 //! Each vCPU has a queue of the interrupts that are pending or active and delivered to it
 //! (KVM's `ap_list`, `vgic_queue_irq_unlock`): every call that changes an interrupt's pending
 //! or active state or its routing moves it onto the right queue or off every queue
-//! ([`Vgic::requeue`]), so filling list registers and the WFI wake-up test look at those few
+//! (`Vgic::requeue`), so filling list registers and the WFI wake-up test look at those few
 //! interrupts, not at every INTID. A queue is a bitmap over INTIDs rather than KVM's linked
 //! list: INTIDs are dense and few (at most 1020), so a bitmap needs no allocation, keeps
-//! INTID order for free, and a scan of an empty one is a handful of word tests. The state is plain data: one VM's `Vgic` sits behind the VM's lock.
+//! INTID order for free, and a scan of an empty one is a handful of word tests.
+//!
+//! The state is plain data: one VM's `Vgic` sits behind the VM's lock.
 //! Guest-controlled values never panic: bad sizes/alignments are errors (inject an abort),
 //! unknown offsets read as zero and ignore writes.
 
