@@ -1394,3 +1394,4 @@ fn probe_guest_cpu_features_on_max_gicv2() {
 }
 
 // Topic files: each is a child module, so it reaches the harness above through `super::*`.
+mod bench_probe;
