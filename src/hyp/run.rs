@@ -100,17 +100,6 @@ fn fold_loaded_lrs(vm: &Vm, vcpu: &mut Vcpu) {
     vcpu.lrs_loaded = 0;
 }
 
-/// Every synchronous exit but a hypercall: decoded from the whole syndrome and dispatched. Out
-/// of line, so the decoder and the handlers are compiled together here and the run loop stays
-/// small.
-#[inline(never)]
-fn handle_sync_exit(esr: u64, vm: &Vm, vcpu: &mut Vcpu) -> ExitAction {
-    let (_, far, hpfar) = sysregs::exit_syndrome();
-    let exit = GuestExit::decode(Syndrome { esr, far, hpfar });
-    log::trace!("vcpu {}: {exit:x?} at {:#x}", vcpu.index, vcpu.regs.pc);
-    handle_exit(&exit, vm, vcpu, &ArchPlatform)
-}
-
 /// Takes `exception` in the guest's EL1, as the CPU would have (`hyp::inject`).
 fn inject(vcpu: &mut Vcpu, exception: Exception) {
     let (vbar_el1, sctlr_el1) = sysregs::injection_context();
@@ -270,13 +259,12 @@ fn run_vcpu(vm: &'static Vm, index: usize, pcpu_index: usize) -> ! {
             fold_lrs(vm, vcpu);
             timer::sample_vtimer(vm, vcpu, p);
             let action = match kind {
+                ExitKind::Sync if is_hvc64(sysregs::exit_esr()) => handle_hvc(vm, vcpu, p),
                 ExitKind::Sync => {
-                    let esr = sysregs::exit_esr();
-                    if is_hvc64(esr) {
-                        handle_hvc(vm, vcpu, p)
-                    } else {
-                        handle_sync_exit(esr, vm, vcpu)
-                    }
+                    let (esr, far, hpfar) = sysregs::exit_syndrome();
+                    let exit = GuestExit::decode(Syndrome { esr, far, hpfar });
+                    log::trace!("vcpu {index}: {exit:x?} at {:#x}", vcpu.regs.pc);
+                    handle_exit(&exit, vm, vcpu, p)
                 }
                 ExitKind::Irq => {
                     if let Some(stats) = vm.exits.get(index) {
