@@ -10,8 +10,8 @@
 
 use core::sync::atomic::Ordering;
 
-use super::exit::{GuestExit, Syndrome, is_hvc64};
-use super::handle::{ExitAction, handle_exit, handle_hvc};
+use super::exit::{GuestExit, Syndrome};
+use super::handle::{ExitAction, handle_exit};
 use super::host_irq;
 use super::inject::{self, Exception, GuestState};
 use super::setup;
@@ -259,7 +259,6 @@ fn run_vcpu(vm: &'static Vm, index: usize, pcpu_index: usize) -> ! {
             fold_lrs(vm, vcpu);
             timer::sample_vtimer(vm, vcpu, p);
             let action = match kind {
-                ExitKind::Sync if is_hvc64(sysregs::exit_esr()) => handle_hvc(vm, vcpu, p),
                 ExitKind::Sync => {
                     let (esr, far, hpfar) = sysregs::exit_syndrome();
                     let exit = GuestExit::decode(Syndrome { esr, far, hpfar });

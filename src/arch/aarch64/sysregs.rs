@@ -251,11 +251,6 @@ pub fn id_register(crm: u8, op2: u8) -> u64 {
     )
 }
 
-/// ESR_EL2 of the current exit (all a hypercall needs).
-pub fn exit_esr() -> u64 {
-    ESR_EL2.get()
-}
-
 /// ESR_EL2, FAR_EL2, HPFAR_EL2 of the current exit.
 pub fn exit_syndrome() -> (u64, u64, u64) {
     (ESR_EL2.get(), FAR_EL2.get(), HPFAR_EL2.get())

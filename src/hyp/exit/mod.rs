@@ -176,13 +176,6 @@ impl GuestExit {
     }
 }
 
-/// Whether `esr` is an HVC from AArch64: the run loop's fast path, which needs neither FAR nor
-/// HPFAR nor a decoded [`GuestExit`] for it.
-pub fn is_hvc64(esr: u64) -> bool {
-    use ESR_ELx::EC::Value as Ec;
-    Esr::new(esr).read_as_enum(ESR_ELx::EC) == Some(Ec::Hvc64)
-}
-
 /// The immediate of an HVC or SMC.
 fn imm16(esr: u64) -> u16 {
     XvcIss::new(esr).read(XVC_ISS::IMM16) as u16

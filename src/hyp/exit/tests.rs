@@ -672,14 +672,3 @@ fn exit_real_log_first_instruction_fetches() {
     assert_eq!(later.ipa, 0x4166_8d5c);
     assert_eq!(later.fault(), FaultKind::Translation { level: 2 });
 }
-
-#[test]
-fn only_aarch64_hvc_takes_the_fast_path() {
-    // EC 0x16 with IL, imm16 = 0: `hvc #0`.
-    assert!(is_hvc64(0x5a00_0000));
-    assert!(is_hvc64(0x5a00_1234));
-    // SMC64 (0x17), HVC32 (0x12), a data abort (0x24), a sysreg trap (0x18).
-    for esr in [0x5e00_0000u64, 0x4a00_0000, 0x9200_0046, 0x6200_0000] {
-        assert!(!is_hvc64(esr), "{esr:#x}");
-    }
-}

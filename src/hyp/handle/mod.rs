@@ -38,16 +38,6 @@ pub enum ExitAction {
     SystemReset,
 }
 
-/// Handles an HVC exit (SMCCC call). Also the run loop's fast path: a hypercall takes no lock
-/// unless the call itself needs one, and needs nothing of the syndrome but its class.
-#[inline(always)]
-pub fn handle_hvc(vm: &Vm, vcpu: &mut Vcpu, p: &impl Platform) -> ExitAction {
-    if let Some(stats) = vm.exits.get(vcpu.index) {
-        ExitStats::count(&stats.hvc);
-    }
-    smccc::handle(vm, vcpu, p)
-}
-
 /// Handles one synchronous guest exit.
 pub fn handle_exit(exit: &GuestExit, vm: &Vm, vcpu: &mut Vcpu, p: &impl Platform) -> ExitAction {
     // One set of counters per vCPU (`Vm::new` makes one for each index).
@@ -59,7 +49,10 @@ pub fn handle_exit(exit: &GuestExit, vm: &Vm, vcpu: &mut Vcpu, p: &impl Platform
             ExitStats::count(&stats.wfi);
             wfx::handle(trap, exit.il32, vcpu)
         }
-        ExitClass::Hvc { .. } => handle_hvc(vm, vcpu, p),
+        ExitClass::Hvc { .. } => {
+            ExitStats::count(&stats.hvc);
+            smccc::handle(vm, vcpu, p)
+        }
         ExitClass::Smc { .. } => {
             ExitStats::count(&stats.hvc);
             // A trapped SMC leaves ELR_EL2 at the SMC itself (Arm ARM D1.11.2, HCR_EL2.TSC);
