@@ -52,14 +52,51 @@ primary_entry:
     add     x1, x1, :lo12:__stacks_start
     mov     x2, #{STACK_SIZE}
     add     sp, x1, x2
+    adrp    x0, __image_start       // pointers in data: to their physical addresses
+    add     x0, x0, :lo12:__image_start
+    bl      apply_relocations
     mov     x0, x19
     mov     x1, x20
     cmp     x20, #2
     b.ne    wrong_el
     bl      boot_primary_early      // Rust, MMU off: x0 = 0 on success
     cbnz    x0, park
+    ldr     x0, ={IMAGE_VA}         // pointers in data: back to their link-time VAs
+    bl      apply_relocations
     mov     x0, #0
     b       enable_mmu_and_switch
+
+/*
+ * Debug images only (linked -pie, see build.rs; release images have no entries): sets every
+ * R_AARCH64_RELATIVE pointer (ELF for the Arm 64-bit Architecture, 5.7.10: Delta(S) + A) as if
+ * the image were linked at x0. The pointers sit in the image at its physical address (MMU off,
+ * written straight to memory); the I-cache is invalidated as some may be in .text.
+ * Clobbers x1-x7.
+ */
+apply_relocations:
+    adrp    x1, __rela_start
+    add     x1, x1, :lo12:__rela_start
+    adrp    x2, __rela_end
+    add     x2, x2, :lo12:__rela_end
+    adrp    x3, __image_start
+    add     x3, x3, :lo12:__image_start
+    ldr     x4, ={IMAGE_VA}
+    sub     x3, x3, x4              // physical address - link-time VA of every image byte
+    sub     x4, x0, x4              // new base - link-time base
+6:  cmp     x1, x2
+    b.hs    7f
+    ldp     x5, x6, [x1], #16       // r_offset, r_info
+    ldr     x7, [x1], #8            // r_addend
+    cmp     w6, #1027               // R_AARCH64_RELATIVE; lld emits nothing else here
+    b.ne    6b
+    add     x7, x7, x4
+    str     x7, [x5, x3]
+    b       6b
+7:  dsb     sy
+    ic      iallu
+    dsb     sy
+    isb
+    ret
 
 wrong_el:
     bl      boot_wrong_el           // prints the error, never returns

@@ -66,10 +66,10 @@ qemu+=(-append "$(head -1 "$cmdline")")
 # QEMU takes only SD images a power of two long (mkimage-rpi4.sh makes them so).
 size=$(stat -c %s "$card")
 if [ $((size & (size - 1))) = 0 ]; then
-    qemu+=(-drive "if=sd,format=raw,snapshot=on,file=$card")
+    qemu+=(-drive "if=sd,format=raw,snapshot=on,file=${card//,/,,}")   # QEMU doubles commas
 else
     echo "boot-sdcard: $card is not a power of two long: not attached as the SD card" >&2
 fi
-echo "+ ${qemu[*]} $*" >&2
+{ printf '+'; printf ' %q' "${qemu[@]}" "$@"; printf '\n'; } >&2   # pasteable
 # Not exec: the trap removes the extracted files when QEMU ends.
 "${qemu[@]}" "$@"

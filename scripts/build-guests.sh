@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Builds Bulkhead's own test guests into flat raw binaries under target/guests/.
+# Builds Bulkhead's own test guests into flat binaries (with an arm64 Image header) and ELF
+# files under target/guests/.
 #   target/guests/psci-probe.bin  - PSCI/SMCCC/abort probe (guests/psci-probe), load at 0x40080000
+#   target/guests/psci-probe.elf  - the same, as an ELF64 executable (entry 0x40080000)
 # Usage: scripts/build-guests.sh   (prints the path of each binary it built)
 set -euo pipefail
 

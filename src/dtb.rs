@@ -687,7 +687,8 @@ pub fn bootargs<'a>(fdt: &Fdt<'a>) -> &'a str {
         .unwrap_or("")
 }
 
-/// The value of `key=` in a kernel-style command line.
+/// The value of the first `key=` in a kernel-style command line. Bulkhead's own keys are read
+/// (and checked) by `crate::bootargs`, which must know each of them.
 pub fn bootarg<'a>(cmdline: &'a str, key: &str) -> Option<&'a str> {
     cmdline
         .split_ascii_whitespace()

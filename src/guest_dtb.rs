@@ -3,13 +3,15 @@
 //! It describes the `virt`-like machine of [`crate::guest_layout`] the way QEMU `virt` does
 //! (`hw/arm/virt.c`), because that is the machine Linux is known to boot on: memory, vCPUs with
 //! PSCI over HVC, the GIC (v2 or v3), the architected timer, a PL011 with its 24 MHz `apb-pclk`
-//! clock (Linux's amba-pl011 driver refuses to probe without clocks), `/chosen` and `/aliases`.
+//! clock (Linux's amba-pl011 driver refuses to probe without clocks), `/chosen` and `/aliases`,
+//! and a pvpanic device (`qemu,pvpanic-mmio`) through which a guest reports its own crash.
 //! Nothing for MSI (no ITS, no v2m) and no virtio: Bulkhead's guests don't have them.
 
 use crate::guest_layout::{
     GICC_BASE, GICC_SIZE, GICD_BASE, GICD_SIZE_V2, GICD_SIZE_V3, GICR_BASE, GICR_STRIDE,
     GUEST_RAM_BASE, GicVersion, MAX_VCPUS, PL011_BASE, PL011_CLOCK_HZ, PL011_SIZE, PL011_SPI,
-    TIMER_PPI_HYP, TIMER_PPI_NONSECURE_PHYS, TIMER_PPI_SECURE_PHYS, TIMER_PPI_VIRT, vcpu_mpidr,
+    PVPANIC_BASE, TIMER_PPI_HYP, TIMER_PPI_NONSECURE_PHYS, TIMER_PPI_SECURE_PHYS, TIMER_PPI_VIRT,
+    vcpu_mpidr,
 };
 use crate::loader::GUEST_DTB_MAX_SIZE;
 use alloc::format;
@@ -100,7 +102,9 @@ impl fmt::Display for GuestDtbError {
             Self::TooLarge(size) => {
                 write!(
                     f,
-                    "guest DTB is {size} bytes, the slot holds {GUEST_DTB_MAX_SIZE}"
+                    "guest DTB is {}, the slot holds {}",
+                    crate::units::ApproxSize(*size as u64),
+                    crate::units::ByteSize(GUEST_DTB_MAX_SIZE)
                 )
             }
         }
@@ -136,6 +140,7 @@ pub fn build_guest_dtb(config: &GuestDtbConfig<'_>) -> Result<Vec<u8>> {
     write_gic(&mut fdt, config.gic, config.vcpu_count)?;
     write_timer(&mut fdt, config.gic, config.vcpu_count)?;
     write_uart(&mut fdt)?;
+    write_pvpanic(&mut fdt)?;
     write_shared_memory(&mut fdt, config.shared)?;
     write_doorbells(&mut fdt, config.doorbells_out, config.doorbells_in)?;
 
@@ -353,10 +358,37 @@ fn write_uart(fdt: &mut FdtWriter) -> Result<()> {
     Ok(())
 }
 
+/// The pvpanic device as Linux's `pvpanic-mmio` driver matches it; `reg` is the size of QEMU's
+/// pvpanic port range.
+fn write_pvpanic(fdt: &mut FdtWriter) -> Result<()> {
+    let node = fdt.begin_node(&format!("pvpanic@{PVPANIC_BASE:x}"))?;
+    fdt.property_string("compatible", "qemu,pvpanic-mmio")?;
+    fdt.property_array_u64("reg", &[PVPANIC_BASE, 2])?;
+    fdt.end_node(node)?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use fdt::Fdt;
+
+    #[test]
+    fn pvpanic_node_for_linux_pvpanic_mmio() {
+        let blob = build_guest_dtb(&config(GicVersion::V2, 2)).unwrap();
+        let fdt = Fdt::new(&blob).unwrap();
+        let node = fdt.find_node("/pvpanic@9060000").unwrap();
+        assert_eq!(
+            node.compatible().unwrap().all().collect::<Vec<_>>(),
+            ["qemu,pvpanic-mmio"]
+        );
+        let reg = node.reg().unwrap().next().unwrap();
+        assert_eq!(
+            (reg.starting_address as u64, reg.size),
+            (0x0906_0000, Some(2))
+        );
+        assert!(node.property("interrupts").is_none());
+    }
 
     fn config(gic: GicVersion, vcpu_count: usize) -> GuestDtbConfig<'static> {
         GuestDtbConfig {

@@ -18,6 +18,13 @@ pub const PL011_INTID: u32 = 32 + PL011_SPI;
 /// The PL011 reference clock QEMU `virt` advertises (`apb-pclk`, 24 MHz).
 pub const PL011_CLOCK_HZ: u32 = 24_000_000;
 
+/// The pvpanic device (`qemu,pvpanic-mmio`, `devices::pvpanic`): a free slot in `virt`'s
+/// map (QEMU's `virt` has no MMIO pvpanic), one 4 KiB page.
+pub const PVPANIC_BASE: u64 = 0x0906_0000;
+/// Size of its window; the register is the first byte (the DT `reg` says 2, as QEMU's
+/// ISA device's port range).
+pub const PVPANIC_SIZE: u64 = 0x1000;
+
 /// GIC distributor (v2 and v3).
 pub const GICD_BASE: u64 = 0x0800_0000;
 /// GICv3 distributor window.
@@ -65,7 +72,8 @@ pub use crate::vcpu::{vcpu_index_from_mpidr, vcpu_mpidr};
 const _: () = assert!(GICD_BASE + GICD_SIZE_V3 <= GICC_BASE);
 const _: () = assert!(GICC_BASE + GICC_SIZE <= GICR_BASE);
 const _: () = assert!(gicr_base(MAX_VCPUS) <= PL011_BASE);
-const _: () = assert!(PL011_BASE + PL011_SIZE <= GUEST_RAM_BASE);
+const _: () = assert!(PL011_BASE + PL011_SIZE <= PVPANIC_BASE);
+const _: () = assert!(PVPANIC_BASE + PVPANIC_SIZE <= GUEST_RAM_BASE);
 const _: () = assert!(VTIMER_INTID == 27 && PL011_INTID == 33);
 
 /// Base IPA of vCPU `index`'s GICv3 redistributor.

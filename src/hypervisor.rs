@@ -5,7 +5,9 @@ use core::sync::atomic::Ordering;
 
 use crate::arch::{cpu, entry, firmware::Firmware, heap, mmu, percpu};
 use crate::board::{BoardKind, console, gic, power};
+use crate::bootargs::{self, Settings};
 use crate::dtb::{self, EnableMethod, PsciConduit};
+use crate::hyp::setup::Guests;
 
 /// Why the boot CPU cannot bring the machine up. Each is reported once, in one place
 /// ([`primary_main`]), which then powers the machine off.
@@ -39,7 +41,7 @@ pub fn primary_main() -> ! {
         Ok(never) => match never {},
         Err(e) => {
             log::error!("cannot boot: {e}");
-            power::power_off()
+            power::exit_failure()
         }
     }
 }
@@ -53,7 +55,11 @@ fn boot_primary() -> Result<core::convert::Infallible, BootError> {
         console::init(uart);
     }
     let bootargs = dtb::bootargs(&fdt);
-    console::init_logging(dtb::bootarg(bootargs, "loglevel"));
+    let settings = Settings::parse(bootargs);
+    console::init_logging(settings.log_level);
+    if settings.semihosting {
+        power::enable_semihosting_exit();
+    }
     let kind = BoardKind::detect(&fdt);
     let psci = dtb::psci_conduit(&fdt);
     log::info!(
@@ -61,6 +67,8 @@ fn boot_primary() -> Result<core::convert::Infallible, BootError> {
         env!("CARGO_PKG_VERSION"),
         kind.name()
     );
+    bootargs::warnings(bootargs, |w| log::warn!("{w}"));
+    log::info!("{}", settings.in_force(crate::hyp::setup::hw_vmid_bits()));
 
     // Power control first (no heap needed), so even a failure below can turn the machine off.
     let control = match (kind, psci) {
@@ -108,15 +116,21 @@ fn boot_primary() -> Result<core::convert::Infallible, BootError> {
     let total = mpidrs.len();
     wait_until(|| percpu::online_count() == total, 2_000_000);
 
-    if let Some(cycles) = dtb::bootarg(bootargs, "bulkhead.hotplug_test") {
-        let cycles: u32 = cycles.parse().unwrap_or(0);
+    if let Some(cycles) = settings.hotplug_test {
         hotplug_test(&mpidrs, psci, cycles);
     }
 
-    if crate::hyp::setup::create_vms(&fdt, &gic_info, heap.end(), total) > 0 {
-        // Release the secondaries into their vCPU loops, then run this CPU's share here.
-        cpu::sev();
-        crate::hyp::run::run_cpu(0)
+    match crate::hyp::setup::create_vms(&fdt, &gic_info, heap.end(), total) {
+        Guests::Running => {
+            // Release the secondaries into their vCPU loops, then run this CPU's share here.
+            cpu::sev();
+            crate::hyp::run::run_cpu(0)
+        }
+        Guests::NoneCanStart { refused } => {
+            log::error!("no VM can start: all {refused} configured were refused (see above)");
+            power::exit_failure()
+        }
+        Guests::None => {}
     }
 
     crate::println!(

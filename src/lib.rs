@@ -22,6 +22,7 @@ pub mod board;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub mod hypervisor;
 
+pub mod bootargs;
 pub mod bundle;
 pub mod config;
 pub mod devices;
@@ -34,6 +35,7 @@ pub mod loader;
 pub mod mm;
 pub mod psci;
 pub mod sync;
+pub mod units;
 pub mod vcpu;
 pub mod vgic;
 pub mod vmid;

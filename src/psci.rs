@@ -19,9 +19,7 @@
 use core::ops::Range;
 
 use smccc::arch::{SMCCC_ARCH_FEATURES, SMCCC_VERSION};
-use smccc::psci::error::{
-    ALREADY_ON, INTERNAL_FAILURE, INVALID_PARAMETERS, NOT_SUPPORTED, ON_PENDING,
-};
+use smccc::psci::error::{ALREADY_ON, INTERNAL_FAILURE, INVALID_PARAMETERS, NOT_SUPPORTED};
 use smccc::psci::{
     AffinityState, MigrateType, PSCI_AFFINITY_INFO_32, PSCI_AFFINITY_INFO_64, PSCI_CPU_OFF,
     PSCI_CPU_ON_32, PSCI_CPU_ON_64, PSCI_CPU_SUSPEND_32, PSCI_CPU_SUSPEND_64, PSCI_FEATURES,
@@ -29,7 +27,7 @@ use smccc::psci::{
     PSCI_SYSTEM_RESET2_64, PSCI_VERSION,
 };
 
-use crate::vcpu::power::{CpuOnError, PowerState, SystemEvent, VmPower};
+use crate::vcpu::power::{CpuOnError, PowerState, VmPower};
 use crate::vcpu::vcpu_index_from_mpidr;
 
 /// `SUCCESS` (0) for PSCI and SMCCC alike.
@@ -221,7 +219,10 @@ fn cpu_on(
     match vm.cpu_on(target, entry, context_id) {
         Ok(()) => PsciOutcome::with_action(SUCCESS, PsciAction::StartVcpu { target }),
         Err(CpuOnError::AlreadyOn) => PsciOutcome::ret(ALREADY_ON),
-        Err(CpuOnError::OnPending) => PsciOutcome::ret(ON_PENDING),
+        // A target another CPU_ON is already starting: ALREADY_ON, as KVM's
+        // `kvm_psci_vcpu_on` answers for any target that is not off (PSCI allows ON_PENDING
+        // here too; guests and test suites written against KVM expect ALREADY_ON).
+        Err(CpuOnError::OnPending) => PsciOutcome::ret(ALREADY_ON),
         Err(CpuOnError::NoSuchVcpu) => PsciOutcome::ret(INVALID_PARAMETERS),
         // The VM is powering off or resetting; the caller is being stopped too.
         Err(CpuOnError::Halted) => PsciOutcome::ret(INTERNAL_FAILURE),
@@ -243,8 +244,19 @@ fn affinity_info(target_mpidr: u64, lowest_level: u64, vm: &VmPower) -> PsciOutc
     }
 }
 
+/// A VM-wide power event requested by a vCPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SystemEvent {
+    /// PSCI SYSTEM_OFF.
+    Off,
+    /// PSCI SYSTEM_RESET or SYSTEM_RESET2.
+    Reset,
+}
+
+/// Stops the VM; what then becomes of it (off, restarted, preserved) is the hypervisor's
+/// decision, by the VM's policy for this event.
 fn system_event(vm: &VmPower, event: SystemEvent) -> PsciOutcome {
-    let action = match (vm.system_event(event), event) {
+    let action = match (vm.stop(), event) {
         (true, SystemEvent::Off) => PsciAction::SystemOff,
         (true, SystemEvent::Reset) => PsciAction::SystemReset,
         // Another vCPU's system event is already in progress and drives the VM.

@@ -1,4 +1,4 @@
-//! Links the probe at the guest's raw-binary load address (see link.ld).
+//! Links the probe at RAM base + 0x80000, where its Image header says it goes (see link.ld).
 fn main() {
     println!("cargo:rerun-if-changed=link.ld");
     let dir = std::env::var("CARGO_MANIFEST_DIR").unwrap();

@@ -207,15 +207,8 @@ pub fn route_log_lines(route: LineRoute) {
     LINE_ROUTE.call_once(|| route);
 }
 
-/// Starts logging at the level given by `loglevel=` (error|warn|info|debug|trace or 0-8).
-pub fn init_logging(level: Option<&str>) {
-    let filter = match level {
-        Some("error") | Some("0") | Some("1") | Some("2") | Some("3") => log::LevelFilter::Error,
-        Some("warn") | Some("4") => log::LevelFilter::Warn,
-        Some("debug") | Some("7") => log::LevelFilter::Debug,
-        Some("trace") | Some("8") => log::LevelFilter::Trace,
-        _ => log::LevelFilter::Info,
-    };
+/// Starts logging at `filter` (`loglevel=`, read by `crate::bootargs`).
+pub fn init_logging(filter: log::LevelFilter) {
     let _ = log::set_logger(&LOGGER);
     log::set_max_level(filter);
 }

@@ -81,6 +81,25 @@ pub fn power_off() -> ! {
     crate::arch::cpu::halt()
 }
 
+/// Set when the host enabled semihosting (`bulkhead.semihosting=1`): a failed boot can then
+/// end QEMU with a non-zero status.
+static SEMIHOSTING: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Lets [`exit_failure`] use semihosting's exit call.
+pub fn enable_semihosting_exit() {
+    SEMIHOSTING.store(true, core::sync::atomic::Ordering::Relaxed);
+}
+
+/// Ends a run that could not do its work (no VM can start, the boot failed): with
+/// semihosting (QEMU), exit status 1; on a real board, powered off as usual.
+pub fn exit_failure() -> ! {
+    if SEMIHOSTING.load(core::sync::atomic::Ordering::Relaxed) {
+        super::console::flush();
+        crate::arch::semihosting::exit(1);
+    }
+    power_off()
+}
+
 /// Resets the machine.
 pub fn reset() -> ! {
     super::console::flush();

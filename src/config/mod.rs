@@ -10,6 +10,9 @@
 //!   `-device guest-loader`) make one VM named [`LEGACY_VM_NAME`], sized by Bulkhead's own
 //!   bootargs `bulkhead.guest_mem=` and `bulkhead.guest_smp=`.
 //!
+//! Every VM has life-cycle policies (`lifecycle`: xl.cfg's `on_poweroff`, `on_reboot`,
+//! `on_crash`), from Bulkhead's bootargs and, per VM, from its `xen,domain` node.
+//!
 //! Each `xen,domain` node may also carry links to other VMs (`links`): Xen's static shared
 //! memory sub-nodes and Bulkhead's doorbells. [`parse`] checks them across VMs too, so what
 //! it returns is consistent: every shared id has one size (and at most one host address and
@@ -21,6 +24,7 @@
 //! hardware; it is host-tested, including against mutated DTBs.
 
 mod cpuset;
+mod lifecycle;
 mod links;
 mod place;
 #[cfg(test)]
@@ -34,10 +38,15 @@ use core::fmt;
 use fdt::Fdt;
 use fdt::node::FdtNode;
 
+use crate::bootargs::Settings;
 use crate::dtb::{self, ModuleKind, PhysRange, be_cells, is_compatible};
 use crate::guest_layout::{GUEST_RAM_BASE, MAX_VCPUS};
+use crate::loader::GuestFormat;
 
 pub use cpuset::{CpuSet, CpuSetError};
+pub use lifecycle::{
+    DEFAULT_RESET_LIMIT, Lifecycle, MAX_RESET_LIMIT, POLICY_KEYS, Policy, PolicyError, StopCause,
+};
 pub use links::{DOORBELL_SPI_MAX, DOORBELL_SPI_MIN, DoorbellSpec, MAX_SHM_ID_LEN, SharedMemSpec};
 pub use place::{Placement, place};
 
@@ -66,6 +75,9 @@ pub struct VmSpec {
     /// Guest RAM in bytes.
     pub memory: u64,
     pub kernel: PhysRange,
+    /// How to take the kernel file: detected by its header, or raw when the user said so
+    /// (`bulkhead.guest_format=raw`; a dom0less kernel module's `bulkhead,format = "raw"`).
+    pub format: GuestFormat,
     pub initrd: Option<PhysRange>,
     pub bootargs: String,
     /// Per vCPU (index = vCPU id): the physical CPUs it may run on; None = any.
@@ -74,6 +86,8 @@ pub struct VmSpec {
     pub shared_mem: Vec<SharedMemSpec>,
     /// Doorbells this VM may ring; the index is the doorbell number the guest rings.
     pub doorbells: Vec<DoorbellSpec>,
+    /// What happens when it powers off, reboots or crashes (`lifecycle`).
+    pub lifecycle: Lifecycle,
 }
 
 /// One refused VM: names the node and the property.
@@ -103,25 +117,7 @@ pub struct ParsedConfig {
     pub warnings: Vec<String>,
 }
 
-/// A size in bytes printed in the largest binary unit that divides it exactly ("512 MiB",
-/// "1536 KiB", "100 bytes"), so an error message shows the number the user wrote.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ByteSize(pub u64);
-
-impl fmt::Display for ByteSize {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const UNITS: [(&str, u32); 4] = [("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)];
-        let bytes = self.0;
-        if bytes != 0 {
-            for (unit, shift) in UNITS {
-                if bytes.trailing_zeros() >= shift {
-                    return write!(f, "{} {unit}", bytes >> shift);
-                }
-            }
-        }
-        write!(f, "{bytes} bytes")
-    }
-}
+pub use crate::units::ByteSize;
 
 /// Parses a size with an optional binary suffix: `512M`, `1g`, `65536K` or plain bytes.
 /// `None` for anything else (signs, other suffixes, empty) and for sizes above `u64::MAX`.
@@ -145,21 +141,26 @@ pub fn parse(fdt: &Fdt<'_>, bootargs: &str, cpu_count: usize) -> ParsedConfig {
     let Some(chosen) = fdt.find_node("/chosen") else {
         return out;
     };
+    let lifecycle = Lifecycle::from_bootargs(bootargs, &mut out.warnings);
     let domains: Vec<FdtNode<'_, '_>> = chosen
         .children()
         .filter(|n| is_compatible(n, "xen,domain"))
         .collect();
     if domains.is_empty() {
         let modules: Vec<dtb::Module<'_>> = dtb::modules(fdt).collect();
-        match parse_legacy(&modules, bootargs, cpu_count, None, &mut out.warnings) {
-            Ok(vm) => out.vms.extend(vm),
+        match parse_legacy(&modules, bootargs, cpu_count, None) {
+            Ok(vm) => out.vms.extend(vm.map(|vm| VmSpec { lifecycle, ..vm })),
             Err(e) => out.refused.push(e),
         }
         return out;
     }
 
-    for key in [GUEST_MEM_ARG, GUEST_SMP_ARG] {
-        if dtb::bootarg(bootargs, key).is_some() {
+    let settings = Settings::parse(bootargs);
+    for (key, given) in [
+        (GUEST_MEM_ARG, settings.guest_mem.is_some()),
+        (GUEST_SMP_ARG, settings.guest_smp.is_some()),
+    ] {
+        if given {
             out.warnings.push(format!(
                 "{key}= sizes only the single guest of the legacy form; the xen,domain nodes \
                  say what each VM gets; ignored"
@@ -194,7 +195,7 @@ pub fn parse(fdt: &Fdt<'_>, bootargs: &str, cpu_count: usize) -> ParsedConfig {
             continue;
         }
         names.push(node.name);
-        match parse_domain(node, cpu_count, &mut out.warnings) {
+        match parse_domain(node, cpu_count, lifecycle, &mut out.warnings) {
             Ok(vm) => parsed.push(vm),
             Err(e) => out.refused.push(e),
         }
@@ -204,6 +205,9 @@ pub fn parse(fdt: &Fdt<'_>, bootargs: &str, cpu_count: usize) -> ParsedConfig {
 }
 
 const GUEST_MEM_ARG: &str = "bulkhead.guest_mem";
+/// How to take one dom0less VM's kernel (`raw`, or `auto`: by its header), as
+/// `bulkhead.guest_format=` does for the single VM: a string property of its `multiboot,kernel` module node.
+pub const FORMAT_PROPERTY: &str = "bulkhead,format";
 const GUEST_SMP_ARG: &str = "bulkhead.guest_smp";
 
 /// What a guest bundle (the Raspberry Pi firmware's `initramfs` file, `crate::bundle`) asks
@@ -222,8 +226,9 @@ pub fn parse_bundle(
     cpu_count: usize,
 ) -> ParsedConfig {
     let mut out = ParsedConfig::default();
-    match parse_legacy(modules, bootargs, cpu_count, Some(sizes), &mut out.warnings) {
-        Ok(vm) => out.vms.extend(vm),
+    let lifecycle = Lifecycle::from_bootargs(bootargs, &mut out.warnings);
+    match parse_legacy(modules, bootargs, cpu_count, Some(sizes)) {
+        Ok(vm) => out.vms.extend(vm.map(|vm| VmSpec { lifecycle, ..vm })),
         Err(e) => out.refused.push(e),
     }
     out
@@ -232,13 +237,12 @@ pub fn parse_bundle(
 /// The legacy form: one VM from the bare `/chosen` multiboot modules (what `-device
 /// guest-loader` writes), sized by `bulkhead.guest_mem=` (default [`DEFAULT_GUEST_MEM`]) and
 /// `bulkhead.guest_smp=` (default: every CPU, up to [`MAX_VCPUS`]). No kernel: no VM. An
-/// unreadable size falls back to its default with a warning, as it always has.
+/// unreadable size falls back to its default (`crate::bootargs` warns about it).
 fn parse_legacy(
     modules: &[dtb::Module<'_>],
     bootargs: &str,
     cpu_count: usize,
     bundle: Option<BundleSizes>,
-    warnings: &mut Vec<String>,
 ) -> Result<Option<VmSpec>, ConfigError> {
     let bundle = bundle.unwrap_or_default();
     let Some(kernel) = modules.iter().find(|m| m.kind == ModuleKind::Kernel) else {
@@ -251,27 +255,14 @@ fn parse_legacy(
         reason,
     };
 
-    let default_memory = bundle.memory.unwrap_or(DEFAULT_GUEST_MEM);
-    let memory = match dtb::bootarg(bootargs, GUEST_MEM_ARG) {
-        None => default_memory,
-        Some(arg) => parse_size(arg).unwrap_or_else(|| {
-            warnings.push(format!(
-                "{GUEST_MEM_ARG}={arg}: not a size like 512M or 1G; using {}",
-                ByteSize(default_memory)
-            ));
-            default_memory
-        }),
-    };
-    let default_vcpus = bundle.vcpus.unwrap_or(cpu_count.min(MAX_VCPUS));
-    let vcpus = match dtb::bootarg(bootargs, GUEST_SMP_ARG) {
-        None => default_vcpus,
-        Some(arg) => arg.parse::<usize>().unwrap_or_else(|_| {
-            warnings.push(format!(
-                "{GUEST_SMP_ARG}={arg}: not a number; using {default_vcpus}"
-            ));
-            default_vcpus
-        }),
-    };
+    let settings = Settings::parse(bootargs);
+    let memory = settings
+        .guest_mem
+        .unwrap_or(bundle.memory.unwrap_or(DEFAULT_GUEST_MEM));
+    let vcpus = settings
+        .guest_smp
+        .unwrap_or(bundle.vcpus.unwrap_or(cpu_count.min(MAX_VCPUS)));
+    let format = settings.guest_format;
     let memory = check_memory(memory).map_err(|r| refuse(GUEST_MEM_ARG, r))?;
     let vcpus = check_vcpus(vcpus, cpu_count).map_err(|r| refuse(GUEST_SMP_ARG, r))?;
     let kernel_range = check_module(kernel.range).map_err(|r| refuse("multiboot,kernel", r))?;
@@ -283,11 +274,13 @@ fn parse_legacy(
         vcpus,
         memory,
         kernel: kernel_range,
+        format,
         initrd,
         bootargs: String::from(kernel.bootargs.unwrap_or("")),
         affinity: alloc::vec![None; vcpus],
         shared_mem: Vec::new(),
         doorbells: Vec::new(),
+        lifecycle: Lifecycle::default(),
     }))
 }
 
@@ -423,7 +416,7 @@ fn check_vcpus(vcpus: usize, cpu_count: usize) -> Result<usize, String> {
 /// Checks a module's range: not empty, not wrapping past the end of the address space.
 fn check_module(range: PhysRange) -> Result<PhysRange, String> {
     if range.size == 0 {
-        Err(format!("zero size at {:#x}", range.base))
+        Err(format!("empty (0 bytes at {:#x})", range.base))
     } else if range.base.checked_add(range.size).is_none() {
         Err(format!(
             "{} at {:#x} runs past the end of the address space",
@@ -440,6 +433,7 @@ fn check_module(range: PhysRange) -> Result<PhysRange, String> {
 fn parse_domain<'a>(
     node: FdtNode<'_, 'a>,
     cpu_count: usize,
+    mut lifecycle: Lifecycle,
     warnings: &mut Vec<String>,
 ) -> Result<links::Parsed<'a>, ConfigError> {
     let vm = node.name;
@@ -455,6 +449,18 @@ fn parse_domain<'a>(
             | "status" | "phandle" | "linux,phandle" => {}
             // Every Bulkhead guest has an emulated PL011: asking for one is a no-op.
             "vpl011" => {}
+            // xl.cfg's life-cycle keys, as properties (`lifecycle`).
+            key if POLICY_KEYS.contains(&key) => {
+                let word = str_prop(&node, key)
+                    .map_err(|r| refuse(key, r))?
+                    .unwrap_or("");
+                if let Some(warning) = lifecycle
+                    .set_from_node(key, word)
+                    .map_err(|r| refuse(key, r))?
+                {
+                    warnings.push(format!("{vm}: {warning}"));
+                }
+            }
             name if XEN_ONLY_DOMAIN_PROPERTIES.contains(&name) => warnings.push(format!(
                 "{vm}: `{name}` is a Xen feature Bulkhead does not have; ignored"
             )),
@@ -505,6 +511,7 @@ fn parse_domain<'a>(
     }
 
     let mut kernel: Option<(&str, PhysRange, Option<&str>)> = None;
+    let mut format = GuestFormat::Detect;
     let mut initrd: Option<(&str, PhysRange)> = None;
     let mut affinity: Vec<Option<CpuSet>> = alloc::vec![None; vcpus];
     let mut vcpu_node_seen = alloc::vec![false; vcpus];
@@ -526,6 +533,16 @@ fn parse_domain<'a>(
                         ));
                     }
                     kernel = Some((sub, range, bootargs));
+                    if let Some(value) = str_prop(&child, FORMAT_PROPERTY)
+                        .map_err(|r| refuse(&format!("{sub}/{FORMAT_PROPERTY}"), r))?
+                    {
+                        format = GuestFormat::parse(value).ok_or_else(|| {
+                            refuse(
+                                &format!("{sub}/{FORMAT_PROPERTY}"),
+                                format!("\"{value}\"; expected \"raw\" or \"auto\""),
+                            )
+                        })?;
+                    }
                 } else {
                     if let Some((first, _)) = initrd {
                         return Err(refuse(
@@ -589,11 +606,13 @@ fn parse_domain<'a>(
             vcpus,
             memory,
             kernel,
+            format,
             initrd: initrd.map(|(_, r)| r),
             bootargs: bootargs.to_string(),
             affinity,
             shared_mem,
             doorbells,
+            lifecycle,
         },
         shm_nodes,
         bell_nodes,

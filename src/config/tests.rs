@@ -629,6 +629,7 @@ fn two_vms_with_two_cell_regs() {
                 base: 0x5000_0000,
                 size: 0x200_0000
             },
+            format: Default::default(),
             initrd: Some(PhysRange {
                 base: 0x5200_0000,
                 size: 0x80_0000
@@ -637,6 +638,7 @@ fn two_vms_with_two_cell_regs() {
             affinity: vec![None],
             shared_mem: vec![],
             doorbells: vec![],
+            lifecycle: Lifecycle::default(),
         }
     );
     assert_eq!(cfg.vms[1].name, "domU2");
@@ -921,7 +923,7 @@ fn refuses_bad_module_regs() {
     refuses_only_domu2(
         |d| d.sub(kernel).set("reg", reg(2, 2, 0x5400_0000, 0)),
         "module@54000000/reg",
-        "zero size at 0x54000000",
+        "empty (0 bytes at 0x54000000)",
     );
     refuses_only_domu2(
         |d| {
@@ -1092,6 +1094,7 @@ fn legacy_guest_loader_dtb_makes_one_vm_as_before() {
             vcpus: 4,
             memory: 512 << 20,
             kernel: kernel.range,
+            format: Default::default(),
             initrd: Some(PhysRange {
                 base: 0x4c00_0000,
                 size: 0xf17fd
@@ -1100,6 +1103,7 @@ fn legacy_guest_loader_dtb_makes_one_vm_as_before() {
             affinity: vec![None; 4],
             shared_mem: vec![],
             doorbells: vec![],
+            lifecycle: Lifecycle::default(),
         }]
     );
     assert_eq!(kernel.range.base, 0x4800_0000);
@@ -1121,19 +1125,14 @@ fn legacy_sizes_come_from_bulkhead_bootargs() {
     assert_eq!(cfg.vms[0].vcpus, crate::guest_layout::MAX_VCPUS);
 }
 
+/// Unreadable sizes fall back to the defaults (`crate::bootargs` says so, once).
 #[test]
-fn legacy_unreadable_sizes_fall_back_with_a_warning() {
+fn legacy_unreadable_sizes_fall_back() {
     let blob = load("virt-gicv3-guest-loader.dtb");
     let fdt = dtb::parse(&blob).unwrap();
     let cfg = parse(&fdt, "bulkhead.guest_mem=lots bulkhead.guest_smp=two", 4);
     assert_eq!((cfg.vms[0].memory, cfg.vms[0].vcpus), (512 << 20, 4));
-    assert_eq!(
-        cfg.warnings,
-        [
-            "bulkhead.guest_mem=lots: not a size like 512M or 1G; using 512 MiB",
-            "bulkhead.guest_smp=two: not a number; using 4",
-        ]
-    );
+    assert_eq!(cfg.warnings, Vec::<String>::new());
 }
 
 #[test]
@@ -1179,7 +1178,7 @@ fn legacy_modules_use_the_root_cells_and_an_empty_kernel_is_refused() {
     let cfg = parse_blob(&blob(&host(node)), 2);
     assert_eq!(
         cfg.refused[0].to_string(),
-        "guest: multiboot,kernel: zero size at 0x48000000"
+        "guest: multiboot,kernel: empty (0 bytes at 0x48000000)"
     );
 }
 
@@ -1361,11 +1360,13 @@ fn spec(name: &str, mib: u64, vcpus: usize) -> VmSpec {
             base: 0x4800_0000,
             size: MIB,
         },
+        format: Default::default(),
         initrd: None,
         bootargs: String::new(),
         affinity: vec![None; vcpus],
         shared_mem: vec![],
         doorbells: vec![],
+        lifecycle: Lifecycle::default(),
     }
 }
 
@@ -2293,4 +2294,138 @@ fn place_refuses_specs_that_disagree_on_an_id() {
     assert!(err(&placed[1]).ends_with("4 MiB here but 2 MiB where it was placed"));
     assert_eq!(ok(&placed[2]).shared, [0x6000_0000]);
     assert!(err(&placed[3]).ends_with("host address differs from the region's, 0x60000000"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Life-cycle policies (xl.cfg's on_poweroff / on_reboot / on_crash)
+
+#[test]
+fn lifecycle_node_properties_win_over_bootargs_which_win_over_defaults() {
+    let mut domains = three_domains();
+    domains[0].set("on_crash", strs(&["preserve"]));
+    domains[0].set("on_reboot", strs(&["destroy"]));
+    domains[1].set("on_poweroff", strs(&["restart"]));
+    let root = host(chosen(domains).prop(
+        "bootargs",
+        strs(&["bulkhead.on_crash=restart bulkhead.reset_limit=4"]),
+    ));
+    let cfg = parse_blob(&blob(&root), CPUS);
+    assert_eq!(cfg.warnings, Vec::<String>::new());
+    let l: Vec<Lifecycle> = cfg.vms.iter().map(|v| v.lifecycle).collect();
+    let want = |on_poweroff, on_reboot, on_crash| Lifecycle {
+        on_poweroff,
+        on_reboot,
+        on_crash,
+        reset_limit: Some(4),
+    };
+    use Policy::*;
+    assert_eq!(
+        l,
+        [
+            want(Destroy, Destroy, Preserve),
+            want(Restart, Restart, Restart),
+            want(Destroy, Restart, Restart),
+        ]
+    );
+}
+
+#[test]
+fn lifecycle_legacy_vm_takes_the_bootargs() {
+    let root = host(
+        Node::new("chosen")
+            .prop(
+                "bootargs",
+                strs(&["bulkhead.on_reboot=destroy bulkhead.reset_limit=off"]),
+            )
+            .child(module("multiboot,kernel", 2, 2, 0x5000_0000, 0x10_0000)),
+    );
+    let cfg = parse_blob(&blob(&root), CPUS);
+    assert_eq!(cfg.vms.len(), 1, "{cfg:#?}");
+    let l = cfg.vms[0].lifecycle;
+    assert_eq!(l.on_reboot, Policy::Destroy);
+    assert_eq!(
+        (l.on_poweroff, l.on_crash),
+        (Policy::Destroy, Policy::Destroy)
+    );
+    assert_eq!(l.reset_limit, None);
+}
+
+#[test]
+fn lifecycle_xen_only_words_warn_and_keep_the_default() {
+    let mut domains = three_domains();
+    domains[1].set("on_crash", strs(&["coredump-restart"]));
+    let cfg = parse_domains(domains);
+    assert_eq!(names(&cfg), ["domU1", "domU2", "domU3"]);
+    assert_eq!(cfg.vms[1].lifecycle.on_crash, Policy::Destroy);
+    assert_eq!(
+        cfg.warnings,
+        [
+            "domU2: on_crash = \"coredump-restart\": a Xen toolstack action Bulkhead does not \
+          have (accepted: destroy, restart, preserve); using destroy"
+        ]
+    );
+}
+
+#[test]
+fn lifecycle_refuses_a_vm_with_a_malformed_policy() {
+    refuses_only_domu2(
+        |d| d.set("on_reboot", strs(&["reboot"])),
+        "on_reboot",
+        "\"reboot\": not destroy, restart or preserve",
+    );
+    refuses_only_domu2(
+        |d| d.set("on_crash", cells(&[1])),
+        "on_crash",
+        "not a single UTF-8 string",
+    );
+    refuses_only_domu2(
+        |d| d.set("on_poweroff", strs(&[""])),
+        "on_poweroff",
+        "\"\": not destroy, restart or preserve",
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kernel format requests (raw only when asked)
+
+#[test]
+fn kernel_format_defaults_to_detect_and_raw_is_asked_for_per_vm() {
+    let mut domains = three_domains();
+    domains[1]
+        .sub("module@54000000")
+        .set(FORMAT_PROPERTY, strs(&["raw"]));
+    let cfg = parse_domains(domains);
+    assert_eq!(cfg.refused, []);
+    let formats: Vec<GuestFormat> = cfg.vms.iter().map(|v| v.format).collect();
+    assert_eq!(
+        formats,
+        [GuestFormat::Detect, GuestFormat::Raw, GuestFormat::Detect]
+    );
+}
+
+#[test]
+fn an_unknown_kernel_format_refuses_the_vm_naming_the_property() {
+    let mut domains = three_domains();
+    domains[1]
+        .sub("module@54000000")
+        .set(FORMAT_PROPERTY, strs(&["zImage"]));
+    let cfg = parse_domains(domains);
+    assert_eq!(cfg.refused.len(), 1, "{:?}", cfg.refused);
+    assert_eq!(
+        cfg.refused[0].to_string(),
+        "domU2: module@54000000/bulkhead,format: \"zImage\"; expected \"raw\" or \"auto\""
+    );
+}
+
+#[test]
+fn legacy_kernel_format_comes_from_a_bootarg() {
+    let blob = load("virt-gicv3-guest-loader.dtb");
+    let fdt = dtb::parse(&blob).unwrap();
+    assert_eq!(parse(&fdt, "", 4).vms[0].format, GuestFormat::Detect);
+    let cfg = parse(&fdt, "bulkhead.guest_format=raw", 4);
+    assert_eq!(cfg.vms[0].format, GuestFormat::Raw);
+    // A malformed value is the bootargs' business (one warning there); the guest's format is
+    // then detected.
+    let cfg = parse(&fdt, "bulkhead.guest_format=elf", 4);
+    assert_eq!(cfg.vms[0].format, GuestFormat::Detect);
 }

@@ -27,6 +27,17 @@ impl AccessSize {
         }
     }
 
+    /// `value` (the low `bytes()` bytes) with its bytes reversed: the same access made by a
+    /// big-endian guest (KVM's `vcpu_data_host_to_guest` / `vcpu_data_guest_to_host`).
+    pub const fn byte_swap(self, value: u64) -> u64 {
+        match self {
+            Self::Byte => value & 0xff,
+            Self::Half => (value as u16).swap_bytes() as u64,
+            Self::Word => (value as u32).swap_bytes() as u64,
+            Self::Double => value.swap_bytes(),
+        }
+    }
+
     /// Mask of the bits an access of this width carries.
     pub const fn mask(self) -> u64 {
         match self {
@@ -53,7 +64,40 @@ pub struct MmioAccess {
     pub acquire_release: bool,
 }
 
+/// Whether the guest's data accesses at its current EL are big-endian: SCTLR_EL1.E0E at EL0,
+/// SCTLR_EL1.EE at EL1 (Arm ARM D8.2 "Mixed-endian support"), from PSTATE.M[3:2].
+pub fn guest_big_endian(pstate: u64, sctlr_el1: u64) -> bool {
+    const SCTLR_E0E: u64 = 1 << 24;
+    const SCTLR_EE: u64 = 1 << 25;
+    let el0 = (pstate >> 2) & 0b11 == 0;
+    sctlr_el1 & if el0 { SCTLR_E0E } else { SCTLR_EE } != 0
+}
+
 impl MmioAccess {
+    /// The value a store writes, given the transfer register's content (pass 0 for XZR).
+    /// A big-endian guest's store puts the register's bytes on the bus in reverse order, so
+    /// the (little-endian) device sees them swapped.
+    pub fn write_value_endian(&self, reg_value: u64, big_endian: bool) -> u64 {
+        let value = self.write_value(reg_value);
+        if big_endian {
+            self.size.byte_swap(value)
+        } else {
+            value
+        }
+    }
+
+    /// The register value a load produces from the device's `value`, for a big-endian or
+    /// little-endian guest: the bytes are reversed first, then sign- or zero-extended, as the
+    /// CPU does.
+    pub fn read_result_endian(&self, value: u64, big_endian: bool) -> u64 {
+        let value = value & self.size.mask();
+        self.read_result(if big_endian {
+            self.size.byte_swap(value)
+        } else {
+            value
+        })
+    }
+
     /// The value a store writes, given the transfer register's content (pass 0 for XZR).
     pub fn write_value(&self, reg_value: u64) -> u64 {
         if self.reg == 31 {
@@ -125,6 +169,38 @@ mod tests {
             access(AccessSize::Word, 30, false, true).read_result(u64::MAX),
             0xffff_ffff
         );
+    }
+
+    #[test]
+    fn big_endian_guest_sees_device_bytes_reversed() {
+        let w = access(AccessSize::Word, 1, false, false);
+        assert_eq!(w.read_result_endian(0x11, true), 0x1100_0000);
+        assert_eq!(w.read_result_endian(0x11, false), 0x11);
+        // Reversed first, then sign-extended (LDRSH of bytes 0x80 0x01 big-endian).
+        let sh = access(AccessSize::Half, 1, true, true);
+        assert_eq!(sh.read_result_endian(0x0180, true), 0xffff_ffff_ffff_8001);
+        assert_eq!(
+            access(AccessSize::Double, 1, false, true)
+                .read_result_endian(0x0102_0304_0506_0708, true),
+            0x0807_0605_0403_0201
+        );
+        let mut st = access(AccessSize::Half, 1, false, false);
+        st.write = true;
+        assert_eq!(st.write_value_endian(0xdead_a0b0, true), 0xb0a0);
+        assert_eq!(
+            access(AccessSize::Byte, 1, false, false).read_result_endian(0x7f, true),
+            0x7f
+        );
+    }
+
+    #[test]
+    fn endianness_follows_ee_at_el1_and_e0e_at_el0() {
+        const EE: u64 = 1 << 25;
+        const E0E: u64 = 1 << 24;
+        assert!(guest_big_endian(0x3c5, EE), "EL1h");
+        assert!(!guest_big_endian(0x3c5, E0E));
+        assert!(guest_big_endian(0x0, E0E), "EL0t");
+        assert!(!guest_big_endian(0x0, EE));
     }
 
     #[test]

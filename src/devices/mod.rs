@@ -10,6 +10,7 @@ use core::fmt;
 pub mod mmio;
 pub mod pl011;
 pub mod ptimer;
+pub mod pvpanic;
 
 /// Why an emulated device refused an access; the exit handler injects an abort.
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]

@@ -27,8 +27,8 @@ use core::fmt;
 
 /// The longest piece of one VM line held before it is emitted (Xen holds 200).
 pub const LINE_BYTES: usize = 256;
-/// Ctrl-A, Xen's default console switch character.
-pub const DEFAULT_ESCAPE: u8 = 0x01;
+/// Ctrl-A, Xen's default console switch character (`bulkhead.console_escape=` changes it).
+pub const DEFAULT_ESCAPE: u8 = crate::bootargs::DEFAULT_CONSOLE_ESCAPE;
 /// How many escape bytes in a row switch the focus.
 const SWITCH_ESCAPES: usize = 3;
 

@@ -399,6 +399,9 @@ impl HostCpu {
 
 // HCR_EL2 bits (Arm ARM, HCR_EL2).
 pub const HCR_TID3: u64 = 1 << 18;
+pub const HCR_TSW: u64 = 1 << 22;
+pub const HCR_TIDCP: u64 = 1 << 20;
+pub const HCR_TACR: u64 = 1 << 21;
 pub const HCR_TLOR: u64 = 1 << 35;
 pub const HCR_TERR: u64 = 1 << 36;
 pub const HCR_APK: u64 = 1 << 40;
@@ -413,7 +416,10 @@ pub const CPTR_TAM: u64 = 1 << 30;
 // MDCR_EL2 (Arm ARM, MDCR_EL2).
 pub const MDCR_TPMCR: u64 = 1 << 5;
 pub const MDCR_TPM: u64 = 1 << 6;
+pub const MDCR_TDOSA: u64 = 1 << 10;
+pub const MDCR_TDRA: u64 = 1 << 11;
 pub const MDCR_TPMS: u64 = 1 << 14;
+pub const MDCR_TDCC: u64 = 1 << 27;
 pub const MDCR_HPMD: u64 = 1 << 17;
 pub const MDCR_TTRF: u64 = 1 << 19;
 pub const MDCR_HCCD: u64 = 1 << 23;
@@ -426,7 +432,12 @@ pub const MPAM2_TRAPMPAM0EL1: u64 = 1 << 49;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct El2Controls {
     /// HCR_EL2 bits to add to the run-a-guest base: TID3 traps the ID registers (answered by
-    /// [`sanitise`]), TLOR the LORegions, TERR the RAS error records (both hidden); API/APK
+    /// [`sanitise`]), TLOR the LORegions, TERR the RAS error records (both hidden), TIDCP the
+    /// IMPLEMENTATION DEFINED registers (UNDEFINED: they are the physical core's), TACR
+    /// ACTLR_EL1 (reads the reset value, writes ignored), TSW the set/way cache operations
+    /// (emulated by VA, as KVM's `kvm_set_way_flush`) — all as KVM's `HCR_GUEST_FLAGS`. TEA
+    /// stays 0: a synchronous external abort of the guest's own access reaches its EL1 with
+    /// the hardware's syndrome, which EL2 could only repeat; API/APK
     /// leave pointer authentication and its keys (EL1 registers of the pinned CPU) to the
     /// guest, as KVM's `kvm_vcpu_enable_ptrauth`. ATA stays 0: MTE's registers trap.
     pub hcr: u64,
@@ -439,8 +450,13 @@ pub struct El2Controls {
     pub zcr: Option<u64>,
     /// MDCR_EL2: the PMU trapped (TPM, TPMCR: UNDEFINED for the guest) with HPMN = PMCR_EL0.N
     /// (no counter reserved for EL2) and EL2 not counting (HPMD, HCCD); SPE (TPMS, E2PB = 0),
-    /// the trace buffer (E2TB = 0) and the trace filter (TTRF) trapped. Debug (TDA, TDOSA,
-    /// TDRA, TDE) untrapped. Each bit only where the CPU has the feature (RES0 otherwise).
+    /// the trace buffer (E2TB = 0) and the trace filter (TTRF) trapped. The OS lock and
+    /// power-down registers (TDOSA), the debug ROM address (TDRA) and, with FEAT_FGT, the
+    /// debug communications channel (TDCC) trapped and emulated as KVM does (`trap_oslar_el1`,
+    /// `trap_raz_wi`): they reach the physical core's external debug interface. The
+    /// breakpoint, watchpoint and MDSCR registers (TDA) stay the guest's: they are EL1 state
+    /// of its pinned CPU, and a debug exception can never target EL2 while TDE = 0. Each bit
+    /// only where the CPU has the feature (RES0 otherwise).
     pub mdcr: u64,
     /// FEAT_FGT / FEAT_FGT2: the fine-grained trap registers to zero (they reset UNKNOWN).
     pub fgt: u64,
@@ -456,7 +472,8 @@ pub struct El2Controls {
 impl El2Controls {
     /// For `cpu`; `pmcr_n` reads PMCR_EL0.N (called only when the CPU has a PMUv3).
     pub fn for_cpu(cpu: &HostCpu, pmcr_n: impl FnOnce() -> u64) -> Self {
-        let mut hcr = HCR_TID3 | HCR_TLOR; // TLOR: RES0 without LOR, set anyway as KVM does
+        // TLOR: RES0 without LOR, set anyway as KVM does.
+        let mut hcr = HCR_TID3 | HCR_TLOR | HCR_TIDCP | HCR_TACR | HCR_TSW;
         if cpu.ras {
             hcr |= HCR_TERR;
         }
@@ -467,7 +484,10 @@ impl El2Controls {
         if !cpu.sve {
             cptr |= CPTR_TZ;
         }
-        let mut mdcr = 0;
+        let mut mdcr = MDCR_TDOSA | MDCR_TDRA;
+        if cpu.fgt >= 1 {
+            mdcr |= MDCR_TDCC;
+        }
         if cpu.pmu_ver != 0 {
             mdcr |= (pmcr_n() & 0x1f) | MDCR_TPM | MDCR_TPMCR;
             if cpu.pmu_ver >= 4 {
@@ -681,24 +701,34 @@ mod tests {
         let c = El2Controls::for_cpu(&cortex_a72(), || 6);
         assert_eq!(
             c.hcr,
-            HCR_TID3 | HCR_TLOR,
+            HCR_TID3 | HCR_TLOR | HCR_TIDCP | HCR_TACR | HCR_TSW,
             "no RAS, no pointer auth: RES0 bits left 0"
         );
         assert_eq!(c.cptr, CPTR_RES1 | CPTR_TZ | CPTR_TSM | CPTR_TTA | CPTR_TAM);
         assert_eq!(c.zcr, None);
-        assert_eq!(c.mdcr, 6 | MDCR_TPM | MDCR_TPMCR, "HPMN = N, PMU trapped");
+        assert_eq!(
+            c.mdcr,
+            6 | MDCR_TPM | MDCR_TPMCR | MDCR_TDOSA | MDCR_TDRA,
+            "HPMN = N, PMU trapped, OS lock and debug ROM trapped, no TDCC without FGT"
+        );
         assert_eq!((c.fgt, c.amu_fgt, c.hcrx, c.mpam2), (0, false, None, None));
     }
 
     #[test]
     fn cpu_features_el2_controls_on_max() {
         let c = El2Controls::for_cpu(&max(), || 6);
-        assert_eq!(c.hcr, HCR_TID3 | HCR_TLOR | HCR_TERR | HCR_API | HCR_APK);
+        let always = HCR_TID3 | HCR_TLOR | HCR_TIDCP | HCR_TACR | HCR_TSW;
+        assert_eq!(c.hcr, always | HCR_TERR | HCR_API | HCR_APK);
         assert_eq!(c.cptr & CPTR_TZ, 0, "SVE untrapped");
         assert_ne!(c.cptr & CPTR_TSM, 0, "SME trapped");
         assert_eq!(c.zcr, Some(0xf));
         let want = 6 | MDCR_TPM | MDCR_TPMCR | MDCR_HPMD | MDCR_HCCD | MDCR_TPMS;
-        assert_eq!(c.mdcr, want, "PMU and SPE trapped, EL2 not counted");
+        let debug = MDCR_TDOSA | MDCR_TDRA | MDCR_TDCC;
+        assert_eq!(
+            c.mdcr,
+            want | debug,
+            "PMU and SPE trapped, EL2 not counted, DCC trapped"
+        );
         assert_eq!(c.fgt, 1);
         assert_eq!(c.hcrx, Some(0));
         assert_eq!(c.mpam2, Some(MPAM2_TRAPMPAM1EL1 | MPAM2_TRAPMPAM0EL1));
@@ -711,7 +741,7 @@ mod tests {
             ..cortex_a72()
         };
         let c = El2Controls::for_cpu(&no_pmu, || panic!("PMCR_EL0 read without a PMU"));
-        assert_eq!(c.mdcr, 0);
+        assert_eq!(c.mdcr, MDCR_TDOSA | MDCR_TDRA);
         let imp_def_pmu = host(&[(DFR0, 0xf00)]);
         assert_eq!(imp_def_pmu.pmu_ver, 0, "PMUVer 0xf is not a PMUv3");
     }

@@ -12,6 +12,8 @@
 use tock_registers::{LocalRegisterCopy, register_bitfields};
 
 use super::exit::esr::{ABORT_ISS, AbortIss, ESR_ELx, Esr};
+use super::runaway::Runaway;
+use super::vcpu::Vcpu;
 
 // Fault status codes the guest sees (DFSC/IFSC of ESR_EL1, the same codes as ESR_EL2's, which
 // `exit::FaultKind::from_fsc` decodes).
@@ -29,6 +31,8 @@ pub const FSC_PERMISSION_L3: u8 = 0x0f;
 /// always reports).
 pub const FSC_EXTERNAL: u8 = 0x10;
 pub const FSC_ALIGNMENT: u8 = 0x21;
+/// Synchronous external abort on a translation table walk, level 0 (+ level for 1..3).
+pub const FSC_EXTERNAL_WALK_L0: u8 = 0x14;
 
 /// A synchronous exception to inject.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,6 +198,34 @@ pub fn exception_entry(exc: Exception, at: GuestState) -> El1Entry {
         elr_el1: at.pc,
         spsr_el1: at.pstate,
     }
+}
+
+/// Takes `exception` in `vcpu`'s EL1 at counter value `now`: moves its PC to the vector and
+/// its PSTATE to EL1h, and returns what the caller writes into ESR_EL1, FAR_EL1, ELR_EL1 and
+/// SPSR_EL1. `Err` instead, leaving the vCPU as it was, when this is the exception a runaway
+/// vCPU keeps taking at its own vector (`hyp::runaway`): the VM's crash policy applies then.
+pub fn inject(
+    vcpu: &mut Vcpu,
+    exception: Exception,
+    vbar_el1: u64,
+    sctlr_el1: u64,
+    now: u64,
+) -> Result<El1Entry, Runaway> {
+    let entry = exception_entry(
+        exception,
+        GuestState {
+            pc: vcpu.regs.pc,
+            pstate: vcpu.regs.pstate,
+            vbar_el1,
+            sctlr_el1,
+        },
+    );
+    if let Some(runaway) = vcpu.runaway.observe(&entry, now) {
+        return Err(runaway);
+    }
+    vcpu.regs.pc = entry.pc;
+    vcpu.regs.pstate = entry.pstate;
+    Ok(entry)
 }
 
 /// ESR_EL1 for an injected exception: EC, IL = 1, and for aborts FSC (bits [5:0] of `fsc`)

@@ -8,10 +8,14 @@ pub mod cpu_features;
 pub mod exit;
 pub mod handle;
 pub mod inject;
+pub mod lifecycle;
 pub mod platform;
+pub mod runaway;
+pub mod serror;
 pub mod timer;
 pub mod vcpu;
 pub mod vm;
+pub mod walk_level;
 
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub mod host_irq;

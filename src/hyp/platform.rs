@@ -20,11 +20,31 @@ pub trait Platform: Kick {
     /// Cleans and invalidates host RAM `[pa, pa + size)` to the point of coherency, so a guest
     /// running with its MMU off (non-cacheable) sees what the caches hold.
     fn clean_ram_to_poc(&self, pa: u64, size: u64);
+    /// Zeroes host RAM `[pa, pa + size)` (guest RAM on its first use) and cleans it to the
+    /// point of coherency, so a guest never sees what the RAM held before, caches on or off.
+    fn zero_ram(&self, pa: u64, size: u64);
+    /// SCTLR_EL1 of the vCPU running on this CPU (its EL1 registers are live in hardware):
+    /// EE/E0E give its data endianness.
+    fn guest_sctlr_el1(&self) -> u64;
+    /// Sets (true) or clears this CPU's OS lock (OSLAR_EL1.OSLK), the lock of the vCPU it runs.
+    fn set_os_lock(&self, locked: bool);
+    /// TCR_EL1, TTBR0_EL1 and TTBR1_EL1 of the vCPU running on this CPU (live in hardware).
+    fn guest_stage1_regs(&self) -> crate::hyp::walk_level::Stage1Regs;
+    /// The 64-bit word at host PA `pa` of a VM's RAM, if `pa` is in one.
+    fn guest_ram_u64(&self, pa: u64) -> Option<u64>;
+    /// This CPU's ACTLR_EL1 as it was reset (what a guest reads, as KVM's `reset_actlr`).
+    fn host_actlr_el1(&self) -> u64;
     /// Host RAM `[pa, pa + size)` that Bulkhead reserved (guest images), for reading.
     fn host_ram(&self, pa: u64, size: u64) -> &[u8];
     /// Copies `bytes` to host RAM at `pa` (guest RAM) and cleans them to the point of
     /// coherency.
     fn write_ram(&self, pa: u64, bytes: &[u8]);
+    /// Calls `f` with host RAM `[pa, pa + size)` (a VM's RAM, while none of its vCPUs runs) as
+    /// a mutable slice, without cleaning anything; false (and `f` not called) if that range is
+    /// not guest RAM.
+    fn with_guest_ram(&self, pa: u64, size: u64, f: &mut dyn FnMut(&mut [u8])) -> bool;
+    /// Copies `src` to `dst` with the widest loads and stores the machine has (guest images).
+    fn copy_ram(&self, dst: &mut [u8], src: &[u8]);
     /// Writes bytes to the console UART.
     fn console_write(&self, bytes: &[u8]);
     /// One byte typed on the console, if any.
@@ -61,6 +81,11 @@ pub mod fake {
         pub hyp_timer: Cell<Option<u64>>,
         pub kicks: RefCell<Vec<usize>>,
         pub cleaned: RefCell<Vec<(u64, u64)>>,
+        pub zeroed: RefCell<Vec<(u64, u64)>>,
+        pub sctlr_el1: Cell<u64>,
+        pub actlr_el1: Cell<u64>,
+        pub stage1: Cell<Option<crate::hyp::walk_level::Stage1Regs>>,
+        pub os_lock: Cell<Option<bool>>,
         pub console_out: RefCell<Vec<u8>>,
         pub console_in: RefCell<VecDeque<u8>>,
         pub console_rx_irq: Cell<Option<bool>>,
@@ -94,6 +119,40 @@ pub mod fake {
         fn clean_ram_to_poc(&self, pa: u64, size: u64) {
             self.cleaned.borrow_mut().push((pa, size));
         }
+        fn zero_ram(&self, pa: u64, size: u64) {
+            self.zeroed.borrow_mut().push((pa, size));
+            let mut ram = self.ram.borrow_mut();
+            let base = ram.0;
+            let len = ram.1.len() as u64;
+            // Only the part of the range the fake's RAM holds.
+            let start = pa.clamp(base, base + len) - base;
+            let end = (pa + size).clamp(base, base + len) - base;
+            ram.1[start as usize..end as usize].fill(0);
+        }
+        fn guest_sctlr_el1(&self) -> u64 {
+            self.sctlr_el1.get()
+        }
+        fn host_actlr_el1(&self) -> u64 {
+            self.actlr_el1.get()
+        }
+        fn set_os_lock(&self, locked: bool) {
+            self.os_lock.set(Some(locked));
+        }
+        fn guest_stage1_regs(&self) -> crate::hyp::walk_level::Stage1Regs {
+            self.stage1
+                .get()
+                .unwrap_or(crate::hyp::walk_level::Stage1Regs {
+                    tcr_el1: 0,
+                    ttbr0_el1: 0,
+                    ttbr1_el1: 0,
+                })
+        }
+        fn guest_ram_u64(&self, pa: u64) -> Option<u64> {
+            let ram = self.ram.borrow();
+            let start = usize::try_from(pa.checked_sub(ram.0)?).ok()?;
+            let bytes = ram.1.get(start..start + 8)?;
+            Some(u64::from_le_bytes(bytes.try_into().ok()?))
+        }
         fn host_ram(&self, pa: u64, size: u64) -> &[u8] {
             let ram = self.ram.borrow();
             let start = (pa - ram.0) as usize;
@@ -105,6 +164,22 @@ pub mod fake {
             let mut ram = self.ram.borrow_mut();
             let start = (pa - ram.0) as usize;
             ram.1[start..start + bytes.len()].copy_from_slice(bytes);
+        }
+        fn with_guest_ram(&self, pa: u64, size: u64, f: &mut dyn FnMut(&mut [u8])) -> bool {
+            let mut ram = self.ram.borrow_mut();
+            let Some(start) = pa.checked_sub(ram.0).map(|s| s as usize) else {
+                return false;
+            };
+            match ram.1.get_mut(start..start + size as usize) {
+                Some(slice) => {
+                    f(slice);
+                    true
+                }
+                None => false,
+            }
+        }
+        fn copy_ram(&self, dst: &mut [u8], src: &[u8]) {
+            dst.copy_from_slice(src);
         }
         fn console_write(&self, bytes: &[u8]) {
             self.console_out.borrow_mut().extend_from_slice(bytes);

@@ -6,14 +6,22 @@
 //! One pass: requests (KVM's vCPU requests) → may this vCPU run (PSCI power state)? → VMID of
 //! the current generation (KVM's VMID allocator) → load list registers → enter (refused if a request
 //! raced in) → exit → fold list registers, sample the timer → decode the exit once
-//! (`hyp::exit`) → its handler (`hyp::handle`) → carry out the action it returns.
+//! (`hyp::exit`) → its handler (`hyp::handle`) → carry out the action it returns. A VM that
+//! stops (power-off, reboot, crash: a pvpanic write or a runaway vCPU found at injection) goes
+//! through its life-cycle policy (`hyp::lifecycle`): destroyed, restarted or preserved.
 
+use alloc::format;
+use alloc::string::String;
 use core::sync::atomic::Ordering;
 
 use super::exit::{GuestExit, Syndrome};
-use super::handle::{ExitAction, handle_exit};
+use super::handle::{CrashCause, ExitAction, handle_exit};
 use super::host_irq;
-use super::inject::{self, Exception, GuestState};
+use super::inject::{self, Exception};
+use super::lifecycle::{self, Decision};
+use super::platform::Platform;
+use super::runaway::{REPEATS, Runaway};
+use super::serror::{self, SErrorAction};
 use super::setup;
 use super::timer;
 use super::vcpu::Vcpu;
@@ -22,6 +30,7 @@ use crate::arch::platform::ArchPlatform;
 use crate::arch::switch::{ExitKind, run_guest};
 use crate::arch::sysregs::{self, El1State};
 use crate::arch::{cpu, stage2_hw, vgic_hw};
+use crate::config::{Policy, StopCause};
 use crate::vcpu::power::VmState;
 use crate::vcpu::request::{Request, make_all_request};
 
@@ -39,6 +48,9 @@ fn start_vcpu(vcpu: &mut Vcpu, entry: u64, x0: u64) {
     log::debug!("vcpu {}: start at {entry:#x} x0={x0:#x}", vcpu.index);
     vcpu.reset_to(entry, x0);
     El1State::reset().restore();
+    // The OS lock unlocked, as `reset_to` left the vCPU's copy (and as KVM resets OSLSR_EL1):
+    // a previous life, or the CPU's cold reset (OSLK = 1), must not block its debug.
+    sysregs::set_os_lock(false);
     vgic_hw::reset_vcpu_interface();
     timer::set_vtimer_level(vcpu, false, &ArchPlatform);
 }
@@ -100,21 +112,14 @@ fn fold_loaded_lrs(vm: &Vm, vcpu: &mut Vcpu) {
     vcpu.lrs_loaded = 0;
 }
 
-/// Takes `exception` in the guest's EL1, as the CPU would have (`hyp::inject`).
-fn inject(vcpu: &mut Vcpu, exception: Exception) {
+/// Takes `exception` in the guest's EL1, as the CPU would have (`hyp::inject`); `Err` for a
+/// vCPU looping on a fault at its own vector (`hyp::runaway`), which is left as it was.
+fn inject(vcpu: &mut Vcpu, exception: Exception) -> Result<(), Runaway> {
     let (vbar_el1, sctlr_el1) = sysregs::injection_context();
-    let entry = inject::exception_entry(
-        exception,
-        GuestState {
-            pc: vcpu.regs.pc,
-            pstate: vcpu.regs.pstate,
-            vbar_el1,
-            sctlr_el1,
-        },
-    );
+    let now = ArchPlatform.counter();
+    let entry = inject::inject(vcpu, exception, vbar_el1, sctlr_el1, now)?;
     sysregs::write_exception_registers(entry.esr_el1, entry.far_el1, entry.elr_el1, entry.spsr_el1);
-    vcpu.regs.pc = entry.pc;
-    vcpu.regs.pstate = entry.pstate;
+    Ok(())
 }
 
 /// Waits on this physical CPU until something (an interrupt, a kick) happens.
@@ -199,7 +204,7 @@ fn run_vcpu(vm: &'static Vm, index: usize, pcpu_index: usize) -> ! {
         }
         match vm.power.vm_state() {
             VmState::Off => park(),
-            VmState::Resetting => {
+            VmState::Stopping => {
                 wait_for_event(vm, vcpu);
                 continue;
             }
@@ -223,7 +228,8 @@ fn run_vcpu(vm: &'static Vm, index: usize, pcpu_index: usize) -> ! {
             if !waited {
                 host_irq::handle_host_irqs(Some((vm, &mut *vcpu)));
             }
-            if vm.vgic.lock().has_deliverable(index) {
+            let deliverable = vm.vgic.lock().has_deliverable(index);
+            if vcpu.wake_up(cpu::counter(), deliverable) {
                 vcpu.blocked = false;
             } else {
                 wait_for_event(vm, vcpu);
@@ -273,35 +279,129 @@ fn run_vcpu(vm: &'static Vm, index: usize, pcpu_index: usize) -> ! {
                     ExitAction::Resume
                 }
                 ExitKind::SError => {
-                    crate::guest_warn!("{} vcpu {index}: SError from the guest", vm.config.name);
-                    ExitAction::Resume
+                    let (esr, _, _) = sysregs::exit_syndrome();
+                    match serror::guest_serror(esr) {
+                        SErrorAction::Reflect { vsesr } => {
+                            crate::guest_warn!(
+                                "{} vcpu {index}: SError (ESR {esr:#x}) reflected to the guest",
+                                vm.config.name
+                            );
+                            sysregs::pend_virtual_serror(vsesr);
+                            ExitAction::Resume
+                        }
+                        SErrorAction::StopVm => ExitAction::Crash(CrashCause::SError(esr)),
+                    }
                 }
             };
             match action {
                 ExitAction::Resume => {}
-                ExitAction::Inject(exception) => inject(vcpu, exception),
+                ExitAction::Inject(exception) => {
+                    if let Err(runaway) = inject(vcpu, exception) {
+                        break ExitAction::Crash(CrashCause::Runaway(runaway));
+                    }
+                }
                 other => break other,
             }
         };
         match action {
             ExitAction::Resume | ExitAction::Inject(_) => {}
-            ExitAction::Block => vcpu.blocked = true,
+            ExitAction::Block => {
+                vcpu.blocked = true;
+                // A WFIT timeout: the EL2 timer must wake this CPU then.
+                if vcpu.wake_at.is_some() {
+                    timer::update_ptimer(vm, vcpu, p);
+                }
+            }
             ExitAction::CpuOff => {}
-            ExitAction::SystemOff => system_off(vm, index),
-            ExitAction::SystemReset => system_reset(vm, index),
+            ExitAction::SystemOff => stop_vm(vm, vcpu, StopCause::PowerOff),
+            ExitAction::SystemReset => stop_vm(vm, vcpu, StopCause::Reboot),
+            ExitAction::Crash(cause) => crashed(vm, vcpu, cause),
         }
     }
 }
 
-/// PSCI SYSTEM_OFF (the PSCI handler already moved the VM to `Off`, and only the winning
-/// caller gets here): stop every vCPU of this VM, waiting until none can still be in the
-/// guest; its CPUs then idle. When the last VM is off, the machine powers off.
-fn system_off(vm: &Vm, index: usize) {
+/// The guest crashed (`cause`): says so in one line, then stops the VM under its `on_crash`
+/// policy — unless another vCPU's system event got there first and drives the VM.
+fn crashed(vm: &Vm, vcpu: &Vcpu, cause: CrashCause) {
+    let (name, index) = (&vm.config.name, vcpu.index);
+    match cause {
+        CrashCause::Runaway(r) => log::warn!(
+            "{name} vcpu {index}: runaway: the same exception at its own vector {REPEATS} times \
+             in {} us of guest time (ESR_EL1 {:#x}, FAR_EL1 {:#x}, ELR_EL1 {:#x}, vector \
+             {:#x}); the guest crashed",
+            r.ticks.saturating_mul(1_000_000) / vm.config.counter_hz.max(1),
+            r.esr,
+            r.far,
+            r.elr,
+            r.vector,
+        ),
+        CrashCause::GuestPanic => {
+            log::warn!("{name} vcpu {index}: the guest panicked (pvpanic); the guest crashed")
+        }
+        CrashCause::SError(esr) => log::error!(
+            "{name} vcpu {index}: uncontainable SError (ESR_EL2 {esr:#x}); the guest crashed"
+        ),
+    }
+    if vm.power.stop() {
+        stop_vm(vm, vcpu, StopCause::Crash);
+    }
+}
+
+/// The VM left `Running` for `cause` (this vCPU won the race to stop it): stop every vCPU,
+/// waiting until none can still be in the guest, then do what its policy says.
+fn stop_vm(vm: &Vm, vcpu: &Vcpu, cause: StopCause) {
+    let index = vcpu.index;
     make_all_request(vm.requests.iter(), Request::Stop, true, &ArchPlatform);
+    let now = ArchPlatform.counter();
+    let decision = lifecycle::decide(&vm.config.lifecycle, cause, &mut vm.resets.lock(), now);
+    if let Some(limit) = decision.over_reset_limit {
+        log::warn!(
+            "{}: {limit} restarts within a minute of guest time, the most \
+             bulkhead.reset_limit={limit} allows; stopped as crashed{}",
+            vm.config.name,
+            if vm.config.lifecycle.on_crash == Policy::Restart {
+                " (on_crash=restart would only loop: destroy)"
+            } else {
+                ""
+            },
+        );
+    }
+    match decision.policy {
+        Policy::Restart => system_reset(vm, index, decision),
+        Policy::Destroy => system_off(vm, index, decision),
+        Policy::Preserve => preserve(vm, index, vcpu.regs.pc, decision),
+    }
+}
+
+/// How a stop came about, for the log line ("crashed, on_crash=destroy"); `None` when it is
+/// `plain` (a power-off that powers off, a reboot that restarts: their lines say enough).
+fn why(decision: &Decision, plain: Option<StopCause>) -> Option<String> {
+    if Some(decision.cause) == plain {
+        return None;
+    }
+    let event = match decision.cause {
+        StopCause::PowerOff => "powered off",
+        StopCause::Reboot => "rebooted",
+        StopCause::Crash => "crashed",
+    };
+    Some(format!(
+        "{event}, {}={}",
+        decision.cause.key(),
+        decision.policy
+    ))
+}
+
+/// `destroy` (every vCPU stopped): the VM is off for good, its CPUs idle. When the last VM
+/// is off, the machine powers off.
+fn system_off(vm: &Vm, index: usize, decision: Decision) {
+    vm.power.force_off();
     vm.console.set_alive(vm.id, false, &ArchPlatform);
+    // The other vCPUs wait in `Stopping`: wake them to see `Off` and park.
+    make_all_request(vm.requests.iter(), Request::Wake, false, &ArchPlatform);
     log::info!(
-        "{} powered off (vcpu {index}): {} stage-2 mapping faults, {}, {} VMID rollovers, heap {} KiB in use",
+        "{} {}powered off (vcpu {index}): {} stage-2 mapping faults, {}, {} VMID rollovers, heap {} KiB in use",
         vm.config.name,
+        why(&decision, Some(StopCause::PowerOff)).map_or(String::new(), |w| w + ": "),
         vm.stage2_faults.load(Ordering::Relaxed),
         ExitStats::sum(&vm.exits),
         setup::vmids().map_or(0, |v| v.stats().rollovers),
@@ -319,13 +419,27 @@ fn power_off_when_all_off() {
     }
 }
 
-/// PSCI SYSTEM_RESET(2) (VM already `Resetting`): stop every vCPU of this VM, then rebuild it
-/// in place and restart its vCPU 0. The other VMs do not notice.
-fn system_reset(vm: &Vm, index: usize) {
-    make_all_request(vm.requests.iter(), Request::Reset, true, &ArchPlatform);
-    log::info!(
-        "{} reset (vcpu {index}) after {} stage-2 mapping faults",
+/// `preserve` (every vCPU stopped): the VM stays stopped with its RAM and vCPU registers as
+/// they were, and it does not count as off, so the machine stays up for a debugger.
+fn preserve(vm: &Vm, index: usize, pc: u64, decision: Decision) {
+    vm.power.force_off();
+    vm.console.set_alive(vm.id, false, &ArchPlatform);
+    make_all_request(vm.requests.iter(), Request::Wake, false, &ArchPlatform);
+    log::warn!(
+        "{} {}preserved (vcpu {index} at PC {pc:#x}): stopped with its memory and registers; \
+         the machine stays up",
         vm.config.name,
+        why(&decision, None).map_or(String::new(), |w| w + ": "),
+    );
+}
+
+/// `restart` (every vCPU stopped): rebuild the VM in place and restart its vCPU 0. The other
+/// VMs do not notice.
+fn system_reset(vm: &Vm, index: usize, decision: Decision) {
+    log::info!(
+        "{} reset (vcpu {index}{}) after {} stage-2 mapping faults",
+        vm.config.name,
+        why(&decision, Some(StopCause::Reboot)).map_or(String::new(), |w| format!(", {w}")),
         vm.stage2_faults.swap(0, Ordering::Relaxed)
     );
     if let Err(e) = vm.reset(&ArchPlatform) {

@@ -11,11 +11,11 @@ use fdt::Fdt;
 use spin::Once;
 
 use super::console::Console;
-use super::console_mux;
 use super::host_irq;
 use super::vm::{Doorbell, SharedRegion, Vm, VmConfig, VmError};
 use crate::arch::platform::{self, ArchPlatform};
 use crate::arch::{entry, mmu, stage2_hw, vgic_hw};
+use crate::bootargs::Settings;
 use crate::bundle;
 use crate::config;
 use crate::dtb::{self, GicInfo, PhysRange};
@@ -23,6 +23,7 @@ use crate::guest_layout::GicVersion;
 use crate::hyp::platform::Platform;
 use crate::mm::layout::phys_to_linear;
 use crate::mm::stage2::{Stage2Map, stage2_geometry};
+use crate::units::{ApproxSize, ByteSize};
 use crate::vmid::VmidAllocator;
 
 /// The GIC virtualization hardware, set up once for all VMs: the guest-visible GIC version and
@@ -57,11 +58,26 @@ fn init_virtual_gic(fdt: &Fdt<'_>, gic: &GicInfo) -> Option<(GicVersion, Option<
     }
 }
 
+/// What [`create_vms`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guests {
+    /// No VM configured: Bulkhead runs without a guest (a valid demo mode).
+    None,
+    /// At least one VM was created and loaded and will run.
+    Running,
+    /// VMs were configured but every one was refused (each said why in one line).
+    NoneCanStart {
+        /// How many were configured.
+        refused: usize,
+    },
+}
+
 /// Builds every VM the host DTB describes (Xen dom0less `xen,domain` nodes, or the bare
 /// multiboot modules of QEMU's guest-loader as one VM), refusing bad ones with one line each,
-/// and loads their images. Returns how many VMs will run (0: run without a guest).
-pub fn create_vms(fdt: &Fdt<'_>, gic: &GicInfo, hypervisor_end: u64, cpu_count: usize) -> usize {
+/// and loads their images. A VM that cannot be created or loaded is not started.
+pub fn create_vms(fdt: &Fdt<'_>, gic: &GicInfo, hypervisor_end: u64, cpu_count: usize) -> Guests {
     let args = dtb::bootargs(fdt);
+    let settings = Settings::parse(args);
     let image = entry::image();
     let hypervisor = PhysRange {
         base: image.pa,
@@ -86,7 +102,11 @@ pub fn create_vms(fdt: &Fdt<'_>, gic: &GicInfo, hypervisor_end: u64, cpu_count: 
                 bundle_range = guest.bundle;
             }
             Ok(_) => {}
-            Err(e) => log::error!("{e}"),
+            Err(e) => {
+                // A guest was meant to run (the boot loader handed over a file), but none can.
+                log::error!("{e}");
+                return Guests::NoneCanStart { refused: 1 };
+            }
         }
     }
     for warning in &parsed.warnings {
@@ -95,14 +115,21 @@ pub fn create_vms(fdt: &Fdt<'_>, gic: &GicInfo, hypervisor_end: u64, cpu_count: 
     for refused in &parsed.refused {
         log::error!("VM refused: {refused}");
     }
+    let configured = parsed.vms.len() + parsed.refused.len();
+    let none_can_start = Guests::NoneCanStart {
+        refused: configured,
+    };
     if parsed.vms.is_empty() {
-        return 0;
+        return if configured == 0 {
+            Guests::None
+        } else {
+            none_can_start
+        };
     }
     let Some((version, gicv_pa)) = init_virtual_gic(fdt, gic) else {
-        return 0;
+        return none_can_start;
     };
-    let vmid_bits = dtb::bootarg(args, "bulkhead.vmid_bits").and_then(|b| b.parse().ok());
-    init_vmids(vmid_bits, cpu_count);
+    init_vmids(&settings, cpu_count);
     if !platform::seed_entropy(dtb::rng_seed(fdt)) {
         log::warn!(
             "no entropy (no /chosen/rng-seed, no RNDR): guests get no rng-seed or kaslr-seed"
@@ -139,18 +166,15 @@ pub fn create_vms(fdt: &Fdt<'_>, gic: &GicInfo, hypervisor_end: u64, cpu_count: 
         })
         .collect();
     if placed.is_empty() {
-        return 0;
+        return none_can_start;
     }
     let console: &'static Console = CONSOLE.call_once(|| {
-        let escape = console_escape(args);
         // A partial line (a prompt) shows after this long without its end.
-        let idle_ms = dtb::bootarg(args, "bulkhead.console_idle_ms")
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(DEFAULT_CONSOLE_IDLE_MS);
-        let idle = crate::arch::cpu::counter_frequency().saturating_mul(idle_ms) / 1000;
+        let idle =
+            crate::arch::cpu::counter_frequency().saturating_mul(settings.console_idle_ms) / 1000;
         Console::new(
             placed.iter().map(|(s, _)| s.name.clone()).collect(),
-            escape,
+            settings.console_escape,
             idle,
         )
     });
@@ -195,6 +219,7 @@ pub fn create_vms(fdt: &Fdt<'_>, gic: &GicInfo, hypervisor_end: u64, cpu_count: 
             gic: version,
             ram_pa: placement.ram_pa,
             kernel: spec.kernel,
+            format: spec.format,
             initrd: spec.initrd,
             bootargs: spec.bootargs.clone(),
             gicv_pa,
@@ -219,25 +244,41 @@ pub fn create_vms(fdt: &Fdt<'_>, gic: &GicInfo, hypervisor_end: u64, cpu_count: 
                 })
                 .collect(),
             doorbells_in: incoming[id].clone(),
+            lifecycle: spec.lifecycle,
+            counter_hz: crate::arch::cpu::counter_frequency(),
         };
         log::info!(
-            "{}: {} vCPUs on CPUs {:?}, {} MiB RAM at {:#x}, GICv{}, kernel {} KiB{}",
+            "{}: {} vCPUs on CPUs {:?}, {} RAM at {:#x}, GICv{}, kernel {}{}",
             spec.name,
             spec.vcpus,
             placement.pcpus,
-            spec.memory >> 20,
+            ByteSize(spec.memory),
             placement.ram_pa,
             if version == GicVersion::V3 { 3 } else { 2 },
-            spec.kernel.size >> 10,
+            ApproxSize(spec.kernel.size),
             spec.initrd.map_or(String::new(), |r| alloc::format!(
-                ", initrd {} KiB",
-                r.size >> 10
+                ", initrd {}",
+                ApproxSize(r.size)
             ))
         );
+        let l = spec.lifecycle;
+        if l != config::Lifecycle::default() {
+            log::info!(
+                "{}: on_poweroff={}, on_reboot={}, on_crash={}, restarts {}",
+                spec.name,
+                l.on_poweroff,
+                l.on_reboot,
+                l.on_crash,
+                l.reset_limit
+                    .map_or(String::from("unlimited"), |n| alloc::format!(
+                        "at most {n} a minute"
+                    )),
+            );
+        }
         match build(id, console, config) {
             Ok(vm) => vms.push(vm),
             Err(e) => {
-                log::error!("{}: cannot create the VM: {e}", spec.name);
+                log::error!("{}: VM not created: {e}", spec.name);
                 console.set_alive(id, false, &ArchPlatform);
             }
         }
@@ -248,7 +289,7 @@ pub fn create_vms(fdt: &Fdt<'_>, gic: &GicInfo, hypervisor_end: u64, cpu_count: 
         match vm.load(&ArchPlatform) {
             Ok(_) => running += 1,
             Err(e) => {
-                log::error!("{}: cannot load the guest: {e}", vm.config.name);
+                log::error!("{}: {e}", vm.config.name);
                 vm.power.force_off();
                 console.set_alive(vm.id, false, &ArchPlatform);
                 STOPPED_VMS.fetch_add(1, Ordering::AcqRel);
@@ -268,7 +309,11 @@ pub fn create_vms(fdt: &Fdt<'_>, gic: &GicInfo, hypervisor_end: u64, cpu_count: 
     for vm in &machine.vms {
         vm.peers.call_once(|| &machine.vms);
     }
-    running
+    if running > 0 {
+        Guests::Running
+    } else {
+        none_can_start
+    }
 }
 
 /// The VMs and which physical CPU runs which vCPU, published once everything is loaded.
@@ -307,29 +352,6 @@ pub fn console() -> Option<&'static Console> {
 
 static CONSOLE: Once<Console> = Once::new();
 
-/// How long a VM's partial line (a shell prompt) waits for its end before it is shown anyway
-/// (`bulkhead.console_idle_ms=`): long enough that a line printed byte by byte is rarely cut,
-/// short enough that a prompt appears without a keystroke.
-const DEFAULT_CONSOLE_IDLE_MS: u64 = 200;
-
-/// The console escape byte (typed three times, it moves console input to the next VM):
-/// `bulkhead.console_escape=` as `^A`..`^Z`, or a number (default Ctrl-A, as Xen).
-fn console_escape(args: &str) -> u8 {
-    let Some(value) = dtb::bootarg(args, "bulkhead.console_escape") else {
-        return console_mux::DEFAULT_ESCAPE;
-    };
-    let parsed = match value.as_bytes() {
-        [b'^', letter] if letter.is_ascii_alphabetic() => Some(letter.to_ascii_uppercase() - b'@'),
-        _ => value.strip_prefix("0x").map_or_else(
-            || value.parse().ok(),
-            |hex| u8::from_str_radix(hex, 16).ok(),
-        ),
-    };
-    parsed.unwrap_or_else(|| {
-        log::warn!("bulkhead.console_escape={value}: not ^A..^Z or a number; using ^A");
-        console_mux::DEFAULT_ESCAPE
-    })
-}
 static VMIDS: Once<VmidAllocator<stage2_hw::BroadcastTlb>> = Once::new();
 
 /// The VMID allocator, once set up.
@@ -337,10 +359,15 @@ pub fn vmids() -> Option<&'static VmidAllocator<stage2_hw::BroadcastTlb>> {
     VMIDS.get()
 }
 
-/// Sets up the VMID allocator: `bits` from `bulkhead.vmid_bits=` or the CPU's width.
-fn init_vmids(requested_bits: Option<u8>, cpu_count: usize) {
-    let hw_bits = if stage2_hw::has_16bit_vmid() { 16 } else { 8 };
-    let bits = requested_bits.map_or(hw_bits, |b| b.min(hw_bits));
+/// The CPU's VMID width (VTCR_EL2.VS is available with 16-bit VMIDs).
+pub fn hw_vmid_bits() -> u8 {
+    if stage2_hw::has_16bit_vmid() { 16 } else { 8 }
+}
+
+/// Sets up the VMID allocator: at most `bulkhead.vmid_bits=`, at most the CPU's width.
+fn init_vmids(settings: &Settings, cpu_count: usize) {
+    let hw_bits = hw_vmid_bits();
+    let bits = settings.vmid_bits_in_force(hw_bits);
     match VmidAllocator::new(bits, cpu_count, stage2_hw::BroadcastTlb) {
         Ok(a) => {
             log::info!("VMIDs: {bits} bits");

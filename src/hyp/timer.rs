@@ -48,7 +48,7 @@ pub fn set_vtimer_level(vcpu: &mut Vcpu, level: bool, p: &impl Platform) {
 }
 
 /// Re-evaluates the emulated physical timer: drives PPI 30 and arms (or stops) the EL2 timer
-/// that wakes this CPU at its deadline.
+/// that wakes this CPU at its deadline, or at the vCPU's WFIT timeout if that comes first.
 pub fn update_ptimer(vm: &Vm, vcpu: &mut Vcpu, p: &impl Platform) {
     let now = p.counter();
     let level = vcpu.timers.ptimer.level(now);
@@ -58,7 +58,12 @@ pub fn update_ptimer(vm: &Vm, vcpu: &mut Vcpu, p: &impl Platform) {
             vm.kick_vcpus(set, p);
         }
     }
-    p.set_hyp_timer(vcpu.timers.ptimer.deadline(now));
+    // The earlier of the emulated timer's deadline and a WFIT timeout.
+    let deadline = match (vcpu.timers.ptimer.deadline(now), vcpu.wake_at) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    p.set_hyp_timer(deadline);
 }
 
 /// A trapped MRS/MSR of CNTP_TVAL/CTL/CVAL_EL0: returns the value read (for MRS).

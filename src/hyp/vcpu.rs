@@ -3,6 +3,7 @@
 //! blocked — separate from the physical CPU that happens to run it (`hyp::run`'s per-CPU
 //! state). Exit handlers work on it through the accessors below.
 
+use super::runaway::RunawayWatch;
 use crate::devices::ptimer::PhysTimer;
 use crate::vgic::{LrEntry, MAX_LIST_REGISTERS};
 
@@ -53,9 +54,28 @@ pub struct Vcpu {
     pub timers: VcpuTimers,
     /// The physical CPU this vCPU last ran on.
     pub last_pcpu: Option<usize>,
+    /// The exceptions injected lately, watched for a fault loop at the vector.
+    pub runaway: RunawayWatch,
+    /// The emulated OS lock (OSLSR_EL1.OSLK), set through OSLAR_EL1 (MDCR_EL2.TDOSA).
+    pub os_lock: bool,
+    /// Blocked in WFIT: the counter value at which the wait times out.
+    pub wake_at: Option<u64>,
 }
 
 impl Vcpu {
+    /// Whether a blocked vCPU may run again at counter value `now` with `deliverable` (an
+    /// interrupt is pending for it): an interrupt ends WFI and WFIT, the timeout ends WFIT.
+    /// Clears the timeout when the wait ends.
+    pub fn wake_up(&mut self, now: u64, deliverable: bool) -> bool {
+        let timed_out = self.wake_at.is_some_and(|at| now >= at);
+        if deliverable || timed_out {
+            self.wake_at = None;
+            true
+        } else {
+            false
+        }
+    }
+
     pub fn new(index: usize) -> Self {
         Self {
             index,
@@ -67,6 +87,9 @@ impl Vcpu {
             blocked: false,
             timers: VcpuTimers::default(),
             last_pcpu: None,
+            runaway: RunawayWatch::default(),
+            os_lock: false,
+            wake_at: None,
         }
     }
 
@@ -100,7 +123,11 @@ impl Vcpu {
         self.regs.pc = entry;
         self.regs.pstate = PSTATE_EL1H_MASKED;
         self.blocked = false;
+        self.wake_at = None;
         self.timers.ptimer = PhysTimer::new();
+        self.runaway = RunawayWatch::default();
+        // Unlocked, as KVM resets OSLSR_EL1 (Linux clears it at boot anyway).
+        self.os_lock = false;
     }
 }
 

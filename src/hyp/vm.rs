@@ -8,13 +8,15 @@ use core::ops::Range;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use super::console::Console;
+use super::lifecycle::ResetRate;
 use super::platform::Platform;
 use super::vcpu::Vcpu;
+use crate::config::Lifecycle;
 use crate::devices::pl011::EmulatedPl011;
 use crate::dtb::PhysRange;
 use crate::guest_dtb::{DoorbellNode, GuestDtbConfig, GuestSeeds, SharedMemNode, build_guest_dtb};
 use crate::guest_layout::{GUEST_RAM_BASE, GicVersion};
-use crate::loader::{GuestRam, plan_load};
+use crate::loader::{self, GuestFormat, GuestRam, LoadError};
 use crate::mm::stage2::{GuestMemoryMap, Stage2Map};
 use crate::sync::{SpinGuard, SpinLock};
 use crate::vcpu::power::VmPower;
@@ -34,6 +36,8 @@ pub struct VmConfig {
     /// Host PA of the guest's RAM.
     pub ram_pa: u64,
     pub kernel: PhysRange,
+    /// How to take the kernel file (detected, or raw on request).
+    pub format: GuestFormat,
     pub initrd: Option<PhysRange>,
     pub bootargs: String,
     /// Host GICV (GICv2 only), passed through at the guest's GICC.
@@ -44,6 +48,10 @@ pub struct VmConfig {
     pub doorbells_out: Vec<Doorbell>,
     /// Doorbells other VMs ring into this one.
     pub doorbells_in: Vec<Doorbell>,
+    /// What happens when it powers off, reboots or crashes.
+    pub lifecycle: Lifecycle,
+    /// The counter's frequency: guest time for the reset limit's minute.
+    pub counter_hz: u64,
 }
 
 /// Host RAM mapped into this VM and others at `ipa`.
@@ -79,7 +87,9 @@ pub struct BootInfo {
 #[derive(Debug)]
 pub enum VmError {
     Layout(crate::mm::stage2::Stage2Error),
-    Load(crate::loader::LoadError),
+    Load(LoadError),
+    /// The VM's RAM is not in the platform's guest RAM windows.
+    RamWindow,
     Dtb(crate::guest_dtb::GuestDtbError),
     Vgic(crate::vgic::VgicError),
     Power(crate::vcpu::power::PowerError),
@@ -91,10 +101,11 @@ impl core::fmt::Display for VmError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             Self::Layout(e) => write!(f, "guest memory layout: {e}"),
-            Self::Load(e) => write!(f, "guest image: {e:?}"),
-            Self::Dtb(e) => write!(f, "guest DTB: {e:?}"),
+            Self::Load(e) => write!(f, "{e}"),
+            Self::RamWindow => write!(f, "guest RAM is outside the hypervisor's RAM windows"),
+            Self::Dtb(e) => write!(f, "guest DTB: {e}"),
             Self::Vgic(e) => write!(f, "vGIC: {e}"),
-            Self::Power(e) => write!(f, "vCPU power state: {e:?}"),
+            Self::Power(e) => write!(f, "vCPU power state: {e}"),
             Self::Placement => write!(f, "not one physical CPU per vCPU"),
         }
     }
@@ -134,7 +145,17 @@ pub struct Vm {
     /// Every VM of the machine (this one too), known once they are all built: doorbells
     /// reach their peers through it.
     pub peers: spin::Once<&'static [Vm]>,
+    /// Its recent restarts, for `bulkhead.reset_limit=` (only the vCPU driving a stop takes
+    /// it).
+    pub resets: SpinLock<ResetRate>,
+    /// One bit per [`RAM_ZERO_BLOCK`] of guest RAM: set once the block was zeroed (or written
+    /// by the loader, which zeroes it first). Kept across resets: a reset keeps the RAM.
+    ram_used: Vec<AtomicU64>,
 }
+
+/// The granule in which guest RAM is zeroed on first use: the stage-2 block size, so the
+/// first fault on a block zeroes exactly what it maps.
+pub const RAM_ZERO_BLOCK: u64 = 2 << 20;
 
 /// Exit counters by cause (reported when the guest powers off).
 #[derive(Default)]
@@ -255,6 +276,8 @@ impl Vm {
         let stage2_root = stage2.root_pa();
         stage2.mark_live();
         let config_vcpus = config.vcpu_count;
+        let resets = ResetRate::new(config.lifecycle.reset_limit, config.counter_hz);
+        let ram_blocks = config.ram_size.div_ceil(RAM_ZERO_BLOCK);
         Ok(Vm {
             id,
             console,
@@ -278,6 +301,10 @@ impl Vm {
             stage2_faults: AtomicU64::new(0),
             exits: (0..config_vcpus).map(|_| ExitStats::default()).collect(),
             peers: spin::Once::new(),
+            resets: SpinLock::new(resets),
+            ram_used: (0..ram_blocks.div_ceil(64))
+                .map(|_| AtomicU64::new(0))
+                .collect(),
         })
     }
 
@@ -285,6 +312,46 @@ impl Vm {
         GUEST_RAM_BASE..GUEST_RAM_BASE + self.config.ram_size
     }
 
+    /// Loads the kernel into guest RAM and cleans what it wrote to PoC (the guest starts with
+    /// its MMU off: its instruction fetches and data reads are non-cacheable).
+    fn load_kernel(
+        &self,
+        p: &impl Platform,
+        ram: GuestRam,
+    ) -> Result<loader::LoadedKernel, VmError> {
+        let kernel = p.host_ram(self.config.kernel.base, self.config.kernel.size);
+        let mut loaded = Err(VmError::RamWindow);
+        let copy = |dst: &mut [u8], src: &[u8]| p.copy_ram(dst, src);
+        p.with_guest_ram(self.config.ram_pa, ram.size, &mut |bytes| {
+            loaded = loader::load_kernel(bytes, ram, kernel, self.config.format, &copy)
+                .map_err(VmError::Load);
+        });
+        let loaded = loaded?;
+        for range in &loaded.written {
+            let pa = self.config.ram_pa + (range.start - ram.base);
+            p.clean_ram_to_poc(pa, range.end - range.start);
+        }
+        // The rest of the blocks the kernel lands in (and its BSS, and whatever the loader
+        // used as scratch below it) must read as zero too; what it wrote stays.
+        let first = loaded
+            .written
+            .iter()
+            .map(|r| r.start)
+            .min()
+            .unwrap_or(ram.base);
+        let last = loaded
+            .written
+            .iter()
+            .map(|r| r.end)
+            .max()
+            .unwrap_or(ram.base);
+        self.zero_unused_ram_around(
+            p,
+            ram.base.min(first)..loaded.end.max(last),
+            &loaded.written,
+        );
+        Ok(loaded)
+    }
     /// Host PA behind a guest RAM IPA range, if the whole range is RAM.
     fn ram_host_pa(&self, ipas: &Range<u64>) -> Option<u64> {
         let ram = self.ram_ipas();
@@ -292,15 +359,112 @@ impl Vm {
             .then(|| self.config.ram_pa + (ipas.start - ram.start))
     }
 
+    /// Zeroes the guest RAM blocks overlapping `ipas` that were never used, and marks them
+    /// used: a VM never sees what its host RAM held before (another VM's data, old host
+    /// state). Callers: the loader's copy (no vCPU runs) and the stage-2 fault path (under
+    /// the stage-2 lock), so no two callers race on a block. IPAs outside RAM are ignored.
+    /// Returns whether it zeroed anything (zeroed RAM is clean to PoC already).
+    pub fn zero_unused_ram(&self, p: &impl Platform, ipas: Range<u64>) -> bool {
+        let ram = self.ram_ipas();
+        let start = ipas.start.max(ram.start);
+        let end = ipas.end.min(ram.end);
+        if start >= end {
+            return false;
+        }
+        let mut zeroed = false;
+        let first = (start - ram.start) / RAM_ZERO_BLOCK;
+        let last = (end - 1 - ram.start) / RAM_ZERO_BLOCK;
+        for block in first..=last {
+            let Some(word) = self.ram_used.get((block / 64) as usize) else {
+                break;
+            };
+            let bit = 1u64 << (block % 64);
+            if word.load(Ordering::Acquire) & bit != 0 {
+                continue;
+            }
+            let offset = block * RAM_ZERO_BLOCK;
+            let size = RAM_ZERO_BLOCK.min(self.config.ram_size - offset);
+            p.zero_ram(self.config.ram_pa + offset, size);
+            word.fetch_or(bit, Ordering::AcqRel);
+            zeroed = true;
+        }
+        zeroed
+    }
+
+    /// Like [`Self::zero_unused_ram`] for the blocks overlapping `span`, but keeps the bytes in
+    /// `keep` (what the loader just wrote there): only the rest of each never-used block is
+    /// zeroed, so loading a 32 MiB kernel does not also zero 32 MiB first.
+    fn zero_unused_ram_around(&self, p: &impl Platform, span: Range<u64>, keep: &[Range<u64>]) {
+        let ram = self.ram_ipas();
+        let start = span.start.max(ram.start);
+        let end = span.end.min(ram.end);
+        if start >= end {
+            return;
+        }
+        let first = (start - ram.start) / RAM_ZERO_BLOCK;
+        let last = (end - 1 - ram.start) / RAM_ZERO_BLOCK;
+        for block in first..=last {
+            let Some(word) = self.ram_used.get((block / 64) as usize) else {
+                break;
+            };
+            let bit = 1u64 << (block % 64);
+            if word.load(Ordering::Acquire) & bit != 0 {
+                continue;
+            }
+            let block_start = ram.start + block * RAM_ZERO_BLOCK;
+            let block_end = (block_start + RAM_ZERO_BLOCK).min(ram.end);
+            // The gaps of [block_start, block_end) between the kept ranges, in order.
+            let mut kept: Vec<Range<u64>> = keep
+                .iter()
+                .map(|k| k.start.max(block_start)..k.end.min(block_end))
+                .filter(|k| k.start < k.end)
+                .collect();
+            kept.sort_by_key(|k| k.start);
+            let mut at = block_start;
+            for k in kept.iter().chain(core::iter::once(&(block_end..block_end))) {
+                if k.start > at {
+                    p.zero_ram(self.config.ram_pa + (at - ram.start), k.start - at);
+                }
+                at = at.max(k.end);
+            }
+            word.fetch_or(bit, Ordering::AcqRel);
+        }
+    }
+
+    /// The 64-bit word at guest RAM IPA `ipa` (a stage-1 descriptor), if `ipa` is RAM.
+    pub fn read_ram_u64(&self, p: &impl Platform, ipa: u64) -> Option<u64> {
+        let pa = self.ram_host_pa(&(ipa..ipa.checked_add(8)?))?;
+        p.guest_ram_u64(pa)
+    }
+
+    /// Cleans and invalidates to PoC every block of guest RAM ever used: the whole-cache
+    /// effect of a set/way operation, done by VA (KVM's `kvm_set_way_flush` /
+    /// `stage2_flush_vm`), since set/way operations only reach the physical CPU's own caches.
+    pub fn clean_used_ram(&self, p: &impl Platform) {
+        for (index, word) in self.ram_used.iter().enumerate() {
+            let mut bits = word.load(Ordering::Acquire);
+            while bits != 0 {
+                let block = index as u64 * 64 + u64::from(bits.trailing_zeros());
+                bits &= bits - 1;
+                let offset = block * RAM_ZERO_BLOCK;
+                let size = RAM_ZERO_BLOCK.min(self.config.ram_size.saturating_sub(offset));
+                p.clean_ram_to_poc(self.config.ram_pa + offset, size);
+            }
+        }
+    }
+
     fn copy_to_guest(&self, p: &impl Platform, ipa: u64, bytes: &[u8]) -> Result<(), VmError> {
         let ipas = ipa..ipa + bytes.len() as u64;
         let pa =
             self.ram_host_pa(&ipas)
                 .ok_or(VmError::Load(crate::loader::LoadError::DoesNotFit {
-                    what: "image",
+                    what: "DTB",
+                    start: ipas.start,
                     end: ipas.end,
                     ram_end: self.ram_ipas().end,
                 }))?;
+        // The rest of each block the image lands in must read as zero too.
+        self.zero_unused_ram(p, ipas);
         // `write_ram` cleans to PoC: the guest starts with its MMU off (non-cacheable reads).
         p.write_ram(pa, bytes);
         Ok(())
@@ -309,14 +473,15 @@ impl Vm {
     /// (Re)loads kernel, initrd and DTB into guest RAM, QEMU `-kernel` style. The images are
     /// multiboot modules in host RAM that Bulkhead reserved (never given to a guest).
     pub fn load(&self, p: &impl Platform) -> Result<BootInfo, VmError> {
-        let host_bytes = |range: PhysRange| p.host_ram(range.base, range.size);
-        let kernel = host_bytes(self.config.kernel);
-        let initrd = self.config.initrd.map(host_bytes);
+        let initrd = self.config.initrd.map(|r| p.host_ram(r.base, r.size));
         let ram = GuestRam {
             base: GUEST_RAM_BASE,
             size: self.config.ram_size,
         };
-        let plan = plan_load(ram, kernel, initrd.map(|i| i.len())).map_err(VmError::Load)?;
+        let kernel = self.load_kernel(p, ram)?;
+        let (initrd_at, dtb_at) =
+            loader::place_initrd_and_dtb(ram, kernel.end, initrd.map(|i| i.len()))
+                .map_err(VmError::Load)?;
         let shared: Vec<SharedMemNode<'_>> = self
             .config
             .shared
@@ -346,7 +511,7 @@ impl Vm {
             ram_size: self.config.ram_size,
             gic: self.config.gic,
             bootargs: &self.config.bootargs,
-            initrd: plan.initrd.clone(),
+            initrd: initrd_at.clone(),
             shared: &shared,
             doorbells_out: &doorbells_out,
             doorbells_in: &doorbells_in,
@@ -354,21 +519,29 @@ impl Vm {
         })
         .map_err(VmError::Dtb)?;
         log::debug!(
-            "load: kernel at {:#x} ({} bytes), entry {:#x}, initrd {:x?}, dtb at {:#x}",
-            plan.kernel.start,
-            kernel.len(),
-            plan.entry,
-            plan.initrd,
-            plan.dtb.start
+            "load: {} entry {:#x}, kernel ends {:#x}, initrd {:x?}, dtb at {:#x}",
+            kernel.kind,
+            kernel.entry,
+            kernel.end,
+            initrd_at,
+            dtb_at.start
         );
-        self.copy_to_guest(p, plan.kernel.start, kernel)?;
-        if let (Some(bytes), Some(range)) = (initrd, plan.initrd.as_ref()) {
-            self.copy_to_guest(p, range.start, bytes)?;
+        let host_pa = |ipa: u64| self.config.ram_pa + (ipa - ram.base);
+        if let (Some(bytes), Some(range)) = (initrd, initrd_at.as_ref()) {
+            // Its blocks are zeroed first, so the rest of them reads as zero.
+            self.zero_unused_ram(p, range.clone());
+            // Not cleaned: Linux reads its initrd with the MMU and caches on.
+            let copy = |dst: &mut [u8]| p.copy_ram(dst, bytes);
+            let mut copy = copy;
+            if !p.with_guest_ram(host_pa(range.start), range.end - range.start, &mut copy) {
+                return Err(VmError::RamWindow);
+            }
         }
-        self.copy_to_guest(p, plan.dtb.start, &dtb)?;
+        // Cleaned to PoC: a guest may read its DTB with the MMU off.
+        self.copy_to_guest(p, dtb_at.start, &dtb)?;
         let boot = BootInfo {
-            entry: plan.entry,
-            dtb_ipa: plan.dtb.start,
+            entry: kernel.entry,
+            dtb_ipa: dtb_at.start,
         };
         *self.boot.lock() = boot;
         Ok(boot)
@@ -417,4 +590,146 @@ fn doorbell_nodes(list: &[Doorbell]) -> Vec<DoorbellNode<'_>> {
             spi: d.spi,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod load_tests {
+    //! `Vm::load` against the recording fake platform: what lands in guest RAM, and what is
+    //! cleaned to PoC (the kernel and the DTB, which a guest may read with its MMU off; not the
+    //! initrd, which Linux reads with its caches on).
+    use super::*;
+    use crate::hyp::console_mux::DEFAULT_ESCAPE;
+    use crate::hyp::platform::fake::FakePlatform;
+    use crate::mm::stage2::stage2_geometry;
+    use alloc::boxed::Box;
+    use alloc::string::ToString;
+    use alloc::vec;
+
+    const RAM_PA: u64 = 0x8_0000_0000;
+    const RAM_SIZE: u64 = 64 << 20;
+    /// Host PAs of the images, right above the VM's RAM.
+    const KERNEL_PA: u64 = RAM_PA + RAM_SIZE;
+    const INITRD_PA: u64 = KERNEL_PA + (4 << 20);
+
+    /// A VM whose kernel module holds `kernel` and whose initrd module holds `initrd`.
+    fn vm_and_platform(kernel: &[u8], initrd: &[u8]) -> (Vm, FakePlatform) {
+        let p = FakePlatform::default();
+        let mut host = vec![0u8; (RAM_SIZE + (8 << 20)) as usize];
+        let at = |pa: u64| (pa - RAM_PA) as usize;
+        host[at(KERNEL_PA)..at(KERNEL_PA) + kernel.len()].copy_from_slice(kernel);
+        host[at(INITRD_PA)..at(INITRD_PA) + initrd.len()].copy_from_slice(initrd);
+        *p.ram.borrow_mut() = (RAM_PA, host);
+        let config = VmConfig {
+            name: String::from("domU1"),
+            vcpu_count: 1,
+            pcpus: vec![0],
+            ram_size: RAM_SIZE,
+            gic: GicVersion::V3,
+            ram_pa: RAM_PA,
+            kernel: PhysRange {
+                base: KERNEL_PA,
+                size: kernel.len() as u64,
+            },
+            format: GuestFormat::Detect,
+            initrd: Some(PhysRange {
+                base: INITRD_PA,
+                size: initrd.len() as u64,
+            }),
+            bootargs: String::from("console=ttyAMA0"),
+            gicv_pa: None,
+            shared: Vec::new(),
+            doorbells_out: Vec::new(),
+            doorbells_in: Vec::new(),
+            lifecycle: Lifecycle::default(),
+            counter_hz: 62_500_000,
+        };
+        let geometry = stage2_geometry(4, 40).unwrap();
+        let stage2 = Stage2Map::new_linear(&geometry, 0);
+        let names = vec![String::from("domU1")];
+        let console = Box::leak(Box::new(Console::new(names, DEFAULT_ESCAPE, 1000)));
+        let vm = Vm::new(0, console, config, geometry.vtcr_el2(false), stage2).unwrap();
+        (vm, p)
+    }
+
+    /// An arm64 Image of `len` bytes (text_offset 0, image_size 2 MiB) with varied contents.
+    fn image(len: usize) -> Vec<u8> {
+        let mut bytes: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+        bytes[0x08..0x10].copy_from_slice(&0u64.to_le_bytes());
+        bytes[0x10..0x18].copy_from_slice(&(2u64 << 20).to_le_bytes());
+        bytes[0x18..0x20].copy_from_slice(&0b1010u64.to_le_bytes());
+        bytes[0x38..0x3c].copy_from_slice(b"ARM\x64");
+        bytes
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut out = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3];
+        out.extend(miniz_oxide::deflate::compress_to_vec(data, 6));
+        out.extend_from_slice(&[0; 4]);
+        out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        out
+    }
+
+    #[test]
+    fn vm_load_inflates_a_gzip_image_and_cleans_only_kernel_and_dtb() {
+        let kernel = image(100_000);
+        let initrd = vec![0x5a; 5000];
+        let (vm, p) = vm_and_platform(&gzip(&kernel), &initrd);
+        let boot = vm.load(&p).unwrap();
+        assert_eq!(boot.entry, GUEST_RAM_BASE);
+        let ram = p.ram.borrow();
+        assert_eq!(&ram.1[..kernel.len()], &kernel[..]);
+        // RAM 64 MiB: the initrd goes at RAM base + 32 MiB, the DTB at the next 2 MiB.
+        let initrd_off = 32 << 20;
+        assert_eq!(&ram.1[initrd_off..initrd_off + initrd.len()], &initrd[..]);
+        assert_eq!(boot.dtb_ipa, GUEST_RAM_BASE + (34 << 20));
+        let dtb_pa = RAM_PA + (34 << 20);
+        assert_eq!(&ram.1[34 << 20..(34 << 20) + 4], &[0xd0, 0x0d, 0xfe, 0xed]);
+        let cleaned = p.cleaned.borrow();
+        assert_eq!(cleaned[0], (RAM_PA, kernel.len() as u64));
+        assert_eq!(
+            cleaned.len(),
+            1,
+            "only the kernel via clean_ram_to_poc: {cleaned:x?}"
+        );
+        // The DTB went through write_ram (copy + clean), the initrd through neither.
+        assert!(!cleaned.iter().any(|&(pa, _)| pa == dtb_pa));
+    }
+
+    #[test]
+    fn vm_load_zeroes_old_host_ram_around_kernel_initrd_and_dtb_but_keeps_them() {
+        let kernel = image(100_000);
+        let initrd = vec![0x5a; 5000];
+        let (vm, p) = vm_and_platform(&gzip(&kernel), &initrd);
+        // Whatever the host RAM held before: not the guest's to see.
+        p.ram.borrow_mut().1[..RAM_SIZE as usize].fill(0xee);
+        let boot = vm.load(&p).unwrap();
+        let ram = p.ram.borrow();
+        let ram = &ram.1[..RAM_SIZE as usize];
+        assert_eq!(&ram[..kernel.len()], &kernel[..]);
+        let initrd_off = 32 << 20;
+        assert_eq!(&ram[initrd_off..initrd_off + initrd.len()], &initrd[..]);
+        let dtb_off = (boot.dtb_ipa - GUEST_RAM_BASE) as usize;
+        assert_eq!(&ram[dtb_off..dtb_off + 4], &[0xd0, 0x0d, 0xfe, 0xed]);
+        // The rest of each block that was loaded into reads as zero...
+        let zero = |r: core::ops::Range<usize>| ram[r].iter().all(|&b| b == 0);
+        assert!(zero(kernel.len()..2 << 20), "after the kernel");
+        assert!(
+            zero(initrd_off + initrd.len()..initrd_off + (2 << 20)),
+            "after the initrd"
+        );
+        let dtb_end = dtb_off + crate::loader::GUEST_DTB_MAX_SIZE as usize;
+        assert!(zero(dtb_end - 16..dtb_off + (2 << 20)), "after the DTB");
+        // ... and blocks nobody loaded into wait for their first stage-2 map.
+        assert!(ram[4 << 20..6 << 20].iter().all(|&b| b == 0xee));
+    }
+
+    #[test]
+    fn vm_load_refuses_garbage_in_one_line() {
+        let (vm, p) = vm_and_platform(b"\x00\x01\x02\x03 not a kernel", b"x");
+        let err = vm.load(&p).unwrap_err().to_string();
+        assert_eq!(
+            err.split(" (not an").next().unwrap(),
+            "kernel is not a bootable image: saw unknown header 00 01 02 03 20 6e 6f 74 in 17 bytes"
+        );
+    }
 }

@@ -14,7 +14,7 @@
 
 use crate::guest_layout::{
     GICC_BASE, GICC_SIZE, GICD_BASE, GICD_SIZE_V2, GICD_SIZE_V3, GICR_BASE, GICR_STRIDE,
-    GUEST_RAM_BASE, GicVersion, PL011_BASE, PL011_SIZE,
+    GUEST_RAM_BASE, GicVersion, PL011_BASE, PL011_SIZE, PVPANIC_BASE, PVPANIC_SIZE,
 };
 use aarch64_paging::descriptor::{PhysicalAddress, Stage2Attributes};
 use aarch64_paging::linearmap::LinearTranslation;
@@ -164,6 +164,8 @@ pub enum EmulatedDevice {
     GicDistributor,
     /// The GICv3 redistributors (offset from GICR_BASE, all vCPUs).
     GicRedistributors,
+    /// The pvpanic register (`devices::pvpanic`).
+    Pvpanic,
 }
 
 /// What to do about a stage-2 fault.
@@ -260,6 +262,10 @@ impl GuestMemoryMap {
     ) -> Result<Self, Stage2Error> {
         let mut map = Self::new(GUEST_RAM_BASE, ram_size, ram_pa)?;
         map.add_emulated(PL011_BASE..PL011_BASE + PL011_SIZE, EmulatedDevice::Pl011);
+        map.add_emulated(
+            PVPANIC_BASE..PVPANIC_BASE + PVPANIC_SIZE,
+            EmulatedDevice::Pvpanic,
+        );
         match gic {
             GicVersion::V3 => {
                 map.add_emulated(

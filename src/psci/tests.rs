@@ -154,13 +154,13 @@ fn psci_unknown_or_unoffered_functions_are_not_supported() {
 }
 
 #[test]
-fn psci_cpu_on_succeeds_once_then_on_pending_then_already_on() {
+fn psci_cpu_on_succeeds_once_then_already_on_while_pending_and_after() {
     for fid in [PSCI_CPU_ON_32, PSCI_CPU_ON_64] {
         let vm = vm();
         let outcome = call(&vm, fid, [1, ENTRY, 0x1234]);
         assert_eq!(outcome.regs(), [0, 0, 0, 0]);
         assert_eq!(outcome.action, PsciAction::StartVcpu { target: 1 });
-        assert_eq!(x0(&vm, fid, [1, ENTRY, 0]), ON_PENDING);
+        assert_eq!(x0(&vm, fid, [1, ENTRY, 0]), ALREADY_ON);
         assert_eq!(
             x0(&vm, PSCI_AFFINITY_INFO_32, [1, 0, 0]),
             AffinityState::OnPending as i32
@@ -306,11 +306,11 @@ fn psci_system_off_stops_the_vm_and_a_racing_second_event_only_stops_its_caller(
     let outcome = call(&vm, PSCI_SYSTEM_OFF, [GARBAGE; 3]);
     assert_eq!(outcome.action, PsciAction::SystemOff);
     assert_eq!(outcome.x0_i32(), SUCCESS);
-    assert_eq!(vm.vm_state(), VmState::Off);
+    assert_eq!(vm.vm_state(), VmState::Stopping);
     assert!(!vm.may_run(0) && !vm.may_run(1));
     let second = handle(PSCI_SYSTEM_RESET, [0; 3], 1, &vm, RAM);
     assert_eq!(second.action, PsciAction::CpuOff);
-    assert_eq!(vm.vm_state(), VmState::Off);
+    assert_eq!(vm.vm_state(), VmState::Stopping);
 }
 
 #[test]
@@ -326,7 +326,7 @@ fn psci_system_reset_and_reset2_warm_reset_the_vm() {
         let outcome = call(&vm, fid, [reset_type, 0x1234, 0]);
         assert_eq!(outcome.action, PsciAction::SystemReset, "{fid:#x}");
         assert_eq!(outcome.x0_i32(), SUCCESS);
-        assert_eq!(vm.vm_state(), VmState::Resetting);
+        assert_eq!(vm.vm_state(), VmState::Stopping);
         assert!(!vm.may_run(0));
     }
 }

@@ -7,10 +7,12 @@
 //! - The winner writes the entry point and context ID while the target is CLAIMED, then
 //!   publishes them with CLAIMED → ON_PENDING (release); the target takes them with
 //!   ON_PENDING → ON (acquire), so it never starts at a half-written entry point.
-//! - SYSTEM_OFF / SYSTEM_RESET move the VM out of `Running` and swap EVERY vCPU to HALTED.
+//! - SYSTEM_OFF / SYSTEM_RESET (and a crash) move the VM out of `Running` into `Stopping`
+//!   and swap EVERY vCPU to HALTED. What follows is the hypervisor's decision (the VM's
+//!   life-cycle policy): [`VmPower::restart`] after a reset, or [`VmPower::force_off`].
 //!   No transition leads out of HALTED (CPU_ON needs OFF, starting needs ON_PENDING, a
 //!   half-done CPU_ON needs CLAIMED), so once a system event has halted a vCPU nothing can
-//!   power it on again until the hypervisor calls [`VmPower::restart`] after the reset. A vCPU
+//!   power it on again until the hypervisor calls [`VmPower::restart`]. A vCPU
 //!   may run only while ON; making it leave the guest is the job of the `Stop`/`Reset` request
 //!   (`vcpu::request`) that the hypervisor makes, with wait, after the system event.
 
@@ -31,7 +33,7 @@ const HALTED: u8 = 4;
 /// VM states as stored.
 const VM_RUNNING: u8 = 0;
 const VM_OFF: u8 = 1;
-const VM_RESETTING: u8 = 2;
+const VM_STOPPING: u8 = 2;
 
 /// A vCPU's power state as PSCI AFFINITY_INFO reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,19 +51,11 @@ pub enum PowerState {
 pub enum VmState {
     /// vCPUs may run.
     Running,
-    /// A vCPU called SYSTEM_OFF: no vCPU runs again.
+    /// Off for good (`force_off`): no vCPU runs again.
     Off,
-    /// A vCPU called SYSTEM_RESET(2): no vCPU runs until [`VmPower::restart`].
-    Resetting,
-}
-
-/// A VM-wide power event requested by a vCPU.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SystemEvent {
-    /// PSCI SYSTEM_OFF.
-    Off,
-    /// PSCI SYSTEM_RESET or SYSTEM_RESET2.
-    Reset,
+    /// A system event or a crash stopped every vCPU: none runs until [`VmPower::restart`]
+    /// (or `force_off` makes it `Off`).
+    Stopping,
 }
 
 /// Where a vCPU started by CPU_ON begins: PC and x0.
@@ -94,8 +88,8 @@ pub enum PowerError {
         /// The index passed.
         vcpu: usize,
     },
-    /// `restart` was called while the VM was not resetting.
-    NotResetting(VmState),
+    /// `restart` was called while the VM was not stopping.
+    NotStopping(VmState),
 }
 
 impl fmt::Display for CpuOnError {
@@ -114,7 +108,7 @@ impl fmt::Display for PowerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::NoSuchVcpu { vcpu } => write!(f, "no vCPU {vcpu}"),
-            Self::NotResetting(state) => write!(f, "VM restart while {state:?}, not resetting"),
+            Self::NotStopping(state) => write!(f, "VM restart while {state:?}, not stopping"),
         }
     }
 }
@@ -162,7 +156,7 @@ impl VmPower {
         match self.state.load(Ordering::Acquire) {
             VM_RUNNING => VmState::Running,
             VM_OFF => VmState::Off,
-            _ => VmState::Resetting,
+            _ => VmState::Stopping,
         }
     }
 
@@ -235,18 +229,15 @@ impl VmPower {
         Ok(())
     }
 
-    /// PSCI SYSTEM_OFF / SYSTEM_RESET: leaves `Running` and halts every vCPU. Returns true for
-    /// the call that moved the VM out of `Running` (that vCPU drives the power-off or reset);
-    /// a concurrent second event returns false (its vCPU just stops). Afterwards the
-    /// hypervisor makes a `Stop` or `Reset` request on all vCPUs with wait.
-    pub fn system_event(&self, event: SystemEvent) -> bool {
-        let target = match event {
-            SystemEvent::Off => VM_OFF,
-            SystemEvent::Reset => VM_RESETTING,
-        };
+    /// PSCI SYSTEM_OFF / SYSTEM_RESET, or a crash: leaves `Running` for `Stopping` and halts
+    /// every vCPU. Returns true for the call that moved the VM out of `Running` (that vCPU
+    /// drives what follows: a reset, or off for good, as the VM's policy says); a concurrent
+    /// second event returns false (its vCPU just stops). Afterwards the hypervisor makes a
+    /// `Stop` request on all vCPUs with wait.
+    pub fn stop(&self) -> bool {
         let won = self
             .state
-            .compare_exchange(VM_RUNNING, target, Ordering::AcqRel, Ordering::Acquire)
+            .compare_exchange(VM_RUNNING, VM_STOPPING, Ordering::AcqRel, Ordering::Acquire)
             .is_ok();
         for vcpu in &self.vcpus {
             vcpu.state.swap(HALTED, Ordering::AcqRel);
@@ -264,14 +255,14 @@ impl VmPower {
     }
 
     /// After a reset: all vCPUs off except `boot_vcpu`, which is on, and the VM running again.
-    /// Call only once every vCPU has stopped (the `Reset` request with wait returned).
+    /// Call only once every vCPU has stopped (the `Stop` request with wait returned).
     pub fn restart(&self, boot_vcpu: usize) -> Result<(), PowerError> {
         if boot_vcpu >= self.vcpus.len() {
             return Err(PowerError::NoSuchVcpu { vcpu: boot_vcpu });
         }
         let state = self.vm_state();
-        if state != VmState::Resetting {
-            return Err(PowerError::NotResetting(state));
+        if state != VmState::Stopping {
+            return Err(PowerError::NotStopping(state));
         }
         for (index, vcpu) in self.vcpus.iter().enumerate() {
             let state = if index == boot_vcpu { ON } else { OFF };

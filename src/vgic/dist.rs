@@ -303,7 +303,7 @@ impl Vgic {
             }
             SGIR if self.version == GicVersion::V2 => {
                 let request = sgi::decode_gicd_sgir(word, vcpu, self.vcpu_count);
-                self.raise_sgi(vcpu, request)
+                self.raise_sgi(vcpu, request, true)
             }
             IROUTER..0x8000 if self.version == GicVersion::V3 => {
                 self.write_irouter(offset, size, value)

@@ -218,6 +218,28 @@ mod tests {
     }
 
     #[test]
+    fn level_line_dropping_while_in_an_lr_kicks_its_holder_and_retires_it() {
+        let mut vgic = vgic(GicVersion::V3, 2, &[40]);
+        vgic.irq_mut(0, 40).unwrap().route = 1; // Aff0 = 1: vCPU 1
+        assert_eq!(
+            vgic.set_line_level(0, 40, true).unwrap(),
+            VcpuSet::from_bits(0b10)
+        );
+        let (lrs, _) = take(&mut vgic, 1, 4);
+        assert_eq!(lrs.len(), 1);
+        // vCPU 0 (say, masking the device) drops the line: vCPU 1 must exit.
+        assert_eq!(
+            vgic.set_line_level(0, 40, false).unwrap(),
+            VcpuSet::from_bits(0b10)
+        );
+        // Its exit folds the LR (still pending in hardware); the next entry does not offer it.
+        vgic.fold_lr(1, &lrs[0]);
+        assert!(take(&mut vgic, 1, 4).0.is_empty());
+        // Dropping a line nobody holds kicks no one.
+        assert_eq!(vgic.set_line_level(0, 40, false).unwrap(), VcpuSet::EMPTY);
+    }
+
+    #[test]
     fn enabled_pending_interrupt_is_picked_once() {
         let mut vgic = vgic(GicVersion::V3, 2, &[27]);
         assert_eq!(

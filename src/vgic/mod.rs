@@ -384,7 +384,17 @@ impl Vgic {
             .irq_mut(vcpu, intid)
             .ok_or(VgicError::NoSuchIntid(intid))?;
         irq.line_level = level;
+        // A level interrupt whose line dropped while a list register of a running vCPU holds
+        // it pending: kick that vCPU, so the exit folds the LR and the next entry no longer
+        // offers it (KVM's `vgic_prune_ap_list` runs on every exit for the same reason).
+        let retire = !level && irq.in_lr && !irq.pending();
+        let irq = *irq;
         self.requeue(vcpu, intid);
+        if retire {
+            return Ok(self
+                .delivery_vcpu(vcpu, intid, &irq)
+                .map_or(VcpuSet::EMPTY, |holder| VcpuSet::EMPTY.with(holder)));
+        }
         Ok(self.kick_for(vcpu, intid))
     }
 
@@ -393,14 +403,34 @@ impl Vgic {
     pub fn send_sgi1r(&mut self, sender: usize, value: u64) -> Result<VcpuSet, VgicError> {
         self.check_vcpu(sender)?;
         let request = sgi::decode_sgi1r(value, sender, self.vcpu_count);
-        Ok(self.raise_sgi(sender, request))
+        Ok(self.raise_sgi(sender, request, true))
     }
 
-    fn raise_sgi(&mut self, sender: usize, request: sgi::SgiRequest) -> VcpuSet {
+    /// Delivers the SGIs a trapped ICC_SGI0R_EL1 or ICC_ASGI1R_EL1 write asks for: same
+    /// fields as ICC_SGI1R_EL1, but only targets where the SGI is Group 0 receive it. The
+    /// guest's GIC has one Security state (GICD_CTLR.DS = 1), where SGI0R generates Group 0
+    /// SGIs and ASGI1R, naming the other (absent) Security state's Group 1, is treated the
+    /// same way, as KVM's `vgic_v3_dispatch_sgi(.., allow_group1 = false)` (GICv3 spec 12.2).
+    pub fn send_sgi0r(&mut self, sender: usize, value: u64) -> Result<VcpuSet, VgicError> {
+        self.check_vcpu(sender)?;
+        let request = sgi::decode_sgi1r(value, sender, self.vcpu_count);
+        Ok(self.raise_sgi(sender, request, false))
+    }
+
+    /// Raises `request`; an SGI configured as Group 1 at a target is raised there only when
+    /// `allow_group1` (an access that targets Group 1 can generate either group).
+    fn raise_sgi(
+        &mut self,
+        sender: usize,
+        request: sgi::SgiRequest,
+        allow_group1: bool,
+    ) -> VcpuSet {
         let mut kicks = VcpuSet::EMPTY;
         let version = self.version;
         for target in request.targets.iter() {
-            if let Some(irq) = self.irq_mut(target, request.intid) {
+            if let Some(irq) = self.irq_mut(target, request.intid)
+                && (allow_group1 || !irq.group1)
+            {
                 match version {
                     GicVersion::V2 => {
                         irq.sgi_sources |= 1u8.checked_shl(sender as u32).unwrap_or(0)

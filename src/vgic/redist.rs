@@ -262,6 +262,26 @@ mod tests {
     }
 
     #[test]
+    fn sgi0r_raises_only_group_0_sgis() {
+        let mut vgic = Vgic::new(GicVersion::V3, 2, 64).unwrap();
+        vgic.dist_write(0, 0, AccessSize::Word, 0x13).unwrap();
+        // vCPU 0: every SGI Group 1 (what Linux configures); vCPU 1: SGI 3 Group 0.
+        write(&mut vgic, SGI + IGROUPR, u32::MAX);
+        write(&mut vgic, GICR_STRIDE + SGI + IGROUPR, !(1 << 3));
+        for vcpu in 0..2 {
+            write(&mut vgic, vcpu * GICR_STRIDE + SGI + ISENABLER, 0xffff);
+        }
+        // SGI 3 to both vCPUs (TargetList Aff0 0 and 1): only the Group 0 one is raised.
+        let kicks = vgic.send_sgi0r(0, (3 << 24) | 0b11).unwrap();
+        assert_eq!(kicks, VcpuSet::from_bits(0b10));
+        assert_eq!(read(&mut vgic, SGI + ISPENDR), 0);
+        assert_eq!(read(&mut vgic, GICR_STRIDE + SGI + ISPENDR), 1 << 3);
+        // SGI1R generates either group.
+        vgic.send_sgi1r(1, (3 << 24) | 0b1).unwrap();
+        assert_eq!(read(&mut vgic, SGI + ISPENDR), 1 << 3);
+    }
+
+    #[test]
     fn raz_wi_and_bad_sizes() {
         let mut vgic = Vgic::new(GicVersion::V3, 2, 64).unwrap();
         // Past the last redistributor, and unknown offsets inside one.

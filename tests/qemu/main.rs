@@ -195,6 +195,11 @@ const LINUX: Duration = Duration::from_secs(300);
 fn no_guest_virt_gicv3_4_cpus() {
     let r = run(&["--no-guest", "--gic", "3", "--smp", "4"], QUICK);
     r.assert_line("bulkhead: ready: cpus=4/4 el=2 mmu=runtime gic=v3 board=virt");
+    // The banner's version is the crate's (Cargo.toml), so a user can tell what they run.
+    r.assert_line(&format!(
+        "bulkhead: Bulkhead {} starting on virt (EL2)",
+        env!("CARGO_PKG_VERSION")
+    ));
     r.assert_exit_ok();
 }
 
@@ -303,7 +308,10 @@ fn linux_console_input_reaches_the_shell() {
 #[test]
 fn linux_on_raspi4b_sees_a_virt_machine() {
     let r = run_smoke(&["--board", "rpi4", "--mem", "256M"]);
-    r.assert_contains("bulkhead: Bulkhead 0.1.0 starting on rpi4 (EL2)");
+    r.assert_contains(&format!(
+        "bulkhead: Bulkhead {} starting on rpi4 (EL2)",
+        env!("CARGO_PKG_VERSION")
+    ));
     assert_smoke(&r, 4);
 }
 
@@ -747,7 +755,9 @@ fn dom0less_chaos_probe_next_to_linux() {
 #[test]
 fn dom0less_heap_is_constant_across_100_resets() {
     let vms = [probe_vm("looper", 1, "probe.reboots=100")];
-    let r = run_vms(&vms, &["--smp", "2"], LINUX);
+    // 100 restarts within seconds: far over the default restart limit.
+    let hyp = format!("{WHOLE_LINES} bulkhead.reset_limit=off");
+    let r = run_vms(&vms, &["--smp", "2", "--hyp-append", &hyp], LINUX);
     let heap: Vec<&str> = r
         .log
         .lines()
@@ -1086,7 +1096,10 @@ fn rpi4_sdcard_default_card_gives_a_linux_shell_on_the_mini_uart() {
         ],
         LINUX,
     );
-    r.assert_contains("bulkhead: Bulkhead 0.1.0 starting on rpi4 (EL2)");
+    r.assert_contains(&format!(
+        "bulkhead: Bulkhead {} starting on rpi4 (EL2)",
+        env!("CARGO_PKG_VERSION")
+    ));
     r.assert_contains("bulkhead: guest: 4 vCPUs on CPUs [0, 1, 2, 3], 512 MiB RAM at ");
     r.assert_contains("typed-42-ok cpus=0-3\n");
     r.assert_contains("bulkhead: guest powered off");
@@ -1102,7 +1115,10 @@ fn rpi4_sdcard_linux_smoke_checks_on_the_mini_uart() {
         &["--guest-append", "console=ttyAMA0 bulkhead.test=smoke"],
     );
     let r = run(&["--sdcard", card.to_str().unwrap()], LINUX);
-    r.assert_contains("bulkhead: Bulkhead 0.1.0 starting on rpi4 (EL2)");
+    r.assert_contains(&format!(
+        "bulkhead: Bulkhead {} starting on rpi4 (EL2)",
+        env!("CARGO_PKG_VERSION")
+    ));
     // Bulkhead found the bundle QEMU put at linux,initrd-start, as the firmware would.
     r.assert_contains("bulkhead: guest: 4 vCPUs on CPUs [0, 1, 2, 3], 512 MiB RAM at ");
     assert_smoke(&r, 4);
@@ -1123,7 +1139,9 @@ fn rpi4_sdcard_with_a_corrupt_bundle_says_so_and_halts() {
     r.assert_contains("bulkhead: error: guest bundle at 0x");
     r.assert_contains(": truncated: module module@2000 ends at byte 8204, only ");
     r.assert_contains("; no guest");
-    r.assert_line("bulkhead: ready: cpus=4/4 el=2 mmu=runtime gic=v2 board=rpi4");
+    r.assert_line("bulkhead: error: no VM can start: all 1 configured were refused (see above)");
+    r.assert_lacks("bulkhead: ready");
+    // The board halts (no semihosting on raspi4b): QEMU ends as on any power-off.
     r.assert_exit_ok();
 }
 
@@ -1142,7 +1160,10 @@ fn rpi4_uboot_card_boot_scr_writes_module_nodes_and_boots_linux() {
     let r = run(&["--sdcard", card.to_str().unwrap()], LINUX);
     r.assert_contains("Found U-Boot script /boot.scr");
     r.assert_contains("Bulkhead: loading the hypervisor and its guest");
-    r.assert_contains("bulkhead: Bulkhead 0.1.0 starting on rpi4 (EL2)");
+    r.assert_contains(&format!(
+        "bulkhead: Bulkhead {} starting on rpi4 (EL2)",
+        env!("CARGO_PKG_VERSION")
+    ));
     r.assert_contains("bulkhead: guest: 4 vCPUs on CPUs [0, 1, 2, 3], 512 MiB RAM at ");
     assert_smoke(&r, 4);
 }
@@ -1395,3 +1416,7 @@ fn probe_guest_cpu_features_on_max_gicv2() {
 
 // Topic files: each is a child module, so it reaches the harness above through `super::*`.
 mod bench_probe;
+mod fidelity;
+mod guest_formats;
+mod lifecycle;
+mod run_script;

@@ -35,6 +35,10 @@ pub const CHAOS_ONLY_MAX: usize = 16;
 /// Bootarg `probe.touch_ipa=ADDR`: one load from an IPA that must abort (another VM's RAM,
 /// a region not shared with this VM).
 const TOUCH_IPA_ARG: &str = "probe.touch_ipa=";
+/// Crash on purpose, one of the ways of crash.rs.
+const CRASH_ARG: &str = "probe.crash=";
+/// Bootarg `probe.zeroed_ram=1`: check that RAM nothing was loaded into reads as zero.
+const ZEROED_RAM_ARG: &str = "probe.zeroed_ram=";
 /// Seed used when `probe.seed=` is absent.
 const DEFAULT_SEED: u64 = 0x5EED_C4A0_5000_0001;
 /// PL011 base on QEMU virt, used when the DTB names none.
@@ -113,6 +117,12 @@ pub struct Machine {
     pub pingpong: Option<pingpong::Config<'static>>,
     /// `probe.touch_ipa=ADDR`.
     pub touch_ipa: Option<u64>,
+    /// `probe.crash=runaway|pvpanic` (crash.rs).
+    pub crash: Option<&'static str>,
+    /// The pvpanic register (`qemu,pvpanic-mmio`), if the DTB has one.
+    pub pvpanic: Option<u64>,
+    /// `probe.zeroed_ram=1`.
+    pub zeroed_ram_check: bool,
     /// /chosen/bootargs, whole (empty when absent).
     pub bootargs: &'static str,
 }
@@ -141,6 +151,9 @@ impl Machine {
             peers: Peers::default(),
             pingpong: None,
             touch_ipa: None,
+            crash: None,
+            pvpanic: None,
+            zeroed_ram_check: false,
             bootargs: "",
         };
         // The DTB must be in RAM and 8-byte aligned (arm64 boot protocol).
@@ -180,8 +193,14 @@ impl Machine {
             machine.chaos = parse_chaos(args);
             machine.pingpong = pingpong::Config::from_bootargs(args);
             machine.touch_ipa = bootarg_number(args, TOUCH_IPA_ARG);
+            machine.crash = psci_probe::bootargs::value(args, CRASH_ARG);
+            machine.zeroed_ram_check = bootarg_number(args, ZEROED_RAM_ARG).is_some_and(|v| v != 0);
             machine.bootargs = args;
         }
+        machine.pvpanic = fdt
+            .find_compatible(&["qemu,pvpanic-mmio"])
+            .and_then(|n| n.reg()?.next())
+            .map(|r| r.starting_address as u64);
         if let Some(chosen) = fdt.find_node("/chosen") {
             let prop = |name| chosen.property(name).and_then(|p| p.as_usize());
             if let (Some(start), Some(end)) = (prop("linux,initrd-start"), prop("linux,initrd-end"))

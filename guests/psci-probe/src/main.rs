@@ -1,17 +1,20 @@
-//! psci-probe: a raw-binary test guest for Bulkhead's PSCI, SMCCC and stage-2 abort handling.
+//! psci-probe: a test guest for Bulkhead's PSCI, SMCCC and stage-2 abort handling.
 //!
-//! Boot contract (QEMU's `-kernel` rule for a non-Image file): loaded at IPA 0x4008_0000 and
-//! entered at its first byte at EL1h, MMU off, DAIF masked, x0 = DTB. It prints one
-//! `PROBE: PASS|FAIL <check>` line per check, then `PROBE: DONE pass=N fail=M`, then calls
-//! PSCI SYSTEM_OFF. With `probe.reboots=N` in /chosen/bootargs it first runs N SYSTEM_RESET
-//! cycles (printing `PROBE: BOOT-DONE` each time), and DONE carries the totals of all boots.
+//! Boot contract: a flat binary with an arm64 Image header (text_offset 0x80000; also built
+//! as an ELF with the same addresses), loaded at IPA 0x4008_0000 and entered at its first
+//! byte at EL1h, MMU off, DAIF masked, x0 = DTB. It prints one `PROBE: PASS|FAIL <check>`
+//! line per check, then `PROBE: DONE pass=N fail=M`, then calls PSCI SYSTEM_OFF. With
+//! `probe.reboots=N` in /chosen/bootargs it first runs N SYSTEM_RESET cycles (printing
+//! `PROBE: BOOT-DONE` each time), and DONE carries the totals of all boots.
 //! With `probe.chaos=N [probe.seed=S]` it first performs N hostile operations (chaos.rs) and
 //! prints `PROBE: chaos done ops=N faults=F`; the checks must then still pass.
 //! With `probe.memcheck=MIB` every boot verifies the RAM pattern of the boot before and
 //! writes its own over MIB MiB (memcheck.rs), printing `PROBE: memcheck boot=N verified=P`.
 //! With `probe.pingpong=ping|pong [probe.pingpong_rounds=N]` it first exchanges N messages
 //! with another VM over shared memory and doorbells (exchange.rs). `probe.touch_ipa=ADDR`
-//! adds a check that a load from ADDR aborts. `probe.bench=hvc,gicd,...` runs micro-benchmarks
+//! adds a check that a load from ADDR aborts. `probe.crash=runaway|pvpanic` crashes on purpose
+//! right after the boot line (crash.rs). `probe.zeroed_ram=1` adds a check that RAM nothing was
+//! loaded into reads as zero (fidelity.rs). `probe.bench=hvc,gicd,...` runs micro-benchmarks
 //! instead of the checks (bench.rs). When the DTB describes doorbells (or none),
 //! the checks include the doorbell call's error codes.
 //!
@@ -25,8 +28,10 @@ mod bench;
 mod chaos;
 mod checks;
 mod console;
+mod crash;
 mod doorbell;
 mod exchange;
+mod fidelity;
 mod hostile;
 mod machine;
 mod memcheck;
@@ -53,6 +58,18 @@ global_asm!(
     .section .text.entry, "ax"
     .global _start
 _start:
+    // An arm64 Image header (Linux Documentation/arch/arm64/booting.rst), so loaders place
+    // the probe by it. image_size 0 (an old-style header): text_offset is 0x80000 and the
+    // file is the whole footprint (.bss is inside it, see link.ld).
+    b probe_start           // code0
+    .long 0                 // code1
+    .quad 0x80000           // text_offset
+    .quad 0                 // image_size
+    .quad 0                 // flags
+    .quad 0, 0, 0           // res2-res4
+    .ascii "ARM\x64"        // magic
+    .long 0                 // res5
+probe_start:
     ldr x1, =probe_primary_stack_top
     mov sp, x1
     adr x1, probe_vectors
@@ -136,6 +153,10 @@ extern "C" fn primary_main(dtb: u64) -> ! {
         record.boots_done + 1,
         u64::from(machine.reboots) + 1
     );
+
+    if let Some(how) = machine.crash {
+        crash::run(&machine, how);
+    }
 
     let mut tally = Tally::default();
     // Only on the first boot: the boot record lives in RAM the chaos may write.

@@ -42,7 +42,6 @@ pub mod ret {
     /// `INVALID_PARAMETERS` (-2) instead, which SMCCC calls NOT_REQUIRED.
     pub const SMCCC_INVALID_PARAMETER: i64 = -3;
     pub const ALREADY_ON: i64 = -4;
-    pub const ON_PENDING: i64 = -5;
     /// PSCI's code for an entry point the caller may not use; Bulkhead answers
     /// INVALID_PARAMETERS instead (see `checks::WANT_CPU_ON_BAD_ENTRY`).
     #[allow(dead_code)]

@@ -32,6 +32,8 @@ pub const EC_INSTRUCTION_ABORT_SAME_EL: u64 = 0x21;
 pub const EC_PC_ALIGNMENT: u64 = 0x22;
 /// ESR_ELx.EC: data abort taken without a change of exception level.
 pub const EC_DATA_ABORT_SAME_EL: u64 = 0x25;
+/// ESR_ELx.EC: software step exception taken without a change of exception level.
+pub const EC_SOFTWARE_STEP_SAME_EL: u64 = 0x33;
 /// ESR_ELx.EC: SP alignment fault.
 pub const EC_SP_ALIGNMENT: u64 = 0x26;
 /// ESR_ELx ISS.DFSC for a data abort: synchronous external abort, not on a table walk.
@@ -66,6 +68,11 @@ impl Fault {
     }
 }
 
+/// Set only on a CPU with FEAT_PAN: the handler records PSTATE.PAN as the exception entry
+/// left it (`pan_at_last_exception`).
+pub static RECORD_PAN: AtomicBool = AtomicBool::new(false);
+static TAKEN_PAN: AtomicU64 = AtomicU64::new(u64::MAX);
+static TAKEN_ELR: AtomicU64 = AtomicU64::new(0);
 static ARMED: AtomicBool = AtomicBool::new(false);
 static TAKEN: AtomicBool = AtomicBool::new(false);
 static TAKEN_ESR: AtomicU64 = AtomicU64::new(0);
@@ -85,6 +92,17 @@ pub fn capture<T>(step: impl FnOnce() -> T) -> Result<T, Fault> {
     } else {
         Ok(value)
     }
+}
+
+/// PSTATE.PAN on entry to the last synchronous exception handler, while `RECORD_PAN` was set
+/// (`u64::MAX` if none was taken since).
+pub fn pan_at_last_exception() -> u64 {
+    TAKEN_PAN.swap(u64::MAX, Ordering::SeqCst)
+}
+
+/// ELR_EL1 of the last exception `capture` recorded.
+pub fn elr_at_last_exception() -> u64 {
+    TAKEN_ELR.load(Ordering::SeqCst)
 }
 
 /// Loads 32 bits from `addr` with a single LDR, so a fault skips exactly that instruction.
@@ -112,6 +130,12 @@ pub fn store_u32(addr: u64, value: u32) {
 /// as it was when the exception was taken. Returns the address to resume at.
 #[unsafe(no_mangle)]
 extern "C" fn probe_sync_exception(esr: u64, far: u64, elr: u64, lr: u64) -> u64 {
+    if RECORD_PAN.load(Ordering::SeqCst) {
+        let pan: u64;
+        // SAFETY: reading PAN (S3_0_C4_C2_3), set only where FEAT_PAN exists.
+        unsafe { core::arch::asm!("mrs {}, S3_0_C4_C2_3", out(reg) pan, options(nomem, nostack)) };
+        TAKEN_PAN.store(pan >> 22 & 1, Ordering::SeqCst);
+    }
     let fault = Fault { esr, far };
     let class = fault.class();
     let survivable = matches!(
@@ -123,11 +147,20 @@ extern "C" fn probe_sync_exception(esr: u64, far: u64, elr: u64, lr: u64) -> u64
             | EC_PC_ALIGNMENT
             | EC_DATA_ABORT_SAME_EL
             | EC_SP_ALIGNMENT
+            | EC_SOFTWARE_STEP_SAME_EL
     );
     if ARMED.load(Ordering::SeqCst) && survivable && !TAKEN.load(Ordering::SeqCst) {
         TAKEN_ESR.store(esr, Ordering::SeqCst);
         TAKEN_FAR.store(far, Ordering::SeqCst);
+        TAKEN_ELR.store(elr, Ordering::SeqCst);
         TAKEN.store(true, Ordering::SeqCst);
+        // A software step completed the instruction before ELR: stop stepping (else the
+        // return, with PSTATE.SS = 0 and MDSCR_EL1.SS = 1, steps again at once) and go on.
+        if class == EC_SOFTWARE_STEP_SAME_EL {
+            // SAFETY: MDSCR_EL1 = 0 only disables debug events the probe enabled.
+            unsafe { core::arch::asm!("msr mdscr_el1, xzr", "isb", options(nomem, nostack)) };
+            return elr;
+        }
         // A jump to a bad target faults at the target: go back to the `blr` that made it.
         if matches!(class, EC_INSTRUCTION_ABORT_SAME_EL | EC_PC_ALIGNMENT) {
             return lr;
@@ -179,10 +212,67 @@ probe_vectors:
     unexpected_vector 9
     unexpected_vector 10
     unexpected_vector 11
-    unexpected_vector 12
+    .balign 0x80
+    b probe_sync_lower_aarch32
     unexpected_vector 13
     unexpected_vector 14
     unexpected_vector 15
+
+// Lower EL, AArch32, synchronous (offset 0x600): only `probe_run_aarch32_el0` goes there. A
+// data abort is recorded (ESR, FAR, ELR) and the EL0 code resumes after the 4-byte A32 load;
+// the SVC that ends the EL0 code returns to that function's caller with its saved registers.
+probe_sync_lower_aarch32:
+    mrs x9, esr_el1
+    lsr x10, x9, #26
+    cmp x10, #0x11                  // SVC from AArch32
+    b.eq 1f
+    adr x11, probe_el0_esr
+    str x9, [x11]
+    mrs x10, far_el1
+    str x10, [x11, #8]
+    mrs x10, elr_el1
+    str x10, [x11, #16]
+    add x10, x10, #4
+    msr elr_el1, x10
+    eret
+1:  adr x11, probe_el0_esr
+    str x9, [x11, #24]              // the SVC's syndrome (its immediate)
+    adr x11, probe_el0_saved
+    ldp x19, x20, [x11, #0]
+    ldp x21, x22, [x11, #16]
+    ldp x23, x24, [x11, #32]
+    ldp x25, x26, [x11, #48]
+    ldp x27, x28, [x11, #64]
+    ldp x29, x30, [x11, #80]
+    ldr x10, [x11, #96]
+    mov sp, x10
+    ret
+
+// probe_run_aarch32_el0(code, x1, spsr): runs AArch32 code at EL0 with r1 = x1 and SPSR
+// `spsr` (User mode; T selects T32) until its SVC.
+    .global probe_run_aarch32_el0
+probe_run_aarch32_el0:
+    adr x11, probe_el0_saved
+    stp x19, x20, [x11, #0]
+    stp x21, x22, [x11, #16]
+    stp x23, x24, [x11, #32]
+    stp x25, x26, [x11, #48]
+    stp x27, x28, [x11, #64]
+    stp x29, x30, [x11, #80]
+    mov x10, sp
+    str x10, [x11, #96]
+    msr elr_el1, x0
+    msr spsr_el1, x2
+    eret
+
+    .data
+    .balign 16
+    .global probe_el0_esr
+probe_el0_esr:
+    .quad 0, 0, 0, 0
+probe_el0_saved:
+    .space 104
+    .text
 
 probe_sync_current_spx:
     sub sp, sp, #160

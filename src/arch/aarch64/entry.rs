@@ -40,6 +40,7 @@ core::arch::global_asm!(
             BP_CPU_COUNT = const offset_of!(BootParams, cpu_count),
             BP_MPIDR = const offset_of!(BootParams, mpidr),
             TRAMPOLINE_VA = const TRAMPOLINE_VA,
+            IMAGE_VA = const crate::mm::layout::IMAGE_VA,
             SCTLR_EL2_MMU_ON = const SCTLR_EL2_MMU_ON,
     FRAME_SIZE = const core::mem::size_of::<super::exceptions::ExceptionFrame>(),
 );

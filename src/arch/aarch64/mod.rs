@@ -1,5 +1,6 @@
 //! AArch64 EL2: entry and early boot, exceptions, system registers, the EL2 MMU, firmware
 //! PSCI calls, and the world switch.
+pub mod copy;
 pub mod cpu;
 pub mod early_console;
 pub mod entry;
@@ -10,6 +11,7 @@ pub mod mmu;
 pub mod panic;
 pub mod percpu;
 pub mod platform;
+pub mod semihosting;
 pub mod spintable;
 pub mod stage2_hw;
 pub mod switch;

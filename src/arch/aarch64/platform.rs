@@ -161,6 +161,39 @@ impl Platform for ArchPlatform {
         }
     }
 
+    fn zero_ram(&self, pa: u64, size: u64) {
+        if covers(&WINDOWS.lock().writable, pa, size) {
+            stage2_hw::zero_to_poc(phys_to_linear(pa), size);
+        } else {
+            log::error!("refused to zero {pa:#x}+{size:#x}: not guest RAM");
+        }
+    }
+
+    fn guest_sctlr_el1(&self) -> u64 {
+        sysregs::injection_context().1
+    }
+
+    fn set_os_lock(&self, locked: bool) {
+        sysregs::set_os_lock(locked);
+    }
+
+    fn guest_stage1_regs(&self) -> crate::hyp::walk_level::Stage1Regs {
+        sysregs::guest_stage1_regs()
+    }
+
+    fn guest_ram_u64(&self, pa: u64) -> Option<u64> {
+        if !pa.is_multiple_of(8) || !covers(&WINDOWS.lock().writable, pa, 8) {
+            return None;
+        }
+        // SAFETY: an aligned word of a registered guest RAM range, mapped in the linear
+        // window; a racing guest write only changes which value is read.
+        Some(unsafe { (phys_to_linear(pa) as *const u64).read_volatile() })
+    }
+
+    fn host_actlr_el1(&self) -> u64 {
+        sysregs::actlr_el1()
+    }
+
     fn host_ram(&self, pa: u64, size: u64) -> &[u8] {
         if !covers(&WINDOWS.lock().readable, pa, size) {
             log::error!("refused to read {pa:#x}+{size:#x}: not a reserved image");
@@ -182,6 +215,25 @@ impl Platform for ArchPlatform {
         // by Bulkhead; images are written only while no vCPU of the VM runs (creation, reset).
         unsafe { entry::copy_to_linear(va, bytes) };
         stage2_hw::clean_inval_to_poc(va, size);
+    }
+
+    fn with_guest_ram(&self, pa: u64, size: u64, f: &mut dyn FnMut(&mut [u8])) -> bool {
+        if !covers(&WINDOWS.lock().writable, pa, size) {
+            log::error!("refused to write {pa:#x}+{size:#x}: not guest RAM");
+            return false;
+        }
+        // SAFETY: a registered guest RAM range, mapped in the linear window at boot and owned
+        // by Bulkhead; images are written only while no vCPU of the VM runs (creation, reset),
+        // so nothing else accesses it while the slice lives (this call).
+        let ram = unsafe {
+            core::slice::from_raw_parts_mut(phys_to_linear(pa) as *mut u8, size as usize)
+        };
+        f(ram);
+        true
+    }
+
+    fn copy_ram(&self, dst: &mut [u8], src: &[u8]) {
+        crate::arch::copy::copy_wide(dst, src);
     }
 
     fn console_write(&self, bytes: &[u8]) {

@@ -179,6 +179,57 @@ pub fn activate_traps(vcpu_index: u64) {
     // SAFETY: VPIDR_EL2 only changes what the guest reads as MIDR_EL1 (aarch64-cpu has no
     // accessor for it).
     unsafe { core::arch::asm!("msr vpidr_el2, {}", in(reg) midr, options(nomem, nostack)) };
+    // No translation the firmware, a boot loader or a previous guest left in this CPU's TLBs
+    // (any VMID, stage 1 and 2) or instruction cache may be used by the first guest here.
+    // SAFETY: TLB and instruction-cache invalidation have no memory-safety effect.
+    unsafe {
+        core::arch::asm!(
+            "dsb nshst",
+            "tlbi alle1",
+            "ic iallu",
+            "dsb nsh",
+            options(nostack)
+        )
+    };
+    aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
+}
+
+/// Sets or clears this CPU's OS lock (OSLAR_EL1, writable at EL2 whatever MDCR_EL2.TDOSA).
+pub fn set_os_lock(locked: bool) {
+    // SAFETY: the OS lock only gates debug exceptions and external debug register access of
+    // this CPU, which belong to the vCPU pinned to it.
+    unsafe {
+        core::arch::asm!("msr oslar_el1, {}", "isb", in(reg) u64::from(locked), options(nomem, nostack))
+    };
+}
+
+/// The guest's stage-1 controls (its EL1 registers are live on this CPU).
+pub fn guest_stage1_regs() -> crate::hyp::walk_level::Stage1Regs {
+    crate::hyp::walk_level::Stage1Regs {
+        tcr_el1: TCR_EL1.get(),
+        ttbr0_el1: TTBR0_EL1.get(),
+        ttbr1_el1: TTBR1_EL1.get(),
+    }
+}
+
+/// ACTLR_EL1 as this CPU holds it (guest writes are trapped by HCR_EL2.TACR and ignored).
+pub fn actlr_el1() -> u64 {
+    let value: u64;
+    // SAFETY: reading ACTLR_EL1 at EL2 has no side effects.
+    unsafe { core::arch::asm!("mrs {}, actlr_el1", out(reg) value, options(nomem, nostack)) };
+    value
+}
+
+/// Pends a virtual SError for the guest on this CPU (HCR_EL2.VSE; the hardware clears it when
+/// the guest takes it). `vsesr` is the syndrome ESR_EL1 shows, written to VSESR_EL2 where the
+/// CPU has RAS (without RAS the syndrome is IMPLEMENTATION DEFINED).
+pub fn pend_virtual_serror(vsesr: u64) {
+    // ID_AA64PFR0_EL1.RAS, bits [31:28] (aarch64-cpu names no such field).
+    if (ID_AA64PFR0_EL1.get() >> 28) & 0xf != 0 {
+        // SAFETY: VSESR_EL2 only sets the syndrome of the virtual SError.
+        unsafe { core::arch::asm!("msr S3_4_C5_C2_3, {}", in(reg) vsesr, options(nomem, nostack)) };
+    }
+    HCR_EL2.modify(HCR_EL2::VSE::SET);
     aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
 }
 

@@ -105,6 +105,38 @@ sysregs! {
     OSLSR_EL1 = (2, 0, 1, 1, 4),
     /// OS Double Lock Register.
     OSDLR_EL1 = (2, 0, 1, 3, 4),
+    /// Debug Power Control Register (MDCR_EL2.TDOSA).
+    DBGPRCR_EL1 = (2, 0, 1, 4, 4),
+    /// OS Lock Exception Catch Control Register (MDCR_EL2.TDOSA).
+    OSECCR_EL1 = (2, 0, 0, 6, 2),
+    /// Monitor Debug ROM Address Register (MDCR_EL2.TDRA).
+    MDRAR_EL1 = (2, 0, 1, 0, 0),
+
+    // The debug communications channel (MDCR_EL2.TDCC, FEAT_FGT).
+    /// Monitor DCC Status Register.
+    MDCCSR_EL0 = (2, 3, 0, 1, 0),
+    /// Debug Data Transfer Register, half-duplex.
+    DBGDTR_EL0 = (2, 3, 0, 4, 0),
+    /// Debug Data Transfer Register, receive (MRS) / transmit (MSR).
+    DBGDTRRX_EL0 = (2, 3, 0, 5, 0),
+    /// Monitor DCC Interrupt Enable Register.
+    MDCCINT_EL1 = (2, 0, 0, 2, 0),
+    /// OS Lock Data Transfer Register, receive.
+    OSDTRRX_EL1 = (2, 0, 0, 0, 2),
+    /// OS Lock Data Transfer Register, transmit.
+    OSDTRTX_EL1 = (2, 0, 0, 3, 2),
+
+    // HCR_EL2.TACR.
+    /// Auxiliary Control Register (IMPLEMENTATION DEFINED content).
+    ACTLR_EL1 = (3, 0, 1, 0, 1),
+
+    // Set/way cache maintenance (HCR_EL2.TSW): SYS instructions, op0 = 1.
+    /// Data cache invalidate by set/way.
+    DC_ISW = (1, 0, 7, 6, 2),
+    /// Data cache clean by set/way.
+    DC_CSW = (1, 0, 7, 10, 2),
+    /// Data cache clean and invalidate by set/way.
+    DC_CISW = (1, 0, 7, 14, 2),
 }
 
 impl core::fmt::Display for SysReg {

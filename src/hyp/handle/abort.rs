@@ -6,15 +6,17 @@
 
 use core::sync::atomic::Ordering;
 
-use super::ExitAction;
-use crate::devices::mmio::MmioAccess;
+use super::{CrashCause, ExitAction};
+use crate::devices::mmio::{MmioAccess, guest_big_endian};
+use crate::devices::pvpanic::{self, PvpanicEvent};
 use crate::guest_warn;
 use crate::hyp::console_bridge as console;
 use crate::hyp::exit::{Abort, FaultKind};
-use crate::hyp::inject::{Exception, FSC_ALIGNMENT, FSC_EXTERNAL};
+use crate::hyp::inject::{Exception, FSC_ALIGNMENT, FSC_EXTERNAL, FSC_EXTERNAL_WALK_L0};
 use crate::hyp::platform::Platform;
 use crate::hyp::vcpu::Vcpu;
 use crate::hyp::vm::Vm;
+use crate::hyp::walk_level::walk_level;
 use crate::mm::stage2::{EmulatedDevice, Stage2Decision};
 
 /// The fault status the guest sees for an abort Bulkhead reflects back to it.
@@ -51,7 +53,11 @@ pub fn data_abort(
         );
         return data_abort_exception(abort);
     }
-    match vm.mem.decide(ipa) {
+    let decision = vm.mem.decide(ipa);
+    if abort.s1ptw() && !matches!(decision, Stage2Decision::MapRam { .. }) {
+        return walk_abort(vm, vcpu, abort, p, true);
+    }
+    match decision {
         d @ (Stage2Decision::MapRam { .. } | Stage2Decision::MapDevice { .. }) => {
             map(vm, vcpu, d, abort, p)
         }
@@ -62,6 +68,21 @@ pub fn data_abort(
             ExitAction::Resume
         }
         Stage2Decision::Emulate { device, offset } => match abort.mmio() {
+            // An unaligned access to a device register: an Alignment fault, the fault an
+            // access to Device memory gets (Arm ARM B2.5.2), here for a guest that mapped the
+            // device as Normal memory (stage 1 checked nothing); the device never sees it.
+            Some(access) if !ipa.is_multiple_of(access.size.bytes()) => {
+                guest_warn!(
+                    "{} vcpu {}: unaligned {device:?} access at IPA {ipa:#x}",
+                    vm.config.name,
+                    vcpu.index
+                );
+                ExitAction::Inject(Exception::DataAbort {
+                    fsc: FSC_ALIGNMENT,
+                    far: abort.far,
+                    write: abort.write(),
+                })
+            }
             Some(access) => {
                 emulate(vm, vcpu, device, offset, &access, il32, p).unwrap_or_else(|()| {
                     guest_warn!(
@@ -110,6 +131,7 @@ pub fn instruction_abort(abort: &Abort, vm: &Vm, vcpu: &mut Vcpu, p: &impl Platf
     }
     match vm.mem.decide(ipa) {
         d @ Stage2Decision::MapRam { .. } => map(vm, vcpu, d, abort, p),
+        _ if abort.s1ptw() => walk_abort(vm, vcpu, abort, p, false),
         _ => {
             guest_warn!(
                 "{} vcpu {}: instruction fetch from non-RAM IPA {ipa:#x}",
@@ -119,6 +141,37 @@ pub fn instruction_abort(abort: &Abort, vm: &Vm, vcpu: &mut Vcpu, p: &impl Platf
             exception
         }
     }
+}
+
+/// The guest's stage-1 walk read an IPA that is not RAM (a hole, a device): on a machine
+/// without EL2 the walk's read would end in a synchronous external abort on a translation
+/// table walk, at the level of the table it read (DFSC 0b0101LL), for the access's VA. The
+/// level is found by repeating the guest's walk (`walk_level`); if that fails (the guest
+/// changed its tables meanwhile), a plain external abort, as KVM's `kvm_inject_dabt`.
+fn walk_abort(vm: &Vm, vcpu: &Vcpu, abort: &Abort, p: &impl Platform, data: bool) -> ExitAction {
+    let level = walk_level(p.guest_stage1_regs(), abort.far, abort.ipa, |ipa| {
+        vm.read_ram_u64(p, ipa)
+    });
+    guest_warn!(
+        "{} vcpu {}: stage-1 walk (level {level:?}) into non-RAM IPA {:#x}",
+        vm.config.name,
+        vcpu.index,
+        abort.ipa
+    );
+    let fsc = level.map_or(FSC_EXTERNAL, |l| FSC_EXTERNAL_WALK_L0 + l);
+    ExitAction::Inject(if data {
+        Exception::DataAbort {
+            fsc,
+            far: abort.far,
+            // A walk only reads, but WnR reports the access that needed it.
+            write: abort.write(),
+        }
+    } else {
+        Exception::InstructionAbort {
+            fsc,
+            far: abort.far,
+        }
+    })
 }
 
 /// Maps guest RAM (or a passed-through device page) on its first touch.
@@ -140,8 +193,11 @@ fn map(
             // Another vCPU mapped it first.
             return ExitAction::Resume;
         }
-        // The guest may run with its MMU off: no stale dirty lines may hide its memory.
-        p.clean_ram_to_poc(pa, size);
+        // First use of this RAM: zero it (which cleans the zeroes to PoC). Otherwise the guest
+        // may run with its MMU off: no stale dirty lines may hide its memory.
+        if !vm.zero_unused_ram(p, ipa..ipa + size) {
+            p.clean_ram_to_poc(pa, size);
+        }
     }
     if let Err(e) = stage2.apply(&decision) {
         drop(stage2);
@@ -171,7 +227,8 @@ fn emulate(
     il32: bool,
     p: &impl Platform,
 ) -> Result<ExitAction, ()> {
-    let value = access.write_value(vcpu.reg(access.reg));
+    let big_endian = guest_big_endian(vcpu.regs.pstate, p.guest_sctlr_el1());
+    let value = access.write_value_endian(vcpu.reg(access.reg), big_endian);
     let read = match (device, access.write) {
         (EmulatedDevice::Pl011, true) => {
             console::uart_write(vm, offset, access.size, value, p).map_err(drop)?;
@@ -209,9 +266,25 @@ fn emulate(
                 .redist_read(offset, access.size)
                 .map_err(drop)?,
         ),
+        (EmulatedDevice::Pvpanic, true) => match pvpanic::write(offset, value) {
+            PvpanicEvent::Panicked => {
+                vcpu.skip_instruction(il32);
+                return Ok(ExitAction::Crash(CrashCause::GuestPanic));
+            }
+            PvpanicEvent::CrashLoaded => {
+                guest_warn!(
+                    "{} vcpu {}: pvpanic: the guest crashed and runs its crash kernel",
+                    vm.config.name,
+                    vcpu.index
+                );
+                None
+            }
+            PvpanicEvent::None => None,
+        },
+        (EmulatedDevice::Pvpanic, false) => Some(pvpanic::read(offset)),
     };
     if let Some(value) = read {
-        vcpu.set_reg(access.reg, access.read_result(value));
+        vcpu.set_reg(access.reg, access.read_result_endian(value, big_endian));
     }
     vcpu.skip_instruction(il32);
     Ok(ExitAction::Resume)

@@ -17,6 +17,7 @@ mod tests;
 use super::exit::{ExitClass, GuestExit};
 use super::inject::Exception;
 use super::platform::Platform;
+use super::runaway::Runaway;
 use super::vcpu::Vcpu;
 use super::vm::{ExitStats, Vm};
 use crate::guest_warn;
@@ -36,6 +37,19 @@ pub enum ExitAction {
     SystemOff,
     /// PSCI SYSTEM_RESET(2): stop every vCPU and restart the VM.
     SystemReset,
+    /// The guest crashed: stop every vCPU and apply the VM's `on_crash` policy.
+    Crash(CrashCause),
+}
+
+/// How Bulkhead learnt that a guest crashed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashCause {
+    /// It said so through its pvpanic device (`devices::pvpanic`).
+    GuestPanic,
+    /// A vCPU loops on a fault at its own exception vector (`hyp::runaway`).
+    Runaway(Runaway),
+    /// An SError the VM cannot contain (`hyp::serror`), with its ESR_EL2.
+    SError(u64),
 }
 
 /// Handles one synchronous guest exit.
@@ -47,7 +61,7 @@ pub fn handle_exit(exit: &GuestExit, vm: &Vm, vcpu: &mut Vcpu, p: &impl Platform
     match exit.class {
         ExitClass::Wfx(trap) => {
             ExitStats::count(&stats.wfi);
-            wfx::handle(trap, exit.il32, vcpu)
+            wfx::handle(trap, exit.il32, vcpu, p)
         }
         ExitClass::Hvc { .. } => {
             ExitStats::count(&stats.hvc);

@@ -78,12 +78,15 @@ fn vm_with(gic: GicVersion, vcpus: usize) -> Vm {
         gic,
         ram_pa: RAM_PA,
         kernel: PhysRange { base: 0, size: 0 },
+        format: Default::default(),
         initrd: None,
         bootargs: String::new(),
         gicv_pa: None,
         shared: alloc::vec::Vec::new(),
         doorbells_out: alloc::vec::Vec::new(),
         doorbells_in: alloc::vec::Vec::new(),
+        lifecycle: crate::config::Lifecycle::default(),
+        counter_hz: 62_500_000,
     };
     let geometry = stage2_geometry(4, 40).unwrap();
     let stage2 = Stage2Map::new_linear(&geometry, 0);
@@ -234,6 +237,33 @@ fn exit_wfe_resumes_after_the_instruction() {
     let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(0, 0x2000));
     assert_eq!(run(&vm, &mut v, &p, ESR_WFE, 0), ExitAction::Resume);
     assert_eq!(v.regs.pc, 0x2004);
+}
+
+#[test]
+fn exit_wfit_blocks_until_its_timeout_or_resumes_if_it_passed() {
+    // WFIT x3 (EC 0x01, IL, RN = 3, RV, TI = 0b10).
+    const ESR_WFIT_X3: u64 = 0x0600_0000 | (3 << 5) | (1 << 2) | 0b10;
+    let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(0, 0x2000));
+    p.now.set(100);
+    v.regs.x[3] = 50;
+    assert_eq!(run(&vm, &mut v, &p, ESR_WFIT_X3, 0), ExitAction::Resume);
+    assert_eq!((v.regs.pc, v.wake_at), (0x2004, None));
+    v.regs.x[3] = 500;
+    assert_eq!(run(&vm, &mut v, &p, ESR_WFIT_X3, 0), ExitAction::Block);
+    assert_eq!((v.regs.pc, v.wake_at), (0x2008, Some(500)));
+    // The EL2 timer is armed for the timeout (no emulated timer deadline).
+    crate::hyp::timer::update_ptimer(&vm, &mut v, &p);
+    assert_eq!(p.hyp_timer.get(), Some(500));
+    assert!(!v.wake_up(499, false), "not before the timeout");
+    assert!(v.wake_up(500, false), "at the timeout");
+    assert_eq!(v.wake_at, None);
+    // An interrupt ends it early; a plain WFI has no timeout.
+    v.wake_at = Some(900);
+    assert!(v.wake_up(200, true));
+    assert!(
+        !v.wake_up(u64::MAX, false),
+        "WFI waits for an interrupt only"
+    );
 }
 
 #[test]
@@ -504,6 +534,63 @@ fn exit_abort_outside_ram_and_devices_is_an_external_abort() {
 }
 
 #[test]
+fn exit_unaligned_device_access_is_an_alignment_fault() {
+    let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(0, 0x4000));
+    // A 32-bit load from PL011 offset 0xfe1 (a guest that mapped the UART as Normal memory).
+    assert_eq!(
+        run(&vm, &mut v, &p, ESR_LDR_W2_L3, PL011_BASE + 0xfe1),
+        ExitAction::Inject(Exception::DataAbort {
+            fsc: FSC_ALIGNMENT,
+            far: PL011_BASE + 0xfe1,
+            write: false,
+        })
+    );
+    assert_eq!(v.regs.pc, 0x4000, "taken at the access");
+}
+
+#[test]
+fn exit_big_endian_guest_reads_device_bytes_reversed() {
+    let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(0, 0x4000));
+    p.sctlr_el1.set(1 << 25); // SCTLR_EL1.EE
+    assert_eq!(
+        run(&vm, &mut v, &p, ESR_LDR_W2_L3, PL011_BASE + 0xfe0),
+        ExitAction::Resume
+    );
+    assert_eq!(v.regs.x[2], 0x1100_0000, "UARTPeriphID0 (0x11) big-endian");
+}
+
+#[test]
+fn exit_stage_1_walk_into_a_hole_is_an_external_abort_on_the_walk_at_its_level() {
+    // The guest's level-1 table (4 KiB granule, 39-bit VA) in its RAM: entry 0 points to a
+    // level-2 table at 0x2000_0000, where nothing is.
+    let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(0, 0x4000));
+    let mut ram = vec![0u8; 0x2000];
+    ram[..8].copy_from_slice(&(0x2000_0000u64 | 0b11).to_le_bytes());
+    *p.ram.borrow_mut() = (RAM_PA, ram);
+    p.stage1.set(Some(crate::hyp::walk_level::Stage1Regs {
+        tcr_el1: 25,
+        ttbr0_el1: GUEST_RAM_BASE,
+        ttbr1_el1: 0,
+    }));
+    // A load from VA 0x0900_0fe0: its level-2 descriptor read (0x2000_0240) faults at stage 2
+    // (S1PTW, translation fault level 3, no syndrome).
+    let va = 0x0900_0fe0;
+    let exit = GuestExit::decode(Syndrome {
+        esr: ESR_NO_ISV_L3 | (1 << 7),
+        far: va,
+        hpfar: (0x2000_0240u64 >> 12) << 4,
+    });
+    assert_eq!(
+        handle_exit(&exit, &vm, &mut v, &p),
+        ExitAction::Inject(Exception::DataAbort {
+            fsc: 0x16,
+            far: va,
+            write: false,
+        })
+    );
+}
+
+#[test]
 fn exit_abort_past_the_end_of_ram_is_an_external_abort() {
     let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(0, 0x4000));
     let ipa = GUEST_RAM_BASE + RAM_SIZE;
@@ -517,12 +604,17 @@ fn exit_abort_past_the_end_of_ram_is_an_external_abort() {
 }
 
 #[test]
-fn exit_first_touch_of_ram_maps_a_cleaned_block_once() {
+fn exit_first_touch_of_ram_maps_a_zeroed_block_once() {
     let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(0, 0x4000));
     let ipa = GUEST_RAM_BASE + 0x1234;
     assert_eq!(run(&vm, &mut v, &p, ESR_NO_ISV_L3, ipa), ExitAction::Resume);
     assert_eq!(v.regs.pc, 0x4000, "the access is retried, not skipped");
-    assert_eq!(&*p.cleaned.borrow(), &[(RAM_PA, BLOCK_SIZE)]);
+    assert_eq!(
+        &*p.zeroed.borrow(),
+        &[(RAM_PA, BLOCK_SIZE)],
+        "never-used RAM is zeroed (and so cleaned) before the guest sees it"
+    );
+    assert!(p.cleaned.borrow().is_empty());
     let (pa, size, _) = vm.stage2.lock().lookup(ipa).unwrap();
     assert_eq!((pa, size), (RAM_PA + 0x1234, BLOCK_SIZE));
     // A second vCPU faulting on the same block finds it mapped.
@@ -531,10 +623,94 @@ fn exit_first_touch_of_ram_maps_a_cleaned_block_once() {
         run(&vm, &mut other, &p, ESR_NO_ISV_L3, ipa + 8),
         ExitAction::Resume
     );
-    assert_eq!(p.cleaned.borrow().len(), 1);
+    assert_eq!(p.zeroed.borrow().len(), 1);
     assert_eq!(
         vm.stage2_faults.load(core::sync::atomic::Ordering::Relaxed),
         1
+    );
+    // After a reset (stage 2 emptied) the RAM keeps its content: mapped again, cleaned, not
+    // zeroed.
+    vm.stage2.lock().unmap_all().unwrap();
+    assert_eq!(run(&vm, &mut v, &p, ESR_NO_ISV_L3, ipa), ExitAction::Resume);
+    assert_eq!(p.zeroed.borrow().len(), 1);
+    assert_eq!(&*p.cleaned.borrow(), &[(RAM_PA, BLOCK_SIZE)]);
+}
+
+#[test]
+fn exit_set_way_sweep_cleans_the_used_ram_once() {
+    let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(0, 0x4000));
+    // Two blocks used (first touches), the rest never.
+    for ipa in [GUEST_RAM_BASE, GUEST_RAM_BASE + 3 * BLOCK_SIZE] {
+        assert_eq!(run(&vm, &mut v, &p, ESR_NO_ISV_L3, ipa), ExitAction::Resume);
+    }
+    // DC CISW, x1 (Op0 1, Op1 0, CRn 7, CRm 14, Op2 2, write).
+    let dc_cisw_x1 =
+        (0x18 << 26) | (1 << 25) | (2 << 17) | (7 << 10) | (1 << 5) | (14 << 1) | (1 << 20);
+    v.regs.x[1] = 0x2; // level 2, set 0, way 0: the sweep's first operation
+    assert_eq!(run(&vm, &mut v, &p, dc_cisw_x1, 0), ExitAction::Resume);
+    assert_eq!(v.regs.pc, 0x4004);
+    assert_eq!(
+        &*p.cleaned.borrow(),
+        &[(RAM_PA, BLOCK_SIZE), (RAM_PA + 3 * BLOCK_SIZE, BLOCK_SIZE)]
+    );
+    v.regs.x[1] = 0x2 | (5 << 6); // another set: completes, nothing more to do
+    assert_eq!(run(&vm, &mut v, &p, dc_cisw_x1, 0), ExitAction::Resume);
+    assert_eq!(p.cleaned.borrow().len(), 2);
+}
+
+#[test]
+fn exit_os_lock_and_debug_rom_are_emulated_dcc_raz_wi() {
+    let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(0, 0x4000));
+    // MSR/MRS with Op0 2: (op1, crn, crm, op2), Rt 1.
+    let sys = |op0: u64, op1: u64, crn: u64, crm: u64, op2: u64, read: bool| {
+        (0x18 << 26)
+            | (1 << 25)
+            | (op0 << 20)
+            | (op2 << 17)
+            | (op1 << 14)
+            | (crn << 10)
+            | (1 << 5)
+            | (crm << 1)
+            | u64::from(read)
+    };
+    let oslar = sys(2, 0, 1, 0, 4, false);
+    let oslsr = sys(2, 0, 1, 1, 4, true);
+    v.regs.x[1] = 1;
+    assert_eq!(run(&vm, &mut v, &p, oslar, 0), ExitAction::Resume);
+    assert_eq!(run(&vm, &mut v, &p, oslsr, 0), ExitAction::Resume);
+    assert_eq!(v.regs.x[1], 0b1010, "OSLM = 0b10, OSLK = 1");
+    assert_eq!(p.os_lock.get(), Some(true), "the CPU's own lock follows");
+    v.regs.x[1] = 0;
+    run(&vm, &mut v, &p, oslar, 0);
+    run(&vm, &mut v, &p, oslsr, 0);
+    assert_eq!(v.regs.x[1], 0b1000, "unlocked");
+    assert_eq!(p.os_lock.get(), Some(false));
+    // OSLSR_EL1 is read-only.
+    assert_eq!(
+        run(&vm, &mut v, &p, sys(2, 0, 1, 1, 4, false), 0),
+        ExitAction::Inject(Exception::Undef)
+    );
+    // MDRAR_EL1 and MDCCSR_EL0 read as zero.
+    for read in [sys(2, 0, 1, 0, 0, true), sys(2, 3, 0, 1, 0, true)] {
+        v.regs.x[1] = 0xdead;
+        assert_eq!(run(&vm, &mut v, &p, read, 0), ExitAction::Resume);
+        assert_eq!(v.regs.x[1], 0);
+    }
+    // ACTLR_EL1: the core's reset value; writes ignored.
+    p.actlr_el1.set(0x1234);
+    assert_eq!(
+        run(&vm, &mut v, &p, sys(3, 0, 1, 0, 1, false), 0),
+        ExitAction::Resume
+    );
+    assert_eq!(
+        run(&vm, &mut v, &p, sys(3, 0, 1, 0, 1, true), 0),
+        ExitAction::Resume
+    );
+    assert_eq!(v.regs.x[1], 0x1234);
+    // An IMPLEMENTATION DEFINED register (HCR_EL2.TIDCP): UNDEFINED.
+    assert_eq!(
+        run(&vm, &mut v, &p, sys(3, 1, 11, 0, 2, true), 0),
+        ExitAction::Inject(Exception::Undef)
     );
 }
 
@@ -638,6 +814,7 @@ fn doorbell_pair() -> &'static [Vm] {
             gic: GicVersion::V3,
             ram_pa: RAM_PA + id as u64 * RAM_SIZE,
             kernel: PhysRange { base: 0, size: 0 },
+            format: Default::default(),
             initrd: None,
             bootargs: String::new(),
             gicv_pa: None,
@@ -649,6 +826,8 @@ fn doorbell_pair() -> &'static [Vm] {
             }],
             doorbells_out: out,
             doorbells_in: Vec::new(),
+            lifecycle: crate::config::Lifecycle::default(),
+            counter_hz: 62_500_000,
         };
         let geometry = stage2_geometry(4, 40).unwrap();
         let stage2 = Stage2Map::new_linear(&geometry, 0);
@@ -765,4 +944,44 @@ fn exit_gic_reads_leave_the_vgic_epoch_alone() {
     v.regs.x[1] = 0x2;
     run(&vm, &mut v, &p, ESR_STR_W1_L3, GICD);
     assert_ne!(vm.vgic_epoch.load(Ordering::Relaxed), before);
+}
+
+// ---- pvpanic ----------------------------------------------------------------------------
+
+/// STRB w1 / LDRB w2, translation fault level 3, with syndrome.
+const ESR_STRB_W1_L3: u64 = 0x9301_0047;
+const ESR_LDRB_W2_L3: u64 = 0x9302_0007;
+
+#[test]
+fn exit_pvpanic_read_offers_panicked_and_crash_loaded() {
+    use crate::guest_layout::PVPANIC_BASE;
+    let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(0, 0x4008_0000));
+    v.regs.x[2] = 0xdead;
+    assert_eq!(
+        run(&vm, &mut v, &p, ESR_LDRB_W2_L3, PVPANIC_BASE),
+        ExitAction::Resume
+    );
+    assert_eq!(v.regs.x[2], 3);
+    assert_eq!(v.regs.pc, 0x4008_0004);
+}
+
+#[test]
+fn exit_pvpanic_panicked_write_is_a_crash_after_the_store() {
+    use crate::guest_layout::PVPANIC_BASE;
+    use crate::hyp::handle::CrashCause;
+    let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(1, 0x4008_0000));
+    v.regs.x[1] = 1;
+    assert_eq!(
+        run(&vm, &mut v, &p, ESR_STRB_W1_L3, PVPANIC_BASE),
+        ExitAction::Crash(CrashCause::GuestPanic)
+    );
+    assert_eq!(v.regs.pc, 0x4008_0004, "the store completed");
+    // A crash kernel taking over, nothing, or a byte past the register: the guest goes on.
+    for (value, ipa) in [(2, PVPANIC_BASE), (0, PVPANIC_BASE), (1, PVPANIC_BASE + 1)] {
+        v.regs.x[1] = value;
+        assert_eq!(
+            run(&vm, &mut v, &p, ESR_STRB_W1_L3, ipa),
+            ExitAction::Resume
+        );
+    }
 }

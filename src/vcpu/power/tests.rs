@@ -58,7 +58,9 @@ fn power_cpu_off_allows_a_later_cpu_on() {
 fn power_system_off_halts_every_vcpu_for_good() {
     let vm = VmPower::new(3, 0).unwrap();
     vm.cpu_on(1, 0x1000, 0).unwrap(); // pending, not yet started
-    assert!(vm.system_event(SystemEvent::Off));
+    assert!(vm.stop());
+    assert_eq!(vm.vm_state(), VmState::Stopping);
+    vm.force_off();
     assert_eq!(vm.vm_state(), VmState::Off);
     for vcpu in 0..3 {
         assert!(!vm.may_run(vcpu));
@@ -70,9 +72,9 @@ fn power_system_off_halts_every_vcpu_for_good() {
     vm.cpu_off(0).unwrap();
     assert!(!vm.may_run(0));
     // A second event loses; a powered-off VM cannot be restarted.
-    assert!(!vm.system_event(SystemEvent::Reset));
+    assert!(!vm.stop());
     assert_eq!(vm.vm_state(), VmState::Off);
-    assert_eq!(vm.restart(0), Err(PowerError::NotResetting(VmState::Off)));
+    assert_eq!(vm.restart(0), Err(PowerError::NotStopping(VmState::Off)));
 }
 
 #[test]
@@ -82,10 +84,11 @@ fn power_reset_then_restart_runs_only_the_boot_vcpu() {
     vm.claim_start(1).unwrap();
     assert_eq!(
         vm.restart(0),
-        Err(PowerError::NotResetting(VmState::Running))
+        Err(PowerError::NotStopping(VmState::Running))
     );
-    assert!(vm.system_event(SystemEvent::Reset));
-    assert_eq!(vm.vm_state(), VmState::Resetting);
+    assert!(vm.stop());
+    assert!(!vm.stop(), "a second event loses");
+    assert_eq!(vm.vm_state(), VmState::Stopping);
     assert!(!vm.may_run(0) && !vm.may_run(1));
     assert_eq!(vm.restart(5), Err(PowerError::NoSuchVcpu { vcpu: 5 }));
     assert_eq!(vm.restart(0), Ok(()));
