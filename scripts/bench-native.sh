@@ -10,6 +10,8 @@
 #   native_wall_s=5.4            host wall time of the whole QEMU run (noisy, for information)
 #   native_insns_total=...       with --insns: instructions executed by all vCPUs
 #   native_insns_cpuN=...        with --insns: per vCPU
+#   NAME_insns_to_guest=...      with --insns and BENCH_PLUGIN_ARGS=,guest_below=ADDR: all
+#                                vCPUs' instructions before the guest's first one
 #
 # Why guest time: with `-icount shift=0` every instruction advances the guest clock by 1 ns, so
 # the timestamps the kernel prints measure work done, not host speed. `sleep=off` makes idle
@@ -55,7 +57,7 @@ bench_boot() {
         local plugin
         plugin=$("$BENCH_REPO/scripts/icount-plugin/build.sh" | sed -n 's/^INSN_COUNT_PLUGIN=//p')
         rm -f "$counts"
-        cmd+=(-plugin "$plugin" -d plugin -D "$counts")
+        cmd+=(-plugin "$plugin${BENCH_PLUGIN_ARGS:-}" -d plugin -D "$counts")
     fi
     printf 'bench: %s: %s\n' "$name" "${cmd[*]}" >&2
     local start end rc=0
@@ -76,7 +78,7 @@ bench_boot() {
     echo "${name}_wall_s=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.1f", b - a }')"
     if [ "$insns" = 1 ]; then
         [ -s "$counts" ] || bench_die "$name: no instruction counts in $counts" || return 1
-        sed -n 's/^insn-count: total=\([0-9]*\).*/'"$name"'_insns_total=\1/p; s/^insn-count: cpu\([0-9]*\)=\([0-9]*\)$/'"$name"'_insns_cpu\1=\2/p' "$counts"
+        sed -n 's/^insn-count: total=\([0-9]*\).*/'"$name"'_insns_total=\1/p; s/^insn-count: cpu\([0-9]*\)=\([0-9]*\)$/'"$name"'_insns_cpu\1=\2/p; s/^insn-count: first_guest_total=\([0-9]*\)$/'"$name"'_insns_to_guest=\1/p' "$counts"
     fi
 }
 

@@ -79,8 +79,9 @@ pub enum PsciAction {
 /// The result of a call: x0..x3 for the caller, and the action for the hypervisor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PsciOutcome {
-    /// Values for x0..x3 (x1..x3 are 0 for every call offered).
-    pub regs: [u64; 4],
+    /// The value for x0; x1..x3 are 0 for every call offered. (One register, not four: the
+    /// outcome then comes back in registers, on the null-hypercall path.)
+    pub x0: u64,
     /// What the hypervisor does next.
     pub action: PsciAction,
 }
@@ -93,14 +94,19 @@ impl PsciOutcome {
     fn with_action(value: i32, action: PsciAction) -> Self {
         Self {
             // Sign-extend: error codes are negative 32-bit values.
-            regs: [i64::from(value) as u64, 0, 0, 0],
+            x0: i64::from(value) as u64,
             action,
         }
     }
 
     /// x0 as the guest reads a 32-bit result.
     pub fn x0_i32(&self) -> i32 {
-        self.regs[0] as i32
+        self.x0 as i32
+    }
+
+    /// x0..x3 as the guest gets them.
+    pub fn regs(&self) -> [u64; 4] {
+        [self.x0, 0, 0, 0]
     }
 }
 
@@ -113,22 +119,26 @@ pub fn handle(
     vm: &VmPower,
     guest_ram: Range<u64>,
 ) -> PsciOutcome {
-    // SMC32 calls: the upper halves of x1..x3 are not arguments (may hold anything).
-    let args = if fid & SMC64_BIT == 0 {
-        args.map(|arg| arg & 0xffff_ffff)
-    } else {
-        args
+    // SMC32 calls: the upper halves of x1..x3 are not arguments (may hold anything). Masked
+    // where a call reads them: most calls take none.
+    let smc32 = fid & SMC64_BIT == 0;
+    let arg = |index: usize| {
+        if smc32 {
+            args[index] & 0xffff_ffff
+        } else {
+            args[index]
+        }
     };
     match fid {
         PSCI_VERSION => PsciOutcome::ret(u32::from(PSCI_VERSION_OFFERED) as i32),
-        PSCI_FEATURES => PsciOutcome::ret(psci_features(args[0] as u32)),
-        PSCI_CPU_SUSPEND_32 | PSCI_CPU_SUSPEND_64 => cpu_suspend(args[0] as u32),
+        PSCI_FEATURES => PsciOutcome::ret(psci_features(arg(0) as u32)),
+        PSCI_CPU_SUSPEND_32 | PSCI_CPU_SUSPEND_64 => cpu_suspend(arg(0) as u32),
         PSCI_CPU_OFF => match vm.cpu_off(caller) {
             Ok(()) => PsciOutcome::with_action(SUCCESS, PsciAction::CpuOff),
             Err(_) => PsciOutcome::ret(INTERNAL_FAILURE),
         },
-        PSCI_CPU_ON_32 | PSCI_CPU_ON_64 => cpu_on(args, vm, guest_ram),
-        PSCI_AFFINITY_INFO_32 | PSCI_AFFINITY_INFO_64 => affinity_info(args[0], args[1], vm),
+        PSCI_CPU_ON_32 | PSCI_CPU_ON_64 => cpu_on([arg(0), arg(1), arg(2)], vm, guest_ram),
+        PSCI_AFFINITY_INFO_32 | PSCI_AFFINITY_INFO_64 => affinity_info(arg(0), arg(1), vm),
         PSCI_MIGRATE_INFO_TYPE => {
             // No Trusted OS to migrate.
             PsciOutcome::ret(MigrateType::MigrationNotRequired as i32)
@@ -138,7 +148,7 @@ pub fn handle(
         PSCI_SYSTEM_RESET2_32 | PSCI_SYSTEM_RESET2_64 => {
             // Only the architectural warm reset; vendor types and reserved architectural
             // types are invalid (PSCI 1.1 §5.16). The cookie (x2) is unused.
-            if args[0] as u32 == RESET_TYPE_WARM {
+            if arg(0) as u32 == RESET_TYPE_WARM {
                 system_event(vm, SystemEvent::Reset)
             } else {
                 // Vendor-specific types (bit 31 set, none offered) and the reserved
@@ -147,7 +157,7 @@ pub fn handle(
             }
         }
         SMCCC_VERSION => PsciOutcome::ret(u32::from(SMCCC_VERSION_OFFERED) as i32),
-        SMCCC_ARCH_FEATURES => PsciOutcome::ret(arch_features(args[0] as u32)),
+        SMCCC_ARCH_FEATURES => PsciOutcome::ret(arch_features(arg(0) as u32)),
         _ => PsciOutcome::ret(NOT_SUPPORTED),
     }
 }

@@ -9,6 +9,12 @@
  *   insn-count: cpu<N>=<instructions>
  *   insn-count: total=<instructions> vcpus=<N> mode=<mode>
  *
+ * guest_below=ADDR also prints `insn-count: first_guest_total=<instructions>` and
+ * `first_guest_pc=`: the total of all vCPUs when vCPU 0, after running code at or above ADDR (a
+ * hypervisor linked high, e.g. Bulkhead's IMAGE_VA), first enters a block below it: a guest's
+ * first instruction. Exact with one CPU; with several, CPU 0 may run low code (or no guest)
+ * first, which first_guest_pc shows.
+ *
  * mode=insn (default) counts every executed instruction: exact, also when a translation block
  * is left early by an exception or interrupt. mode=tb adds a block's length once per block
  * entry: about twice as fast, but also counts the rest of a block that was left early.
@@ -40,6 +46,25 @@ struct vcpu_count {
 static struct vcpu_count *counts;
 static unsigned int max_vcpus;
 static int exact = 1;
+static uint64_t guest_below;
+static int seen_high, first_guest_done;
+static uint64_t first_guest_total, first_guest_pc;
+
+static void on_tb_exec_mark(unsigned int vcpu, void *vaddr)
+{
+    if (vcpu != 0 || first_guest_done) {
+        return;
+    }
+    if ((uintptr_t)vaddr >= guest_below) {
+        seen_high = 1;
+    } else if (seen_high) {
+        first_guest_done = 1;
+        first_guest_pc = (uintptr_t)vaddr;
+        for (unsigned int cpu = 0; cpu < max_vcpus; cpu++) {
+            first_guest_total += counts[cpu].insns;
+        }
+    }
+}
 
 static void on_exec_add(unsigned int vcpu, void *insns)
 {
@@ -53,6 +78,10 @@ static void on_tb_translate(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
     (void)id;
     size_t n = qemu_plugin_tb_n_insns(tb);
 
+    if (guest_below != 0) {
+        qemu_plugin_register_vcpu_tb_exec_cb(tb, on_tb_exec_mark, QEMU_PLUGIN_CB_NO_REGS,
+                                             (void *)(uintptr_t)qemu_plugin_tb_vaddr(tb));
+    }
     if (!exact) {
         qemu_plugin_register_vcpu_tb_exec_cb(tb, on_exec_add, QEMU_PLUGIN_CB_NO_REGS,
                                              (void *)(uintptr_t)n);
@@ -83,6 +112,13 @@ static void on_qemu_exit(qemu_plugin_id_t id, void *userdata)
     snprintf(line, sizeof(line), "insn-count: total=%" PRIu64 " vcpus=%u mode=%s\n", total, vcpus,
              exact ? "insn" : "tb");
     qemu_plugin_outs(line);
+    if (first_guest_done) {
+        snprintf(line, sizeof(line), "insn-count: first_guest_total=%" PRIu64 "\n",
+                 first_guest_total);
+        qemu_plugin_outs(line);
+        snprintf(line, sizeof(line), "insn-count: first_guest_pc=%#" PRIx64 "\n", first_guest_pc);
+        qemu_plugin_outs(line);
+    }
 }
 
 QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_t *info,
@@ -93,8 +129,11 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_
             exact = 1;
         } else if (strcmp(argv[i], "mode=tb") == 0) {
             exact = 0;
+        } else if (strncmp(argv[i], "guest_below=", 12) == 0) {
+            guest_below = strtoull(argv[i] + 12, NULL, 0);
         } else {
-            fprintf(stderr, "insn-count: unknown option '%s' (mode=insn|tb)\n", argv[i]);
+            fprintf(stderr, "insn-count: unknown option '%s' (mode=insn|tb, guest_below=ADDR)\n",
+                    argv[i]);
             return -1;
         }
     }

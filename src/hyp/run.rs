@@ -77,8 +77,10 @@ fn flush_lrs(vm: &Vm, vcpu: &mut Vcpu, pcpu: &PhysCpu) {
         };
         fill
     };
-    for i in 0..count {
-        vgic_hw::write_lr(i, (i < fill.count).then(|| &vcpu.lrs[i]));
+    // Only the filled ones: the others are empty (emptied by `fold_loaded_lrs` after every
+    // exit, and at the start of `run_vcpu`).
+    for (i, entry) in vcpu.lrs[..fill.count].iter().enumerate() {
+        vgic_hw::write_lr(i, Some(entry));
     }
     vcpu.lrs_loaded = fill.count;
     vgic_hw::enable(fill.overflow);
@@ -167,6 +169,10 @@ fn run_vcpu(vm: &'static Vm, index: usize, pcpu_index: usize) -> ! {
         loaded_vmid: None,
     };
     let p = &ArchPlatform;
+    // Every list register empty: `flush_lrs` writes only the ones it fills.
+    for i in 0..pcpu.lr_count {
+        vgic_hw::write_lr(i, None);
+    }
     sysregs::activate_traps(index as u64);
     host_irq::enable_vcpu_irqs(pcpu_index);
     if pcpu_index == 0 {
@@ -175,6 +181,8 @@ fn run_vcpu(vm: &'static Vm, index: usize, pcpu_index: usize) -> ! {
     let requests = &vm.requests[index];
     let Some(vmids) = setup::vmids() else { park() };
     log::debug!("vcpu {index}: run loop on cpu {pcpu_index}");
+    // The last pass ended in `wait_for_event` for a blocked vCPU.
+    let mut waited = false;
     loop {
         let generation = vm.generation.load(Ordering::Acquire);
         if generation != vcpu.generation && vm.power.vm_state() == VmState::Running {
@@ -215,15 +223,21 @@ fn run_vcpu(vm: &'static Vm, index: usize, pcpu_index: usize) -> ! {
             }
         }
         if vcpu.blocked {
-            host_irq::handle_host_irqs(Some((vm, &mut *vcpu)));
+            // Host interrupts that arrived since the exit may wake it (a wait just handled
+            // them already).
+            if !waited {
+                host_irq::handle_host_irqs(Some((vm, &mut *vcpu)));
+            }
             let deliverable = vm.vgic.lock().has_deliverable(index);
             if vcpu.wake_up(cpu::counter(), deliverable) {
                 vcpu.blocked = false;
             } else {
                 wait_for_event(vm, vcpu);
+                waited = true;
                 continue;
             }
         }
+        waited = false;
 
         let vmid = match vmids.update(pcpu_index, &vm.vmid) {
             Ok(v) => v,

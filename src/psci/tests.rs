@@ -32,7 +32,10 @@ fn x0(vm: &VmPower, fid: u32, args: [u64; 3]) -> i32 {
 #[test]
 fn psci_version_is_1_1_and_has_no_smc64_id() {
     let vm = vm();
-    assert_eq!(call(&vm, PSCI_VERSION, [0; 3]).regs, [0x0001_0001, 0, 0, 0]);
+    assert_eq!(
+        call(&vm, PSCI_VERSION, [0; 3]).regs(),
+        [0x0001_0001, 0, 0, 0]
+    );
     assert_eq!(x0(&vm, PSCI_VERSION | SMC64_BIT, [0; 3]), NOT_SUPPORTED);
 }
 
@@ -45,9 +48,9 @@ fn smccc_version_is_1_1() {
 #[test]
 fn psci_errors_are_sign_extended_to_64_bits() {
     let vm = vm();
-    assert_eq!(call(&vm, 0x8400_00ff, [0; 3]).regs, [u64::MAX, 0, 0, 0]);
+    assert_eq!(call(&vm, 0x8400_00ff, [0; 3]).regs(), [u64::MAX, 0, 0, 0]);
     assert_eq!(
-        call(&vm, PSCI_AFFINITY_INFO_64, [9, 0, 0]).regs[0],
+        call(&vm, PSCI_AFFINITY_INFO_64, [9, 0, 0]).x0,
         INVALID_PARAMETERS as i64 as u64
     );
 }
@@ -155,7 +158,7 @@ fn psci_cpu_on_succeeds_once_then_already_on_while_pending_and_after() {
     for fid in [PSCI_CPU_ON_32, PSCI_CPU_ON_64] {
         let vm = vm();
         let outcome = call(&vm, fid, [1, ENTRY, 0x1234]);
-        assert_eq!(outcome.regs, [0, 0, 0, 0]);
+        assert_eq!(outcome.regs(), [0, 0, 0, 0]);
         assert_eq!(outcome.action, PsciAction::StartVcpu { target: 1 });
         assert_eq!(x0(&vm, fid, [1, ENTRY, 0]), ALREADY_ON);
         assert_eq!(

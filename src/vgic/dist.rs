@@ -63,6 +63,14 @@ impl IrqField {
         }
     }
 
+    /// Whether writing a one may change the pending or active state (and so the queue).
+    fn moves_queue(self) -> bool {
+        matches!(
+            self,
+            Self::SetPending | Self::ClearPending | Self::SetActive | Self::ClearActive
+        )
+    }
+
     /// Applies a written bit to `irq`. Returns whether the write may have made it deliverable.
     fn write(self, irq: &mut IrqState, intid: u32, version: GicVersion, bit: bool) -> bool {
         // GICv2 SGI pending state is per sender and set through GICD_SGIR only.
@@ -113,6 +121,9 @@ impl Vgic {
             if field.write(irq, intid, version, value & (1 << bit) != 0) {
                 kicks = kicks.union(self.kick_for(vcpu, intid));
             }
+            if field.moves_queue() && value & (1 << bit) != 0 {
+                self.requeue(vcpu, intid);
+            }
         }
         kicks
     }
@@ -151,6 +162,8 @@ impl Vgic {
             }
             if let Some(irq) = self.irq_mut(vcpu, intid) {
                 irq.edge = value & (0b10 << (2 * index)) != 0;
+                // A high line pends a level interrupt, not an edge one.
+                self.requeue(vcpu, intid);
             }
         }
     }
@@ -186,12 +199,7 @@ impl Vgic {
     }
 
     /// A guest read of the distributor by `vcpu` at `offset`.
-    pub fn dist_read(
-        &mut self,
-        vcpu: usize,
-        offset: u64,
-        size: AccessSize,
-    ) -> Result<u64, VgicError> {
+    pub fn dist_read(&self, vcpu: usize, offset: u64, size: AccessSize) -> Result<u64, VgicError> {
         self.check_vcpu(vcpu)?;
         check_access(offset, size, self.dist_widths(offset))?;
         Ok(self.dist_read_checked(vcpu, offset, size))
@@ -328,6 +336,7 @@ impl Vgic {
             }
             if let Some(irq) = self.irq_mut(0, intid) {
                 irq.targets = (value >> (8 * byte)) as u8 & valid;
+                self.requeue(0, intid);
                 kicks = kicks.union(self.kick_for(0, intid));
             }
         }
@@ -360,6 +369,7 @@ impl Vgic {
         let shift = (offset & 4) * 8;
         let field = size.mask() << shift;
         irq.route = ((irq.route & !field) | ((value << shift) & field)) & IROUTER_MASK;
+        self.requeue(0, intid);
         self.kick_for(0, intid)
     }
 }

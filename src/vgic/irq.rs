@@ -27,7 +27,12 @@ pub(crate) struct IrqState {
     pub targets: u8,
     /// GICv3 SPIs: IROUTER value (affinity fields and Interrupt_Routing_Mode).
     pub route: u64,
+    /// The vCPU whose queue (`Vgic::queued`) holds this interrupt, or [`NOT_QUEUED`].
+    pub queued_on: u8,
 }
+
+/// `IrqState::queued_on` of an interrupt on no vCPU's queue.
+pub(crate) const NOT_QUEUED: u8 = u8::MAX;
 
 impl IrqState {
     /// A reset SGI: edge-triggered, disabled.
@@ -44,6 +49,7 @@ impl IrqState {
             sgi_sources: 0,
             targets: 0,
             route: 0,
+            queued_on: NOT_QUEUED,
         }
     }
 
@@ -58,6 +64,11 @@ impl IrqState {
     /// Whether the interrupt is pending in the GIC's sense.
     pub fn pending(&self) -> bool {
         self.pending_latch || self.sgi_sources != 0 || (!self.edge && self.line_level)
+    }
+
+    /// Whether the interrupt belongs on its vCPU's queue: pending or active.
+    pub fn wants_queue(&self) -> bool {
+        self.active || self.pending()
     }
 
     /// Clears every pending source (ICPENDR).

@@ -42,8 +42,28 @@ pub struct LrFill {
     pub overflow: bool,
 }
 
-/// Ordering key: pending-and-deliverable before active-only, then priority, then INTID.
-type Urgency = (bool, u8, u32);
+/// Ordering key, smaller first: pending-and-deliverable before active-only (bit 40), then
+/// priority (bits 39:32), then INTID (bits 31:0). One word, so the candidate array is cheap
+/// to set up and compare on every fill.
+type Urgency = u64;
+
+fn urgency_key(active_only: bool, priority: u8, intid: u32) -> Urgency {
+    (u64::from(active_only) << 40) | (u64::from(priority) << 32) | u64::from(intid)
+}
+
+/// A candidate kept in an output slot while `take_for_lrs` ranks them.
+fn candidate(key: Urgency) -> LrEntry {
+    LrEntry {
+        intid: key as u32,
+        priority: (key >> 32) as u8,
+        pending: key >> 40 == 0,
+        ..LrEntry::default()
+    }
+}
+
+fn candidate_key(entry: &LrEntry) -> Urgency {
+    urgency_key(!entry.pending, entry.priority, entry.intid)
+}
 
 /// Most list registers any GIC has (ICH_VTR_EL2.ListRegs and GICH_VTR.ListRegs are 4 bits).
 pub const MAX_LIST_REGISTERS: usize = 16;
@@ -57,34 +77,38 @@ impl Vgic {
         if vcpu >= self.vcpu_count {
             return fill;
         }
-        // One pass over the interrupts keeps the `out.len()` most urgent candidates, sorted
-        // (this runs on nearly every guest entry, so no rescans per list register).
+        // One pass over the vCPU's queue (everything pending or active for it is there) keeps
+        // the `out.len()` most urgent candidates, sorted, in `out` itself: this runs on nearly
+        // every guest entry, so no rescans per list register and no scratch array to clear.
         let slots = out.len().min(MAX_LIST_REGISTERS);
-        let mut picks = [(Urgency::default(), 0u32); MAX_LIST_REGISTERS];
         let mut picked = 0;
-        for intid in 0..PRIVATE_IRQ_COUNT + self.spi_count() {
-            let Some(key) = self.urgency(vcpu, intid) else {
-                continue;
-            };
-            if picked == slots {
-                // Full: a candidate less urgent than every pick (or any, if there are no
-                // slots) only means more is waiting.
-                fill.overflow = true;
-                if slots == 0 || key >= picks[slots - 1].0 {
+        for (index, &word) in self.queue_words(vcpu).iter().enumerate() {
+            let mut rest = word;
+            while rest != 0 {
+                let intid = index as u32 * 64 + rest.trailing_zeros();
+                rest &= rest - 1;
+                let Some(key) = self.urgency(vcpu, intid) else {
                     continue;
+                };
+                if picked == slots {
+                    // Full: a candidate less urgent than every pick (or any, if there are no
+                    // slots) only means more is waiting.
+                    fill.overflow = true;
+                    if slots == 0 || key >= candidate_key(&out[slots - 1]) {
+                        continue;
+                    }
+                    picked -= 1;
                 }
-                picked -= 1;
+                let at = out[..picked].partition_point(|e| candidate_key(e) < key);
+                out.copy_within(at..picked, at + 1);
+                out[at] = candidate(key);
+                picked += 1;
             }
-            let at = picks[..picked].partition_point(|(k, _)| *k < key);
-            picks.copy_within(at..picked, at + 1);
-            picks[at] = (key, intid);
-            picked += 1;
         }
-        for &(_, intid) in &picks[..picked] {
-            if let Some(entry) = self.take_one(vcpu, intid)
-                && let Some(slot) = out.get_mut(fill.count)
-            {
-                *slot = entry;
+        // Each candidate becomes its real entry; slot `fill.count` <= the candidate's own.
+        for at in 0..picked {
+            if let Some(entry) = self.take_one(vcpu, out[at].intid) {
+                out[fill.count] = entry;
                 fill.count += 1;
             }
         }
@@ -104,7 +128,7 @@ impl Vgic {
         if intid >= PRIVATE_IRQ_COUNT && self.delivery_vcpu(vcpu, intid, irq) != Some(vcpu) {
             return None;
         }
-        Some((!deliverable, irq.priority, intid))
+        Some(urgency_key(!deliverable, irq.priority, intid))
     }
 
     /// Moves `intid` into an LR entry for `vcpu`.
@@ -135,6 +159,8 @@ impl Vgic {
             }
         }
         irq.in_lr = true;
+        // An edge interrupt's pending state moved into the LR: off the queue unless active.
+        self.requeue(vcpu, intid);
         Some(entry)
     }
 
@@ -160,6 +186,7 @@ impl Vgic {
             // if still high, keeps the interrupt pending.
             irq.pending_latch = false;
         }
+        self.requeue(vcpu, entry.intid);
     }
 }
 
@@ -276,6 +303,7 @@ mod tests {
         let mut vgic = vgic(GicVersion::V3, 1, &[3, 5]);
         vgic.irq_mut(0, 3).unwrap().active = true;
         vgic.irq_mut(0, 3).unwrap().priority = 0x00;
+        vgic.requeue(0, 3);
         vgic.set_pending(0, 5).unwrap();
         let (entries, _) = take(&mut vgic, 0, 4);
         assert_eq!(entries.iter().map(|e| e.intid).collect::<Vec<_>>(), [5, 3]);

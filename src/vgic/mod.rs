@@ -12,7 +12,17 @@
 //!   now. Between the two the interrupt belongs to the LR.
 //!
 //! Calls that may make an interrupt deliverable return a [`VcpuSet`] of vCPUs to kick (or wake
-//! from WFI). The state is plain data: one VM's `Vgic` sits behind the VM's lock.
+//! from WFI).
+//!
+//! Each vCPU has a queue of the interrupts that are pending or active and delivered to it
+//! (KVM's `ap_list`, `vgic_queue_irq_unlock`): every call that changes an interrupt's pending
+//! or active state or its routing moves it onto the right queue or off every queue
+//! (`Vgic::requeue`), so filling list registers and the WFI wake-up test look at those few
+//! interrupts, not at every INTID. A queue is a bitmap over INTIDs rather than KVM's linked
+//! list: INTIDs are dense and few (at most 1020), so a bitmap needs no allocation, keeps
+//! INTID order for free, and a scan of an empty one is a handful of word tests.
+//!
+//! The state is plain data: one VM's `Vgic` sits behind the VM's lock.
 //! Guest-controlled values never panic: bad sizes/alignments are errors (inject an abort),
 //! unknown offsets read as zero and ignore writes.
 
@@ -22,7 +32,7 @@ use crate::guest_layout::{GicVersion, MAX_VCPUS, vcpu_index_from_mpidr};
 use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
-use irq::IrqState;
+use irq::{IrqState, NOT_QUEUED};
 
 mod dist;
 mod irq;
@@ -96,9 +106,16 @@ impl VcpuSet {
         self.0 == 0
     }
 
-    /// Members, lowest first.
+    /// Members, lowest first (one step per member: this runs on every kick).
     pub fn iter(self) -> impl Iterator<Item = usize> {
-        (0..32).filter(move |&index| self.0 & (1 << index) != 0)
+        let mut rest = self.0;
+        core::iter::from_fn(move || {
+            (rest != 0).then(|| {
+                let index = rest.trailing_zeros() as usize;
+                rest &= rest - 1;
+                index
+            })
+        })
     }
 }
 
@@ -145,6 +162,10 @@ pub struct Vgic {
     spis: Vec<IrqState>,
     /// GICv3 GICR_WAKER.ProcessorSleep per vCPU.
     processor_sleep: Vec<bool>,
+    /// Per vCPU, `queue_words` words: bit n set = INTID n is pending or active and delivered
+    /// to that vCPU (see the module comment). Kept by `requeue` only.
+    queued: Vec<u64>,
+    queue_words: usize,
 }
 
 impl Vgic {
@@ -155,6 +176,7 @@ impl Vgic {
             return Err(VgicError::BadConfig);
         }
         let spi_count = spi_count.div_ceil(32) * 32;
+        let queue_words = (PRIVATE_IRQ_COUNT + spi_count).div_ceil(64) as usize;
         let mut private = [IrqState::level(); PRIVATE_IRQ_COUNT as usize];
         for sgi in &mut private[..SGI_COUNT as usize] {
             *sgi = IrqState::sgi();
@@ -166,6 +188,8 @@ impl Vgic {
             private: vec![private; vcpu_count],
             spis: vec![IrqState::level(); spi_count as usize],
             processor_sleep: vec![true; vcpu_count],
+            queued: vec![0; queue_words * vcpu_count],
+            queue_words,
         })
     }
 
@@ -264,6 +288,77 @@ impl Vgic {
         }
     }
 
+    /// Puts `intid` (seen from `bank`, the vCPU whose SGI/PPI bank it is in) on the queue of
+    /// the vCPU it is delivered to if it is pending or active, and takes it off any other
+    /// queue. Called after every change of an interrupt's pending or active state or routing.
+    #[inline]
+    fn requeue(&mut self, bank: usize, intid: u32) {
+        let Some(irq) = self.irq(bank, intid) else {
+            return;
+        };
+        let want = if !irq.wants_queue() {
+            NOT_QUEUED
+        } else if intid < PRIVATE_IRQ_COUNT {
+            bank as u8
+        } else {
+            self.delivery_vcpu(bank, intid, irq)
+                .map_or(NOT_QUEUED, |vcpu| vcpu as u8)
+        };
+        let was = irq.queued_on;
+        if was != want {
+            self.move_queued(bank, intid, was, want);
+        }
+    }
+
+    /// Moves `intid` from queue `was` to queue `want` (either may be [`NOT_QUEUED`]).
+    fn move_queued(&mut self, bank: usize, intid: u32, was: u8, want: u8) {
+        let (word, bit) = (intid as usize / 64, 1u64 << (intid % 64));
+        if let Some(slot) = self.queue_slot(usize::from(was), word) {
+            *slot &= !bit;
+        }
+        if let Some(slot) = self.queue_slot(usize::from(want), word) {
+            *slot |= bit;
+        }
+        if let Some(irq) = self.irq_mut(bank, intid) {
+            irq.queued_on = want;
+        }
+    }
+
+    fn queue_slot(&mut self, vcpu: usize, word: usize) -> Option<&mut u64> {
+        if vcpu >= self.vcpu_count || word >= self.queue_words {
+            return None;
+        }
+        self.queued.get_mut(vcpu * self.queue_words + word)
+    }
+
+    /// `vcpu`'s queue: bit n of word w is INTID 64w + n.
+    #[inline]
+    fn queue_words(&self, vcpu: usize) -> &[u64] {
+        if vcpu < self.vcpu_count {
+            &self.queued[vcpu * self.queue_words..(vcpu + 1) * self.queue_words]
+        } else {
+            &[]
+        }
+    }
+
+    /// The INTIDs on `vcpu`'s queue, lowest first.
+    #[cfg(test)]
+    fn queued(&self, vcpu: usize) -> impl Iterator<Item = u32> + '_ {
+        self.queue_words(vcpu)
+            .iter()
+            .enumerate()
+            .flat_map(|(index, &word)| {
+                let mut rest = word;
+                core::iter::from_fn(move || {
+                    (rest != 0).then(|| {
+                        let bit = rest.trailing_zeros();
+                        rest &= rest - 1;
+                        index as u32 * 64 + bit
+                    })
+                })
+            })
+    }
+
     /// Makes `intid` pending, as an edge would. `vcpu` selects the bank for an SGI/PPI and is
     /// ignored for SPIs (the guest's routing decides). Returns the vCPU to kick.
     pub fn set_pending(&mut self, vcpu: usize, intid: u32) -> Result<VcpuSet, VgicError> {
@@ -272,6 +367,7 @@ impl Vgic {
             .irq_mut(vcpu, intid)
             .ok_or(VgicError::NoSuchIntid(intid))?;
         irq.pending_latch = true;
+        self.requeue(vcpu, intid);
         Ok(self.kick_for(vcpu, intid))
     }
 
@@ -292,8 +388,9 @@ impl Vgic {
         // it pending: kick that vCPU, so the exit folds the LR and the next entry no longer
         // offers it (KVM's `vgic_prune_ap_list` runs on every exit for the same reason).
         let retire = !level && irq.in_lr && !irq.pending();
+        let irq = *irq;
+        self.requeue(vcpu, intid);
         if retire {
-            let irq = *irq;
             return Ok(self
                 .delivery_vcpu(vcpu, intid, &irq)
                 .map_or(VcpuSet::EMPTY, |holder| VcpuSet::EMPTY.with(holder)));
@@ -340,6 +437,7 @@ impl Vgic {
                     }
                     GicVersion::V3 => irq.pending_latch = true,
                 }
+                self.requeue(target, request.intid);
                 kicks = kicks.union(self.kick_for(target, request.intid));
             }
         }
@@ -350,14 +448,22 @@ impl Vgic {
     /// test. The CPU interface's priority mask is not considered (that lives in the LR
     /// hardware).
     pub fn has_deliverable(&self, vcpu: usize) -> bool {
-        let Some(private) = self.private.get(vcpu) else {
-            return false;
-        };
-        private.iter().any(|irq| self.deliverable(irq))
-            || self.spis.iter().enumerate().any(|(index, irq)| {
-                self.deliverable(irq)
-                    && self.delivery_vcpu(vcpu, PRIVATE_IRQ_COUNT + index as u32, irq) == Some(vcpu)
-            })
+        // Everything pending for `vcpu` is on its queue (a plain loop: the WFI path).
+        for (index, &word) in self.queue_words(vcpu).iter().enumerate() {
+            let mut rest = word;
+            while rest != 0 {
+                let intid = index as u32 * 64 + rest.trailing_zeros();
+                rest &= rest - 1;
+                if self.irq(vcpu, intid).is_some_and(|irq| {
+                    self.deliverable(irq)
+                        && (intid < PRIVATE_IRQ_COUNT
+                            || self.delivery_vcpu(vcpu, intid, irq) == Some(vcpu))
+                }) {
+                    return true;
+                }
+            }
+        }
+        false
     }
 }
 
@@ -405,6 +511,97 @@ mod tests {
             VgicError::BadConfig
         );
         assert_eq!(Vgic::new(GicVersion::V3, 1, 40).unwrap().spi_count(), 64);
+    }
+
+    /// What the queues must hold, recomputed from every interrupt's state.
+    fn expected_queue(vgic: &Vgic, vcpu: usize) -> Vec<u32> {
+        (0..PRIVATE_IRQ_COUNT + vgic.spi_count())
+            .filter(|&intid| {
+                let irq = vgic.irq(vcpu, intid).unwrap();
+                irq.wants_queue() && vgic.delivery_vcpu(vcpu, intid, irq) == Some(vcpu)
+            })
+            .collect()
+    }
+
+    /// The WFI test as a scan of every INTID (what the queues replace).
+    fn deliverable_by_scan(vgic: &Vgic, vcpu: usize) -> bool {
+        (0..PRIVATE_IRQ_COUNT + vgic.spi_count()).any(|intid| {
+            let irq = vgic.irq(vcpu, intid).unwrap();
+            vgic.deliverable(irq) && vgic.delivery_vcpu(vcpu, intid, irq) == Some(vcpu)
+        })
+    }
+
+    /// Random guest and device activity (distributor and redistributor writes, SGIs, lines,
+    /// list-register round trips): after every step each vCPU's queue holds exactly its
+    /// pending or active interrupts, and the queue-based WFI test agrees with a full scan.
+    #[test]
+    fn queues_follow_every_state_change() {
+        for version in [GicVersion::V2, GicVersion::V3] {
+            let mut vgic = Vgic::new(version, 4, 64).unwrap();
+            let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+            let mut next = move |bound: u64| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed % bound
+            };
+            for step in 0..5_000 {
+                let vcpu = next(4) as usize;
+                let intid = next(96) as u32;
+                match next(9) {
+                    0 => _ = vgic.set_pending(vcpu, intid),
+                    1 => _ = vgic.set_line_level(vcpu, intid, next(2) == 0),
+                    2 => _ = vgic.send_sgi1r(vcpu, (next(16) << 24) | next(16)),
+                    3 | 4 => {
+                        // A per-interrupt row (group .. active, config) or routing.
+                        let offset = match next(4) {
+                            0 => 0x80 + next(0x380 / 4) * 4,
+                            1 => 0xc00 + next(0x18 / 4) * 4,
+                            2 if version == GicVersion::V2 => 0x800 + next(0x60 / 4) * 4,
+                            2 => 0x6000 + 8 * (32 + next(64)),
+                            _ => 0,
+                        };
+                        let value = (next(1 << 32) & next(1 << 32)) | next(4);
+                        _ = vgic.dist_write(vcpu, offset, AccessSize::Word, value);
+                    }
+                    5 if version == GicVersion::V2 => {
+                        _ = vgic.dist_write(vcpu, 0xf00, AccessSize::Word, next(1 << 26))
+                    }
+                    5 => {
+                        let row = [0x80, 0x100, 0x180, 0x200, 0x280, 0x300, 0x380, 0xc04];
+                        let offset = vcpu as u64 * 0x20000 + 0x10000 + row[next(8) as usize];
+                        _ = vgic.redist_write(offset, AccessSize::Word, next(1 << 32));
+                    }
+                    _ => {
+                        // Entry and exit: load LRs, let the guest do anything, fold back.
+                        let mut lrs = [LrEntry::default(); 4];
+                        let fill = vgic.take_for_lrs(vcpu, &mut lrs);
+                        for entry in &mut lrs[..fill.count] {
+                            match next(3) {
+                                0 => {}
+                                1 => (entry.pending, entry.active) = (false, true),
+                                _ => (entry.pending, entry.active) = (false, false),
+                            }
+                            vgic.fold_lr(vcpu, entry);
+                        }
+                    }
+                }
+                for vcpu in 0..4 {
+                    assert_eq!(
+                        vgic.queued(vcpu).collect::<Vec<_>>(),
+                        expected_queue(&vgic, vcpu),
+                        "{version:?} step {step} vcpu {vcpu}"
+                    );
+                    assert_eq!(
+                        vgic.has_deliverable(vcpu),
+                        deliverable_by_scan(&vgic, vcpu),
+                        "{version:?} step {step} vcpu {vcpu}"
+                    );
+                }
+            }
+            vgic.reset();
+            assert!((0..4).all(|vcpu| vgic.queued(vcpu).next().is_none()));
+        }
     }
 
     #[test]

@@ -71,7 +71,7 @@ impl Vgic {
     }
 
     /// A guest read at `offset` from GICR_BASE (any vCPU may read any redistributor).
-    pub fn redist_read(&mut self, offset: u64, size: AccessSize) -> Result<u64, VgicError> {
+    pub fn redist_read(&self, offset: u64, size: AccessSize) -> Result<u64, VgicError> {
         let Some(location) = self.locate_redist(offset) else {
             check_access(offset, size, &[AccessSize::Word, AccessSize::Double])?;
             return Ok(0);

@@ -1426,6 +1426,7 @@ fn probe_guest_cpu_features_on_max_gicv2() {
 }
 
 // Topic files: each is a child module, so it reaches the harness above through `super::*`.
+mod bench_probe;
 mod console_clock;
 mod fidelity;
 mod guest_formats;

@@ -457,6 +457,9 @@ static SECONDARY_CPU_OFF_RESULT: AtomicU64 = AtomicU64::new(0);
 /// `context` is the CPU_ON context id, which PSCI delivers in x0.
 #[unsafe(no_mangle)]
 extern "C" fn probe_secondary_main(context: u64) -> ! {
+    if context == crate::bench::SECONDARY_CONTEXT {
+        crate::bench::secondary()
+    }
     println!(
         "PROBE: secondary up mpidr={:#x} context={context:#x}",
         machine::own_mpidr()
@@ -471,7 +474,7 @@ extern "C" fn probe_secondary_main(context: u64) -> ! {
     psci::park()
 }
 
-fn secondary_entry_address() -> u64 {
+pub(crate) fn secondary_entry_address() -> u64 {
     unsafe extern "C" {
         fn probe_secondary_entry();
     }

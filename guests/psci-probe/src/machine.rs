@@ -123,6 +123,8 @@ pub struct Machine {
     pub pvpanic: Option<u64>,
     /// `probe.zeroed_ram=1`.
     pub zeroed_ram_check: bool,
+    /// /chosen/bootargs, whole (empty when absent).
+    pub bootargs: &'static str,
 }
 
 impl Machine {
@@ -152,6 +154,7 @@ impl Machine {
             crash: None,
             pvpanic: None,
             zeroed_ram_check: false,
+            bootargs: "",
         };
         // The DTB must be in RAM and 8-byte aligned (arm64 boot protocol).
         if dtb_addr < RAM_BASE || !dtb_addr.is_multiple_of(8) {
@@ -192,6 +195,7 @@ impl Machine {
             machine.touch_ipa = bootarg_number(args, TOUCH_IPA_ARG);
             machine.crash = psci_probe::bootargs::value(args, CRASH_ARG);
             machine.zeroed_ram_check = bootarg_number(args, ZEROED_RAM_ARG).is_some_and(|v| v != 0);
+            machine.bootargs = args;
         }
         machine.pvpanic = fdt
             .find_compatible(&["qemu,pvpanic-mmio"])

@@ -14,7 +14,8 @@
 //! with another VM over shared memory and doorbells (exchange.rs). `probe.touch_ipa=ADDR`
 //! adds a check that a load from ADDR aborts. `probe.crash=runaway|pvpanic` crashes on purpose
 //! right after the boot line (crash.rs). `probe.zeroed_ram=1` adds a check that RAM nothing was
-//! loaded into reads as zero (fidelity.rs). When the DTB describes doorbells (or none),
+//! loaded into reads as zero (fidelity.rs). `probe.bench=hvc,gicd,...` runs micro-benchmarks
+//! instead of the checks (bench.rs). When the DTB describes doorbells (or none),
 //! the checks include the doorbell call's error codes.
 //!
 //! Runs with the MMU off, so every data access is Device memory: the target is built with
@@ -23,6 +24,7 @@
 #![no_std]
 #![no_main]
 
+mod bench;
 mod chaos;
 mod checks;
 mod console;
@@ -136,6 +138,10 @@ probe_secondary_stack_top:
 extern "C" fn primary_main(dtb: u64) -> ! {
     println!("PROBE: psci-probe start");
     let machine = Machine::probe(dtb);
+    if let Some(list) = bench::requested(machine.bootargs) {
+        bench::run(&machine, list, machine.bootargs);
+        psci::system_off()
+    }
     let record_addr = if machine.reboots > 0 {
         BootRecord::address(&machine)
     } else {

@@ -253,8 +253,10 @@ fn emulate(
             vm.kick_vcpus(set, p);
             None
         }
+        // Reads change nothing: no `Vm::vgic()` (which tells every vCPU to refill its LRs).
         (EmulatedDevice::GicDistributor, false) => Some(
-            vm.vgic()
+            vm.vgic
+                .lock()
                 .dist_read(vcpu.index, offset, access.size)
                 .map_err(drop)?,
         ),
@@ -266,9 +268,12 @@ fn emulate(
             vm.kick_vcpus(set, p);
             None
         }
-        (EmulatedDevice::GicRedistributors, false) => {
-            Some(vm.vgic().redist_read(offset, access.size).map_err(drop)?)
-        }
+        (EmulatedDevice::GicRedistributors, false) => Some(
+            vm.vgic
+                .lock()
+                .redist_read(offset, access.size)
+                .map_err(drop)?,
+        ),
         (EmulatedDevice::Pvpanic, true) => match pvpanic::write(offset, value) {
             PvpanicEvent::Panicked => {
                 vcpu.skip_instruction(il32);

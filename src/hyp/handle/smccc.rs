@@ -16,12 +16,12 @@ pub fn handle(vm: &Vm, vcpu: &mut Vcpu, p: &impl Platform) -> ExitAction {
     let outcome = psci::handle(fid, args, vcpu.index, &vm.power, vm.ram_ipas());
     // What the PSCI/SMCCC model does not know may be Bulkhead's own: asked only then, so the
     // common calls pay one compare.
-    if outcome.regs[0] == NOT_SUPPORTED as u64 && super::vendor::is_vendor_call(fid, args[0]) {
+    if outcome.x0 == NOT_SUPPORTED as u64 && super::vendor::is_vendor_call(fid, args[0]) {
         let regs = super::vendor::call(fid, args, vm, p);
         vcpu.regs.x[..4].copy_from_slice(&regs);
         return ExitAction::Resume;
     }
-    vcpu.regs.x[..4].copy_from_slice(&outcome.regs);
+    vcpu.regs.x[..4].copy_from_slice(&outcome.regs());
     match outcome.action {
         PsciAction::None => ExitAction::Resume,
         PsciAction::Standby => ExitAction::Block,

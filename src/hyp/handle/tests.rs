@@ -1030,6 +1030,21 @@ fn exit_shared_region_maps_the_same_host_pages_in_both_vms() {
     ));
 }
 
+/// Reads of the distributor and redistributors change nothing, so they must not tell the vCPUs
+/// to refill their list registers (`Vm::vgic_epoch`); a write does.
+#[test]
+fn exit_gic_reads_leave_the_vgic_epoch_alone() {
+    use core::sync::atomic::Ordering;
+    let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(0, 0x4000));
+    let before = vm.vgic_epoch.load(Ordering::Relaxed);
+    run(&vm, &mut v, &p, ESR_LDR_W2_L3, GICD + 4);
+    run(&vm, &mut v, &p, ESR_LDR_W2_L3, GICR + 0x2_0000 + 0xc);
+    assert_eq!(vm.vgic_epoch.load(Ordering::Relaxed), before);
+    v.regs.x[1] = 0x2;
+    run(&vm, &mut v, &p, ESR_STR_W1_L3, GICD);
+    assert_ne!(vm.vgic_epoch.load(Ordering::Relaxed), before);
+}
+
 // ---- pvpanic ----------------------------------------------------------------------------
 
 /// STRB w1 / LDRB w2, translation fault level 3, with syndrome.
