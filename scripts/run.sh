@@ -37,14 +37,19 @@ The single guest (the default):
 
 Several VMs (virt only; Xen dom0less), repeatable:
   --vm "name=N,kernel=PATH[,initrd=PATH][,cpus=N][,mem=SIZE][,affinity=CPUS]
-        [,format=raw][,shm=ID@IPA+SIZE[/owner]]...[,bell=PEER@SPI]...[,append=GUEST CMDLINE]"
-                        append= comes last and takes the rest (commas too)
+        [,format=raw][,shm=ID@IPA+SIZE[/owner]]...[,bell=PEER@SPI]...
+        [,on_poweroff=P][,on_reboot=P][,on_crash=P][,append=GUEST CMDLINE]"
+                        append= comes last and takes the rest (commas too);
+                        P is destroy, restart or preserve (Xen's xl.cfg words)
 
 Bulkhead itself:
   --hyp-append "ARGS"   Bulkhead bootargs: loglevel=error|warn|info|debug|trace,
                         bulkhead.vmid_bits=N, bulkhead.console_escape=^A,
                         bulkhead.console_idle_ms=MS, bulkhead.guest_mem=SIZE,
-                        bulkhead.guest_smp=N, bulkhead.hotplug_test=N
+                        bulkhead.guest_smp=N, bulkhead.hotplug_test=N,
+                        bulkhead.guest_format=raw|auto, bulkhead.rtc=UNIX_SECONDS,
+                        bulkhead.on_poweroff=P, bulkhead.on_reboot=P, bulkhead.on_crash=P,
+                        bulkhead.reset_limit=N|off (every key: src/bootargs.rs)
 
 Raspberry Pi 4 card:
   --sdcard CARD.img     boot a card made by scripts/mkimage-rpi4.sh the way its firmware
