@@ -18,7 +18,9 @@
 //!   arm64 Linux wants the DTB not to cross a 2 MiB boundary.
 //!
 //! [`load_kernel`] writes the kernel into a guest RAM slice and says which bytes it wrote (the
-//! caller cleans them to PoC: the guest starts with its MMU off); [`place_initrd_and_dtb`]
+//! caller cleans them to PoC: the guest starts with its MMU off); [`plan_in_place`] only places
+//! a kernel taken as it is (Image, raw), for a caller that copies it later (`hyp::lazy_image`:
+//! block by block on the guest's first touch); [`place_initrd_and_dtb`]
 //! only computes addresses (the DTB needs the initrd addresses, so it is written after
 //! planning, into a slot of [`GUEST_DTB_MAX_SIZE`] bytes).
 
