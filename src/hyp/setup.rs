@@ -131,6 +131,14 @@ pub fn create_vms(fdt: &Fdt<'_>, gic: &GicInfo, hypervisor_end: u64, cpu_count: 
         return none_can_start;
     };
     init_vmids(&settings, cpu_count);
+    log::info!(
+        "stage 2: guest RAM {}",
+        if stage2_hw::has_fwb() {
+            "forced Write-Back (FEAT_S2FWB), no cleaning to PoC"
+        } else {
+            "cleaned to PoC when first mapped"
+        }
+    );
     if !platform::seed_entropy(dtb::rng_seed(fdt)) {
         log::warn!(
             "no entropy (no /chosen/rng-seed, no RNDR): guests get no rng-seed or kaslr-seed"
