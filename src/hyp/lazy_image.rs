@@ -95,15 +95,11 @@ impl LazyImages {
             .is_some_and(|w| w.load(Ordering::Acquire) & (1 << (block % 64)) != 0)
     }
 
-    /// Takes block `block`'s parts of the images, clipped to the block (source adjusted),
-    /// and marks it filled; empty if it waits for nothing. The caller (holding the stage-2
-    /// lock) copies them before mapping the block.
-    pub fn take(&self, block: u64) -> Vec<ImagePiece> {
-        let Some(word) = self.pending.get((block / 64) as usize) else {
-            return Vec::new();
-        };
-        let bit = 1 << (block % 64);
-        if word.fetch_and(!bit, Ordering::AcqRel) & bit == 0 {
+    /// Block `block`'s parts of the images, clipped to the block (source adjusted); empty if
+    /// it waits for nothing. The caller (holding the stage-2 lock) copies them, then calls
+    /// [`Self::mark_filled`], before mapping the block.
+    pub fn pieces(&self, block: u64) -> Vec<ImagePiece> {
+        if !self.is_pending(block) {
             return Vec::new();
         }
         let range = self.block_ipas(block);
@@ -121,6 +117,13 @@ impl LazyImages {
             })
             .collect()
     }
+
+    /// Block `block` holds its parts now: it waits for nothing until the next plan.
+    pub fn mark_filled(&self, block: u64) {
+        if let Some(word) = self.pending.get((block / 64) as usize) {
+            word.fetch_and(!(1 << (block % 64)), Ordering::Release);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -135,7 +138,7 @@ mod tests {
     }
 
     #[test]
-    fn a_block_gives_its_clipped_parts_once() {
+    fn a_block_gives_its_clipped_parts_until_filled() {
         let l = images();
         let base = 0x4000_0000;
         l.plan(vec![
@@ -153,7 +156,7 @@ mod tests {
         assert!(l.is_pending(0) && l.is_pending(1) && l.is_pending(2));
         assert!(!l.is_pending(3));
         assert_eq!(
-            l.take(1),
+            l.pieces(1),
             vec![
                 ImagePiece {
                     ipas: base + 2 * MB..base + 3 * MB,
@@ -167,9 +170,11 @@ mod tests {
                 },
             ]
         );
+        assert!(l.is_pending(1), "until it is marked filled");
+        l.mark_filled(1);
         assert!(!l.is_pending(1));
-        assert_eq!(l.take(1), vec![], "a block is filled once per plan");
-        assert_eq!(l.take(3), vec![]);
+        assert_eq!(l.pieces(1), vec![], "a block is filled once per plan");
+        assert_eq!(l.pieces(3), vec![]);
     }
 
     #[test]
@@ -182,11 +187,12 @@ mod tests {
             clean: true,
         };
         l.plan(vec![piece(0, 5 * MB)]);
-        assert_eq!(l.take(0).len(), 1);
+        assert_eq!(l.pieces(0).len(), 1);
+        l.mark_filled(0);
         l.plan(vec![piece(0, MB)]);
         assert!(l.is_pending(0), "reset: reloaded on next touch");
         assert!(!l.is_pending(2), "no longer part of an image");
-        assert_eq!(l.take(2), vec![]);
+        assert_eq!(l.pieces(2), vec![]);
         l.plan(vec![piece(MB, MB)]);
         assert!(!l.is_pending(0), "an empty piece waits for nothing");
     }

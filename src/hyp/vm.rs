@@ -549,7 +549,7 @@ impl Vm {
         };
         let host_pa = |ipa: u64| pa + (ipa - ipas.start);
         for block in self.images.blocks(&ipas) {
-            let pieces = self.images.take(block);
+            let pieces = self.images.pieces(block);
             let bit = 1u64 << (block % 64);
             let Some(word) = self.ram_used.get((block / 64) as usize) else {
                 break;
@@ -575,6 +575,12 @@ impl Vm {
                 let len = piece.ipas.end - piece.ipas.start;
                 let src = p.host_ram(piece.src_pa, len);
                 let dst = block_pa + (piece.ipas.start - block_ipas.start);
+                if src.len() as u64 != len {
+                    // The platform refused the module (it checked them when the VM was
+                    // built, so never in practice): zeroes, never what the RAM held.
+                    p.zero_ram(dst, len);
+                    continue;
+                }
                 p.with_guest_ram(dst, len, &mut |bytes| p.copy_ram(bytes, src));
                 if !used && piece.clean {
                     p.clean_ram_to_poc(dst, len);
@@ -584,6 +590,8 @@ impl Vm {
                 // The guest's last life may have left dirty lines anywhere in it.
                 p.clean_ram_to_poc(block_pa, block_ipas.end - block_ipas.start);
             }
+            // Only now: `read_ram_u64` never sees the block half filled.
+            self.images.mark_filled(block);
         }
         true
     }
