@@ -373,6 +373,8 @@ pub struct HostCpu {
     pub fgt: u64,
     pub amu_v1p1: bool,
     pub hcx: bool,
+    /// FEAT_S2FWB (ID_AA64MMFR2_EL1.FWB): stage 2 can force guest memory Write-Back.
+    pub fwb: bool,
 }
 
 impl HostCpu {
@@ -393,6 +395,7 @@ impl HostCpu {
             fgt: field(MMFR0, 56),
             amu_v1p1: field(PFR0, 44) >= 2,
             hcx: field(MMFR1, 40) != 0,
+            fwb: field(MMFR2, 40) == 1,
         }
     }
 }
@@ -406,6 +409,8 @@ pub const HCR_TLOR: u64 = 1 << 35;
 pub const HCR_TERR: u64 = 1 << 36;
 pub const HCR_APK: u64 = 1 << 40;
 pub const HCR_API: u64 = 1 << 41;
+/// FEAT_S2FWB: stage-2 MemAttr 0b0110 forces Normal Write-Back whatever stage 1 says.
+pub const HCR_FWB: u64 = 1 << 46;
 // CPTR_EL2 with E2H = 0 (Arm ARM, CPTR_EL2): RES1 bits [7:0], 9, 13; TZ bit 8 (RES1 without SVE);
 // TSM bit 12 (RES1 without SME); TFP bit 10; TTA bit 20; TAM bit 30.
 pub const CPTR_RES1: u64 = 0xff | (1 << 9) | (1 << 13);
@@ -480,6 +485,12 @@ impl El2Controls {
         if cpu.pauth {
             hcr |= HCR_API | HCR_APK;
         }
+        if cpu.fwb {
+            // Guest RAM is mapped with the forced Write-Back encoding (`mm::stage2`): a guest
+            // with its MMU off reads through the caches, so EL2 need not clean to PoC what it
+            // writes for it (KVM's `stage2_has_fwb`).
+            hcr |= HCR_FWB;
+        }
         let mut cptr = CPTR_RES1 | CPTR_TSM | CPTR_TTA | CPTR_TAM;
         if !cpu.sve {
             cptr |= CPTR_TZ;
@@ -541,6 +552,8 @@ mod tests {
     const MAX_DFR0: u64 = 0x0000_0001_f210_f609; // PMUVer 6, PMSVer 1, DebugVer 9
     const MAX_ISAR1: u64 = 0x0011_1112_1110_0051; // APA 5, GPA 1
     const MAX_MMFR1: u64 = 0x0001_0110_1012_2122; // VH, LO, HCX, HAFDBS 2
+    /// QEMU max's fields of interest: FWB [43:40] = 1, TTL, BBM 2, EVT 2, E0PD, IDS, ST, CnP.
+    const MAX_MMFR2: u64 = 0x1221_0111_1001_0001;
     const MAX_MMFR0: u64 = 0x1100_0000_0000_5125; // PARange 48, FGT, ECV 1
 
     #[test]
@@ -693,6 +706,7 @@ mod tests {
             (ISAR1, MAX_ISAR1),
             (MMFR0, MAX_MMFR0),
             (MMFR1, MAX_MMFR1),
+            (MMFR2, MAX_MMFR2),
         ])
     }
 
@@ -718,7 +732,7 @@ mod tests {
     fn cpu_features_el2_controls_on_max() {
         let c = El2Controls::for_cpu(&max(), || 6);
         let always = HCR_TID3 | HCR_TLOR | HCR_TIDCP | HCR_TACR | HCR_TSW;
-        assert_eq!(c.hcr, always | HCR_TERR | HCR_API | HCR_APK);
+        assert_eq!(c.hcr, always | HCR_TERR | HCR_API | HCR_APK | HCR_FWB);
         assert_eq!(c.cptr & CPTR_TZ, 0, "SVE untrapped");
         assert_ne!(c.cptr & CPTR_TSM, 0, "SME trapped");
         assert_eq!(c.zcr, Some(0xf));
@@ -744,6 +758,14 @@ mod tests {
         assert_eq!(c.mdcr, MDCR_TDOSA | MDCR_TDRA);
         let imp_def_pmu = host(&[(DFR0, 0xf00)]);
         assert_eq!(imp_def_pmu.pmu_ver, 0, "PMUVer 0xf is not a PMUv3");
+    }
+
+    #[test]
+    fn cpu_features_forced_write_back_only_where_the_cpu_has_it() {
+        assert!(max().fwb && !cortex_a72().fwb);
+        assert_eq!(El2Controls::for_cpu(&cortex_a72(), || 6).hcr & HCR_FWB, 0);
+        assert_ne!(El2Controls::for_cpu(&max(), || 6).hcr & HCR_FWB, 0);
+        assert!(!host(&[(MMFR2, 2 << 40)]).fwb, "only FWB = 1 is defined");
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod cpu_features;
 pub mod exit;
 pub mod handle;
 pub mod inject;
+pub mod lazy_image;
 pub mod lifecycle;
 pub mod platform;
 pub mod rtc;

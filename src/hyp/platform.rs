@@ -27,10 +27,12 @@ pub trait Platform: Kick {
     /// Arms this CPU's EL2 physical timer at `deadline` (a counter value), or stops it.
     fn set_hyp_timer(&self, deadline: Option<u64>);
     /// Cleans and invalidates host RAM `[pa, pa + size)` to the point of coherency, so a guest
-    /// running with its MMU off (non-cacheable) sees what the caches hold.
+    /// running with its MMU off (non-cacheable) sees what the caches hold. With FEAT_S2FWB
+    /// (guest RAM forced Write-Back at stage 2) only what instruction fetches need is done.
     fn clean_ram_to_poc(&self, pa: u64, size: u64);
     /// Zeroes host RAM `[pa, pa + size)` (guest RAM on its first use) and cleans it to the
-    /// point of coherency, so a guest never sees what the RAM held before, caches on or off.
+    /// point of coherency (as `clean_ram_to_poc`), so a guest never sees what the RAM held
+    /// before, caches on or off.
     fn zero_ram(&self, pa: u64, size: u64);
     /// SCTLR_EL1 of the vCPU running on this CPU (its EL1 registers are live in hardware):
     /// EE/E0E give its data endianness.

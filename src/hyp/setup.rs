@@ -131,6 +131,14 @@ pub fn create_vms(fdt: &Fdt<'_>, gic: &GicInfo, hypervisor_end: u64, cpu_count: 
         return none_can_start;
     };
     init_vmids(&settings, cpu_count);
+    log::info!(
+        "stage 2: guest RAM {}",
+        if stage2_hw::has_fwb() {
+            "forced Write-Back (FEAT_S2FWB), no cleaning to PoC"
+        } else {
+            "cleaned to PoC when first mapped"
+        }
+    );
     if !platform::seed_entropy(dtb::rng_seed(fdt)) {
         log::warn!(
             "no entropy (no /chosen/rng-seed, no RNDR): guests get no rng-seed or kaslr-seed"
@@ -409,7 +417,12 @@ fn build(id: usize, console: &'static Console, config: VmConfig) -> Result<Vm, V
     let geometry = stage2_geometry(stage2_hw::pa_range(), 40).map_err(VmError::Layout)?;
     let vtcr = geometry.vtcr_el2(stage2_hw::has_16bit_vmid());
     // Stage-2 tables come from the heap, which lives in the linear window.
-    let stage2 = Stage2Map::new_linear(&geometry, -(phys_to_linear(0) as i64) as isize);
+    let mut stage2 = Stage2Map::new_linear(&geometry, -(phys_to_linear(0) as i64) as isize);
+    // Every CPU sets HCR_EL2.FWB when it has FEAT_S2FWB (`El2Controls`); CPUs of one machine
+    // agree on it (Linux, too, takes it as a system-wide capability).
+    if stage2_hw::has_fwb() {
+        stage2.use_forced_write_back();
+    }
     let ram = PhysRange {
         base: config.ram_pa,
         size: config.ram_size,

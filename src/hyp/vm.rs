@@ -8,6 +8,7 @@ use core::ops::Range;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use super::console::Console;
+use super::lazy_image::{ImagePiece, LazyImages};
 use super::lifecycle::ResetRate;
 use super::platform::Platform;
 use super::vcpu::Vcpu;
@@ -163,6 +164,9 @@ pub struct Vm {
     /// One bit per [`RAM_ZERO_BLOCK`] of guest RAM: set once the block was zeroed (or written
     /// by the loader, which zeroes it first). Kept across resets: a reset keeps the RAM.
     ram_used: Vec<AtomicU64>,
+    /// The kernel Image and initrd parts not copied yet: each RAM block overlapping them is
+    /// filled from the modules on its first stage-2 fault after a (re)load.
+    images: LazyImages,
 }
 
 /// The granule in which guest RAM is zeroed on first use: the stage-2 block size, so the
@@ -360,6 +364,7 @@ impl Vm {
         let config_vcpus = config.vcpu_count;
         let resets = ResetRate::new(config.lifecycle.reset_limit, config.counter_hz);
         let ram_blocks = config.ram_size.div_ceil(RAM_ZERO_BLOCK);
+        let config_ram_size = config.ram_size;
         Ok(Vm {
             id,
             console,
@@ -390,6 +395,10 @@ impl Vm {
             ram_used: (0..ram_blocks.div_ceil(64))
                 .map(|_| AtomicU64::new(0))
                 .collect(),
+            images: LazyImages::new(
+                GUEST_RAM_BASE..GUEST_RAM_BASE + config_ram_size,
+                RAM_ZERO_BLOCK,
+            ),
         })
     }
 
@@ -398,13 +407,25 @@ impl Vm {
     }
 
     /// Loads the kernel into guest RAM and cleans what it wrote to PoC (the guest starts with
-    /// its MMU off: its instruction fetches and data reads are non-cacheable).
+    /// its MMU off: its instruction fetches and data reads are non-cacheable). A kernel taken
+    /// as it is (an Image, a raw binary) is only placed: its pieces go to `lazy`, copied on
+    /// first touch; one that must be decoded (gzip, ELF) is written now.
     fn load_kernel(
         &self,
         p: &impl Platform,
         ram: GuestRam,
+        lazy: &mut Vec<ImagePiece>,
     ) -> Result<loader::LoadedKernel, VmError> {
         let kernel = p.host_ram(self.config.kernel.base, self.config.kernel.size);
+        if let Some(plan) = loader::plan_in_place(ram, kernel, self.config.format) {
+            let loaded = plan.map_err(VmError::Load)?;
+            lazy.extend(loaded.written.iter().map(|at| ImagePiece {
+                ipas: at.clone(),
+                src_pa: self.config.kernel.base,
+                clean: true,
+            }));
+            return Ok(loaded);
+        }
         let mut loaded = Err(VmError::RamWindow);
         let copy = |dst: &mut [u8], src: &[u8]| p.copy_ram(dst, src);
         p.with_guest_ram(self.config.ram_pa, ram.size, &mut |bytes| {
@@ -516,9 +537,78 @@ impl Vm {
         }
     }
 
+    /// Makes guest RAM `ipas` (a stage-2 fault's block or page) ready to be mapped, under the
+    /// stage-2 lock. Per 2 MiB block: its image parts are copied from the modules if it waits
+    /// for them (the rest zeroed if never used, otherwise the whole block cleaned); a block
+    /// never used is zeroed (which cleans to PoC); any other is cleaned to PoC, since the
+    /// guest may run with its MMU off and no stale dirty line may hide its memory. False if
+    /// `ipas` is not guest RAM (a shared window: the caller cleans it).
+    pub fn prepare_first_touch(&self, p: &impl Platform, ipas: Range<u64>) -> bool {
+        let Some(pa) = self.ram_host_pa(&ipas) else {
+            return false;
+        };
+        let host_pa = |ipa: u64| pa + (ipa - ipas.start);
+        for block in self.images.blocks(&ipas) {
+            let pieces = self.images.pieces(block);
+            let bit = 1u64 << (block % 64);
+            let Some(word) = self.ram_used.get((block / 64) as usize) else {
+                break;
+            };
+            let used = word.load(Ordering::Acquire) & bit != 0;
+            let block_ipas = self.images.block_ipas(block);
+            if pieces.is_empty() {
+                if !used {
+                    self.zero_unused_ram(p, block_ipas);
+                } else {
+                    let start = block_ipas.start.max(ipas.start);
+                    let end = block_ipas.end.min(ipas.end);
+                    p.clean_ram_to_poc(host_pa(start), end - start);
+                }
+                continue;
+            }
+            if !used {
+                let keep: Vec<Range<u64>> = pieces.iter().map(|p| p.ipas.clone()).collect();
+                self.zero_unused_ram_around(p, block_ipas.clone(), &keep);
+            }
+            let block_pa = self.config.ram_pa + (block_ipas.start - GUEST_RAM_BASE);
+            for piece in &pieces {
+                let len = piece.ipas.end - piece.ipas.start;
+                let src = p.host_ram(piece.src_pa, len);
+                let dst = block_pa + (piece.ipas.start - block_ipas.start);
+                if src.len() as u64 != len {
+                    // The platform refused the module (it checked them when the VM was
+                    // built, so never in practice): zeroes, never what the RAM held.
+                    p.zero_ram(dst, len);
+                    continue;
+                }
+                p.with_guest_ram(dst, len, &mut |bytes| p.copy_ram(bytes, src));
+                if !used && piece.clean {
+                    p.clean_ram_to_poc(dst, len);
+                }
+            }
+            if used {
+                // The guest's last life may have left dirty lines anywhere in it.
+                p.clean_ram_to_poc(block_pa, block_ipas.end - block_ipas.start);
+            }
+            // Only now: `read_ram_u64` never sees the block half filled.
+            self.images.mark_filled(block);
+        }
+        true
+    }
+
     /// The 64-bit word at guest RAM IPA `ipa` (a stage-1 descriptor), if `ipa` is RAM.
+    /// None for a block the guest never touched (it holds old host RAM or waits for its
+    /// image part).
     pub fn read_ram_u64(&self, p: &impl Platform, ipa: u64) -> Option<u64> {
         let pa = self.ram_host_pa(&(ipa..ipa.checked_add(8)?))?;
+        let block = (ipa - GUEST_RAM_BASE) / RAM_ZERO_BLOCK;
+        let used = self
+            .ram_used
+            .get((block / 64) as usize)
+            .is_some_and(|w| w.load(Ordering::Acquire) & (1 << (block % 64)) != 0);
+        if !used || self.images.is_pending(block) {
+            return None;
+        }
         p.guest_ram_u64(pa)
     }
 
@@ -558,15 +648,15 @@ impl Vm {
     /// (Re)loads kernel, initrd and DTB into guest RAM, QEMU `-kernel` style. The images are
     /// multiboot modules in host RAM that Bulkhead reserved (never given to a guest).
     pub fn load(&self, p: &impl Platform) -> Result<BootInfo, VmError> {
-        let initrd = self.config.initrd.map(|r| p.host_ram(r.base, r.size));
+        let initrd_len = self.config.initrd.map(|r| r.size as usize);
         let ram = GuestRam {
             base: GUEST_RAM_BASE,
             size: self.config.ram_size,
         };
-        let kernel = self.load_kernel(p, ram)?;
+        let mut lazy = Vec::new();
+        let kernel = self.load_kernel(p, ram, &mut lazy)?;
         let (initrd_at, dtb_at) =
-            loader::place_initrd_and_dtb(ram, kernel.end, initrd.map(|i| i.len()))
-                .map_err(VmError::Load)?;
+            loader::place_initrd_and_dtb(ram, kernel.end, initrd_len).map_err(VmError::Load)?;
         let shared: Vec<SharedMemNode<'_>> = self
             .config
             .shared
@@ -611,17 +701,17 @@ impl Vm {
             initrd_at,
             dtb_at.start
         );
-        let host_pa = |ipa: u64| self.config.ram_pa + (ipa - ram.base);
-        if let (Some(bytes), Some(range)) = (initrd, initrd_at.as_ref()) {
-            // Its blocks are zeroed first, so the rest of them reads as zero.
-            self.zero_unused_ram(p, range.clone());
-            // Not cleaned: Linux reads its initrd with the MMU and caches on.
-            let copy = |dst: &mut [u8]| p.copy_ram(dst, bytes);
-            let mut copy = copy;
-            if !p.with_guest_ram(host_pa(range.start), range.end - range.start, &mut copy) {
-                return Err(VmError::RamWindow);
-            }
+        if let (Some(module), Some(range)) = (self.config.initrd, initrd_at.as_ref()) {
+            // Copied on first touch, not cleaned: Linux reads its initrd with caches on.
+            lazy.push(ImagePiece {
+                ipas: range.clone(),
+                src_pa: module.base,
+                clean: false,
+            });
         }
+        // No vCPU runs: every block of the images waits for its part again (a reset reloads
+        // them from the pristine modules on next touch).
+        self.images.plan(lazy);
         // Cleaned to PoC: a guest may read its DTB with the MMU off.
         self.copy_to_guest(p, dtb_at.start, &dtb)?;
         let boot = BootInfo {
@@ -768,6 +858,8 @@ mod load_tests {
         let (vm, p) = vm_and_platform(&gzip(&kernel), &initrd);
         let boot = vm.load(&p).unwrap();
         assert_eq!(boot.entry, GUEST_RAM_BASE);
+        // The initrd waits in its module for the guest's first touch.
+        touch(&vm, &p, 32 << 20);
         let ram = p.ram.borrow();
         assert_eq!(&ram.1[..kernel.len()], &kernel[..]);
         // RAM 64 MiB: the initrd goes at RAM base + 32 MiB, the DTB at the next 2 MiB.
@@ -795,6 +887,7 @@ mod load_tests {
         // Whatever the host RAM held before: not the guest's to see.
         p.ram.borrow_mut().1[..RAM_SIZE as usize].fill(0xee);
         let boot = vm.load(&p).unwrap();
+        touch(&vm, &p, 32 << 20);
         let ram = p.ram.borrow();
         let ram = &ram.1[..RAM_SIZE as usize];
         assert_eq!(&ram[..kernel.len()], &kernel[..]);
@@ -813,6 +906,164 @@ mod load_tests {
         assert!(zero(dtb_end - 16..dtb_off + (2 << 20)), "after the DTB");
         // ... and blocks nobody loaded into wait for their first stage-2 map.
         assert!(ram[4 << 20..6 << 20].iter().all(|&b| b == 0xee));
+    }
+
+    /// The guest's first stage-2 fault in the block at RAM offset `offset` (as `handle::abort`
+    /// makes it).
+    fn touch(vm: &Vm, p: &FakePlatform, offset: u64) {
+        let ipa = GUEST_RAM_BASE + offset;
+        assert!(vm.prepare_first_touch(p, ipa..ipa + RAM_ZERO_BLOCK));
+    }
+
+    const MB: usize = 1 << 20;
+
+    #[test]
+    fn vm_load_leaves_an_image_and_initrd_in_their_modules_until_first_touch() {
+        // An Image over two blocks and a bit; an initrd not block aligned at its end.
+        let kernel = image(2 * MB + 300_000);
+        let initrd: Vec<u8> = (0..3 * MB + 5).map(|i| (i % 251) as u8 ^ 0x5a).collect();
+        let (vm, p) = vm_and_platform(&kernel, &initrd);
+        p.ram.borrow_mut().1[..RAM_SIZE as usize].fill(0xee);
+        let boot = vm.load(&p).unwrap();
+        assert_eq!(boot.entry, GUEST_RAM_BASE);
+        {
+            let ram = p.ram.borrow();
+            assert!(
+                ram.1[..4 * MB].iter().all(|&b| b == 0xee),
+                "kernel not copied"
+            );
+            let initrd_off = 32 * MB;
+            assert!(
+                ram.1[initrd_off..initrd_off + 4 * MB]
+                    .iter()
+                    .all(|&b| b == 0xee)
+            );
+            assert_eq!(
+                &ram.1[36 * MB..36 * MB + 4],
+                &[0xd0, 0x0d, 0xfe, 0xed],
+                "DTB"
+            );
+        }
+        assert!(
+            p.cleaned.borrow().is_empty(),
+            "nothing cleaned before first touch"
+        );
+        p.zeroed.borrow_mut().clear();
+
+        // The kernel's first block: all of it kernel, cleaned to PoC, nothing zeroed.
+        touch(&vm, &p, 0);
+        assert_eq!(&p.ram.borrow().1[..2 * MB], &kernel[..2 * MB]);
+        assert_eq!(*p.cleaned.borrow(), vec![(RAM_PA, 2 << 20)]);
+        assert!(p.zeroed.borrow().is_empty());
+        p.cleaned.borrow_mut().clear();
+
+        // Its second: the rest of the kernel (cleaned: only what was copied), then zeroes.
+        touch(&vm, &p, 2 << 20);
+        {
+            let ram = p.ram.borrow();
+            assert_eq!(&ram.1[2 * MB..kernel.len()], &kernel[2 * MB..]);
+            assert!(ram.1[kernel.len()..4 * MB].iter().all(|&b| b == 0));
+        }
+        assert_eq!(
+            *p.cleaned.borrow(),
+            vec![(RAM_PA + (2 << 20), kernel.len() as u64 - (2 << 20))]
+        );
+        assert_eq!(
+            *p.zeroed.borrow(),
+            vec![(
+                RAM_PA + kernel.len() as u64,
+                (4 << 20) - kernel.len() as u64
+            )]
+        );
+        p.cleaned.borrow_mut().clear();
+
+        // The initrd's last block: its tail, then zeroes; not cleaned (read with caches on).
+        touch(&vm, &p, 34 << 20);
+        {
+            let ram = p.ram.borrow();
+            let tail = 34 * MB..32 * MB + initrd.len();
+            assert_eq!(&ram.1[tail.clone()], &initrd[2 * MB..]);
+            assert!(ram.1[tail.end..36 * MB].iter().all(|&b| b == 0));
+        }
+        assert!(p.cleaned.borrow().is_empty());
+
+        // A block beyond the images is zeroed as before.
+        touch(&vm, &p, 8 << 20);
+        assert!(p.ram.borrow().1[8 * MB..10 * MB].iter().all(|&b| b == 0));
+        // Never touched: still what the host RAM held, never copied.
+        assert!(
+            p.ram.borrow().1[32 * MB..34 * MB]
+                .iter()
+                .all(|&b| b == 0xee)
+        );
+    }
+
+    #[test]
+    fn a_reset_reloads_touched_image_blocks_on_their_next_touch() {
+        let kernel = image(2 * MB + 4096);
+        let initrd = vec![0x5a; 5000];
+        let (vm, p) = vm_and_platform(&kernel, &initrd);
+        vm.load(&p).unwrap();
+        touch(&vm, &p, 0);
+        touch(&vm, &p, 2 << 20);
+        // The guest writes over its kernel and the zeroes after it.
+        p.ram.borrow_mut().1[..4 * MB].fill(0x77);
+        p.cleaned.borrow_mut().clear();
+        p.zeroed.borrow_mut().clear();
+        // What `Vm::reset` does to the images once stage 2 is emptied.
+        vm.load(&p).unwrap();
+        assert!(
+            p.ram.borrow().1[..4 * MB].iter().all(|&b| b == 0x77),
+            "reloaded on touch"
+        );
+        touch(&vm, &p, 2 << 20);
+        {
+            let ram = p.ram.borrow();
+            assert_eq!(&ram.1[2 * MB..kernel.len()], &kernel[2 * MB..]);
+            // The guest's own old data after the kernel stays (it is this VM's), as it did
+            // when the whole kernel was copied at reset.
+            assert!(ram.1[kernel.len()..4 * MB].iter().all(|&b| b == 0x77));
+        }
+        // Used before: the whole block is cleaned (dirty lines of the last life), no zeroing.
+        assert_eq!(*p.cleaned.borrow(), vec![(RAM_PA + (2 << 20), 2 << 20)]);
+        assert!(p.zeroed.borrow().is_empty());
+        touch(&vm, &p, 0);
+        assert_eq!(&p.ram.borrow().1[..2 * MB], &kernel[..2 * MB]);
+        // Touched again in the same life: only cleaned, the guest's writes kept.
+        p.ram.borrow_mut().1[..16].fill(0x11);
+        touch(&vm, &p, 0);
+        assert_eq!(&p.ram.borrow().1[..16], &[0x11; 16]);
+        // The module itself is pristine.
+        assert_eq!(
+            p.host_ram(KERNEL_PA, kernel.len() as u64),
+            &kernel[..],
+            "module untouched"
+        );
+    }
+
+    #[test]
+    fn a_gzip_kernel_is_still_written_at_load() {
+        let kernel = image(100_000);
+        let (vm, p) = vm_and_platform(&gzip(&kernel), b"x");
+        vm.load(&p).unwrap();
+        assert_eq!(&p.ram.borrow().1[..kernel.len()], &kernel[..]);
+        p.cleaned.borrow_mut().clear();
+        // Its block waits for nothing: a touch only cleans it.
+        touch(&vm, &p, 0);
+        assert_eq!(&p.ram.borrow().1[..kernel.len()], &kernel[..]);
+        assert_eq!(*p.cleaned.borrow(), vec![(RAM_PA, 2 << 20)]);
+    }
+
+    #[test]
+    fn the_walk_level_reader_sees_no_untouched_block() {
+        let kernel = image(2 * MB);
+        let (vm, p) = vm_and_platform(&kernel, b"x");
+        vm.load(&p).unwrap();
+        assert_eq!(vm.read_ram_u64(&p, GUEST_RAM_BASE + 0x40), None);
+        assert_eq!(vm.read_ram_u64(&p, GUEST_RAM_BASE + (8 << 20)), None);
+        touch(&vm, &p, 0);
+        let word = u64::from_le_bytes(kernel[0x40..0x48].try_into().unwrap());
+        assert_eq!(vm.read_ram_u64(&p, GUEST_RAM_BASE + 0x40), Some(word));
     }
 
     #[test]

@@ -18,7 +18,9 @@
 //!   arm64 Linux wants the DTB not to cross a 2 MiB boundary.
 //!
 //! [`load_kernel`] writes the kernel into a guest RAM slice and says which bytes it wrote (the
-//! caller cleans them to PoC: the guest starts with its MMU off); [`place_initrd_and_dtb`]
+//! caller cleans them to PoC: the guest starts with its MMU off); [`plan_in_place`] only places
+//! a kernel taken as it is (Image, raw), for a caller that copies it later (`hyp::lazy_image`:
+//! block by block on the guest's first touch); [`place_initrd_and_dtb`]
 //! only computes addresses (the DTB needs the initrd addresses, so it is written after
 //! planning, into a slot of [`GUEST_DTB_MAX_SIZE`] bytes).
 
@@ -300,37 +302,14 @@ pub fn load_kernel(
     if kernel.is_empty() {
         return Err(LoadError::NotBootable(Seen::Empty));
     }
-    let kernel_len = kernel.len() as u64;
-    let copy_at = |ram_bytes: &mut [u8], at: &Range<u64>, bytes: &[u8]| {
-        if let Some(dst) = ram.offsets(at).and_then(|o| ram_bytes.get_mut(o)) {
-            copy(dst, bytes);
+    if let Some(plan) = plan_in_place(ram, kernel, format) {
+        let loaded = plan?;
+        for at in &loaded.written {
+            if let Some(dst) = ram.offsets(at).and_then(|o| ram_bytes.get_mut(o)) {
+                copy(dst, kernel);
+            }
         }
-    };
-    if format == GuestFormat::Raw {
-        let start = align_up(ram.base, SZ_2M).and_then(|b| b.checked_add(DEFAULT_TEXT_OFFSET));
-        let at = check_kernel_fits(start, kernel_len, "the raw kernel's size", ram)?;
-        copy_at(ram_bytes, &at, kernel);
-        return Ok(LoadedKernel {
-            kind: KernelKind::Raw,
-            entry: at.start,
-            end: at.end,
-            written: vec![at],
-        });
-    }
-    if let Some(header) = parse_image_header(kernel) {
-        let header = header?;
-        let start = image_load_address(ram, &header);
-        // image_size covers BSS; an old header (0) only tells us the file size.
-        let need = header.image_size.max(kernel_len);
-        let footprint = check_kernel_fits(start, need, "the kernel's image_size", ram)?;
-        let at = footprint.start..footprint.start + kernel_len;
-        copy_at(ram_bytes, &at, kernel);
-        return Ok(LoadedKernel {
-            kind: KernelKind::Image(header),
-            entry: at.start,
-            end: footprint.end,
-            written: vec![at],
-        });
+        return Ok(loaded);
     }
     if gzip::is_gzip(kernel) {
         return gzip::load(ram_bytes, ram, kernel);
@@ -339,6 +318,52 @@ pub fn load_kernel(
         return elf::load(ram_bytes, ram, kernel, copy);
     }
     Err(LoadError::NotBootable(Seen::unknown(kernel)))
+}
+
+/// Where `kernel` goes when it is taken as it is (a raw binary on request, or an arm64
+/// Image): one range, `written`, holding the whole file. `None` for a kernel that must be
+/// decoded (gzip, ELF) or is not bootable: only [`load_kernel`] takes those. Loading lazily
+/// (the file copied block by block on the guest's first touch) starts here.
+pub fn plan_in_place(
+    ram: GuestRam,
+    kernel: &[u8],
+    format: GuestFormat,
+) -> Option<Result<LoadedKernel, LoadError>> {
+    if kernel.is_empty() {
+        return None;
+    }
+    let kernel_len = kernel.len() as u64;
+    if format == GuestFormat::Raw {
+        let start = align_up(ram.base, SZ_2M).and_then(|b| b.checked_add(DEFAULT_TEXT_OFFSET));
+        return Some(
+            check_kernel_fits(start, kernel_len, "the raw kernel's size", ram).map(|at| {
+                LoadedKernel {
+                    kind: KernelKind::Raw,
+                    entry: at.start,
+                    end: at.end,
+                    written: vec![at],
+                }
+            }),
+        );
+    }
+    let header = match parse_image_header(kernel)? {
+        Ok(header) => header,
+        Err(e) => return Some(Err(e)),
+    };
+    let start = image_load_address(ram, &header);
+    // image_size covers BSS; an old header (0) only tells us the file size.
+    let need = header.image_size.max(kernel_len);
+    Some(
+        check_kernel_fits(start, need, "the kernel's image_size", ram).map(|footprint| {
+            let at = footprint.start..footprint.start + kernel_len;
+            LoadedKernel {
+                kind: KernelKind::Image(header),
+                entry: at.start,
+                end: footprint.end,
+                written: vec![at],
+            }
+        }),
+    )
 }
 
 /// Where the initrd (`initrd_len` bytes, if any) and the DTB slot go, given the first IPA

@@ -425,3 +425,37 @@ fn oversized_initrd_or_dtb_do_not_fit() {
         Err(LoadError::DoesNotFit { what: "DTB", .. })
     ));
 }
+
+#[test]
+fn plan_in_place_places_an_image_or_raw_binary_as_loading_would_and_nothing_else() {
+    let kernel = image(0x8_0000, 4 * MIB, 0b1010, 1000);
+    let planned = plan_in_place(RAM, &kernel, GuestFormat::Detect)
+        .unwrap()
+        .unwrap();
+    assert_eq!(planned, load(&kernel).unwrap());
+    assert_eq!(
+        planned.written,
+        vec![RAM.base + 0x8_0000..RAM.base + 0x8_0000 + 1000]
+    );
+    let raw = plan_in_place(RAM, b"raw code", GuestFormat::Raw)
+        .unwrap()
+        .unwrap();
+    assert_eq!(raw.kind, KernelKind::Raw);
+    assert_eq!(raw.entry, RAM.base + DEFAULT_TEXT_OFFSET);
+    // Decoded formats, garbage and nothing are load_kernel's to take (or refuse).
+    assert_eq!(
+        plan_in_place(RAM, &gzip(&kernel, None), GuestFormat::Detect),
+        None
+    );
+    assert_eq!(
+        plan_in_place(RAM, b"garbage garbage", GuestFormat::Detect),
+        None
+    );
+    assert_eq!(plan_in_place(RAM, b"", GuestFormat::Raw), None);
+    // A refusal is the same refusal.
+    let too_big = image(0, 2 * RAM.size, 0b1010, 1000);
+    assert_eq!(
+        plan_in_place(RAM, &too_big, GuestFormat::Detect).unwrap(),
+        load(&too_big)
+    );
+}

@@ -414,6 +414,20 @@ pub fn ram_attributes() -> Stage2Attributes {
         | Stage2Attributes::S2AP_ACCESS_RW
 }
 
+/// Stage-2 attributes of guest RAM under HCR_EL2.FWB: MemAttr 0b0110, Normal Write-Back
+/// whatever the guest's stage 1 says — with its MMU off too, so nothing EL2 writes for it needs
+/// cleaning to PoC (Arm ARM D8.6.6, "Stage 2 memory type and Cacheability attributes when
+/// FEAT_S2FWB is enabled"; KVM's `MT_S2_FWB_NORMAL`). aarch64-paging names the bits for the
+/// non-FWB encoding only: 0b01_10 is its OUTER_NC | INNER_WT.
+pub fn ram_attributes_forced_write_back() -> Stage2Attributes {
+    Stage2Attributes::VALID
+        | Stage2Attributes::ACCESS_FLAG
+        | Stage2Attributes::SH_INNER
+        | Stage2Attributes::MEMATTR_NORMAL_OUTER_NC
+        | Stage2Attributes::MEMATTR_NORMAL_INNER_WT
+        | Stage2Attributes::S2AP_ACCESS_RW
+}
+
 /// Stage-2 attributes of a passed-through device: Device-nGnRE, read/write, never executable.
 pub fn device_attributes() -> Stage2Attributes {
     Stage2Attributes::VALID
@@ -433,6 +447,9 @@ pub fn device_attributes() -> Stage2Attributes {
 pub struct Stage2Map<T: Translation<Stage2Attributes> = LinearTranslation<Stage2Attributes>> {
     mapping: Mapping<T, Stage2>,
     ipa_limit: u64,
+    /// Whether HCR_EL2.FWB is set where this table is used: guest RAM then gets the
+    /// forced Write-Back encoding.
+    forced_write_back: bool,
 }
 
 impl Stage2Map<LinearTranslation<Stage2Attributes>> {
@@ -459,7 +476,14 @@ impl<T: Translation<Stage2Attributes>> Stage2Map<T> {
         Self {
             mapping: Mapping::new(translation, geometry.start_level, Stage2),
             ipa_limit: 1u64 << geometry.ipa_bits,
+            forced_write_back: false,
         }
+    }
+
+    /// Maps guest RAM with FEAT_S2FWB's forced Write-Back encoding from now on (for CPUs that
+    /// run its guest with HCR_EL2.FWB set).
+    pub fn use_forced_write_back(&mut self) {
+        self.forced_write_back = true;
     }
 
     /// Physical address of the root table, for VTTBR_EL2.BADDR (the caller adds the VMID).
@@ -508,7 +532,14 @@ impl<T: Translation<Stage2Attributes>> Stage2Map<T> {
     /// Carries out a mapping decision; `Emulate` and `ExternalAbort` map nothing.
     pub fn apply(&mut self, decision: &Stage2Decision) -> Result<(), Stage2Error> {
         match *decision {
-            Stage2Decision::MapRam { ipa, pa, size } => self.map(ipa, pa, size, ram_attributes()),
+            Stage2Decision::MapRam { ipa, pa, size } => {
+                let attributes = if self.forced_write_back {
+                    ram_attributes_forced_write_back()
+                } else {
+                    ram_attributes()
+                };
+                self.map(ipa, pa, size, attributes)
+            }
             Stage2Decision::MapDevice { ipa, pa, size } => {
                 self.map(ipa, pa, size, device_attributes())
             }
@@ -752,6 +783,35 @@ mod tests {
         assert!(device.contains(Stage2Attributes::MEMATTR_DEVICE_nGnRE));
         assert_ne!(s2.root_pa(), 0);
         assert_eq!(s2.root_pa() % PAGE_SIZE, 0);
+    }
+
+    #[test]
+    fn forced_write_back_maps_ram_with_memattr_0110_and_devices_unchanged() {
+        let memattr = |a: Stage2Attributes| (a.bits() >> 2) & 0xf;
+        for fwb in [false, true] {
+            let mut s2 = table();
+            if fwb {
+                s2.use_forced_write_back();
+            }
+            s2.apply(&Stage2Decision::MapRam {
+                ipa: 0x4020_0000,
+                pa: 0x8_0020_0000,
+                size: BLOCK_SIZE,
+            })
+            .unwrap();
+            s2.apply(&Stage2Decision::MapDevice {
+                ipa: 0x0801_0000,
+                pa: 0x0804_0000,
+                size: PAGE_SIZE,
+            })
+            .unwrap();
+            let (_, _, ram) = s2.lookup(0x4020_0000).unwrap();
+            let (_, _, device) = s2.lookup(0x0801_0000).unwrap();
+            // Without FWB: outer and inner Write-Back (0b1111); with it: forced Write-Back.
+            assert_eq!(memattr(ram), if fwb { 0b0110 } else { 0b1111 });
+            // Device-nGnRE is 0b0001 in both encodings.
+            assert_eq!(memattr(device), 0b0001);
+        }
     }
 
     #[test]

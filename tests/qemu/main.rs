@@ -1432,3 +1432,4 @@ mod fidelity;
 mod guest_formats;
 mod lifecycle;
 mod run_script;
+mod stage2_fwb;

@@ -168,7 +168,7 @@ impl Platform for ArchPlatform {
 
     fn clean_ram_to_poc(&self, pa: u64, size: u64) {
         if covers(&WINDOWS.lock().writable, pa, size) {
-            stage2_hw::clean_inval_to_poc(phys_to_linear(pa), size);
+            stage2_hw::clean_for_guest(phys_to_linear(pa), size);
         } else {
             log::error!("refused to clean {pa:#x}+{size:#x}: not guest RAM");
         }
@@ -227,7 +227,7 @@ impl Platform for ArchPlatform {
         // SAFETY: a registered guest RAM range, mapped in the linear window at boot and owned
         // by Bulkhead; images are written only while no vCPU of the VM runs (creation, reset).
         unsafe { entry::copy_to_linear(va, bytes) };
-        stage2_hw::clean_inval_to_poc(va, size);
+        stage2_hw::clean_for_guest(va, size);
     }
 
     fn with_guest_ram(&self, pa: u64, size: u64, f: &mut dyn FnMut(&mut [u8])) -> bool {

@@ -194,9 +194,9 @@ fn map(
             // Another vCPU mapped it first.
             return ExitAction::Resume;
         }
-        // First use of this RAM: zero it (which cleans the zeroes to PoC). Otherwise the guest
-        // may run with its MMU off: no stale dirty lines may hide its memory.
-        if !vm.zero_unused_ram(p, ipa..ipa + size) {
+        // First touch since the (re)load: zeroed, or filled with its part of the kernel or
+        // initrd, or cleaned to PoC (`Vm::prepare_first_touch`); a shared window is cleaned.
+        if !vm.prepare_first_touch(p, ipa..ipa + size) {
             p.clean_ram_to_poc(pa, size);
         }
     }

@@ -661,9 +661,10 @@ fn exit_stage_1_walk_into_a_hole_is_an_external_abort_on_the_walk_at_its_level()
     // The guest's level-1 table (4 KiB granule, 39-bit VA) in its RAM: entry 0 points to a
     // level-2 table at 0x2000_0000, where nothing is.
     let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(0, 0x4000));
-    let mut ram = vec![0u8; 0x2000];
-    ram[..8].copy_from_slice(&(0x2000_0000u64 | 0b11).to_le_bytes());
-    *p.ram.borrow_mut() = (RAM_PA, ram);
+    *p.ram.borrow_mut() = (RAM_PA, vec![0u8; 0x2000]);
+    // The guest wrote its tables: their block was touched (mapped) first.
+    assert!(vm.prepare_first_touch(&p, GUEST_RAM_BASE..GUEST_RAM_BASE + BLOCK_SIZE));
+    p.ram.borrow_mut().1[..8].copy_from_slice(&(0x2000_0000u64 | 0b11).to_le_bytes());
     p.stage1.set(Some(crate::hyp::walk_level::Stage1Regs {
         tcr_el1: 25,
         ttbr0_el1: GUEST_RAM_BASE,
