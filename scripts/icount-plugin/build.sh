@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds insn-count.so, the instruction-counting QEMU plugin (see insn-count.c), and prints
-# INSN_COUNT_PLUGIN=<path>. Idempotent: rebuilds only when the source or header changed.
+# Builds insn-count.so, the instruction-counting QEMU plugin (see insn-count.c), and
+# pc-hist.so, the per-address histogram (pc-hist.c), and prints INSN_COUNT_PLUGIN=<path> and
+# PC_HIST_PLUGIN=<path>. Idempotent: rebuilds only when the source or header changed.
 # Needs gcc, glib's headers (libglib2.0-dev, installed here if missing) and QEMU's
 # qemu-plugin.h, which no Debian binary package ships: scripts/assets.sh qemu-plugin-header
 # takes it from Debian's source package of the installed QEMU.
@@ -35,13 +36,19 @@ eval "$("$REPO/scripts/assets.sh" qemu-plugin-header)"
 [ -f "$QEMU_PLUGIN_H" ] || die "qemu-plugin.h not found"
 
 mkdir -p "$OUT"
-so=$OUT/insn-count.so
-if [ ! -f "$so" ] || [ "$HERE/insn-count.c" -nt "$so" ] || [ "$QEMU_PLUGIN_H" -nt "$so" ]; then
-    # shellcheck disable=SC2046 # pkg-config prints several flags
-    gcc -O2 -Wall -Wextra -Werror -std=gnu11 -shared -fPIC \
-        -I"$(dirname "$QEMU_PLUGIN_H")" $(pkg-config --cflags glib-2.0) \
-        -o "$so.tmp" "$HERE/insn-count.c" || die "gcc failed"
-    mv "$so.tmp" "$so"
-    printf 'icount-plugin: built %s\n' "$so" >&2
-fi
-echo "INSN_COUNT_PLUGIN=$so"
+# Builds $OUT/NAME.so from NAME.c when it is missing or older than its inputs.
+build() { # NAME
+    local so=$OUT/$1.so
+    if [ ! -f "$so" ] || [ "$HERE/$1.c" -nt "$so" ] || [ "$QEMU_PLUGIN_H" -nt "$so" ]; then
+        # shellcheck disable=SC2046 # pkg-config prints several flags
+        gcc -O2 -Wall -Wextra -Werror -std=gnu11 -shared -fPIC \
+            -I"$(dirname "$QEMU_PLUGIN_H")" $(pkg-config --cflags glib-2.0) \
+            -o "$so.tmp" "$HERE/$1.c" || die "gcc failed"
+        mv "$so.tmp" "$so"
+        printf 'icount-plugin: built %s\n' "$so" >&2
+    fi
+}
+build insn-count
+build pc-hist
+echo "INSN_COUNT_PLUGIN=$OUT/insn-count.so"
+echo "PC_HIST_PLUGIN=$OUT/pc-hist.so"

@@ -280,7 +280,8 @@ impl EmulatedPl011 {
     }
 
     /// A guest write of `value` (`size` wide) at `offset`. Returns the byte to transmit, if the
-    /// write was to DR.
+    /// write was to DR; such a write changes no state (the transmitter is modelled as always
+    /// empty), so the interrupt line keeps its level (`console_bridge::uart_write` relies on it).
     pub fn write(
         &mut self,
         offset: u64,
@@ -332,6 +333,21 @@ mod tests {
     fn write(uart: &mut EmulatedPl011, offset: u64, value: u32) -> Option<u8> {
         uart.write(offset, AccessSize::Word, u64::from(value))
             .unwrap()
+    }
+
+    #[test]
+    fn a_data_register_write_changes_no_state() {
+        let mut uart = EmulatedPl011::new();
+        write(&mut uart, IMSC, 0x7ff);
+        uart.push_rx(b'a');
+        uart.push_break();
+        for size in [AccessSize::Byte, AccessSize::Half, AccessSize::Word] {
+            let before = format!("{uart:?}");
+            let level = uart.irq_level();
+            assert_eq!(uart.write(DR, size, 0x41), Ok(Some(0x41)));
+            assert_eq!(format!("{uart:?}"), before);
+            assert_eq!(uart.irq_level(), level);
+        }
     }
 
     #[test]

@@ -25,7 +25,12 @@ pub fn uart_write(
 ) -> Result<(), MmioError> {
     let mut uart = vm.uart.lock();
     let out = uart.write(offset, size, value)?;
-    update_uart_line(vm, &uart, p);
+    // A data-register write (`Some`) changes no UART state (`EmulatedPl011::write`), so the
+    // line keeps the level the last access left it at: every change of the state updates it
+    // under this lock. Skipping the update saves ~45 instructions per character printed.
+    if out.is_none() {
+        update_uart_line(vm, &uart, p);
+    }
     drop(uart);
     if let Some(byte) = out {
         vm.console.vm_output(vm.id, &[byte], p);

@@ -353,7 +353,20 @@ impl ConsoleMux {
     /// `now`. Returns the tick when the next held bytes are due, if any: the caller arms a
     /// timer for it. Call it after `vm_output` too, to learn the deadline (it emits nothing
     /// early).
+    #[inline]
     pub fn flush_idle(&mut self, now: u64, idle: u64, out: &mut dyn FnMut(&[u8])) -> Option<u64> {
+        // Nothing held, the common case after every guest write (a lone VM's bytes pass
+        // through; several VMs' whole lines go out at once): nothing is due, nothing waits.
+        // Checked inline, as the walk below costs about 50 instructions per console write.
+        if self.queue.is_empty() && self.tag_held == 0 && self.vms.iter().all(|v| v.len == 0) {
+            return None;
+        }
+        self.flush_held(now, idle, out)
+    }
+
+    /// `flush_idle` when something is held.
+    #[inline(never)]
+    fn flush_held(&mut self, now: u64, idle: u64, out: &mut dyn FnMut(&[u8])) -> Option<u64> {
         let mut next: Option<u64> = None;
         let mut later = |due: u64| next = Some(next.map_or(due, |n: u64| n.min(due)));
         // Hypervisor lines waited long enough for the VM's line: end it.

@@ -258,7 +258,7 @@ fn run_vcpu(vm: &'static Vm, index: usize, pcpu_index: usize) -> ! {
             flush_lrs(vm, vcpu, &pcpu);
             if requests.enter_guest().is_err() {
                 fold_lrs(vm, vcpu);
-                break ExitAction::Resume;
+                break Ok(ExitAction::Resume);
             }
             let kind = run_guest(&mut vcpu.regs);
             requests.exit_guest();
@@ -297,10 +297,17 @@ fn run_vcpu(vm: &'static Vm, index: usize, pcpu_index: usize) -> ! {
                 ExitAction::Resume => {}
                 ExitAction::Inject(exception) => {
                     if let Err(runaway) = inject(vcpu, exception) {
-                        break ExitAction::Crash(CrashCause::Runaway(runaway));
+                        break Err(runaway);
                     }
                 }
-                other => break other,
+                other => break Ok(other),
+            }
+        };
+        let action = match action {
+            Ok(action) => action,
+            Err(runaway) => {
+                crashed(vm, vcpu, Crash::Runaway(runaway));
+                continue;
             }
         };
         match action {
@@ -315,17 +322,24 @@ fn run_vcpu(vm: &'static Vm, index: usize, pcpu_index: usize) -> ! {
             ExitAction::CpuOff => {}
             ExitAction::SystemOff => stop_vm(vm, vcpu, StopCause::PowerOff),
             ExitAction::SystemReset => stop_vm(vm, vcpu, StopCause::Reboot),
-            ExitAction::Crash(cause) => crashed(vm, vcpu, cause),
+            ExitAction::Crash(cause) => crashed(vm, vcpu, Crash::Handler(cause)),
         }
     }
 }
 
+/// Why a VM crashed: what an exit's handler found, or a runaway vCPU the run loop found
+/// when it injected an exception.
+enum Crash {
+    Handler(CrashCause),
+    Runaway(Runaway),
+}
+
 /// The guest crashed (`cause`): says so in one line, then stops the VM under its `on_crash`
 /// policy — unless another vCPU's system event got there first and drives the VM.
-fn crashed(vm: &Vm, vcpu: &Vcpu, cause: CrashCause) {
+fn crashed(vm: &Vm, vcpu: &Vcpu, cause: Crash) {
     let (name, index) = (&vm.config.name, vcpu.index);
     match cause {
-        CrashCause::Runaway(r) => log::warn!(
+        Crash::Runaway(r) => log::warn!(
             "{name} vcpu {index}: runaway: the same exception at its own vector {REPEATS} times \
              in {} us of guest time (ESR_EL1 {:#x}, FAR_EL1 {:#x}, ELR_EL1 {:#x}, vector \
              {:#x}); the guest crashed",
@@ -335,10 +349,10 @@ fn crashed(vm: &Vm, vcpu: &Vcpu, cause: CrashCause) {
             r.elr,
             r.vector,
         ),
-        CrashCause::GuestPanic => {
+        Crash::Handler(CrashCause::GuestPanic) => {
             log::warn!("{name} vcpu {index}: the guest panicked (pvpanic); the guest crashed")
         }
-        CrashCause::SError(esr) => log::error!(
+        Crash::Handler(CrashCause::SError(esr)) => log::error!(
             "{name} vcpu {index}: uncontainable SError (ESR_EL2 {esr:#x}); the guest crashed"
         ),
     }

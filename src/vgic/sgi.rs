@@ -31,10 +31,12 @@ pub fn decode_sgi1r(value: u64, sender: usize, vcpu_count: usize) -> SgiRequest 
         let aff2 = (value >> 32) & 0xff;
         let aff3 = (value >> 48) & 0xff;
         let range_base = ((value >> 44) & 0xf) * 16;
-        for bit in 0..16 {
-            if target_list & (1 << bit) == 0 {
-                continue;
-            }
+        // Only the bits that are set (an IPI names one or a few CPUs): a walk of all 16 cost
+        // about 130 instructions per SGI.
+        let mut remaining = target_list;
+        while remaining != 0 {
+            let bit = u64::from(remaining.trailing_zeros());
+            remaining &= remaining - 1;
             let aff0 = range_base + bit;
             if aff0 > 0xff {
                 continue;

@@ -183,7 +183,7 @@ impl Platform for ArchPlatform {
     }
 
     fn guest_sctlr_el1(&self) -> u64 {
-        sysregs::injection_context().1
+        sysregs::sctlr_el1()
     }
 
     fn set_os_lock(&self, locked: bool) {

@@ -334,6 +334,12 @@ pub fn injection_context() -> (u64, u64) {
     (VBAR_EL1.get(), SCTLR_EL1.get())
 }
 
+/// SCTLR_EL1 of the vCPU running on this CPU (live in hardware), alone: an emulated access
+/// needs only its endianness bits.
+pub fn sctlr_el1() -> u64 {
+    SCTLR_EL1.get()
+}
+
 /// Writes the EL1 registers of a synchronous exception taken to the guest's EL1
 /// (`hyp::inject::exception_entry` computes them).
 pub fn write_exception_registers(esr: u64, far: Option<u64>, elr: u64, spsr: u64) {
