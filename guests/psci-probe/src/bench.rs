@@ -84,26 +84,15 @@ bench_store_loop:
     subs x1, x1, #1
     b.ne 3b
     ret
-
-    .balign 64
-bench_hvc_loop:
-    str x19, [sp, #-16]!
-    mov x19, x0
-4:  mov w0, #{psci_version}
-    hvc #0
-    subs x19, x19, #1
-    b.ne 4b
-    ldr x19, [sp], #16
-    ret
 "#,
-    psci_version = const psci::PSCI_VERSION,
 );
 
 unsafe extern "C" {
     fn bench_nop_loop(count: u64);
     fn bench_load_loop(addr: u64, count: u64);
     fn bench_store_loop(addr: u64, count: u64, value: u32);
-    fn bench_hvc_loop(count: u64);
+    /// The null-hypercall loop the probe's own check uses (main.rs).
+    fn probe_hvc_loop(count: u64);
 }
 
 /// Nanoseconds (= instructions under icount) for `ticks` of the virtual counter, times 10.
@@ -147,7 +136,7 @@ pub fn run(machine: &Machine, list: &str, bootargs: &str) {
         match name {
             "hvc" => {
                 // SAFETY: PSCI_VERSION calls only; the loop clobbers x0-x3 (caller-saved).
-                let ticks = time(|| unsafe { bench_hvc_loop(iterations) });
+                let ticks = time(|| unsafe { probe_hvc_loop(iterations) });
                 report(
                     name,
                     iterations,
