@@ -178,23 +178,26 @@ fn run_typing_env(
     Run { code, log }
 }
 
+/// Runs `scripts/SCRIPT` and returns the last line it printed (the path of what it built).
+fn built_by(script: &str) -> String {
+    let out = Command::new(repo().join("scripts").join(script))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{script} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .to_string()
+}
+
 fn probe() -> String {
-    std::env::var("BULKHEAD_PROBE").unwrap_or_else(|_| {
-        let out = Command::new(repo().join("scripts/build-guests.sh"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .last()
-            .unwrap()
-            .to_string()
-    })
+    std::env::var("BULKHEAD_PROBE").unwrap_or_else(|_| built_by("build-guests.sh"))
 }
 
 const QUICK: Duration = Duration::from_secs(120);

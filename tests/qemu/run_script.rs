@@ -274,20 +274,7 @@ fn bootargs_unknown_and_malformed_warn_and_the_settings_line_shows() {
 
 /// `scripts/build.sh`: the image it built.
 fn build_image() -> String {
-    let out = Command::new(repo().join("scripts/build.sh"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "build.sh failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .last()
-        .unwrap()
-        .to_string()
+    built_by("build.sh")
 }
 
 /// `cargo run --target aarch64-unknown-none-softfloat -- ARGS` (the unoptimised image, booted
