@@ -471,42 +471,26 @@ impl Vm {
     /// the stage-2 lock), so no two callers race on a block. IPAs outside RAM are ignored.
     /// Returns whether it zeroed anything (zeroed RAM is clean to PoC already).
     pub fn zero_unused_ram(&self, p: &impl Platform, ipas: Range<u64>) -> bool {
-        let ram = self.ram_ipas();
-        let start = ipas.start.max(ram.start);
-        let end = ipas.end.min(ram.end);
-        if start >= end {
-            return false;
-        }
-        let mut zeroed = false;
-        let first = (start - ram.start) / RAM_ZERO_BLOCK;
-        let last = (end - 1 - ram.start) / RAM_ZERO_BLOCK;
-        for block in first..=last {
-            let Some(word) = self.ram_used.get((block / 64) as usize) else {
-                break;
-            };
-            let bit = 1u64 << (block % 64);
-            if word.load(Ordering::Acquire) & bit != 0 {
-                continue;
-            }
-            let offset = block * RAM_ZERO_BLOCK;
-            let size = RAM_ZERO_BLOCK.min(self.config.ram_size - offset);
-            p.zero_ram(self.config.ram_pa + offset, size);
-            word.fetch_or(bit, Ordering::AcqRel);
-            zeroed = true;
-        }
-        zeroed
+        self.zero_unused_ram_around(p, ipas, &[])
     }
 
     /// Like [`Self::zero_unused_ram`] for the blocks overlapping `span`, but keeps the bytes in
     /// `keep` (what the loader just wrote there): only the rest of each never-used block is
-    /// zeroed, so loading a 32 MiB kernel does not also zero 32 MiB first.
-    fn zero_unused_ram_around(&self, p: &impl Platform, span: Range<u64>, keep: &[Range<u64>]) {
+    /// zeroed, so loading a 32 MiB kernel does not also zero 32 MiB first. Returns whether it
+    /// zeroed any block.
+    fn zero_unused_ram_around(
+        &self,
+        p: &impl Platform,
+        span: Range<u64>,
+        keep: &[Range<u64>],
+    ) -> bool {
         let ram = self.ram_ipas();
         let start = span.start.max(ram.start);
         let end = span.end.min(ram.end);
         if start >= end {
-            return;
+            return false;
         }
+        let mut zeroed = false;
         let first = (start - ram.start) / RAM_ZERO_BLOCK;
         let last = (end - 1 - ram.start) / RAM_ZERO_BLOCK;
         for block in first..=last {
@@ -534,7 +518,9 @@ impl Vm {
                 at = at.max(k.end);
             }
             word.fetch_or(bit, Ordering::AcqRel);
+            zeroed = true;
         }
+        zeroed
     }
 
     /// Makes guest RAM `ipas` (a stage-2 fault's block or page) ready to be mapped, under the
