@@ -49,9 +49,12 @@ pub fn uart_read(
     let value = uart.read(offset, size);
     update_uart_line(vm, &uart, p);
     drop(uart);
-    // The guest may have made room in its receive FIFO: resume held-back input.
+    // The guest may have made room in its receive FIFO: resume held-back input. Input may
+    // move the focus to another VM (or ask for every VM's statistics), so all the VMs the
+    // console serves are passed, as the host UART's interrupt does.
     if vm.console.throttled.load(Ordering::Relaxed) && vm.console.focus() == vm.id {
-        forward_input(core::slice::from_ref(vm), p);
+        let all = vm.peers.get().copied().unwrap_or(core::slice::from_ref(vm));
+        forward_input(all, p);
     }
     value
 }
