@@ -121,6 +121,14 @@ pub fn parse(data: &[u8], ram: GuestRam) -> Result<(Vec<Segment>, u64), LoadErro
     if segments.is_empty() {
         return Err(malformed("no PT_LOAD segment"));
     }
+    // Segments may not overlap (QEMU's loader refuses overlapping regions too): so what the
+    // file makes EL2 copy, zero and clean is at most guest RAM once, however many headers it
+    // has.
+    let mut by_start: Vec<&Range<u64>> = segments.iter().map(|s| &s.at).collect();
+    by_start.sort_unstable_by_key(|at| at.start);
+    if by_start.windows(2).any(|pair| pair[1].start < pair[0].end) {
+        return Err(malformed("two segments overlap in memory"));
+    }
     let physical = segments.iter().any(|s| s.at.contains(&entry));
     let entry = if physical {
         entry

@@ -328,6 +328,23 @@ fn elf_linked_high_is_entered_at_the_physical_address() {
 }
 
 #[test]
+fn elf_with_overlapping_segments_is_refused() {
+    let seg: &[u8] = &[0u8; 16];
+    // Many headers over the same RAM would make EL2 copy and zero it once per header.
+    let overlapping = [(0x4008_0000, 0x4008_0000, seg, 0x1000); 3];
+    assert_eq!(
+        refusal(&elf(0xb7, 0x4008_0000, &overlapping)),
+        "kernel is not a bootable image: saw a malformed ELF64 AArch64 file: two segments \
+         overlap in memory"
+    );
+    let adjacent = [
+        (0x4008_0000, 0x4008_0000, seg, 0x1000),
+        (0x4008_1000, 0x4008_1000, seg, 0x1000),
+    ];
+    assert!(load(&elf(0xb7, 0x4008_0000, &adjacent)).is_ok());
+}
+
+#[test]
 fn elf_refusals_name_the_problem() {
     let seg: &[u8] = &[0u8; 16];
     let refused = |file: &[u8]| refusal(file).replace("kernel is not a bootable image: saw ", "");
