@@ -286,10 +286,7 @@ fn parse_chaos(bootargs: &str) -> ChaosConfig {
         skip: find(CHAOS_SKIP_ARG).unwrap_or(0),
         ..ChaosConfig::default()
     };
-    let only = bootargs
-        .split(' ')
-        .find_map(|arg| arg.strip_prefix(CHAOS_ONLY_ARG))
-        .unwrap_or("");
+    let only = psci_probe::bootargs::value(bootargs, CHAOS_ONLY_ARG).unwrap_or("");
     for item in only.split(',') {
         let range = match item.split_once('-') {
             Some((first, last)) => parse_number(first).zip(parse_number(last)),
@@ -304,9 +301,7 @@ fn parse_chaos(bootargs: &str) -> ChaosConfig {
 }
 
 fn parse_reboots(bootargs: &str) -> u32 {
-    bootargs
-        .split(' ')
-        .find_map(|arg| arg.strip_prefix(REBOOTS_ARG))
+    psci_probe::bootargs::value(bootargs, REBOOTS_ARG)
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
 }

@@ -60,6 +60,17 @@ static RTC_DEADLINE: AtomicU64 = AtomicU64::new(NEVER);
 /// The RTC deadline the console CPU's timer was last armed with.
 static RTC_ARMED: AtomicU64 = AtomicU64::new(NEVER);
 
+/// Sets one of the deadlines the console CPU's EL2 timer serves (`slot`) and has that timer
+/// re-armed: here, or by the console CPU when the kick arrives.
+fn set_console_cpu_deadline(slot: &AtomicU64, deadline: Option<u64>) {
+    slot.store(deadline.unwrap_or(NEVER), Ordering::Release);
+    if percpu::current() == CONSOLE_CPU {
+        rearm_hyp_timer();
+    } else {
+        gic::kick(CONSOLE_CPU, cpu::mpidr_of(CONSOLE_CPU));
+    }
+}
+
 /// Programs this CPU's EL2 timer for the earliest of what it serves: its vCPU's emulated
 /// physical timer and, on the console CPU, the console's partial-line deadline and the guest
 /// RTCs' match deadline.
@@ -265,22 +276,11 @@ impl Platform for ArchPlatform {
     }
 
     fn set_console_deadline(&self, deadline: Option<u64>) {
-        CONSOLE_DEADLINE.store(deadline.unwrap_or(NEVER), Ordering::Release);
-        if percpu::current() == CONSOLE_CPU {
-            rearm_hyp_timer();
-        } else {
-            // The console CPU re-arms its timer when the kick arrives.
-            gic::kick(CONSOLE_CPU, cpu::mpidr_of(CONSOLE_CPU));
-        }
+        set_console_cpu_deadline(&CONSOLE_DEADLINE, deadline);
     }
 
     fn set_rtc_deadline(&self, deadline: Option<u64>) {
-        RTC_DEADLINE.store(deadline.unwrap_or(NEVER), Ordering::Release);
-        if percpu::current() == CONSOLE_CPU {
-            rearm_hyp_timer();
-        } else {
-            gic::kick(CONSOLE_CPU, cpu::mpidr_of(CONSOLE_CPU));
-        }
+        set_console_cpu_deadline(&RTC_DEADLINE, deadline);
     }
 
     fn fill_random(&self, out: &mut [u8]) -> bool {

@@ -30,6 +30,12 @@ fn ctr() -> u64 {
     ctr
 }
 
+/// The smallest data cache line in bytes: CTR_EL0.DminLine (bits 19:16) is its log2 in
+/// 4-byte words.
+fn dcache_line(ctr: u64) -> u64 {
+    4u64 << ((ctr >> 16) & 0xf)
+}
+
 /// Makes `[va, va+len)`, just written by EL2 through its cacheable mapping, what a guest
 /// whose stage 2 forces Write-Back (FEAT_S2FWB) sees, data and instructions: its data
 /// accesses go through the same caches, so only instruction fetches need care — the data
@@ -39,7 +45,7 @@ fn ctr() -> u64 {
 pub fn sync_for_guest(va: u64, len: u64) {
     let ctr = ctr();
     if ctr & (1 << 28) == 0 {
-        let line = 4u64 << ((ctr >> 16) & 0xf);
+        let line = dcache_line(ctr);
         let mut addr = va & !(line - 1);
         while addr < va + len {
             // SAFETY: DC CVAU on mapped VAs (the linear window) only writes lines back.
@@ -121,9 +127,7 @@ impl crate::vmid::VmidTlb for BroadcastTlb {
 /// its MMU off (non-cacheable) sees what the hypervisor wrote through its cacheable mapping,
 /// and later evictions cannot overwrite what the guest writes non-cacheably.
 pub fn clean_inval_to_poc(va: u64, len: u64) {
-    let ctr = ctr();
-    // DminLine (bits 19:16): log2 of the smallest data cache line, in 4-byte words.
-    let line = 4u64 << ((ctr >> 16) & 0xf);
+    let line = dcache_line(ctr());
     let start = va & !(line - 1);
     let lines = (va + len).saturating_sub(start).div_ceil(line);
     let (groups, rest) = (lines / 4, lines % 4);
@@ -174,7 +178,7 @@ pub fn zero_to_poc(va: u64, len: u64) {
     // SAFETY: reading DCZID_EL0 has no side effects.
     unsafe { core::arch::asm!("mrs {}, dczid_el0", out(reg) dczid, options(nomem, nostack)) };
     let block = 4u64 << (dczid & 0xf);
-    let line = 4u64 << ((ctr() >> 16) & 0xf);
+    let line = dcache_line(ctr());
     let fwb = has_fwb();
     let end = va + len;
     let mut addr = va;
