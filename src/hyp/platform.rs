@@ -224,6 +224,10 @@ pub mod fake {
             true
         }
         fn id_register(&self, id: SysRegId) -> u64 {
+            // The same contract as the hardware's: only the registers the CPU is asked for.
+            if !crate::hyp::cpu_features::reads_hardware(id) {
+                return 0;
+            }
             let regs = self.id_registers.borrow();
             regs.iter().find(|(r, _)| *r == id).map_or(0, |&(_, v)| v)
         }

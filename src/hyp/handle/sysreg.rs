@@ -36,11 +36,8 @@ pub fn handle(
             if !access.read {
                 return ExitAction::Inject(Exception::Undef);
             }
-            let hw = if cpu_features::reads_hardware(access.id) {
-                p.id_register(access.id)
-            } else {
-                0
-            };
+            // 0 for a register the CPU is not asked for (`Platform::id_register`).
+            let hw = p.id_register(access.id);
             let guest = GuestCpu::new(vm.config.gic, vm.vtcr);
             vcpu.set_reg(access.rt, cpu_features::sanitise(access.id, hw, guest));
         }
