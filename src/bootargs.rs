@@ -9,7 +9,7 @@
 
 use core::fmt;
 
-use crate::config::parse_size;
+use crate::config::{parse_decimal as decimal, parse_size};
 use crate::loader::GuestFormat;
 
 /// The settings in force, from the bootargs (defaults where absent or malformed).
@@ -229,14 +229,6 @@ const KEYS: &[Key] = &[
         },
     },
 ];
-
-/// A plain decimal number (no sign, no spaces).
-fn decimal(v: &str) -> Option<u64> {
-    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    v.parse().ok()
-}
 
 /// Whether a key is Bulkhead's to check.
 fn is_ours(key: &str) -> bool {

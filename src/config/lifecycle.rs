@@ -225,13 +225,9 @@ fn parse_reset_limit(word: &str) -> Option<Option<u32>> {
     if word == "off" {
         return Some(None);
     }
-    if word.is_empty() || !word.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    word.parse::<u32>()
-        .ok()
-        .filter(|&n| n <= MAX_RESET_LIMIT)
-        .map(Some)
+    super::parse_decimal(word)
+        .filter(|&n| n <= u64::from(MAX_RESET_LIMIT))
+        .map(|n| Some(n as u32))
 }
 
 #[cfg(test)]

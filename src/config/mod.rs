@@ -119,6 +119,14 @@ pub struct ParsedConfig {
 
 pub use crate::units::ByteSize;
 
+/// A plain decimal number (digits only: no sign, no spaces, not empty), if it fits a `u64`.
+pub fn parse_decimal(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
 /// Parses a size with an optional binary suffix: `512M`, `1g`, `65536K` or plain bytes.
 /// `None` for anything else (signs, other suffixes, empty) and for sizes above `u64::MAX`.
 pub fn parse_size(s: &str) -> Option<u64> {
@@ -128,10 +136,7 @@ pub fn parse_size(s: &str) -> Option<u64> {
         b'G' | b'g' => (&s[..s.len() - 1], 30),
         _ => (s, 0),
     };
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse::<u64>().ok()?.checked_mul(1 << shift)
+    parse_decimal(digits)?.checked_mul(1 << shift)
 }
 
 /// Host DTB → VM descriptions (both forms). `bootargs` are Bulkhead's own (`/chosen/bootargs`);
