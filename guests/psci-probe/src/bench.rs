@@ -154,12 +154,7 @@ pub fn run(machine: &Machine, list: &str, bootargs: &str) {
                 );
             }
             "uart" => {
-                let dr = machine
-                    .windows
-                    .iter()
-                    .flatten()
-                    .find(|w| w.kind == WindowKind::Pl011)
-                    .map_or(0x0900_0000, |w| w.base);
+                let dr = machine.uart_base();
                 // SAFETY: writes to the UART's data register: characters on the console.
                 let ticks = time(|| unsafe { bench_store_loop(dr, iterations, u32::from(b'.')) });
                 println!();
@@ -195,14 +190,7 @@ struct Gic {
 
 impl Gic {
     fn new(machine: &Machine) -> Self {
-        let base = |kind| {
-            machine
-                .windows
-                .iter()
-                .flatten()
-                .find(|w| w.kind == kind)
-                .map_or(0, |w| w.base)
-        };
+        let base = |kind| machine.window(kind).map_or(0, |w| w.base);
         let gic = Gic {
             version: machine.gic_version,
             gicd: base(WindowKind::GicDistributor),

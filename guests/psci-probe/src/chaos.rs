@@ -683,26 +683,17 @@ fn perform(op: Op) -> Result<u64, Fault> {
 
 /// The PL011 registers in `PL011_RESTORED`, as read before the chaos.
 fn save_uart(machine: &Machine) -> [Option<u64>; 7] {
-    let base = uart_base(machine);
+    let base = machine.uart_base();
     PL011_RESTORED
         .map(|offset| vectors::capture(|| hostile::access(Access::LoadWord, base + offset, 0)).ok())
 }
 
 fn restore_uart(machine: &Machine, saved: &[Option<u64>; 7]) {
-    let base = uart_base(machine);
+    let base = machine.uart_base();
     // LCR_H before CR, as the PL011 manual asks (CR last re-enables the UART).
     for (offset, value) in PL011_RESTORED.iter().zip(saved) {
         if let Some(value) = value {
             let _ = vectors::capture(|| hostile::access(Access::StoreWord, base + offset, *value));
         }
     }
-}
-
-fn uart_base(machine: &Machine) -> u64 {
-    machine
-        .windows
-        .iter()
-        .flatten()
-        .find(|w| w.kind == WindowKind::Pl011)
-        .map_or(0x0900_0000, |w| w.base)
 }

@@ -62,10 +62,7 @@ impl Receiver {
     /// not clear a pending state: the peer may already have rung.
     pub fn enable(machine: &Machine, intid: u32) -> Result<Receiver, SetupError> {
         let gicd = machine
-            .windows
-            .iter()
-            .flatten()
-            .find(|w| w.kind == WindowKind::GicDistributor)
+            .window(WindowKind::GicDistributor)
             .map_or(GICD_FALLBACK, |w| w.base);
         let receiver = Receiver {
             gicd,

@@ -75,14 +75,7 @@ probe_t32_wfi_then_svc:
 );
 
 pub fn run(machine: &Machine, tally: &mut Tally) {
-    let window = |kind| {
-        machine
-            .windows
-            .iter()
-            .flatten()
-            .find(|w| w.kind == kind)
-            .map_or(0, |w| w.base)
-    };
+    let window = |kind| machine.window(kind).map_or(0, |w| w.base);
     GIC_VERSION.store(u64::from(machine.gic_version), Ordering::SeqCst);
     GICD_BASE.store(window(WindowKind::GicDistributor), Ordering::SeqCst);
     GICC_OR_GICR_BASE.store(
@@ -207,7 +200,7 @@ fn check_big_endian_mmio(machine: &Machine, tally: &mut Tally) {
         crate::println!("PROBE: no mixed-endian support (BigEnd={big_end}): EE is RES0");
         return;
     }
-    let uart = machine.windows[0].map_or(0x0900_0000, |w| w.base);
+    let uart = machine.uart_base();
     let id = vectors::capture(|| load_u32_big_endian(uart + PL011_PERIPH_ID0));
     // The device holds bytes 11 00 00 00; a big-endian word load reads them as 0x11000000.
     tally.expect_eq(
@@ -215,12 +208,7 @@ fn check_big_endian_mmio(machine: &Machine, tally: &mut Tally) {
         id.map_or(u64::MAX, u64::from),
         0x1100_0000,
     );
-    let Some(gicd) = machine
-        .windows
-        .iter()
-        .flatten()
-        .find(|w| w.kind == WindowKind::GicDistributor)
-    else {
+    let Some(gicd) = machine.window(WindowKind::GicDistributor) else {
         return;
     };
     let addr = gicd.base + GICD_IPRIORITYR_32;
@@ -241,12 +229,7 @@ fn check_big_endian_mmio(machine: &Machine, tally: &mut Tally) {
 }
 
 fn check_sgi0r(machine: &Machine, tally: &mut Tally) {
-    let Some(gicr) = machine
-        .windows
-        .iter()
-        .flatten()
-        .find(|w| w.kind == WindowKind::GicRedistributors)
-    else {
+    let Some(gicr) = machine.window(WindowKind::GicRedistributors) else {
         // No system register interface (GICv2): ICC_SGI0R_EL1 is UNDEFINED.
         tally.expect_eq(
             "icc_sgi0r_undefined_without_gicv3",
@@ -345,7 +328,7 @@ fn load_u32_mapped(addr: u64, entry0: u64) -> u32 {
 /// An unaligned load from an emulated device (mapped as Normal memory, so stage 1 lets it
 /// through) is an Alignment fault at the access, with FAR the address.
 fn check_unaligned_mmio(machine: &Machine, tally: &mut Tally) {
-    let uart = machine.windows[0].map_or(0x0900_0000, |w| w.base);
+    let uart = machine.uart_base();
     let addr = uart + PL011_PERIPH_ID0 + 1;
     match vectors::capture(|| load_u32_normal_mapping(addr)) {
         Err(f) if f.class() == vectors::EC_DATA_ABORT_SAME_EL => {
@@ -370,7 +353,7 @@ fn check_unaligned_mmio(machine: &Machine, tally: &mut Tally) {
 fn check_walk_into_hole(machine: &Machine, tally: &mut Tally) {
     /// A level-1 table descriptor pointing to a level-2 table where nothing is.
     const TABLE_IN_HOLE: u64 = 0x2000_0000 | 0b11;
-    let uart = machine.windows[0].map_or(0x0900_0000, |w| w.base);
+    let uart = machine.uart_base();
     let addr = uart + PL011_PERIPH_ID0;
     match vectors::capture(|| load_u32_mapped(addr, TABLE_IN_HOLE)) {
         Err(f) if f.class() == vectors::EC_DATA_ABORT_SAME_EL => {
@@ -439,7 +422,7 @@ fn check_single_step_over_mmio(machine: &Machine, tally: &mut Tally) {
     const MDSCR_SS_KDE: u64 = 1 | (1 << 13);
     /// SPSR for the ERET into the stepped code: EL1h, A/I/F masked, D clear, SS set.
     const SPSR_STEP: u64 = 0x5 | (0b111 << 6) | (1 << 21);
-    let uart = machine.windows[0].map_or(0x0900_0000, |w| w.base);
+    let uart = machine.uart_base();
     let addr = uart + PL011_PERIPH_ID0;
     // The OS lock must be clear for debug exceptions (the CPU's reset leaves it set).
     let _ = write(OSLAR_EL1, 0);

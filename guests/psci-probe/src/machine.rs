@@ -250,6 +250,21 @@ impl Machine {
         }
     }
 
+    /// The device window of `kind`, if the DTB describes one.
+    pub fn window(&self, kind: WindowKind) -> Option<MmioWindow> {
+        self.windows
+            .iter()
+            .flatten()
+            .find(|w| w.kind == kind)
+            .copied()
+    }
+
+    /// The PL011's base: the DTB's, else QEMU virt's.
+    pub fn uart_base(&self) -> u64 {
+        self.window(WindowKind::Pl011)
+            .map_or(0x0900_0000, |w| w.base)
+    }
+
     /// The device window holding `addr`, if any.
     pub fn window_at(&self, addr: u64) -> Option<MmioWindow> {
         self.windows
