@@ -1,20 +1,29 @@
-//! The per-physical-CPU run loop. Each vCPU of each VM is pinned to a physical CPU of its own
-//! (static partitioning, `config::place`), so the guest's EL1 and timer registers stay live in
-//! the hardware; what moves on every exit is the GPRs (`arch::switch`) and the list registers
-//! (flushed from / folded into the vGIC model). A CPU without a vCPU idles in WFI.
+//! The per-physical-CPU run loop. A physical CPU is either **dedicated** to one vCPU (the only
+//! one allowed on it, pinned there: static partitioning, `config::place`) or **shared** by
+//! several, which the scheduler (`crate::sched`) takes turns on it.
 //!
-//! One pass: requests (KVM's vCPU requests) → may this vCPU run (PSCI power state)? → VMID of
-//! the current generation (KVM's VMID allocator) → load list registers → enter (refused if a request
-//! raced in) → exit → fold list registers, sample the timer → decode the exit once
-//! (`hyp::exit`) → its handler (`hyp::handle`) → carry out the action it returns. A VM that
-//! stops (power-off, reboot, crash: a pvpanic write or a runaway vCPU found at injection) goes
-//! through its life-cycle policy (`hyp::lifecycle`): destroyed, restarted or preserved.
+//! - Dedicated: the vCPU's EL1 registers, timer, GIC CPU interface and FP/SIMD stay live in the
+//!   hardware for good; what moves on every exit is the GPRs (`arch::switch`) and the list
+//!   registers (flushed from / folded into the vGIC model). It blocks in place (WFI).
+//! - Shared: pick a vCPU → switch it in (`switch_in`: its EL1 state, timer, GIC CPU interface,
+//!   VMPIDR, CNTVOFF; FP/SIMD and SVE only when it touches them, `load_fp`) → run it until it
+//!   blocks, yields (a trapped WFE) or its slice ends (the EL2 timer, or a kick for a vCPU that
+//!   deserves the CPU) → switch it out (`switch_out`) → tell the scheduler → pick again.
+//!
+//! One pass for a vCPU: requests (KVM's vCPU requests) → may this vCPU run (PSCI power state)?
+//! → VMID of the current generation (KVM's VMID allocator) → load list registers → enter
+//! (refused if a request raced in) → exit → fold list registers, sample the timer → decode the
+//! exit once (`hyp::exit`) → its handler (`hyp::handle`) → carry out the action it returns. A VM
+//! that stops (power-off, reboot, crash: a pvpanic write or a runaway vCPU found at injection)
+//! goes through its life-cycle policy (`hyp::lifecycle`): destroyed, restarted or preserved.
 
 use alloc::format;
 use alloc::string::String;
+use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
 
-use super::exit::{GuestExit, Syndrome};
+use super::context::{FpState, VcpuContext};
+use super::exit::{ExitClass, GuestExit, Syndrome};
 use super::handle::{CrashCause, ExitAction, handle_exit};
 use super::host_irq;
 use super::inject::{self, Exception};
@@ -22,37 +31,86 @@ use super::lifecycle::{self, Decision};
 use super::platform::Platform;
 use super::runaway::{REPEATS, Runaway};
 use super::serror::{self, SErrorAction};
-use super::setup;
+use super::setup::{self, CpuRole};
 use super::timer;
 use super::vcpu::Vcpu;
 use super::vm::{ExitStats, Vm};
-use crate::arch::platform::ArchPlatform;
+use crate::arch::platform::{self as arch_platform, ArchPlatform};
 use crate::arch::switch::{ExitKind, run_guest};
-use crate::arch::sysregs::{self, El1State};
-use crate::arch::{cpu, stage2_hw, vgic_hw};
+use crate::arch::{context, cpu, stage2_hw, sysregs, vgic_hw};
 use crate::config::{Policy, StopCause};
+use crate::sched::{Leave, VcpuRef};
 use crate::vcpu::power::VmState;
-use crate::vcpu::request::{Request, make_all_request};
+use crate::vcpu::request::{Kick, Request, make_all_request};
 
-/// What belongs to the physical CPU rather than to the vCPU it runs.
+/// What belongs to the physical CPU rather than to the vCPU it runs (DESIGN: current vCPU,
+/// loaded VMID, last vCPU per VM).
 struct PhysCpu {
+    index: usize,
     /// List registers this CPU has (read once: the hardware does not change).
     lr_count: usize,
-    /// VMID last loaded into VTTBR_EL2 on this CPU.
-    loaded_vmid: Option<u16>,
+    /// Several vCPUs take turns here (else one owns the CPU).
+    shared: bool,
+    /// (VM id, VMID) whose stage 2 VTTBR_EL2 holds.
+    stage2: Option<(usize, u16)>,
+    /// The vCPU whose context (EL1 registers, GIC CPU interface) the hardware still holds.
+    loaded: Option<VcpuRef>,
+    /// Per VM id: the vCPU of that VM that last ran here (stage-1 TLB hygiene).
+    last_ran: Vec<Option<usize>>,
+    /// Invalidate this CPU's stage-1 entries of the VMID once it is loaded.
+    flush_stage1: bool,
+    /// The vCPU whose FP/SIMD (or SVE) state this CPU's FP registers hold.
+    fp_owner: Option<VcpuRef>,
+    /// The running vCPU's FP state is live in the registers (the FP trap is off for it).
+    fp_live: bool,
 }
 
-/// (Re)starts `vcpu` at `entry` with `x0`: its registers, and the EL1 system registers, GIC
-/// virtual CPU interface and timer state live in this CPU's hardware.
-fn start_vcpu(vcpu: &mut Vcpu, entry: u64, x0: u64) {
+impl PhysCpu {
+    fn new(index: usize, shared: bool) -> Self {
+        Self {
+            index,
+            lr_count: vgic_hw::lr_count(),
+            shared,
+            stage2: None,
+            loaded: None,
+            last_ran: Vec::new(),
+            flush_stage1: false,
+            fp_owner: None,
+            fp_live: false,
+        }
+    }
+}
+
+/// Why a vCPU left its shared physical CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Left {
+    /// Blocked (WFI, CPU_SUSPEND), off, or waiting for its VM to stop or start.
+    Blocked,
+    /// A trapped WFE: someone else may go first.
+    Yield,
+    /// Its slice ended, or a woken vCPU deserves the CPU more.
+    Preempted,
+}
+
+/// (Re)starts `vcpu` at `entry` with `x0`: its registers, EL1 system registers, GIC virtual CPU
+/// interface and timer at their reset values, loaded on this CPU.
+fn start_vcpu(vcpu: &mut Vcpu, pcpu: &mut PhysCpu, entry: u64, x0: u64) {
     log::debug!("vcpu {}: start at {entry:#x} x0={x0:#x}", vcpu.index);
     vcpu.reset_to(entry, x0);
-    El1State::reset().restore();
+    vcpu.ctx = VcpuContext::reset();
+    context::restore(&vcpu.ctx);
     // The OS lock unlocked, as `reset_to` left the vCPU's copy (and as KVM resets OSLSR_EL1):
     // a previous life, or the CPU's cold reset (OSLK = 1), must not block its debug.
     sysregs::set_os_lock(false);
-    vgic_hw::reset_vcpu_interface();
     timer::set_vtimer_level(vcpu, false, &ArchPlatform);
+    if pcpu.shared {
+        // A new life starts with zeroed FP/SIMD registers, not another vCPU's.
+        vcpu.fp = None;
+        vcpu.fp_on = None;
+        pcpu.fp_owner = None;
+        pcpu.fp_live = false;
+        context::set_fp_trap(true);
+    }
 }
 
 /// Loads the list registers with what the vGIC model says this vCPU should see. Skipped when
@@ -78,7 +136,7 @@ fn flush_lrs(vm: &Vm, vcpu: &mut Vcpu, pcpu: &PhysCpu) {
         fill
     };
     // Only the filled ones: the others are empty (emptied by `fold_loaded_lrs` after every
-    // exit, and at the start of `run_vcpu`).
+    // exit, and when the CPU starts).
     for (i, entry) in vcpu.lrs[..fill.count].iter().enumerate() {
         vgic_hw::write_lr(i, Some(entry));
     }
@@ -133,11 +191,27 @@ fn park() -> ! {
     cpu::halt()
 }
 
-/// Runs whatever this physical CPU was given: its vCPU, or nothing (idle).
+/// Runs whatever this physical CPU was given: one vCPU, a share of several, or nothing.
 pub fn run_cpu(pcpu_index: usize) -> ! {
-    match setup::assigned(pcpu_index) {
-        Some((vm, vcpu)) => run_vcpu(vm, vcpu, pcpu_index),
-        None => idle(pcpu_index),
+    // Every list register empty: `flush_lrs` writes only the ones it fills.
+    let empty_lrs = |pcpu: &PhysCpu| {
+        for i in 0..pcpu.lr_count {
+            vgic_hw::write_lr(i, None);
+        }
+    };
+    match setup::role(pcpu_index) {
+        CpuRole::Dedicated(vm, index) => {
+            let mut pcpu = PhysCpu::new(pcpu_index, false);
+            empty_lrs(&pcpu);
+            run_dedicated(vm, index, &mut pcpu)
+        }
+        CpuRole::Shared => {
+            let mut pcpu = PhysCpu::new(pcpu_index, true);
+            pcpu.last_ran = alloc::vec![None; setup::vms().iter().map(|v| v.id + 1).max().unwrap_or(0)];
+            empty_lrs(&pcpu);
+            run_shared(&mut pcpu)
+        }
+        CpuRole::Idle => idle(pcpu_index),
     }
 }
 
@@ -155,32 +229,235 @@ fn idle(pcpu_index: usize) -> ! {
     }
 }
 
-/// Runs vCPU `index` of `vm` on this physical CPU (`pcpu_index`) forever.
-fn run_vcpu(vm: &'static Vm, index: usize, pcpu_index: usize) -> ! {
+/// The EL2 set-up a CPU that runs vCPUs needs, whoever they are.
+fn prepare_cpu(pcpu_index: usize, shared: bool) {
+    sysregs::activate_traps();
+    // On a shared CPU a spinning vCPU (WFE) gives way to the others.
+    sysregs::set_wfe_trap(shared);
+    host_irq::enable_vcpu_irqs(pcpu_index);
+    if pcpu_index == arch_platform::CONSOLE_CPU {
+        host_irq::enable_console_irq();
+    }
+}
+
+/// Runs vCPU `index` of `vm`, the only one this physical CPU ever runs, forever.
+fn run_dedicated(vm: &'static Vm, index: usize, pcpu: &mut PhysCpu) -> ! {
     let Some(vcpu) = vm.vcpus.get(index) else {
         park()
     };
     // Pinned: this CPU holds its vCPU for good.
     let mut vcpu = vcpu.lock();
     let vcpu = &mut *vcpu;
-    vcpu.last_pcpu = Some(pcpu_index);
-    let mut pcpu = PhysCpu {
-        lr_count: vgic_hw::lr_count(),
-        loaded_vmid: None,
+    vcpu.last_pcpu = Some(pcpu.index);
+    vm.requests[index].set_pcpu(pcpu.index);
+    prepare_cpu(pcpu.index, false);
+    sysregs::load_vcpu_id(index as u64);
+    sysregs::set_cntvoff(vm.config.cntvoff);
+    log::debug!("vcpu {index}: run loop on cpu {}", pcpu.index);
+    loop {
+        run_vcpu(vm, vcpu, pcpu);
+    }
+}
+
+/// The VM with id `id`.
+fn vm_by_id(id: usize) -> Option<&'static Vm> {
+    setup::vms().iter().find(|vm| vm.id == id)
+}
+
+/// Takes turns between the vCPUs the scheduler gives this physical CPU, forever.
+fn run_shared(pcpu: &mut PhysCpu) -> ! {
+    prepare_cpu(pcpu.index, true);
+    context::set_fp_trap(true);
+    let sched = setup::scheduler();
+    log::debug!("cpu {}: shared", pcpu.index);
+    loop {
+        let now = cpu::counter();
+        scan_wakeups(pcpu.index, now);
+        let slice = sched.lock().pick(pcpu.index, now);
+        let Some(slice) = slice else {
+            let deadline = sched.lock().next_deadline(pcpu.index, now);
+            arch_platform::set_sched_deadline(deadline);
+            cpu::wfi();
+            host_irq::handle_host_irqs(None);
+            continue;
+        };
+        arch_platform::set_sched_deadline(slice.until);
+        let me = slice.vcpu;
+        let Some(vm) = vm_by_id(me.vm) else {
+            sched.lock().leave(pcpu.index, now, Leave::Block { until: None });
+            continue;
+        };
+        let Some(vcpu) = vm.vcpus.get(me.vcpu) else {
+            sched.lock().leave(pcpu.index, now, Leave::Block { until: None });
+            continue;
+        };
+        let mut vcpu = vcpu.lock();
+        switch_in(vm, &mut vcpu, pcpu);
+        let left = run_vcpu(vm, &mut vcpu, pcpu);
+        let until = switch_out(vm, &mut vcpu, pcpu, left);
+        drop(vcpu);
+        if let Some(run) = vm.run_stats.get(me.vcpu) {
+            let ran = cpu::counter().saturating_sub(now);
+            run.shared_ticks.fetch_add(ran, Ordering::Relaxed);
+        }
+        let why = match left {
+            Left::Blocked => Leave::Block { until },
+            Left::Yield => Leave::Yield,
+            Left::Preempted => Leave::Preempted,
+        };
+        let kick = {
+            let mut s = sched.lock();
+            s.leave(pcpu.index, cpu::counter(), why);
+            // A vCPU now waiting here may run at once on an idle CPU.
+            s.idle_cpu_for_waiting(pcpu.index)
+        };
+        if let Some(other) = kick {
+            ArchPlatform.kick(other);
+        }
+    }
+}
+
+/// Makes runnable the vCPUs blocked on this CPU that have a waking request pending (an
+/// interrupt became deliverable, a CPU_ON, a stop), and kicks the CPUs that should look.
+fn scan_wakeups(pcpu_index: usize, now: u64) {
+    let mut kicks = [usize::MAX; 4];
+    {
+        let mut s = setup::scheduler().lock();
+        let mut blocked = [VcpuRef { vm: 0, vcpu: 0 }; 64];
+        let mut count = 0;
+        for (slot, v) in blocked.iter_mut().zip(s.blocked_on(pcpu_index)) {
+            *slot = v;
+            count += 1;
+        }
+        let mut k = 0;
+        for &v in &blocked[..count] {
+            let wakes = vm_by_id(v.vm)
+                .and_then(|vm| vm.requests.get(v.vcpu))
+                .is_some_and(|r| r.pending().iter().any(|r| r.wakes_blocked_vcpu()));
+            if wakes
+                && let Some(cpu) = s.wake(v, now)
+                && cpu != pcpu_index
+                && k < kicks.len()
+            {
+                kicks[k] = cpu;
+                k += 1;
+            }
+        }
+    }
+    for &cpu in kicks.iter().filter(|&&c| c != usize::MAX) {
+        ArchPlatform.kick(cpu);
+    }
+}
+
+/// Whether the vCPU running on this shared CPU should leave it now (its slice ended and
+/// someone waits, or a woken vCPU deserves the CPU); else re-arms the scheduler's deadline.
+fn preempt_due(pcpu_index: usize) -> bool {
+    let now = cpu::counter();
+    scan_wakeups(pcpu_index, now);
+    let mut s = setup::scheduler().lock();
+    if s.should_preempt(pcpu_index, now) {
+        return true;
+    }
+    let deadline = s.next_deadline(pcpu_index, now);
+    drop(s);
+    arch_platform::set_sched_deadline(deadline);
+    false
+}
+
+/// Makes `vcpu` this CPU's: its context into the hardware (skipped when the CPU still holds
+/// it: it was the last here and ran nowhere else since), its identity and counter offset, its
+/// timer's interrupt, FP/SIMD trapped unless this CPU's FP registers still hold its state.
+fn switch_in(vm: &Vm, vcpu: &mut Vcpu, pcpu: &mut PhysCpu) {
+    let me = VcpuRef {
+        vm: vm.id,
+        vcpu: vcpu.index,
     };
+    let held = pcpu.loaded == Some(me) && vcpu.last_pcpu == Some(pcpu.index);
+    if !held {
+        context::restore(&vcpu.ctx);
+        sysregs::set_os_lock(vcpu.os_lock);
+        sysregs::load_vcpu_id(vcpu.index as u64);
+        sysregs::set_cntvoff(vm.config.cntvoff);
+        pcpu.loaded = Some(me);
+    }
+    vcpu.last_pcpu = Some(pcpu.index);
+    vm.requests[vcpu.index].set_pcpu(pcpu.index);
+    if let Some(run) = vm.run_stats.get(vcpu.index) {
+        run.cpu.store(pcpu.index, Ordering::Relaxed);
+    }
+    ArchPlatform.set_vtimer_irq_enabled(!vcpu.timers.vtimer_level);
+    // Stage-1 hygiene: another vCPU of this VM ran here last (see `flush_local_stage1`).
+    if let Some(last) = pcpu.last_ran.get_mut(vm.id) {
+        if last.is_some_and(|other| other != vcpu.index) {
+            pcpu.flush_stage1 = true;
+        }
+        *last = Some(vcpu.index);
+    }
+    let fp_here = pcpu.fp_owner == Some(me) && vcpu.fp_on == Some(pcpu.index);
+    context::set_fp_trap(!fp_here);
+    pcpu.fp_live = fp_here;
+    // The list registers are empty; the first entry writes the GIC's control register anew.
+    vcpu.quiet_epoch = u64::MAX;
+    timer::update_ptimer(vm, vcpu, &ArchPlatform);
+}
+
+/// Takes `vcpu` off this CPU: saves its context (another CPU may pick it next) and its FP
+/// state if it used it here; returns when a blocked vCPU must be woken at the latest (its
+/// virtual timer, emulated physical timer or WFIT timeout).
+fn switch_out(vm: &Vm, vcpu: &mut Vcpu, pcpu: &mut PhysCpu, left: Left) -> Option<u64> {
+    context::save(&mut vcpu.ctx);
+    if pcpu.fp_live {
+        if let Some(fp) = vcpu.fp.as_mut() {
+            context::save_fp(fp);
+        }
+        pcpu.fp_live = false;
+        context::set_fp_trap(true);
+    }
+    // Whatever runs next here must not take this vCPU's timer interrupt or deadline.
+    ArchPlatform.set_vtimer_irq_enabled(false);
+    ArchPlatform.set_hyp_timer(None);
+    if left != Left::Blocked {
+        return None;
+    }
+    let now = cpu::counter();
+    let vtimer = timer::vtimer_deadline(vcpu.ctx.timer.ctl, vcpu.ctx.timer.cval, vm.config.cntvoff);
+    [vtimer, vcpu.timers.ptimer.deadline(now), vcpu.wake_at]
+        .into_iter()
+        .flatten()
+        .min()
+}
+
+/// The vCPU's first FP/SIMD (or SVE) instruction since it came to this CPU trapped: load its
+/// state (zeroed the first time) and let it run untrapped. The previous owner's state was saved
+/// when it left the CPU.
+fn load_fp(vm: &Vm, vcpu: &mut Vcpu, pcpu: &mut PhysCpu) {
+    context::set_fp_trap(false);
+    let fp = vcpu
+        .fp
+        .get_or_insert_with(|| FpState::new(context::sve_vl_bytes()));
+    context::restore_fp(fp);
+    vcpu.fp_on = Some(pcpu.index);
+    pcpu.fp_owner = Some(VcpuRef {
+        vm: vm.id,
+        vcpu: vcpu.index,
+    });
+    pcpu.fp_live = true;
+}
+
+/// How the inner loop of [`run_vcpu`] ended.
+enum Stop {
+    Action(ExitAction),
+    Runaway(Runaway),
+    Preempt,
+}
+
+/// Runs `vcpu` on this physical CPU: pass after pass. On a dedicated CPU it never returns (a
+/// blocked vCPU waits in place); on a shared one it returns when the vCPU leaves the CPU.
+fn run_vcpu(vm: &'static Vm, vcpu: &mut Vcpu, pcpu: &mut PhysCpu) -> Left {
     let p = &ArchPlatform;
-    // Every list register empty: `flush_lrs` writes only the ones it fills.
-    for i in 0..pcpu.lr_count {
-        vgic_hw::write_lr(i, None);
-    }
-    sysregs::activate_traps(index as u64);
-    host_irq::enable_vcpu_irqs(pcpu_index);
-    if pcpu_index == 0 {
-        host_irq::enable_console_irq();
-    }
+    let index = vcpu.index;
     let requests = &vm.requests[index];
     let Some(vmids) = setup::vmids() else { park() };
-    log::debug!("vcpu {index}: run loop on cpu {pcpu_index}");
     // The last pass ended in `wait_for_event` for a blocked vCPU.
     let mut waited = false;
     loop {
@@ -195,15 +472,19 @@ fn run_vcpu(vm: &'static Vm, index: usize, pcpu_index: usize) -> ! {
             } else {
                 (0, 0)
             };
-            start_vcpu(vcpu, entry, x0);
+            start_vcpu(vcpu, pcpu, entry, x0);
             timer::update_ptimer(vm, vcpu, p);
         }
         let pending = requests.take_requests();
         if pending.contains(Request::TlbFlush) {
+            // The flush names the VMID in VTTBR_EL2: make it this VM's first.
+            load_stage2(vm, pcpu, vmids);
             stage2_hw::flush_current_vmid();
         }
         match vm.power.vm_state() {
+            VmState::Off if pcpu.shared => return Left::Blocked,
             VmState::Off => park(),
+            VmState::Stopping if pcpu.shared => return Left::Blocked,
             VmState::Stopping => {
                 wait_for_event(vm, vcpu);
                 continue;
@@ -215,7 +496,8 @@ fn run_vcpu(vm: &'static Vm, index: usize, pcpu_index: usize) -> ! {
         }
         if !vm.power.may_run(index) {
             match vm.power.claim_start(index) {
-                Some(start) => start_vcpu(vcpu, start.entry, start.context_id),
+                Some(start) => start_vcpu(vcpu, pcpu, start.entry, start.context_id),
+                None if pcpu.shared => return Left::Blocked,
                 None => {
                     wait_for_event(vm, vcpu);
                     continue;
@@ -224,13 +506,17 @@ fn run_vcpu(vm: &'static Vm, index: usize, pcpu_index: usize) -> ! {
         }
         if vcpu.blocked {
             // Host interrupts that arrived since the exit may wake it (a wait just handled
-            // them already).
+            // them already); on a shared CPU its virtual timer may have fired while it was away.
             if !waited {
                 host_irq::handle_host_irqs(Some((vm, &mut *vcpu)));
             }
+            timer::sample_vtimer(vm, vcpu, p);
+            timer::update_ptimer(vm, vcpu, p);
             let deliverable = vm.vgic.lock().has_deliverable(index);
             if vcpu.wake_up(cpu::counter(), deliverable) {
                 vcpu.blocked = false;
+            } else if pcpu.shared {
+                return Left::Blocked;
             } else {
                 wait_for_event(vm, vcpu);
                 waited = true;
@@ -239,26 +525,18 @@ fn run_vcpu(vm: &'static Vm, index: usize, pcpu_index: usize) -> ! {
         }
         waited = false;
 
-        let vmid = match vmids.update(pcpu_index, &vm.vmid) {
-            Ok(v) => v,
-            Err(e) => {
-                log::error!("vcpu {index}: no VMID: {e}");
-                park()
-            }
-        };
-        if pcpu.loaded_vmid != Some(vmid) {
-            stage2_hw::load(vm.vtcr, vm.stage2_root, vmid);
-            pcpu.loaded_vmid = Some(vmid);
+        if !load_stage2(vm, pcpu, vmids) {
+            park()
         }
         // Fast re-entry: while exits only ask to resume, stay here. Everything the outer
         // checks look at changes only together with a request (and `enter_guest` refuses
         // while one is pending) or through this vCPU's own exit actions, and the VMID stays
         // valid: a rollover keeps every VMID active on a CPU reserved for its VM (KVM arm64 VMID allocator, 2021).
-        let action = loop {
-            flush_lrs(vm, vcpu, &pcpu);
+        let stop = loop {
+            flush_lrs(vm, vcpu, pcpu);
             if requests.enter_guest().is_err() {
                 fold_lrs(vm, vcpu);
-                break Ok(ExitAction::Resume);
+                break Stop::Action(ExitAction::Resume);
             }
             let kind = run_guest(&mut vcpu.regs);
             requests.exit_guest();
@@ -269,13 +547,21 @@ fn run_vcpu(vm: &'static Vm, index: usize, pcpu_index: usize) -> ! {
                     let (esr, far, hpfar) = sysregs::exit_syndrome();
                     let exit = GuestExit::decode(Syndrome { esr, far, hpfar });
                     log::trace!("vcpu {index}: {exit:x?} at {:#x}", vcpu.regs.pc);
-                    handle_exit(&exit, vm, vcpu, p)
+                    if exit.class == ExitClass::FpAccess && pcpu.shared {
+                        load_fp(vm, vcpu, pcpu);
+                        ExitAction::Resume
+                    } else {
+                        handle_exit(&exit, vm, vcpu, p)
+                    }
                 }
                 ExitKind::Irq => {
                     if let Some(stats) = vm.exits.get(index) {
                         ExitStats::count(&stats.irq);
                     }
                     host_irq::handle_host_irqs(Some((vm, &mut *vcpu)));
+                    if pcpu.shared && preempt_due(pcpu.index) {
+                        break Stop::Preempt;
+                    }
                     ExitAction::Resume
                 }
                 ExitKind::SError => {
@@ -297,21 +583,25 @@ fn run_vcpu(vm: &'static Vm, index: usize, pcpu_index: usize) -> ! {
                 ExitAction::Resume => {}
                 ExitAction::Inject(exception) => {
                     if let Err(runaway) = inject(vcpu, exception) {
-                        break Err(runaway);
+                        break Stop::Runaway(runaway);
                     }
                 }
-                other => break Ok(other),
+                // Nobody else may want a dedicated CPU (WFE is not even trapped there).
+                ExitAction::Yield if !pcpu.shared => {}
+                other => break Stop::Action(other),
             }
         };
-        let action = match action {
-            Ok(action) => action,
-            Err(runaway) => {
+        let action = match stop {
+            Stop::Action(action) => action,
+            Stop::Preempt => return Left::Preempted,
+            Stop::Runaway(runaway) => {
                 crashed(vm, vcpu, Crash::Runaway(runaway));
                 continue;
             }
         };
         match action {
             ExitAction::Resume | ExitAction::Inject(_) => {}
+            ExitAction::Yield => return Left::Yield,
             ExitAction::Block => {
                 vcpu.blocked = true;
                 // A WFIT timeout: the EL2 timer must wake this CPU then.
@@ -325,6 +615,32 @@ fn run_vcpu(vm: &'static Vm, index: usize, pcpu_index: usize) -> ! {
             ExitAction::Crash(cause) => crashed(vm, vcpu, Crash::Handler(cause)),
         }
     }
+}
+
+/// Makes sure VTTBR_EL2 holds `vm`'s stage 2 with a VMID of the current generation (KVM's
+/// `kvm_arm_vmid_update` on every entry), then does a pending stage-1 flush for it. False if
+/// no VMID can be had (an allocator bug: it is logged).
+fn load_stage2(
+    vm: &Vm,
+    pcpu: &mut PhysCpu,
+    vmids: &crate::vmid::VmidAllocator<stage2_hw::BroadcastTlb>,
+) -> bool {
+    let vmid = match vmids.update(pcpu.index, &vm.vmid) {
+        Ok(v) => v,
+        Err(e) => {
+            log::error!("{}: no VMID: {e}", vm.config.name);
+            return false;
+        }
+    };
+    if pcpu.stage2 != Some((vm.id, vmid)) {
+        stage2_hw::load(vm.vtcr, vm.stage2_root, vmid);
+        pcpu.stage2 = Some((vm.id, vmid));
+    }
+    if pcpu.flush_stage1 {
+        stage2_hw::flush_local_stage1();
+        pcpu.flush_stage1 = false;
+    }
+    true
 }
 
 /// Why a VM crashed: what an exit's handler found, or a runaway vCPU the run loop found

@@ -25,6 +25,9 @@ use crate::hyp::platform::Platform;
 use crate::mm::layout::phys_to_linear;
 use crate::mm::stage2::{Stage2Map, stage2_geometry};
 use crate::units::{ApproxSize, ByteSize};
+use crate::config::CpuSet;
+use crate::sched::{Scheduler, VcpuRef};
+use crate::sync::SpinLock;
 use crate::vmid::VmidAllocator;
 
 /// The GIC virtualization hardware, set up once for all VMs: the guest-visible GIC version and
@@ -258,6 +261,8 @@ pub fn create_vms(fdt: &Fdt<'_>, gic: &GicInfo, hypervisor_end: u64, cpu_count: 
             doorbells_in: incoming[id].clone(),
             lifecycle: spec.lifecycle,
             counter_hz: crate::arch::cpu::counter_frequency(),
+            cntvoff: crate::arch::cpu::counter(),
+            allowed: placement.allowed.clone(),
         };
         log::info!(
             "{}: {} vCPUs on CPUs {:?}, {} RAM at {:#x}, GICv{}, kernel {}{}",
@@ -297,8 +302,11 @@ pub fn create_vms(fdt: &Fdt<'_>, gic: &GicInfo, hypervisor_end: u64, cpu_count: 
     }
     // Load each VM's images; a VM that cannot be loaded is off from the start.
     let mut running = 0;
+    let mut loaded = Vec::with_capacity(vms.len());
     for vm in &vms {
-        match vm.load(&ArchPlatform) {
+        let result = vm.load(&ArchPlatform);
+        loaded.push(result.is_ok());
+        match result {
             Ok(_) => running += 1,
             Err(e) => {
                 log::error!("{}: {e}", vm.config.name);
@@ -308,16 +316,30 @@ pub fn create_vms(fdt: &Fdt<'_>, gic: &GicInfo, hypervisor_end: u64, cpu_count: 
             }
         }
     }
-    let mut assignment = [None; entry::MAX_CPUS];
-    for vm in &vms {
-        for (vcpu, &pcpu) in vm.config.pcpus.iter().enumerate() {
-            if let Some(slot) = assignment.get_mut(pcpu) {
-                *slot = Some((vm.id, vcpu));
-            }
+    let sched = scheduler_for(&vms, cpu_count, &settings, &loaded);
+    let roles = core::array::from_fn(|pcpu| {
+        if pcpu >= cpu_count {
+            return Role::Idle;
         }
+        match sched.dedicated(pcpu) {
+            Some(v) => Role::Dedicated(v.vm, v.vcpu),
+            None if sched.may_run_on(pcpu) => Role::Shared,
+            None => Role::Idle,
+        }
+    });
+    let shared: Vec<usize> = (0..cpu_count)
+        .filter(|&c| roles[c] == Role::Shared)
+        .collect();
+    if !shared.is_empty() {
+        log::info!(
+            "scheduler: CPUs {} shared, {} ms slices",
+            CpuList(&shared),
+            settings.sched_slice_ms
+        );
     }
+    SCHEDULER.call_once(|| SpinLock::new(sched));
     // Published last, complete: the other CPUs start running as soon as they see it.
-    let machine = MACHINE.call_once(|| Machine { vms, assignment });
+    let machine = MACHINE.call_once(|| Machine { vms, roles });
     for vm in &machine.vms {
         vm.peers.call_once(|| &machine.vms);
     }
@@ -328,25 +350,91 @@ pub fn create_vms(fdt: &Fdt<'_>, gic: &GicInfo, hypervisor_end: u64, cpu_count: 
     }
 }
 
-/// The VMs and which physical CPU runs which vCPU, published once everything is loaded.
+/// The scheduler over every vCPU of `vms` (`loaded[i]`: VM `i` of `vms` can run; the vCPUs of
+/// one that cannot stay blocked for good).
+fn scheduler_for(vms: &[Vm], cpu_count: usize, settings: &Settings, loaded: &[bool]) -> Scheduler {
+    let slice = crate::arch::cpu::counter_frequency().saturating_mul(settings.sched_slice_ms) / 1000;
+    let mut sched = Scheduler::new(cpu_count, slice.max(1));
+    for (vm, &runs) in vms.iter().zip(loaded) {
+        for vcpu in 0..vm.config.vcpu_count {
+            let home = vm.config.pcpus.get(vcpu).copied().unwrap_or(0);
+            let allowed = vm
+                .config
+                .allowed
+                .get(vcpu)
+                .copied()
+                .unwrap_or_else(|| CpuSet::single(home).unwrap_or(CpuSet::EMPTY));
+            sched.add(VcpuRef { vm: vm.id, vcpu }, allowed, home, runs);
+        }
+    }
+    sched
+}
+
+/// CPU numbers as ranges: `0-1,3`.
+struct CpuList<'a>(&'a [usize]);
+
+impl core::fmt::Display for CpuList<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let mut set = CpuSet::EMPTY;
+        for &c in self.0 {
+            set.insert(c);
+        }
+        write!(f, "{set}")
+    }
+}
+
+/// What a physical CPU does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// Runs nothing (CPU 0 still serves the console).
+    Idle,
+    /// Runs this one vCPU (VM id, vCPU), the only one allowed on it, for good.
+    Dedicated(usize, usize),
+    /// Takes turns between the vCPUs the scheduler gives it.
+    Shared,
+}
+
+/// What a physical CPU does, with the VM a dedicated CPU runs.
+pub enum CpuRole {
+    Idle,
+    Dedicated(&'static Vm, usize),
+    Shared,
+}
+
+/// The VMs and what each physical CPU does, published once everything is loaded.
 struct Machine {
     vms: Vec<Vm>,
-    /// Index = physical CPU: (VM id, vCPU).
-    assignment: [Option<(usize, usize)>; entry::MAX_CPUS],
+    roles: [Role; entry::MAX_CPUS],
 }
 
 static MACHINE: Once<Machine> = Once::new();
+
+/// The scheduler of the shared CPUs (every vCPU is in it; dedicated CPUs never ask it).
+static SCHEDULER: Once<SpinLock<Scheduler>> = Once::new();
 
 /// The VMs, once created and loaded (empty before, and when there are none).
 pub fn vms() -> &'static [Vm] {
     MACHINE.get().map_or(&[], |m| m.vms.as_slice())
 }
 
-/// The vCPU physical CPU `pcpu` runs, if any.
-pub fn assigned(pcpu: usize) -> Option<(&'static Vm, usize)> {
-    let machine = MACHINE.get()?;
-    let (vm, vcpu) = (*machine.assignment.get(pcpu)?)?;
-    Some((machine.vms.iter().find(|v| v.id == vm)?, vcpu))
+/// What physical CPU `pcpu` does.
+pub fn role(pcpu: usize) -> CpuRole {
+    let Some(machine) = MACHINE.get() else {
+        return CpuRole::Idle;
+    };
+    match machine.roles.get(pcpu) {
+        Some(&Role::Dedicated(vm, vcpu)) => match machine.vms.iter().find(|v| v.id == vm) {
+            Some(vm) => CpuRole::Dedicated(vm, vcpu),
+            None => CpuRole::Idle,
+        },
+        Some(Role::Shared) => CpuRole::Shared,
+        _ => CpuRole::Idle,
+    }
+}
+
+/// The scheduler (only shared CPUs use it, after the VMs are published).
+pub fn scheduler() -> &'static SpinLock<Scheduler> {
+    SCHEDULER.call_once(|| SpinLock::new(Scheduler::new(0, 1)))
 }
 
 /// VMs that are off for good and finished saying so.

@@ -37,6 +37,17 @@ fn vtimer_changed(vm: &Vm, vcpu: &mut Vcpu, level: bool, p: &impl Platform) {
     set_vtimer_level(vcpu, level, p);
 }
 
+/// When a descheduled vCPU's virtual timer (CNTV_CTL_EL0 `ctl`, CNTV_CVAL_EL0 `cval`, saved
+/// when it left its CPU) fires, in physical counts: its compare value plus the VM's
+/// CNTVOFF_EL2. None when it cannot fire: disabled, masked, or already firing (then its level
+/// is in the vGIC already).
+pub fn vtimer_deadline(ctl: u64, cval: u64, cntvoff: u64) -> Option<u64> {
+    const ENABLE: u64 = 0b001;
+    const IMASK: u64 = 0b010;
+    const ISTATUS: u64 = 0b100;
+    (ctl & (ENABLE | IMASK | ISTATUS) == ENABLE).then(|| cval.saturating_add(cntvoff))
+}
+
 /// Records the virtual timer's level. While the virtual interrupt is pending for the guest
 /// the physical PPI stays masked, so it does not fire again and again until the guest handles
 /// it.
@@ -84,4 +95,18 @@ pub fn ptimer_access(
     };
     update_ptimer(vm, vcpu, p);
     value
+}
+
+#[cfg(test)]
+mod tests {
+    use super::vtimer_deadline;
+
+    #[test]
+    fn a_descheduled_vtimer_wakes_at_its_compare_value_plus_the_offset() {
+        assert_eq!(vtimer_deadline(0b001, 1000, 50), Some(1050));
+        assert_eq!(vtimer_deadline(0b000, 1000, 50), None, "disabled");
+        assert_eq!(vtimer_deadline(0b011, 1000, 50), None, "masked");
+        assert_eq!(vtimer_deadline(0b101, 1000, 50), None, "already firing");
+        assert_eq!(vtimer_deadline(0b001, u64::MAX, 50), Some(u64::MAX));
+    }
 }

@@ -3,6 +3,7 @@
 //! blocked — separate from the physical CPU that happens to run it (`hyp::run`'s per-CPU
 //! state). Exit handlers work on it through the accessors below.
 
+use super::context::{FpState, VcpuContext};
 use super::runaway::RunawayWatch;
 use crate::devices::ptimer::PhysTimer;
 use crate::vgic::{LrEntry, MAX_LIST_REGISTERS};
@@ -60,6 +61,13 @@ pub struct Vcpu {
     pub os_lock: bool,
     /// Blocked in WFIT: the counter value at which the wait times out.
     pub wake_at: Option<u64>,
+    /// Its EL1 system registers, virtual timer and GIC CPU interface while it is off its CPU
+    /// (a shared CPU saves them when it leaves; a dedicated CPU holds them for good).
+    pub ctx: VcpuContext,
+    /// Its FP/SIMD (or SVE) registers while another vCPU has the CPU's (None: never used, zero).
+    pub fp: Option<FpState>,
+    /// The physical CPU whose FP registers its state was last loaded into.
+    pub fp_on: Option<usize>,
 }
 
 impl Vcpu {
@@ -90,6 +98,9 @@ impl Vcpu {
             runaway: RunawayWatch::default(),
             os_lock: false,
             wake_at: None,
+            ctx: VcpuContext::reset(),
+            fp: None,
+            fp_on: None,
         }
     }
 

@@ -32,7 +32,7 @@ pub struct VmConfig {
     /// The VM's name (its dom0less node name), used in console prefixes and logs.
     pub name: String,
     pub vcpu_count: usize,
-    /// The physical CPU each vCPU runs on (index = vCPU id).
+    /// The home CPU of each vCPU (index = vCPU id): where it starts; it may move within `allowed`.
     pub pcpus: Vec<usize>,
     pub ram_size: u64,
     pub gic: GicVersion,
@@ -59,6 +59,11 @@ pub struct VmConfig {
     pub lifecycle: Lifecycle,
     /// The counter's frequency: guest time for the reset limit's minute.
     pub counter_hz: u64,
+    /// CNTVOFF_EL2 of every vCPU: the counter value at the VM's creation, so its virtual
+    /// counter starts near 0 (as KVM and Xen do) and stays put across resets.
+    pub cntvoff: u64,
+    /// index = vCPU: the physical CPUs it may run on (`config::place`); its home is in `pcpus`.
+    pub allowed: Vec<crate::config::CpuSet>,
 }
 
 /// Host RAM mapped into this VM and others at `ipa`.
@@ -155,6 +160,8 @@ pub struct Vm {
     pub stage2_faults: AtomicU64,
     /// Guest exits of every kind, per vCPU, for the statistics (`Vm::exit_totals`).
     pub exits: Vec<ExitStats>,
+    /// Per vCPU: where it runs and for how long.
+    pub run_stats: Vec<RunStats>,
     /// Every VM of the machine (this one too), known once they are all built: doorbells
     /// reach their peers through it.
     pub peers: spin::Once<&'static [Vm]>,
@@ -251,6 +258,25 @@ impl core::fmt::Display for ExitStats {
     }
 }
 
+/// Where a vCPU runs and for how long (the statistics key): written by the physical CPU that
+/// runs it, read by anyone.
+pub struct RunStats {
+    /// The physical CPU it runs on now, or ran on last.
+    pub cpu: core::sync::atomic::AtomicUsize,
+    /// Counter ticks it has spent on a shared CPU (a dedicated CPU does not count: it is all
+    /// that vCPU's).
+    pub shared_ticks: AtomicU64,
+}
+
+impl RunStats {
+    fn new(home: usize) -> Self {
+        Self {
+            cpu: core::sync::atomic::AtomicUsize::new(home),
+            shared_ticks: AtomicU64::new(0),
+        }
+    }
+}
+
 /// A VM's live statistics line (the console's statistics key), without `bulkhead: `.
 pub struct LiveStats<'a>(&'a Vm);
 
@@ -296,12 +322,21 @@ impl core::fmt::Display for LiveVcpuStats<'_> {
             Some(PowerState::OnPending) => "starting",
             Some(PowerState::Off) | None => "off",
         };
+        let run = vm.run_stats.get(index);
         write!(
             f,
             "{} vcpu {index} on CPU {}: {state}, ",
             vm.config.name,
-            vm.config.pcpus.get(index).copied().unwrap_or(usize::MAX)
+            run.map_or(usize::MAX, |r| r.cpu.load(Ordering::Relaxed))
         )?;
+        let ticks = run.map_or(0, |r| r.shared_ticks.load(Ordering::Relaxed));
+        if ticks != 0 {
+            write!(
+                f,
+                "ran {} ms (shared CPU), ",
+                ticks.saturating_mul(1000) / vm.config.counter_hz.max(1)
+            )?;
+        }
         match vm.exits.get(index) {
             Some(exits) => write!(f, "{exits}"),
             None => Ok(()),
@@ -362,6 +397,7 @@ impl Vm {
         let stage2_root = stage2.root_pa();
         stage2.mark_live();
         let config_vcpus = config.vcpu_count;
+        let run_stats = config.pcpus.iter().map(|&home| RunStats::new(home)).collect();
         let resets = ResetRate::new(config.lifecycle.reset_limit, config.counter_hz);
         let ram_blocks = config.ram_size.div_ceil(RAM_ZERO_BLOCK);
         let config_ram_size = config.ram_size;
@@ -390,6 +426,7 @@ impl Vm {
             generation: AtomicU64::new(1),
             stage2_faults: AtomicU64::new(0),
             exits: (0..config_vcpus).map(|_| ExitStats::default()).collect(),
+            run_stats,
             peers: spin::Once::new(),
             resets: SpinLock::new(resets),
             ram_used: (0..ram_blocks.div_ceil(64))
@@ -810,6 +847,10 @@ mod load_tests {
             doorbells_in: Vec::new(),
             lifecycle: Lifecycle::default(),
             counter_hz: 62_500_000,
+        cntvoff: 0,
+        allowed: Vec::new(),
+            cntvoff: 0,
+            allowed: Vec::new(),
         };
         let geometry = stage2_geometry(4, 40).unwrap();
         let stage2 = Stage2Map::new_linear(&geometry, 0);

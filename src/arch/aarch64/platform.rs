@@ -51,6 +51,10 @@ const NEVER: u64 = u64::MAX;
 /// Per CPU: the deadline of the emulated physical timer of the vCPU it runs.
 static PTIMER_DEADLINE: [AtomicU64; super::entry::MAX_CPUS] =
     [const { AtomicU64::new(NEVER) }; super::entry::MAX_CPUS];
+/// Per CPU shared by several vCPUs: when its scheduler must look again (the running vCPU's
+/// slice end, or the earliest timeout of a vCPU blocked on it).
+static SCHED_DEADLINE: [AtomicU64; super::entry::MAX_CPUS] =
+    [const { AtomicU64::new(NEVER) }; super::entry::MAX_CPUS];
 /// When the console must show held partial lines.
 static CONSOLE_DEADLINE: AtomicU64 = AtomicU64::new(NEVER);
 /// The console deadline the console CPU's timer was last armed with.
@@ -71,14 +75,27 @@ fn set_console_cpu_deadline(slot: &AtomicU64, deadline: Option<u64>) {
     }
 }
 
+/// Sets when this CPU's scheduler must look again (`None`: no deadline) and re-arms its timer.
+pub fn set_sched_deadline(deadline: Option<u64>) {
+    if let Some(slot) = SCHED_DEADLINE.get(percpu::current()) {
+        slot.store(deadline.unwrap_or(NEVER), Ordering::Release);
+    }
+    rearm_hyp_timer();
+}
+
 /// Programs this CPU's EL2 timer for the earliest of what it serves: its vCPU's emulated
-/// physical timer and, on the console CPU, the console's partial-line deadline and the guest
+/// physical timer, its scheduler's deadline and, on the console CPU, the console's partial-line deadline and the guest
 /// RTCs' match deadline.
 pub fn rearm_hyp_timer() {
     let cpu = percpu::current();
     let mut deadline = PTIMER_DEADLINE
         .get(cpu)
-        .map_or(NEVER, |d| d.load(Ordering::Acquire));
+        .map_or(NEVER, |d| d.load(Ordering::Acquire))
+        .min(
+            SCHED_DEADLINE
+                .get(cpu)
+                .map_or(NEVER, |d| d.load(Ordering::Acquire)),
+        );
     if cpu == CONSOLE_CPU {
         let console = CONSOLE_DEADLINE.load(Ordering::Acquire);
         CONSOLE_ARMED.store(console, Ordering::Relaxed);

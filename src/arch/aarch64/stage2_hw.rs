@@ -97,6 +97,27 @@ pub fn flush_current_vmid() {
     };
 }
 
+/// Invalidates this CPU's stage-1 TLB entries of the VMID loaded in VTTBR_EL2, and its
+/// instruction cache: another vCPU of the same VM ran here last, and the guest may have
+/// relied on CPU-local maintenance (a local ASID flush, `ic iallu`) done on the CPU its vCPU
+/// ran on then, which never reached this one. As KVM's `__kvm_flush_cpu_context`, called from
+/// `kvm_arch_vcpu_load` when `last_vcpu_ran` differs (KVM/arm64, 2017: "Invalidate TLB on
+/// vCPU migration"). HCR_EL2.FB broadcasts the guest's own TLBIs, but not what a vCPU already
+/// cached here under the VMID before.
+pub fn flush_local_stage1() {
+    // SAFETY: TLB and I-cache invalidation have no memory-safety effect; barriers complete it.
+    unsafe {
+        core::arch::asm!(
+            "dsb nshst",
+            "tlbi vmalle1",
+            "ic iallu",
+            "dsb nsh",
+            "isb",
+            options(nostack)
+        )
+    };
+}
+
 /// Invalidates all EL1&0 translations of every VMID everywhere, and the instruction caches
 /// (VMID rollover: recycled VMIDs must not hit stale entries).
 pub fn flush_all_vmids() {

@@ -30,6 +30,9 @@ pub enum ExitAction {
     Inject(Exception),
     /// Wait until an interrupt is deliverable (WFI, CPU_SUSPEND standby).
     Block,
+    /// Let another vCPU have this physical CPU if one waits for it, else resume (a trapped
+    /// WFE on a shared CPU: the guest is spinning on something another vCPU must do).
+    Yield,
     /// The vCPU powered itself off (PSCI CPU_OFF).
     CpuOff,
     /// PSCI SYSTEM_OFF: stop every vCPU and power the VM off.
@@ -60,7 +63,7 @@ pub fn handle_exit(exit: &GuestExit, vm: &Vm, vcpu: &mut Vcpu, p: &impl Platform
     match exit.class {
         ExitClass::Wfx(trap) => {
             ExitStats::count(&stats.wfi);
-            wfx::handle(trap, exit.il32, vcpu, p)
+            wfx::handle(trap, exit.il32, vm.config.cntvoff, vcpu, p)
         }
         ExitClass::Hvc { .. } => {
             ExitStats::count(&stats.hvc);

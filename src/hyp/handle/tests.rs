@@ -91,6 +91,8 @@ fn vm_with(gic: GicVersion, vcpus: usize) -> Vm {
         doorbells_in: alloc::vec::Vec::new(),
         lifecycle: crate::config::Lifecycle::default(),
         counter_hz: 62_500_000,
+        cntvoff: 0,
+        allowed: Vec::new(),
     };
     let geometry = stage2_geometry(4, 40).unwrap();
     let stage2 = Stage2Map::new_linear(&geometry, 0);
@@ -237,9 +239,9 @@ fn exit_wfi_16_bit_skips_two_bytes() {
 }
 
 #[test]
-fn exit_wfe_resumes_after_the_instruction() {
+fn exit_wfe_yields_after_the_instruction() {
     let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(0, 0x2000));
-    assert_eq!(run(&vm, &mut v, &p, ESR_WFE, 0), ExitAction::Resume);
+    assert_eq!(run(&vm, &mut v, &p, ESR_WFE, 0), ExitAction::Yield);
     assert_eq!(v.regs.pc, 0x2004);
 }
 
@@ -928,6 +930,10 @@ fn doorbell_pair() -> &'static [Vm] {
             doorbells_in: Vec::new(),
             lifecycle: crate::config::Lifecycle::default(),
             counter_hz: 62_500_000,
+        cntvoff: 0,
+        allowed: Vec::new(),
+            cntvoff: 0,
+            allowed: Vec::new(),
         };
         let geometry = stage2_geometry(4, 40).unwrap();
         let stage2 = Stage2Map::new_linear(&geometry, 0);
