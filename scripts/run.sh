@@ -40,13 +40,15 @@ Several VMs (virt only; Xen dom0less), repeatable:
         [,format=raw][,shm=ID@IPA+SIZE[/owner]]...[,bell=PEER@SPI]...
         [,on_poweroff=P][,on_reboot=P][,on_crash=P][,append=GUEST CMDLINE]"
                         append= comes last and takes the rest (commas too);
-                        P is destroy, restart or preserve (Xen's xl.cfg words)
+                        P is destroy, restart or preserve (Xen's xl.cfg words);
+                        cpus= may exceed --smp (vCPUs share CPUs); affinity=0-1 lets
+                        every vCPU run on CPUs 0-1, affinity=0:1:2 gives vCPU i the i-th set
 
 Bulkhead itself:
   --hyp-append "ARGS"   Bulkhead bootargs: loglevel=error|warn|info|debug|trace,
                         bulkhead.vmid_bits=N, bulkhead.console_escape=^A,
-                        bulkhead.console_idle_ms=MS, bulkhead.guest_mem=SIZE,
-                        bulkhead.guest_smp=N, bulkhead.hotplug_test=N,
+                        bulkhead.console_idle_ms=MS, bulkhead.sched_slice_ms=MS,
+                        bulkhead.guest_mem=SIZE, bulkhead.guest_smp=N, bulkhead.hotplug_test=N,
                         bulkhead.guest_format=raw|auto, bulkhead.rtc=UNIX_SECONDS,
                         bulkhead.on_poweroff=P, bulkhead.on_reboot=P, bulkhead.on_crash=P,
                         bulkhead.reset_limit=N|off (every key: src/bootargs.rs)

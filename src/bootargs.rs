@@ -23,6 +23,9 @@ pub struct Settings {
     pub console_escape: u8,
     /// `bulkhead.console_idle_ms=`: how long a VM's partial line waits for its end.
     pub console_idle_ms: u64,
+    /// `bulkhead.sched_slice_ms=`: how long a vCPU may run on a CPU it shares before another
+    /// waiting for that CPU gets its turn.
+    pub sched_slice_ms: u64,
     /// `bulkhead.guest_mem=`: RAM of the single guest of the legacy form, bytes.
     pub guest_mem: Option<u64>,
     /// `bulkhead.guest_smp=`: vCPUs of the single guest of the legacy form.
@@ -49,6 +52,11 @@ pub const DEFAULT_CONSOLE_ESCAPE: u8 = 0x01;
 /// appears without a keystroke.
 pub const DEFAULT_CONSOLE_IDLE_MS: u64 = 200;
 
+/// The time slice of vCPUs sharing a CPU, between Xen's credit scheduler (30 ms,
+/// `sched_credit_tslice_ms`) and Linux CFS's 6 ms latency target: switches stay rare, and a
+/// runnable vCPU waits at most a few slices for a shared CPU.
+pub const DEFAULT_SCHED_SLICE_MS: u64 = 10;
+
 impl Default for Settings {
     fn default() -> Self {
         Self {
@@ -56,6 +64,7 @@ impl Default for Settings {
             vmid_bits: None,
             console_escape: DEFAULT_CONSOLE_ESCAPE,
             console_idle_ms: DEFAULT_CONSOLE_IDLE_MS,
+            sched_slice_ms: DEFAULT_SCHED_SLICE_MS,
             guest_mem: None,
             guest_smp: None,
             hotplug_test: None,
@@ -79,6 +88,9 @@ struct Key {
 const MAX_VMID_BITS: u8 = 16;
 /// Longest console idle wait: beyond a minute a prompt would seem lost.
 const MAX_CONSOLE_IDLE_MS: u64 = 60_000;
+/// Longest time slice: a second; beyond it a guest sharing a CPU would see its sibling stall
+/// for seconds (RCU stall warnings, lost keystrokes). 0 would mean switching on every tick.
+const MAX_SCHED_SLICE_MS: u64 = 1000;
 /// Most hotplug self-test cycles (each takes milliseconds per CPU).
 const MAX_HOTPLUG_CYCLES: u32 = 10_000;
 
@@ -144,6 +156,18 @@ const KEYS: &[Key] = &[
         },
     },
     Key {
+        name: "bulkhead.sched_slice_ms",
+        accepts: "milliseconds from 1 to 1000",
+        otherwise: "10",
+        apply: |s, v| match decimal(v).filter(|ms| (1..=MAX_SCHED_SLICE_MS).contains(ms)) {
+            Some(ms) => {
+                s.sched_slice_ms = ms;
+                true
+            }
+            None => false,
+        },
+    },
+    Key {
         name: "bulkhead.guest_mem",
         accepts: "a size like 512M or 1G (K, M or G, or bytes)",
         otherwise: "the guest's default",
@@ -155,7 +179,7 @@ const KEYS: &[Key] = &[
     Key {
         name: "bulkhead.guest_smp",
         accepts: "a number of vCPUs",
-        otherwise: "one vCPU per CPU",
+        otherwise: "as many vCPUs as CPUs",
         apply: |s, v| {
             s.guest_smp = decimal(v).and_then(|n| usize::try_from(n).ok());
             s.guest_smp.is_some()
@@ -369,6 +393,7 @@ impl fmt::Display for InForce<'_> {
             b => write!(f, " console_escape={b:#04x}")?,
         }
         write!(f, " console_idle_ms={}", s.console_idle_ms)?;
+        write!(f, " sched_slice_ms={}", s.sched_slice_ms)?;
         match s.guest_mem {
             Some(bytes) if bytes.is_multiple_of(1 << 20) => {
                 write!(f, " guest_mem={}M", bytes >> 20)?

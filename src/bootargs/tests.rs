@@ -14,7 +14,8 @@ fn no_bootargs_gives_the_defaults_and_no_warning() {
     assert_eq!(warned(""), Vec::<String>::new());
     assert_eq!(
         Settings::default().in_force(16).to_string(),
-        "settings: loglevel=info vmid_bits=16 console_escape=^A console_idle_ms=200"
+        "settings: loglevel=info vmid_bits=16 console_escape=^A console_idle_ms=200 \
+         sched_slice_ms=10"
     );
 }
 
@@ -24,7 +25,7 @@ fn every_key_is_read() {
         "console=ttyAMA0 loglevel=debug bulkhead.vmid_bits=3 bulkhead.console_escape=^b \
          bulkhead.console_idle_ms=5000 bulkhead.guest_mem=1G bulkhead.guest_smp=2 \
          bulkhead.hotplug_test=10 bulkhead.guest_format=raw bulkhead.semihosting=1 \
-         bulkhead.rtc=1893456000",
+         bulkhead.rtc=1893456000 bulkhead.sched_slice_ms=25",
     );
     assert_eq!(
         s,
@@ -33,6 +34,7 @@ fn every_key_is_read() {
             vmid_bits: Some(3),
             console_escape: 2,
             console_idle_ms: 5000,
+            sched_slice_ms: 25,
             guest_mem: Some(1 << 30),
             guest_smp: Some(2),
             hotplug_test: Some(10),
@@ -44,7 +46,7 @@ fn every_key_is_read() {
     assert_eq!(
         s.in_force(8).to_string(),
         "settings: loglevel=debug vmid_bits=3 console_escape=^B console_idle_ms=5000 \
-         guest_mem=1024M guest_smp=2 hotplug_test=10 guest_format=raw rtc=1893456000"
+         sched_slice_ms=25 guest_mem=1024M guest_smp=2 hotplug_test=10 guest_format=raw rtc=1893456000"
     );
 }
 
@@ -89,7 +91,8 @@ fn console_escape_as_caret_letter_or_byte_value() {
         Settings::parse("bulkhead.console_escape=0x7f")
             .in_force(8)
             .to_string(),
-        "settings: loglevel=info vmid_bits=8 console_escape=0x7f console_idle_ms=200"
+        "settings: loglevel=info vmid_bits=8 console_escape=0x7f console_idle_ms=200 \
+         sched_slice_ms=10"
     );
 }
 
@@ -105,7 +108,7 @@ fn malformed_values_warn_naming_the_word_and_what_is_accepted() {
              VMID width",
             "bootarg bulkhead.guest_mem=abc: not a size like 512M or 1G (K, M or G, or bytes); \
              using the guest's default",
-            "bootarg bulkhead.guest_smp=-1: not a number of vCPUs; using one vCPU per CPU",
+            "bootarg bulkhead.guest_smp=-1: not a number of vCPUs; using as many vCPUs as CPUs",
             "bootarg bulkhead.console_idle_ms=1e3: not milliseconds from 0 to 60000; using 200",
             "bootarg bulkhead.hotplug_test=x: not a number of cycles from 0 to 10000; using no test",
         ]
@@ -124,6 +127,9 @@ fn out_of_range_values_warn_and_keep_the_default() {
         "bulkhead.guest_mem=1.5G",
         "bulkhead.guest_mem=99999999999G",
         "bulkhead.hotplug_test=10001",
+        "bulkhead.sched_slice_ms=0",
+        "bulkhead.sched_slice_ms=1001",
+        "bulkhead.sched_slice_ms=-5",
         "loglevel=9",
         "loglevel=",
     ] {
@@ -229,5 +235,46 @@ fn guest_format_and_semihosting_take_only_their_values() {
     assert_eq!(
         (s.guest_format, s.semihosting),
         (GuestFormat::Detect, false)
+    );
+}
+
+#[test]
+fn sched_slice_ms_takes_1_to_1000_ms_and_warns_otherwise() {
+    assert_eq!(Settings::default().sched_slice_ms, 10);
+    for (arg, ms) in [("1", 1), ("10", 10), ("250", 250), ("1000", 1000)] {
+        let cmdline = alloc::format!("bulkhead.sched_slice_ms={arg}");
+        assert_eq!(Settings::parse(&cmdline).sched_slice_ms, ms, "{arg}");
+        assert_eq!(warned(&cmdline), Vec::<String>::new(), "{arg}");
+    }
+    assert_eq!(
+        warned("bulkhead.sched_slice_ms=0 bulkhead.sched_slice_ms=5"),
+        [
+            "bootarg bulkhead.sched_slice_ms=0: not milliseconds from 1 to 1000; using 10",
+            "bootarg bulkhead.sched_slice_ms=5: bulkhead.sched_slice_ms was given before; the \
+             first one is used",
+        ]
+    );
+    assert_eq!(
+        warned("bulkhead.sched_slice_ms=2ms bulkhead.sched_slice_ms"),
+        [
+            "bootarg bulkhead.sched_slice_ms=2ms: not milliseconds from 1 to 1000; using 10",
+            "bootarg bulkhead.sched_slice_ms: bulkhead.sched_slice_ms was given before; the \
+             first one is used",
+        ]
+    );
+    assert_eq!(
+        warned("bulkhead.sched_slice_ms"),
+        ["bootarg bulkhead.sched_slice_ms: needs =milliseconds from 1 to 1000; using 10"]
+    );
+    assert_eq!(
+        Settings::parse("bulkhead.sched_slice_ms=0").sched_slice_ms,
+        10
+    );
+    assert_eq!(
+        Settings::parse("bulkhead.sched_slice_ms=4")
+            .in_force(16)
+            .to_string(),
+        "settings: loglevel=info vmid_bits=16 console_escape=^A console_idle_ms=200 \
+         sched_slice_ms=4"
     );
 }

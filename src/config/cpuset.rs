@@ -4,8 +4,8 @@ use core::fmt;
 
 /// A set of physical CPU indices below [`CpuSet::CAPACITY`].
 ///
-/// 64 is plenty: Bulkhead runs one vCPU per physical CPU and its boards have 4; a bitmap in
-/// one `u64` keeps the set `Copy` and allocation-free.
+/// 64 is plenty: Bulkhead's boards have 4 CPUs (it runs on at most 8); a bitmap in one `u64`
+/// keeps the set `Copy` and allocation-free.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct CpuSet(u64);
 

@@ -281,7 +281,7 @@ fn parse_legacy(
         .unwrap_or(bundle.vcpus.unwrap_or(cpu_count.min(MAX_VCPUS)));
     let format = settings.guest_format;
     let memory = check_memory(memory).map_err(|r| refuse(GUEST_MEM_ARG, r))?;
-    let vcpus = check_vcpus(vcpus, cpu_count).map_err(|r| refuse(GUEST_SMP_ARG, r))?;
+    let vcpus = check_vcpus(vcpus).map_err(|r| refuse(GUEST_SMP_ARG, r))?;
     let kernel_range = check_module(kernel.range).map_err(|r| refuse("multiboot,kernel", r))?;
     let initrd = initrd
         .map(|m| check_module(m.range).map_err(|r| refuse("multiboot,ramdisk", r)))
@@ -413,17 +413,14 @@ fn check_memory(bytes: u64) -> Result<u64, String> {
     }
 }
 
-/// Checks a vCPU count: one vCPU per physical CPU, at most [`MAX_VCPUS`] per VM.
-fn check_vcpus(vcpus: usize, cpu_count: usize) -> Result<usize, String> {
+/// Checks a vCPU count: at least one, at most [`MAX_VCPUS`] per VM. More vCPUs than physical
+/// CPUs is fine: vCPUs share CPUs (`place`).
+fn check_vcpus(vcpus: usize) -> Result<usize, String> {
     if vcpus == 0 {
         Err(String::from("0 vCPUs; a VM needs at least one"))
     } else if vcpus > MAX_VCPUS {
         Err(format!(
             "{vcpus} vCPUs; a VM has at most {MAX_VCPUS} (the guest's GIC layout)"
-        ))
-    } else if vcpus > cpu_count {
-        Err(format!(
-            "{vcpus} vCPUs but the machine has {cpu_count} CPUs (one vCPU per CPU)"
         ))
     } else {
         Ok(vcpus)
@@ -505,7 +502,7 @@ fn parse_domain<'a>(
 
     let vcpus = u32_prop(&node, "cpus")
         .and_then(|c| c.ok_or_else(|| String::from("missing (number of vCPUs)")))
-        .and_then(|c| check_vcpus(c as usize, cpu_count))
+        .and_then(|c| check_vcpus(c as usize))
         .map_err(|r| refuse("cpus", r))?;
 
     // booting.txt says both must be given (the module `reg`s use them); Xen itself falls back

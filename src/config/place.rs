@@ -1,6 +1,5 @@
-//! Where each VM goes: a contiguous, 2 MiB aligned piece of host RAM and one physical CPU per
-//! vCPU (static partitioning: a physical CPU runs at most one vCPU, ever), and where each
-//! static shared memory region is in host RAM.
+//! Where each VM goes: a contiguous, 2 MiB aligned piece of host RAM, a home CPU and a set of
+//! allowed physical CPUs per vCPU, and where each static shared memory region is in host RAM.
 
 use alloc::format;
 use alloc::string::String;
@@ -9,6 +8,7 @@ use alloc::vec::Vec;
 
 use super::{ByteSize, ConfigError, CpuSet, SharedMemSpec, VmSpec};
 use crate::dtb::PhysRange;
+use crate::guest_layout::MAX_VCPUS;
 
 /// Guest RAM is 2 MiB aligned in host memory so stage 2 can map it with block descriptors.
 const RAM_ALIGN: u64 = 2 << 20;
@@ -24,8 +24,12 @@ fn shared_align(size: u64) -> u64 {
 pub struct Placement {
     /// Host physical address of the VM's RAM (`memory` bytes, 2 MiB aligned).
     pub ram_pa: u64,
-    /// index = vCPU id
+    /// Each vCPU's home CPU (index = vCPU id): where it starts, and whose run queue holds it
+    /// until the scheduler moves it. Always in its `allowed` set.
     pub pcpus: Vec<usize>,
+    /// The CPUs each vCPU may ever run on (index = vCPU id): its `hard-affinity` set, else
+    /// only its home when every vCPU has a CPU of its own, else every CPU.
+    pub allowed: Vec<CpuSet>,
     /// Host physical address of each of the VM's `shared_mem` regions, same order. VMs naming
     /// the same id get the same address.
     pub shared: Vec<u64>,
@@ -33,11 +37,9 @@ pub struct Placement {
 
 /// Places VMs in order: RAM from the top of the RAM banks downwards, 2 MiB aligned, never
 /// overlapping `avoid` (hypervisor image + heap, host DTB, modules, reserved-memory), any VM's
-/// kernel or initrd (added here: they are read after placement) or another VM; vCPUs on their
-/// hard-affinity CPU if free, else first free CPU (lowest index) — each physical CPU runs at
-/// most one vCPU in total (static partitioning). A VM that does not fit (RAM or CPUs, or
-/// affinity to a CPU that does not exist / is already taken) is refused with a ConfigError and
-/// the others still get placed.
+/// kernel or initrd (added here: they are read after placement) or another VM. A VM that does
+/// not fit (RAM, or vCPUs: none, more than [`MAX_VCPUS`], or affinity to a CPU that does not
+/// exist) is refused with a ConfigError and the others still get placed.
 ///
 /// Shared memory: a region whose host address some VM gives must lie inside one RAM bank and
 /// overlap nothing above nor another region; it is kept out of every VM's RAM. A region without
@@ -45,9 +47,10 @@ pub struct Placement {
 /// A VM whose region cannot be had (or disagrees with an earlier VM on the id's size or host
 /// address) is refused.
 ///
-/// Within a VM, pinned vCPUs choose first (fewest allowed CPUs first), so an unpinned vCPU
-/// never takes the CPU a sibling is pinned to; unpinned vCPUs prefer CPUs that no later VM is
-/// pinned to, so a VM without affinity does not starve a pinned one listed after it.
+/// CPUs, once the placed VMs are known (see [`assign_cpus`]): several vCPUs may share a
+/// physical CPU (the scheduler time-slices them), but when the machine has a CPU for every
+/// vCPU, each unpinned vCPU gets one to itself (static partitioning, as before vCPUs could
+/// share CPUs).
 pub fn place(
     vms: &[VmSpec],
     ram: &[PhysRange],
@@ -67,16 +70,11 @@ pub fn place(
         Ok(base) => Some(PhysRange { base, size: r.size }),
         Err(_) => None,
     }));
-    // Which VM (index) and vCPU each physical CPU runs.
-    let mut owners: Vec<Option<(usize, usize)>> = vec![None; cpu_count];
 
-    let mut placements = Vec::with_capacity(vms.len());
-    for (index, vm) in vms.iter().enumerate() {
-        let later_pins = vms[index + 1..]
-            .iter()
-            .flat_map(|v| v.affinity.iter().flatten())
-            .fold(CpuSet::EMPTY, |acc, set| acc.union(*set));
-        let placed = assign_cpus(vm, index, vms, &owners, later_pins).and_then(|pcpus| {
+    // Memory first: which VMs are placed decides how many vCPUs share the CPUs.
+    let mut memory: Vec<Result<(u64, Vec<u64>), ConfigError>> = Vec::with_capacity(vms.len());
+    for vm in vms {
+        let placed = check_cpus(vm, cpu_count).and_then(|()| {
             let ram_pa =
                 find_ram(&banks, vm.memory, RAM_ALIGN, &busy).ok_or_else(|| ConfigError {
                     vm: vm.name.clone(),
@@ -93,112 +91,171 @@ pub fn place(
             };
             let (shared, new) = place_shared(vm, &regions, &banks, &busy, ram)?;
             regions.extend(new);
-            Ok(Placement {
-                ram_pa,
-                pcpus,
-                shared,
-            })
+            Ok((ram_pa, shared))
         });
-        if let Ok(p) = &placed {
+        if let Ok((ram_pa, shared)) = &placed {
             busy.push(PhysRange {
-                base: p.ram_pa,
+                base: *ram_pa,
                 size: vm.memory,
             });
             busy.extend(
                 vm.shared_mem
                     .iter()
-                    .zip(&p.shared)
+                    .zip(shared)
                     .map(|(s, &base)| PhysRange { base, size: s.size }),
             );
-            for (vcpu, &cpu) in p.pcpus.iter().enumerate() {
-                owners[cpu] = Some((index, vcpu));
-            }
         }
-        placements.push(placed);
+        memory.push(placed);
     }
-    placements
+
+    let placed: Vec<&VmSpec> = vms
+        .iter()
+        .zip(&memory)
+        .filter(|(_, m)| m.is_ok())
+        .map(|(vm, _)| vm)
+        .collect();
+    let mut cpus = assign_cpus(&placed, cpu_count).into_iter();
+    memory
+        .into_iter()
+        .map(|m| {
+            let (ram_pa, shared) = m?;
+            // One entry per VM whose memory was placed, in order.
+            let (pcpus, allowed) = cpus.next().unwrap_or_default();
+            Ok(Placement {
+                ram_pa,
+                pcpus,
+                allowed,
+                shared,
+            })
+        })
+        .collect()
 }
 
-/// Chooses a physical CPU for each vCPU of `vm` (the VM at `index` in `vms`), given which CPUs
-/// earlier VMs own. Changes nothing: the caller commits only if the RAM fits too.
-fn assign_cpus(
-    vm: &VmSpec,
-    index: usize,
-    vms: &[VmSpec],
-    owners: &[Option<(usize, usize)>],
-    later_pins: CpuSet,
-) -> Result<Vec<usize>, ConfigError> {
+/// What refuses a VM whatever else runs: no vCPU, more than [`MAX_VCPUS`], or a vCPU pinned to
+/// a CPU the machine does not have (or to none at all).
+fn check_cpus(vm: &VmSpec, cpu_count: usize) -> Result<(), ConfigError> {
     let refuse = |property: &str, reason: String| ConfigError {
         vm: vm.name.clone(),
         property: String::from(property),
         reason,
     };
-    let cpu_count = owners.len();
     if vm.vcpus == 0 {
         return Err(refuse("cpus", String::from("0 vCPUs")));
     }
-    let free = owners.iter().filter(|o| o.is_none()).count();
-    if vm.vcpus > free {
+    if vm.vcpus > MAX_VCPUS {
         return Err(refuse(
             "cpus",
             format!(
-                "{} vCPUs but only {free} of the {cpu_count} CPUs are free (one vCPU per CPU)",
+                "{} vCPUs; a VM has at most {MAX_VCPUS} (the guest's GIC layout)",
                 vm.vcpus
             ),
         ));
     }
-    let mut owners = owners.to_vec();
-    let mut pcpus = vec![usize::MAX; vm.vcpus];
-    let pin = |vcpu: usize| vm.affinity.get(vcpu).copied().flatten();
-
-    let mut pinned: Vec<(usize, CpuSet)> = (0..vm.vcpus)
-        .filter_map(|vcpu| Some((vcpu, pin(vcpu)?)))
-        .collect();
-    pinned.sort_by_key(|(vcpu, set)| (set.len(), *vcpu));
-    for (vcpu, set) in pinned {
-        if let Some(cpu) = set.iter().find(|&c| c >= cpu_count) {
-            return Err(refuse(
-                "hard-affinity",
-                format!("vCPU {vcpu} is pinned to CPU {cpu} but the machine has {cpu_count} CPUs"),
-            ));
+    // A machine without a CPU has none to run the VM on.
+    if cpu_count == 0 {
+        return Err(refuse("cpus", String::from("the machine has no CPU")));
+    }
+    for (vcpu, set) in vm.affinity.iter().take(vm.vcpus).enumerate() {
+        let Some(set) = set else { continue };
+        match set.last() {
+            None => {
+                return Err(refuse(
+                    "hard-affinity",
+                    format!("vCPU {vcpu} may run on no CPU (an empty set)"),
+                ));
+            }
+            Some(cpu) if cpu >= cpu_count => {
+                return Err(refuse(
+                    "hard-affinity",
+                    format!(
+                        "vCPU {vcpu} is pinned to CPU {cpu} but the machine has {cpu_count} CPUs"
+                    ),
+                ));
+            }
+            Some(_) => {}
         }
-        let Some(cpu) = set.iter().find(|&c| owners[c].is_none()) else {
-            let holders: Vec<String> = set
-                .iter()
-                .filter_map(|c| {
-                    let (owner, v) = owners[c]?;
-                    let who = if owner == index {
-                        String::from("this VM")
-                    } else {
-                        vms[owner].name.clone()
-                    };
-                    Some(format!("CPU {c} runs {who}'s vCPU {v}"))
-                })
-                .collect();
-            return Err(refuse(
-                "hard-affinity",
-                format!(
-                    "vCPU {vcpu} may run only on {} {set}, taken ({})",
-                    if set.len() == 1 { "CPU" } else { "CPUs" },
-                    holders.join(", ")
-                ),
-            ));
-        };
-        owners[cpu] = Some((index, vcpu));
-        pcpus[vcpu] = cpu;
     }
-    for vcpu in (0..vm.vcpus).filter(|&v| pin(v).is_none()) {
-        let mut free = (0..cpu_count).filter(|&c| owners[c].is_none());
-        let cpu = free
-            .clone()
-            .find(|&c| !later_pins.contains(c))
-            .or_else(|| free.next())
-            // The count check above leaves a free CPU for every vCPU.
-            .ok_or_else(|| refuse("cpus", String::from("no free CPU")))?;
-        owners[cpu] = Some((index, vcpu));
-        pcpus[vcpu] = cpu;
+    Ok(())
+}
+
+/// The home CPU and the allowed set of every vCPU of `vms` (all of them placed, each already
+/// passed [`check_cpus`]), per VM.
+///
+/// - A pinned vCPU (`hard-affinity`) may run on its set; its home is the least-loaded CPU of
+///   it (fewest vCPUs at home there, lowest index on ties). Pinned vCPUs choose first, the
+///   most constrained (smallest set) first, so a vCPU that can go elsewhere does not take the
+///   only CPU another may use.
+/// - An unpinned vCPU, when the machine has a CPU for every vCPU of every VM: a CPU no other
+///   vCPU has as home is its home and its only allowed CPU (static partitioning: it runs
+///   alone there, as when a vCPU owned its CPU). CPUs that no pinned vCPU may run on are
+///   preferred, so that it stays alone there. There is always such a free CPU: fewer CPUs are
+///   homes than vCPUs have been placed.
+/// - An unpinned vCPU when there are more vCPUs than CPUs (overcommit): it may run on every
+///   CPU; its home is the least-loaded CPU (spread, lowest index on ties).
+///
+/// CPUs from [`CpuSet::CAPACITY`] up cannot be named in a set and are not used (the boards
+/// Bulkhead runs on have far fewer).
+fn assign_cpus(vms: &[&VmSpec], cpu_count: usize) -> Vec<(Vec<usize>, Vec<CpuSet>)> {
+    let usable = cpu_count.min(CpuSet::CAPACITY);
+    let every_cpu = (0..usable).fold(CpuSet::EMPTY, |mut set, cpu| {
+        set.insert(cpu);
+        set
+    });
+    let total: usize = vms.iter().map(|vm| vm.vcpus).sum();
+    let overcommitted = total > usable;
+    let pin = |vm: &VmSpec, vcpu: usize| vm.affinity.get(vcpu).copied().flatten();
+
+    let mut out: Vec<(Vec<usize>, Vec<CpuSet>)> = vms
+        .iter()
+        .map(|vm| (vec![0; vm.vcpus], vec![CpuSet::EMPTY; vm.vcpus]))
+        .collect();
+    // How many vCPUs have each CPU as home.
+    let mut load = vec![0usize; usable];
+    let least_loaded = |load: &[usize], set: CpuSet| {
+        set.iter()
+            .filter(|&cpu| cpu < usable)
+            .min_by_key(|&cpu| load[cpu])
+    };
+
+    let mut pinned: Vec<(usize, usize, CpuSet)> = vms
+        .iter()
+        .enumerate()
+        .flat_map(|(index, vm)| {
+            (0..vm.vcpus).filter_map(move |vcpu| Some((index, vcpu, pin(vm, vcpu)?)))
+        })
+        .collect();
+    pinned.sort_by_key(|&(index, vcpu, set)| (set.len(), index, vcpu));
+    let pinned_anywhere = pinned
+        .iter()
+        .fold(CpuSet::EMPTY, |acc, &(.., set)| acc.union(set));
+    for (index, vcpu, set) in pinned {
+        // check_cpus refused empty sets and CPUs the machine lacks.
+        let home = least_loaded(&load, set).unwrap_or(0);
+        load[home] += 1;
+        out[index].0[vcpu] = home;
+        out[index].1[vcpu] = set;
     }
-    Ok(pcpus)
+
+    for (index, vm) in vms.iter().enumerate() {
+        for vcpu in (0..vm.vcpus).filter(|&v| pin(vm, v).is_none()) {
+            let (home, allowed) = if overcommitted {
+                (least_loaded(&load, every_cpu).unwrap_or(0), every_cpu)
+            } else {
+                let mut free = (0..usable).filter(|&cpu| load[cpu] == 0);
+                let home = free
+                    .clone()
+                    .find(|&cpu| !pinned_anywhere.contains(cpu))
+                    .or_else(|| free.next())
+                    .or_else(|| least_loaded(&load, every_cpu))
+                    .unwrap_or(0);
+                (home, CpuSet::single(home).unwrap_or(every_cpu))
+            };
+            load[home] += 1;
+            out[index].0[vcpu] = home;
+            out[index].1[vcpu] = allowed;
+        }
+    }
+    out
 }
 
 /// A shared region in host memory, by id.

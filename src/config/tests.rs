@@ -853,11 +853,6 @@ fn refuses_bad_memory() {
 fn refuses_bad_cpus() {
     refuses_only_domu2(|d| d.remove("cpus"), "cpus", "missing");
     refuses_only_domu2(|d| d.set("cpus", cells(&[0])), "cpus", "0 vCPUs");
-    refuses_only_domu2(
-        |d| d.set("cpus", cells(&[5])),
-        "cpus",
-        "5 vCPUs but the machine has 4 CPUs",
-    );
     refuses_only_domu2_on(
         16,
         |d| d.set("cpus", cells(&[9])),
@@ -868,6 +863,33 @@ fn refuses_bad_cpus() {
         |d| d.set("cpus", cells(&[0, 2])),
         "cpus",
         "8 bytes; expected one 32-bit cell",
+    );
+}
+
+/// vCPUs share physical CPUs: a VM may have more vCPUs than the machine has CPUs, up to the
+/// per-VM limit.
+#[test]
+fn more_vcpus_than_cpus_are_accepted() {
+    let cfg = parse_blob(
+        &blob(&host(chosen(vec![
+            domain("domU1", 64, 8, 0x5000_0000),
+            domain("domU2", 64, 3, 0x5400_0000).child(vcpu(2, "1")),
+        ]))),
+        2,
+    );
+    assert_eq!(cfg.refused, []);
+    assert_eq!(cfg.vms.iter().map(|v| v.vcpus).collect::<Vec<_>>(), [8, 3]);
+    assert_eq!(cfg.vms[1].affinity[2], CpuSet::single(1));
+    // The hard-affinity still names CPUs the machine has.
+    let cfg = parse_blob(
+        &blob(&host(chosen(vec![
+            domain("domU1", 64, 3, 0x5000_0000).child(vcpu(1, "2")),
+        ]))),
+        2,
+    );
+    assert_eq!(
+        cfg.refused[0].to_string(),
+        "domU1: vcpu1/hard-affinity: \"2\": CPU 2 but the machine has 2 CPUs"
     );
 }
 
@@ -1157,8 +1179,8 @@ fn legacy_refusals_name_the_bootarg() {
             "guest: bulkhead.guest_smp: 0 vCPUs; a VM needs at least one",
         ),
         (
-            "bulkhead.guest_smp=5",
-            "guest: bulkhead.guest_smp: 5 vCPUs but the machine has 4 CPUs (one vCPU per CPU)",
+            "bulkhead.guest_smp=9",
+            "guest: bulkhead.guest_smp: 9 vCPUs; a VM has at most 8 (the guest's GIC layout)",
         ),
         (
             "bulkhead.guest_mem=1M",
@@ -1170,6 +1192,10 @@ fn legacy_refusals_name_the_bootarg() {
         let refused: Vec<String> = cfg.refused.iter().map(ToString::to_string).collect();
         assert_eq!(refused, [expected]);
     }
+    // More vCPUs than CPUs: they share the CPUs.
+    let cfg = parse(&fdt, "bulkhead.guest_smp=5", 4);
+    assert_eq!(cfg.refused, []);
+    assert_eq!(cfg.vms[0].vcpus, 5);
 }
 
 #[test]
@@ -1219,6 +1245,7 @@ fn legacy_placement_is_where_setup_put_the_guest() {
         [Ok(Placement {
             ram_pa: top - cfg.vms[0].memory,
             pcpus: vec![0, 1, 2, 3],
+            allowed: (0..4).map(|c| CpuSet::single(c).unwrap()).collect(),
             shared: vec![],
         })]
     );
@@ -1390,6 +1417,11 @@ fn pinned(mut vm: VmSpec, affinity: &[Option<&str>]) -> VmSpec {
     vm
 }
 
+/// One set per vCPU, each in `hard-affinity` syntax.
+fn cpus(sets: &[&str]) -> Vec<CpuSet> {
+    sets.iter().map(|s| CpuSet::parse(s).unwrap()).collect()
+}
+
 fn ok(r: &Result<Placement, ConfigError>) -> &Placement {
     r.as_ref().unwrap_or_else(|e| panic!("refused: {e}"))
 }
@@ -1413,16 +1445,19 @@ fn place_puts_vms_top_down_first_fit_without_overlap() {
             Ok(Placement {
                 ram_pa: top - 256 * MIB,
                 pcpus: vec![0],
+                allowed: cpus(&["0"]),
                 shared: vec![],
             }),
             Ok(Placement {
                 ram_pa: top - 384 * MIB,
                 pcpus: vec![1, 2],
+                allowed: cpus(&["1", "2"]),
                 shared: vec![],
             }),
             Ok(Placement {
                 ram_pa: top - 448 * MIB,
                 pcpus: vec![3],
+                allowed: cpus(&["3"]),
                 shared: vec![],
             }),
         ]
@@ -1474,20 +1509,97 @@ fn place_uses_the_highest_bank_that_fits() {
 #[test]
 fn place_refuses_what_does_not_fit_and_places_the_rest() {
     let vms = [
-        spec("huge", 4096, 1),
+        spec("huge", 4096, 2),
         spec("two", 64, 2),
-        spec("three", 64, 3),
         spec("one", 64, 1),
+        spec("also", 64, 1),
     ];
     let placed = place(&vms, &[BANK], &[], CPUS);
     assert!(err(&placed[0]).starts_with("huge: memory: no room for 4 GiB of RAM"));
-    // The refused VM took no CPU.
+    // The refused VM takes no CPU: the other four vCPUs still get one each, to themselves.
     assert_eq!(ok(&placed[1]).pcpus, [0, 1]);
-    assert_eq!(
-        err(&placed[2]),
-        "three: cpus: 3 vCPUs but only 2 of the 4 CPUs are free (one vCPU per CPU)"
+    assert_eq!(ok(&placed[1]).allowed, cpus(&["0", "1"]));
+    assert_eq!(ok(&placed[2]).pcpus, [2]);
+    assert_eq!(ok(&placed[3]).allowed, cpus(&["3"]));
+}
+
+/// More vCPUs than CPUs: every unpinned vCPU may run anywhere, homes spread evenly in VM
+/// order (least-loaded CPU, lowest index on ties).
+#[test]
+fn place_spreads_overcommitted_vcpus_over_every_cpu() {
+    let vms = [spec("a", 64, 4), spec("b", 64, 4)];
+    let placed = place(&vms, &[BANK], &[], 2);
+    for p in &placed {
+        assert_eq!(ok(p).pcpus, [0, 1, 0, 1]);
+        assert_eq!(ok(p).allowed, cpus(&["0-1"; 4]));
+    }
+    // One VM alone with more vCPUs than CPUs (the legacy guest with guest_smp=3 on 2 CPUs).
+    let placed = place(&[spec("guest", 64, 3)], &[BANK], &[], 2);
+    assert_eq!(ok(&placed[0]).pcpus, [0, 1, 0]);
+    assert_eq!(ok(&placed[0]).allowed, cpus(&["0-1"; 3]));
+    // Homes stay balanced across VMs of different sizes: 2 + 3 + 2 vCPUs on 3 CPUs.
+    let vms = [spec("a", 64, 2), spec("b", 64, 3), spec("c", 64, 2)];
+    let placed = place(&vms, &[BANK], &[], 3);
+    assert_eq!(ok(&placed[0]).pcpus, [0, 1]);
+    assert_eq!(ok(&placed[1]).pcpus, [2, 0, 1]);
+    assert_eq!(ok(&placed[2]).pcpus, [2, 0]);
+    assert!(
+        placed
+            .iter()
+            .all(|p| ok(p).allowed == cpus(&["0-2"; 3])[..ok(p).pcpus.len()])
     );
-    assert_eq!(ok(&placed[3]).pcpus, [2]);
+}
+
+/// Pinned vCPUs keep their set and choose their homes first; unpinned ones spread over what
+/// is left least loaded, and may run anywhere once the CPUs are overcommitted.
+#[test]
+fn place_mixes_pinned_and_unpinned_vcpus() {
+    // 4 CPUs, 5 vCPUs: overcommitted. b's vCPUs are pinned to CPU 0; a and c are free.
+    let vms = [
+        spec("a", 64, 2),
+        pinned(spec("b", 64, 2), &[Some("0"), Some("0")]),
+        spec("c", 64, 1),
+    ];
+    let placed = place(&vms, &[BANK], &[], CPUS);
+    assert_eq!(ok(&placed[1]).pcpus, [0, 0]);
+    assert_eq!(ok(&placed[1]).allowed, cpus(&["0", "0"]));
+    assert_eq!(ok(&placed[0]).pcpus, [1, 2]);
+    assert_eq!(ok(&placed[0]).allowed, cpus(&["0-3", "0-3"]));
+    assert_eq!(ok(&placed[2]).pcpus, [3]);
+    assert_eq!(ok(&placed[2]).allowed, cpus(&["0-3"]));
+    // Not overcommitted: the unpinned vCPUs get CPUs of their own, those no pinned vCPU may
+    // use first, so they stay alone there.
+    let vms = [spec("a", 64, 2), pinned(spec("b", 64, 1), &[Some("0-1")])];
+    let placed = place(&vms, &[BANK], &[], CPUS);
+    assert_eq!(ok(&placed[1]).pcpus, [0]);
+    assert_eq!(ok(&placed[1]).allowed, cpus(&["0-1"]));
+    assert_eq!(ok(&placed[0]).pcpus, [2, 3]);
+    assert_eq!(ok(&placed[0]).allowed, cpus(&["2", "3"]));
+    // Only when those run out do they take a CPU a pinned vCPU may also use.
+    let vms = [spec("a", 64, 3), pinned(spec("b", 64, 1), &[Some("0-1")])];
+    let placed = place(&vms, &[BANK], &[], CPUS);
+    assert_eq!(ok(&placed[0]).pcpus, [2, 3, 1]);
+    assert_eq!(ok(&placed[0]).allowed, cpus(&["2", "3", "1"]));
+}
+
+/// Three VMs whose sets overlap, on 4 CPUs (6 vCPUs): each vCPU stays in its set, the homes
+/// spread over the set's least-loaded CPUs, the most constrained vCPUs choosing first.
+#[test]
+fn place_three_vms_with_overlapping_affinity_on_4_cpus() {
+    let vms = [
+        pinned(spec("a", 64, 2), &[Some("0-1"), Some("0-1")]),
+        pinned(spec("b", 64, 2), &[Some("1-2"), Some("1-2")]),
+        pinned(spec("c", 64, 2), &[Some("1-3"), Some("1")]),
+    ];
+    let placed = place(&vms, &[BANK], &[], CPUS);
+    // c's vCPU 1 (one CPU) first: 1. Then the pairs in VM order: a -> 0, 0 (1 is loaded
+    // already, then 0 and 1 tie at 1: lowest); b -> 2, then 1 and 2 tie: 1. c's vCPU 0 -> 3.
+    assert_eq!(ok(&placed[2]).pcpus, [3, 1]);
+    assert_eq!(ok(&placed[0]).pcpus, [0, 0]);
+    assert_eq!(ok(&placed[1]).pcpus, [2, 1]);
+    assert_eq!(ok(&placed[0]).allowed, cpus(&["0-1", "0-1"]));
+    assert_eq!(ok(&placed[1]).allowed, cpus(&["1-2", "1-2"]));
+    assert_eq!(ok(&placed[2]).allowed, cpus(&["1-3", "1"]));
 }
 
 #[test]
@@ -1502,7 +1614,7 @@ fn place_honours_hard_affinity() {
 }
 
 #[test]
-fn place_refuses_affinity_to_a_taken_or_missing_cpu() {
+fn place_shares_a_pinned_cpu_and_refuses_a_missing_one() {
     let vms = [
         pinned(spec("a", 64, 1), &[Some("1")]),
         pinned(spec("b", 64, 1), &[Some("1")]),
@@ -1510,25 +1622,30 @@ fn place_refuses_affinity_to_a_taken_or_missing_cpu() {
         spec("d", 64, 1),
     ];
     let placed = place(&vms, &[BANK], &[], CPUS);
+    // a and b share CPU 1; d, unpinned, gets a CPU of its own.
     assert_eq!(ok(&placed[0]).pcpus, [1]);
-    assert_eq!(
-        err(&placed[1]),
-        "b: hard-affinity: vCPU 0 may run only on CPU 1, taken (CPU 1 runs a's vCPU 0)"
-    );
+    assert_eq!(ok(&placed[1]).pcpus, [1]);
+    assert_eq!(ok(&placed[1]).allowed, cpus(&["1"]));
     assert_eq!(
         err(&placed[2]),
         "c: hard-affinity: vCPU 0 is pinned to CPU 7 but the machine has 4 CPUs"
     );
     assert_eq!(ok(&placed[3]).pcpus, [0]);
-    // A set names every holder, this VM's own vCPUs included.
+    assert_eq!(ok(&placed[3]).allowed, cpus(&["0"]));
+    // Within a VM too: the set's least-loaded CPU is home, the one-CPU set choosing first.
     let vms = [pinned(
         spec("x", 64, 3),
-        &[Some("0"), Some("0-1"), Some("0-1")],
+        &[Some("0-1"), Some("0"), Some("0-1")],
     )];
+    let placed = place(&vms, &[BANK], &[], CPUS);
+    assert_eq!(ok(&placed[0]).pcpus, [1, 0, 0]);
+    assert_eq!(ok(&placed[0]).allowed, cpus(&["0-1", "0", "0-1"]));
+    // A set with no CPU at all (parse never makes one) is refused, not a panic.
+    let mut empty = spec("e", 64, 1);
+    empty.affinity = vec![Some(CpuSet::EMPTY)];
     assert_eq!(
-        err(&place(&vms, &[BANK], &[], CPUS)[0]),
-        "x: hard-affinity: vCPU 2 may run only on CPUs 0-1, taken (CPU 0 runs this VM's vCPU 0, \
-         CPU 1 runs this VM's vCPU 1)"
+        err(&place(&[empty], &[BANK], &[], CPUS)[0]),
+        "e: hard-affinity: vCPU 0 may run on no CPU (an empty set)"
     );
 }
 
@@ -1555,6 +1672,14 @@ fn place_refuses_degenerate_specs_without_panicking() {
     assert_eq!(ok(&placed[2]).pcpus, [0, 1]);
     assert_eq!(place(&[], &[BANK], &[], 4), []);
     assert!(place(&[spec("a", 64, 1)], &[], &[], 4)[0].is_err());
+    assert_eq!(
+        err(&place(&[spec("many", 64, 9)], &[BANK], &[], 4)[0]),
+        "many: cpus: 9 vCPUs; a VM has at most 8 (the guest's GIC layout)"
+    );
+    assert_eq!(
+        err(&place(&[spec("a", 64, 1)], &[BANK], &[], 0)[0]),
+        "a: cpus: the machine has no CPU"
+    );
 }
 
 fn arb_vm() -> impl Strategy<Value = VmSpec> {
@@ -1609,9 +1734,12 @@ fn arb_range(max_mib: u64) -> impl Strategy<Value = PhysRange> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
 
-    /// Whatever is asked, placements never overlap anything, stay in RAM, are 2 MiB aligned,
-    /// and give each physical CPU to at most one vCPU, within its affinity. Shared regions
-    /// stay in RAM too, one host range per id, clear of everything but themselves.
+    /// Whatever is asked, placements never overlap anything, stay in RAM, are 2 MiB aligned.
+    /// Every vCPU's home is a CPU of its allowed set: its affinity if pinned, else, when the
+    /// placed VMs have no more vCPUs than there are CPUs, its home alone (and no other vCPU
+    /// has that home), else every CPU. Without any pin the homes are balanced. A VM is refused
+    /// for its affinity exactly when it names a CPU the machine lacks. Shared regions stay in
+    /// RAM too, one host range per id, clear of everything but themselves.
     #[test]
     fn config_placement_invariants(
         vms in prop::collection::vec(arb_vm(), 0..6),
@@ -1621,7 +1749,19 @@ proptest! {
     ) {
         let placed = place(&vms, &banks, &avoid, cpu_count);
         prop_assert_eq!(placed.len(), vms.len());
-        let mut taken = std::collections::HashSet::new();
+        let every_cpu = CpuSet::parse(&format!("0-{}", cpu_count - 1)).unwrap();
+        let placed_vcpus: usize =
+            vms.iter().zip(&placed).filter(|(_, p)| p.is_ok()).map(|(vm, _)| vm.vcpus).sum();
+        let overcommitted = placed_vcpus > cpu_count;
+        let any_pin = vms.iter().flat_map(|vm| &vm.affinity).any(Option::is_some);
+        // How many vCPUs have each CPU as home; the homes of unpinned vCPUs alone there.
+        let mut load = vec![0usize; cpu_count];
+        let mut alone = Vec::new();
+        for (vm, p) in vms.iter().zip(&placed) {
+            let missing_cpu = vm.affinity.iter().flatten().any(|set| set.last() >= Some(cpu_count));
+            let refused_for_affinity = matches!(p, Err(e) if e.property == "hard-affinity");
+            prop_assert_eq!(refused_for_affinity, missing_cpu, "{:?}", p);
+        }
         let mut regions: Vec<(String, PhysRange)> = Vec::new();
         let mut rams: Vec<PhysRange> = Vec::new();
         let images: Vec<PhysRange> =
@@ -1644,13 +1784,27 @@ proptest! {
                     None => regions.push((s.id.clone(), range)),
                 }
             }
-            for (v, &cpu) in p.pcpus.iter().enumerate() {
-                prop_assert!(cpu < cpu_count);
-                prop_assert!(taken.insert(cpu), "CPU {} given twice", cpu);
-                if let Some(set) = vm.affinity[v] {
-                    prop_assert!(set.contains(cpu));
+            prop_assert_eq!(p.allowed.len(), vm.vcpus);
+            for (v, (&home, &allowed)) in p.pcpus.iter().zip(&p.allowed).enumerate() {
+                prop_assert!(home < cpu_count);
+                prop_assert!(allowed.contains(home));
+                load[home] += 1;
+                match vm.affinity[v] {
+                    Some(set) => prop_assert_eq!(allowed, set),
+                    None if overcommitted => prop_assert_eq!(allowed, every_cpu),
+                    None => {
+                        prop_assert_eq!(Some(allowed), CpuSet::single(home));
+                        alone.push(home);
+                    }
                 }
             }
+        }
+        for home in alone {
+            prop_assert_eq!(load[home], 1, "CPU {} is home to more than its vCPU", home);
+        }
+        if !any_pin && placed_vcpus > 0 {
+            let (most, least) = (load.iter().max().unwrap(), load.iter().min().unwrap());
+            prop_assert!(most - least <= 1, "unbalanced homes {:?}", load);
         }
         for (i, (id, r)) in regions.iter().enumerate() {
             prop_assert!(

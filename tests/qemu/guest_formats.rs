@@ -206,8 +206,31 @@ fn formats_4_mib_of_ram_is_refused_naming_the_kernel_image_size() {
     );
 }
 
+/// vCPUs share physical CPUs: 3 vCPUs on 2 CPUs start, homed on CPUs 0, 1 and 0 (every vCPU
+/// may run on either), and the probe passes its checks on all of them.
 #[test]
-fn formats_more_vcpus_than_cpus_is_refused_and_qemu_exits_non_zero() {
+fn formats_more_vcpus_than_cpus_are_accepted_and_the_probe_passes() {
+    let r = run(
+        &[
+            "--kernel",
+            &probe(),
+            "--smp",
+            "2",
+            "--mem",
+            "256M",
+            "--hyp-append",
+            "bulkhead.guest_smp=3",
+        ],
+        QUICK,
+    );
+    r.assert_contains("bulkhead: guest: 3 vCPUs on CPUs [0, 1, 0], 256 MiB RAM at ");
+    r.assert_lacks("VM refused");
+    assert_probe(&r);
+}
+
+/// What still refuses a vCPU count: more than a VM's GIC layout serves.
+#[test]
+fn formats_more_vcpus_than_a_vm_may_have_is_refused_and_qemu_exits_non_zero() {
     let r = run(
         &[
             "--kernel",
@@ -215,13 +238,14 @@ fn formats_more_vcpus_than_cpus_is_refused_and_qemu_exits_non_zero() {
             "--smp",
             "2",
             "--hyp-append",
-            "bulkhead.guest_smp=3",
+            "bulkhead.guest_smp=9",
         ],
         REFUSAL,
     );
     assert_no_vm_can_start(
         &r,
-        "bulkhead: error: VM refused: guest: bulkhead.guest_smp: ",
+        "bulkhead: error: VM refused: guest: bulkhead.guest_smp: 9 vCPUs; a VM has at most 8 \
+         (the guest's GIC layout)",
     );
 }
 

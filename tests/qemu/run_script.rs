@@ -204,7 +204,7 @@ fn run_sh_relative_paths_with_commas_boot_the_probe() {
         QUICK,
     );
     assert_probe(&r);
-    r.assert_line("bulkhead: settings: loglevel=info vmid_bits=8 console_escape=^A console_idle_ms=300 guest_mem=128M guest_smp=2");
+    r.assert_line("bulkhead: settings: loglevel=info vmid_bits=8 console_escape=^A console_idle_ms=300 sched_slice_ms=10 guest_mem=128M guest_smp=2");
     r.assert_contains("bulkhead: guest: 2 vCPUs on CPUs [0, 1], 128 MiB RAM at ");
     r.assert_lacks("bulkhead: warning: bootarg");
 
@@ -266,7 +266,8 @@ fn bootargs_unknown_and_malformed_warn_and_the_settings_line_shows() {
     assert_eq!(r.count("bulkhead: warning: bootarg"), 4, "{}", r.log);
     r.assert_lacks("console=ttyAMA0:");
     r.assert_line(
-        "bulkhead: settings: loglevel=info vmid_bits=8 console_escape=^B console_idle_ms=200",
+        "bulkhead: settings: loglevel=info vmid_bits=8 console_escape=^B console_idle_ms=200 \
+         sched_slice_ms=10",
     );
     r.assert_line("bulkhead: ready: cpus=4/4 el=2 mmu=runtime gic=v3 board=virt");
     r.assert_exit_ok();
