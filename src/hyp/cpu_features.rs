@@ -415,6 +415,7 @@ pub const HCR_FWB: u64 = 1 << 46;
 // TSM bit 12 (RES1 without SME); TFP bit 10; TTA bit 20; TAM bit 30.
 pub const CPTR_RES1: u64 = 0xff | (1 << 9) | (1 << 13);
 pub const CPTR_TZ: u64 = 1 << 8;
+pub const CPTR_TFP: u64 = 1 << 10;
 pub const CPTR_TSM: u64 = 1 << 12;
 pub const CPTR_TTA: u64 = 1 << 20;
 pub const CPTR_TAM: u64 = 1 << 30;
@@ -475,6 +476,18 @@ pub struct El2Controls {
 }
 
 impl El2Controls {
+    /// CPTR_EL2 with FP/SIMD (and SVE, where the CPU has it) trapped or not: the lazy FP
+    /// switch traps the guest's first use (EC 0x07, or 0x19 for SVE) until this CPU's
+    /// registers hold its state. TFP traps EL2's own FP/SIMD/SVE use too, so the save and
+    /// restore run with it off. Without SVE, TZ stays set (RES1).
+    pub fn cptr_with_fp_trap(&self, trap: bool) -> u64 {
+        if trap {
+            self.cptr | CPTR_TFP | CPTR_TZ
+        } else {
+            self.cptr
+        }
+    }
+
     /// For `cpu`; `pmcr_n` reads PMCR_EL0.N (called only when the CPU has a PMUv3).
     pub fn for_cpu(cpu: &HostCpu, pmcr_n: impl FnOnce() -> u64) -> Self {
         // TLOR: RES0 without LOR, set anyway as KVM does.
@@ -746,6 +759,29 @@ mod tests {
         assert_eq!(c.fgt, 1);
         assert_eq!(c.hcrx, Some(0));
         assert_eq!(c.mpam2, Some(MPAM2_TRAPMPAM1EL1 | MPAM2_TRAPMPAM0EL1));
+    }
+
+    #[test]
+    fn cpu_features_fp_trap_bits() {
+        let max = El2Controls::for_cpu(&max(), || 6);
+        assert_eq!(
+            max.cptr_with_fp_trap(false),
+            max.cptr,
+            "FP and SVE untrapped"
+        );
+        assert_eq!(max.cptr & (CPTR_TFP | CPTR_TZ), 0);
+        assert_eq!(
+            max.cptr_with_fp_trap(true),
+            max.cptr | CPTR_TFP | CPTR_TZ,
+            "FP and SVE trapped"
+        );
+        let a72 = El2Controls::for_cpu(&cortex_a72(), || 6);
+        assert_ne!(
+            a72.cptr_with_fp_trap(false) & CPTR_TZ,
+            0,
+            "TZ is RES1 without SVE"
+        );
+        assert_eq!(a72.cptr_with_fp_trap(true), a72.cptr | CPTR_TFP);
     }
 
     #[test]

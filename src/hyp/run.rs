@@ -14,6 +14,7 @@ use alloc::format;
 use alloc::string::String;
 use core::sync::atomic::Ordering;
 
+use super::context::{FpState, VcpuContext};
 use super::exit::{GuestExit, Syndrome};
 use super::handle::{CrashCause, ExitAction, handle_exit};
 use super::host_irq;
@@ -28,8 +29,7 @@ use super::vcpu::Vcpu;
 use super::vm::{ExitStats, Vm};
 use crate::arch::platform::ArchPlatform;
 use crate::arch::switch::{ExitKind, run_guest};
-use crate::arch::sysregs::{self, El1State};
-use crate::arch::{cpu, stage2_hw, vgic_hw};
+use crate::arch::{context, cpu, stage2_hw, sysregs, vgic_hw};
 use crate::config::{Policy, StopCause};
 use crate::vcpu::power::VmState;
 use crate::vcpu::request::{Request, make_all_request};
@@ -47,11 +47,12 @@ struct PhysCpu {
 fn start_vcpu(vcpu: &mut Vcpu, entry: u64, x0: u64) {
     log::debug!("vcpu {}: start at {entry:#x} x0={x0:#x}", vcpu.index);
     vcpu.reset_to(entry, x0);
-    El1State::reset().restore();
+    // EL1 registers, keys, debug points, virtual timer, GIC CPU interface, FP/SVE: as at reset.
+    context::restore(&VcpuContext::reset());
+    context::restore_fp(&FpState::new(context::sve_vl_bytes()));
     // The OS lock unlocked, as `reset_to` left the vCPU's copy (and as KVM resets OSLSR_EL1):
     // a previous life, or the CPU's cold reset (OSLK = 1), must not block its debug.
     sysregs::set_os_lock(false);
-    vgic_hw::reset_vcpu_interface();
     timer::set_vtimer_level(vcpu, false, &ArchPlatform);
 }
 
@@ -173,7 +174,8 @@ fn run_vcpu(vm: &'static Vm, index: usize, pcpu_index: usize) -> ! {
     for i in 0..pcpu.lr_count {
         vgic_hw::write_lr(i, None);
     }
-    sysregs::activate_traps(index as u64);
+    sysregs::activate_traps();
+    sysregs::load_vcpu_id(index);
     host_irq::enable_vcpu_irqs(pcpu_index);
     if pcpu_index == 0 {
         host_irq::enable_console_irq();
