@@ -20,13 +20,17 @@
 //!   FPEXC32_EL2 only for a 32-bit EL1.
 //! - The debug communications channel (DBGDTR*_EL0, OSDTR*_EL1, MDCCSR_EL0): a channel to
 //!   the physical core's external debugger, not vCPU state; MDCR_EL2.TDCC traps it with FGT.
-//!   MDCCINT_EL1 (its interrupt enables) is the vCPU's and moves.
+//!   MDCCINT_EL1 (its interrupt enables) is the vCPU's and moves. OSECCR_EL1 likewise: a
+//!   window on the external debugger's EDECCR (halting debug), not self-hosted state.
 //! - The OS lock is emulated (MDCR_EL2.TDOSA), kept in `Vcpu::os_lock`; the run loop writes it
 //!   with `arch::sysregs::set_os_lock` when it loads a vCPU.
 //! - ICC_SRE_EL1 and ICH_HCR_EL2: the same for every vCPU of the machine (its GIC version),
 //!   and the run loop writes ICH_HCR_EL2 (En, UIE) before each entry; the list registers are
 //!   empty between runs (folded and cleared after every exit).
 //! - CNTVOFF_EL2: per VM, not per vCPU (the run loop loads it with the VM).
+//!
+//! The keys are loaded into the registers EL2 would use for its own pointer authentication:
+//! EL2 is built without it (no `-Z branch-protection`) and must stay so.
 //!
 //! [`POLICY`]: crate::hyp::cpu_features::POLICY
 
@@ -65,6 +69,8 @@ macro_rules! el1_registers {
         }
     };
 }
+// Used by `arch::context` (target only).
+#[cfg_attr(not(target_os = "none"), allow(unused_imports))]
 pub(crate) use el1_registers;
 
 macro_rules! define_el1_regs {
@@ -121,8 +127,6 @@ pub struct DebugRegs {
     pub wcr: [u64; MAX_DEBUG_POINTS],
     /// MDCCINT_EL1: the debug communications channel's interrupt enables.
     pub mdccint: u64,
-    /// OSECCR_EL1: the OS lock exception catch control.
-    pub oseccr: u64,
     /// The claim tags (DBGCLAIMCLR_EL1 reads them, DBGCLAIMSET_EL1 sets them).
     pub claim: u64,
 }
@@ -322,7 +326,6 @@ pub fn save_list() -> Vec<&'static str> {
         "apgakeyhi_el1",
         // Debug.
         "mdccint_el1",
-        "oseccr_el1",
         "dbgclaim_el1",
         // Timer.
         "cntv_ctl_el0",
@@ -415,7 +418,6 @@ pub const FEATURE_REGISTERS: &[(Feature, &[&str])] = &[
         &[
             "mdscr_el1",
             "mdccint_el1",
-            "oseccr_el1",
             "dbgclaim_el1",
             "dbgbvr<n>_el1",
             "dbgbcr<n>_el1",

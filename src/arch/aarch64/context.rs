@@ -4,7 +4,7 @@
 //! implements ([`SaveSet`], read once per CPU by [`this_cpu`]).
 //!
 //! Costs (instructions on the CPU, counted from this code): `save` and `restore` each move
-//! 24 EL1 registers + 2 timer registers, + 10 PAuth keys, + 2 × (BRPs + WRPs) + 3 debug
+//! 24 EL1 registers + 2 timer registers, + 10 PAuth keys, + 2 × (BRPs + WRPs) + 2 debug
 //! registers, + VMCR and 2-8 APRs (GICv3) or 2 MMIO words (GICv2), + 3 RAS registers: on
 //! QEMU `-cpu max` with GICv3 about 80 system register accesses each way. `save_fp`: 16 STP
 //! (FP/SIMD) or 32 + 17 stores (SVE), 2-3 MRS; `restore_fp` the same in loads.
@@ -183,7 +183,6 @@ fn save_debug(d: &mut DebugRegs, set: &SaveSet) {
         (d.wvr[n], d.wcr[n]) = debug_point!(n, wp);
     }
     d.mdccint = mrs!("mdccint_el1");
-    d.oseccr = mrs!("oseccr_el1");
     d.claim = mrs!("dbgclaimclr_el1");
 }
 
@@ -207,7 +206,6 @@ fn restore_debug(d: &DebugRegs, set: &SaveSet) {
         debug_point!(n, wp);
     }
     msr!("mdccint_el1", d.mdccint);
-    msr!("oseccr_el1", d.oseccr);
     // The claim tags: clear every one (bits [7:0]), then set the saved ones.
     msr!("dbgclaimclr_el1", 0xff_u64);
     msr!("dbgclaimset_el1", d.claim & 0xff);
@@ -264,15 +262,16 @@ pub fn restore(ctx: &VcpuContext) {
     aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
 }
 
-/// Stores this CPU's FP/SIMD/SVE registers into `fp` (sized by `FpState::new(sve_vl_bytes())`).
+/// Stores this CPU's FP/SIMD/SVE registers into `fp`, made by `FpState::new(sve_vl_bytes())`
+/// (a state sized for another vector length stops EL2: Bulkhead's bug, never a guest's).
 /// Lifts the FP trap first if it is on (CPTR_EL2.TFP traps EL2 too) and leaves it off.
 pub fn save_fp(fp: &mut FpState) {
-    fpsimd::save(fp);
+    fpsimd::save(fp, sve_vl_bytes());
 }
 
 /// Loads `fp` into this CPU's FP/SIMD/SVE registers; leaves the FP trap off.
 pub fn restore_fp(fp: &FpState) {
-    fpsimd::load(fp);
+    fpsimd::load(fp, sve_vl_bytes());
 }
 
 /// Traps the guest's FP/SIMD (and SVE) use to EL2 (EC 0x07 / 0x19) or lets it through:

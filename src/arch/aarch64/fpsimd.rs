@@ -120,17 +120,31 @@ fn ensure_untrapped(sve: bool) {
     }
 }
 
+/// `fp` must be laid out for this CPU's vector length `cpu_vl`: the asm stores whole
+/// registers at that length, and the layout (where P0 starts) depends on it. A mismatch is
+/// Bulkhead's bug (every `FpState` is made by `FpState::new(sve_vl_bytes())`), never a
+/// guest's: stop rather than write past the area.
+fn check_layout(fp: &FpState, cpu_vl: Option<usize>) {
+    assert_eq!(
+        fp.sve_vl(),
+        cpu_vl,
+        "FP state sized for another vector length than this CPU's"
+    );
+}
+
 /// Stores this CPU's FP/SIMD (or SVE) registers, FPSR, FPCR (and ZCR_EL1) into `fp`, whose
-/// vector length must be this CPU's (`sve_vl_bytes`). Leaves the FP trap off and the
-/// registers as they were.
-pub fn save(fp: &mut FpState) {
+/// vector length must be this CPU's, `cpu_vl`. Leaves the FP trap off and the registers as
+/// they were.
+pub fn save(fp: &mut FpState, cpu_vl: Option<usize>) {
+    check_layout(fp, cpu_vl);
     let sve = fp.sve_vl().is_some();
     ensure_untrapped(sve);
     let p_offset = fp.p_offset() / 16;
     let area = fp.area_mut();
     let base = area.as_mut_ptr();
     // SAFETY: the area is 512 bytes (FP/SIMD), or 32 vector lengths of Z registers followed
-    // by 17 predicate lengths (`FpState::new`, for this CPU's length); the FP trap is off.
+    // by 17 predicate lengths (`FpState::new`) at this CPU's length (`check_layout`); the FP
+    // trap is off.
     unsafe {
         if sve {
             bulkhead_sve_save(base, base.add(p_offset));
@@ -160,7 +174,8 @@ pub fn save(fp: &mut FpState) {
 }
 
 /// Loads `fp` into this CPU's FP/SIMD (or SVE) registers; the reverse of [`save`].
-pub fn load(fp: &FpState) {
+pub fn load(fp: &FpState, cpu_vl: Option<usize>) {
+    check_layout(fp, cpu_vl);
     let sve = fp.sve_vl().is_some();
     ensure_untrapped(sve);
     let area = fp.area();
