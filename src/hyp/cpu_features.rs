@@ -3,8 +3,9 @@
 //!
 //! HCR_EL2.TID3 traps every guest read of the ID space (op0 = 3, op1 = 0, CRn = 0,
 //! CRm = 1..7); the handler answers with [`sanitise`] of the hardware value. A field passes
-//! when its state lives only in EL1/EL0 registers of the guest's own physical CPU (a vCPU is
-//! pinned to it and EL2 never touches that state) and nothing at EL2 traps it; otherwise it is
+//! when its state lives only in EL1/EL0 registers (which move with the vCPU, `hyp::context`,
+//! whose tests check every passed field against its save list) and nothing at EL2 traps it
+//! for good; otherwise it is
 //! hidden (0) and [`El2Controls`] (written by `arch::sysregs::activate_traps`) keeps it
 //! trapped, so using it anyway is UNDEFINED, as on a CPU without it. Fields no row names read
 //! as 0, and so do the reserved encodings and whole registers no row names: a feature Bulkhead
@@ -110,11 +111,11 @@ pub const POLICY: &[Field] = &[
     f(PFR0, 4, Cap(1)),      // EL1: AArch64 only (HCR_EL2.RW = 1 fixes the guest's EL1 at AArch64)
     f(PFR0, 8, Hide),        // EL2: no nested virtualization; the guest runs at EL1
     f(PFR0, 12, Pass),       // EL3: as the CPU (SMC is trapped by HCR_EL2.TSC either way)
-    f(PFR0, 16, Pass),       // FP: CPTR_EL2.TFP = 0, FP state is EL1/EL0 state of the pinned CPU
+    f(PFR0, 16, Pass),       // FP: EL1/EL0 state (moved lazily: CPTR_EL2.TFP, `hyp::context`)
     f(PFR0, 20, Pass),       // AdvSIMD: as FP
     f(PFR0, 24, GicSysregs), // GIC: the guest's vGIC, not the host's
     f(PFR0, 28, Hide),       // RAS: HCR_EL2.TERR traps the error records (no records to give)
-    f(PFR0, 32, Pass),       // SVE: CPTR_EL2.TZ = 0, ZCR_EL2.LEN = max; Z/P/ZCR_EL1 stay on the CPU
+    f(PFR0, 32, Pass),       // SVE: ZCR_EL2.LEN = max; Z/P/FFR/ZCR_EL1 move as FP (CPTR_EL2.TZ)
     f(PFR0, 36, Hide),       // SEL2: Secure EL2 is the host's business
     f(PFR0, 40, Hide),       // MPAM: MPAM2_EL2.TRAPMPAM1EL1/0EL1 trap it (KVM hides it too)
     f(PFR0, 44, Hide),       // AMU: CPTR_EL2.TAM traps it; its counters would count EL2 too
@@ -415,6 +416,7 @@ pub const HCR_FWB: u64 = 1 << 46;
 // TSM bit 12 (RES1 without SME); TFP bit 10; TTA bit 20; TAM bit 30.
 pub const CPTR_RES1: u64 = 0xff | (1 << 9) | (1 << 13);
 pub const CPTR_TZ: u64 = 1 << 8;
+pub const CPTR_TFP: u64 = 1 << 10;
 pub const CPTR_TSM: u64 = 1 << 12;
 pub const CPTR_TTA: u64 = 1 << 20;
 pub const CPTR_TAM: u64 = 1 << 30;
@@ -443,10 +445,11 @@ pub struct El2Controls {
     /// (emulated by VA, as KVM's `kvm_set_way_flush`) — all as KVM's `HCR_GUEST_FLAGS`. TEA
     /// stays 0: a synchronous external abort of the guest's own access reaches its EL1 with
     /// the hardware's syndrome, which EL2 could only repeat; API/APK
-    /// leave pointer authentication and its keys (EL1 registers of the pinned CPU) to the
+    /// leave pointer authentication and its keys (EL1 registers, moved with the vCPU) to the
     /// guest, as KVM's `kvm_vcpu_enable_ptrauth`. ATA stays 0: MTE's registers trap.
     pub hcr: u64,
-    /// CPTR_EL2: FP/SIMD untrapped (EL2 never uses it), SVE untrapped where the CPU has it;
+    /// CPTR_EL2: FP/SIMD untrapped (EL2 never uses it), SVE untrapped where the CPU has it
+    /// ([`cptr_with_fp_trap`](Self::cptr_with_fp_trap) adds the lazy FP switch's traps);
     /// SME (TSM), trace (TTA) and the activity monitors (TAM) trapped. TAM and TTA are set
     /// regardless, as KVM's `__activate_cptr_traps_nvhe`.
     pub cptr: u64,
@@ -460,7 +463,7 @@ pub struct El2Controls {
     /// debug communications channel (TDCC) trapped and emulated as KVM does (`trap_oslar_el1`,
     /// `trap_raz_wi`): they reach the physical core's external debug interface. The
     /// breakpoint, watchpoint and MDSCR registers (TDA) stay the guest's: they are EL1 state
-    /// of its pinned CPU, and a debug exception can never target EL2 while TDE = 0. Each bit
+    /// (moved with the vCPU), and a debug exception can never target EL2 while TDE = 0. Each bit
     /// only where the CPU has the feature (RES0 otherwise).
     pub mdcr: u64,
     /// FEAT_FGT / FEAT_FGT2: the fine-grained trap registers to zero (they reset UNKNOWN).
@@ -475,6 +478,18 @@ pub struct El2Controls {
 }
 
 impl El2Controls {
+    /// CPTR_EL2 with FP/SIMD (and SVE, where the CPU has it) trapped or not: the lazy FP
+    /// switch traps the guest's first use (EC 0x07, or 0x19 for SVE) until this CPU's
+    /// registers hold its state. TFP traps EL2's own FP/SIMD/SVE use too, so the save and
+    /// restore run with it off. Without SVE, TZ stays set (RES1).
+    pub fn cptr_with_fp_trap(&self, trap: bool) -> u64 {
+        if trap {
+            self.cptr | CPTR_TFP | CPTR_TZ
+        } else {
+            self.cptr
+        }
+    }
+
     /// For `cpu`; `pmcr_n` reads PMCR_EL0.N (called only when the CPU has a PMUv3).
     pub fn for_cpu(cpu: &HostCpu, pmcr_n: impl FnOnce() -> u64) -> Self {
         // TLOR: RES0 without LOR, set anyway as KVM does.
@@ -746,6 +761,29 @@ mod tests {
         assert_eq!(c.fgt, 1);
         assert_eq!(c.hcrx, Some(0));
         assert_eq!(c.mpam2, Some(MPAM2_TRAPMPAM1EL1 | MPAM2_TRAPMPAM0EL1));
+    }
+
+    #[test]
+    fn cpu_features_fp_trap_bits() {
+        let max = El2Controls::for_cpu(&max(), || 6);
+        assert_eq!(
+            max.cptr_with_fp_trap(false),
+            max.cptr,
+            "FP and SVE untrapped"
+        );
+        assert_eq!(max.cptr & (CPTR_TFP | CPTR_TZ), 0);
+        assert_eq!(
+            max.cptr_with_fp_trap(true),
+            max.cptr | CPTR_TFP | CPTR_TZ,
+            "FP and SVE trapped"
+        );
+        let a72 = El2Controls::for_cpu(&cortex_a72(), || 6);
+        assert_ne!(
+            a72.cptr_with_fp_trap(false) & CPTR_TZ,
+            0,
+            "TZ is RES1 without SVE"
+        );
+        assert_eq!(a72.cptr_with_fp_trap(true), a72.cptr | CPTR_TFP);
     }
 
     #[test]

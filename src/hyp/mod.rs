@@ -4,6 +4,7 @@
 pub mod console;
 pub mod console_bridge;
 pub mod console_mux;
+pub mod context;
 pub mod cpu_features;
 pub mod exit;
 pub mod handle;

@@ -110,6 +110,9 @@ fn start_vcpu(vcpu: &mut Vcpu, pcpu: &mut PhysCpu, entry: u64, x0: u64) {
         pcpu.fp_owner = None;
         pcpu.fp_live = false;
         context::set_fp_trap(true);
+    } else {
+        // The CPU's FP registers are this vCPU's for good: zero them for the new life.
+        context::restore_fp(&FpState::new(context::sve_vl_bytes()));
     }
 }
 
@@ -373,7 +376,9 @@ fn switch_in(vm: &Vm, vcpu: &mut Vcpu, pcpu: &mut PhysCpu) {
         vcpu: vcpu.index,
     };
     let held = pcpu.loaded == Some(me) && vcpu.last_pcpu == Some(pcpu.index);
-    if !held {
+    if held {
+        context::resume_held(&vcpu.ctx);
+    } else {
         context::restore(&vcpu.ctx);
         sysregs::set_os_lock(vcpu.os_lock);
         sysregs::load_vcpu_id(vcpu.index as u64);

@@ -1,89 +1,7 @@
-//! EL2 trap configuration and the guest's EL1 system-register state.
-//!
-//! Bulkhead pins one vCPU to one physical CPU, so the guest's EL1 registers live in the
-//! hardware while it runs; they are written here when a vCPU (re)starts (`reset_el1`) and can
-//! be saved/restored as a block (`El1State`) when a CPU switches vCPUs.
+//! EL2 trap configuration and the EL1 registers EL2 reads or writes for the vCPU on this CPU
+//! (a vCPU's whole EL1 context moves with `arch::context`).
 
 use aarch64_cpu::registers::*;
-
-use crate::hyp::cpu_features::{El2Controls, HostCpu};
-
-/// The EL1 registers a guest owns.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct El1State {
-    pub sctlr: u64,
-    pub tcr: u64,
-    pub ttbr0: u64,
-    pub ttbr1: u64,
-    pub mair: u64,
-    pub amair: u64,
-    pub vbar: u64,
-    pub contextidr: u64,
-    pub cpacr: u64,
-    pub esr: u64,
-    pub far: u64,
-    pub afsr0: u64,
-    pub afsr1: u64,
-    pub par: u64,
-    pub tpidr_el0: u64,
-    pub tpidrro_el0: u64,
-    pub tpidr_el1: u64,
-    pub sp_el0: u64,
-    pub sp_el1: u64,
-    pub elr_el1: u64,
-    pub spsr_el1: u64,
-    pub cntkctl: u64,
-    pub cntv_ctl: u64,
-    pub cntv_cval: u64,
-    pub mdscr: u64,
-    pub csselr: u64,
-    pub actlr: u64,
-}
-
-/// SCTLR_EL1 at reset: MMU and caches off, RES1 bits set.
-const SCTLR_EL1_RESET: u64 = 0x30d0_0800;
-
-impl El1State {
-    /// The architectural reset state a freshly powered-on vCPU sees.
-    pub fn reset() -> Self {
-        Self {
-            sctlr: SCTLR_EL1_RESET,
-            ..Self::default()
-        }
-    }
-
-    /// Writes this state into the CPU's EL1 registers.
-    pub fn restore(&self) {
-        SCTLR_EL1.set(self.sctlr);
-        TCR_EL1.set(self.tcr);
-        TTBR0_EL1.set(self.ttbr0);
-        TTBR1_EL1.set(self.ttbr1);
-        MAIR_EL1.set(self.mair);
-        AMAIR_EL1.set(self.amair);
-        VBAR_EL1.set(self.vbar);
-        CONTEXTIDR_EL1.set(self.contextidr);
-        CPACR_EL1.set(self.cpacr);
-        ESR_EL1.set(self.esr);
-        FAR_EL1.set(self.far);
-        AFSR0_EL1.set(self.afsr0);
-        AFSR1_EL1.set(self.afsr1);
-        PAR_EL1.set(self.par);
-        TPIDR_EL0.set(self.tpidr_el0);
-        TPIDRRO_EL0.set(self.tpidrro_el0);
-        TPIDR_EL1.set(self.tpidr_el1);
-        SP_EL0.set(self.sp_el0);
-        SP_EL1.set(self.sp_el1);
-        ELR_EL1.set(self.elr_el1);
-        SPSR_EL1.set(self.spsr_el1);
-        CNTKCTL_EL1.set(self.cntkctl);
-        CNTV_CVAL_EL0.set(self.cntv_cval);
-        CNTV_CTL_EL0.set(self.cntv_ctl);
-        MDSCR_EL1.set(self.mdscr);
-        CSSELR_EL1.set(self.csselr);
-        ACTLR_EL1.set(self.actlr);
-        aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
-    }
-}
 
 /// HCR_EL2 while a guest runs: 64-bit EL1, stage-2 on, physical IRQ/FIQ/SError routed to
 /// EL2 (and virtual ones delivered to the guest), guest TLB/cache maintenance broadcast
@@ -116,7 +34,7 @@ macro_rules! msr {
 }
 
 /// PMCR_EL0.N, the number of event counters (read only on a CPU with a PMUv3).
-fn pmcr_n() -> u64 {
+pub(super) fn pmcr_n() -> u64 {
     let pmcr: u64;
     // SAFETY: reading PMCR_EL0 at EL2 has no side effects (aarch64-cpu has no accessor).
     unsafe {
@@ -129,13 +47,13 @@ fn pmcr_n() -> u64 {
     (pmcr >> 11) & 0x1f
 }
 
-/// Programs this CPU's EL2 controls for running `vcpu_index` of a guest: every control
-/// register the guest's view depends on is written in full here (none is left at its reset
-/// value, which for HCR_EL2, MDCR_EL2 and the fine-grained traps is UNKNOWN). What to trap is
-/// decided by `hyp::cpu_features::El2Controls` from this CPU's ID registers.
-pub fn activate_traps(vcpu_index: u64) {
-    let cpu = HostCpu::from_id_registers(|(crm, op2)| id_register(crm, op2));
-    let c = El2Controls::for_cpu(&cpu, pmcr_n);
+/// Programs this CPU's EL2 controls for running guests (once per physical CPU, before the
+/// first vCPU; `load_vcpu_id` then names each vCPU it runs): every control register the
+/// guest's view depends on is written in full here (none is left at its reset value, which
+/// for HCR_EL2, MDCR_EL2 and the fine-grained traps is UNKNOWN). What to trap is decided by
+/// `hyp::cpu_features::El2Controls` from this CPU's ID registers (`context::this_cpu`).
+pub fn activate_traps() {
+    let c = super::context::this_cpu().controls;
     HCR_EL2.set(guest_hcr_base() | c.hcr);
     CPTR_EL2.set(c.cptr);
     if let Some(zcr) = c.zcr {
@@ -173,8 +91,6 @@ pub fn activate_traps(vcpu_index: u64) {
     // CNTP_* so it cannot program the physical timer).
     CNTHCTL_EL2.write(CNTHCTL_EL2::EL1PCTEN::SET + CNTHCTL_EL2::EL1PCEN::CLEAR);
     CNTVOFF_EL2.set(0);
-    // The guest's MPIDR: the vCPU's affinity (as the guest DTB's cpu@N reg), bit 31 RES1.
-    VMPIDR_EL2.set((1 << 31) | crate::vcpu::vcpu_mpidr(vcpu_index as usize));
     let midr = MIDR_EL1.get();
     // SAFETY: VPIDR_EL2 only changes what the guest reads as MIDR_EL1 (aarch64-cpu has no
     // accessor for it).
@@ -191,6 +107,29 @@ pub fn activate_traps(vcpu_index: u64) {
             options(nostack)
         )
     };
+    aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
+}
+
+/// Makes this CPU's MPIDR, as the guest reads it, vCPU `vcpu_index`'s: its affinity (as the
+/// guest DTB's cpu@N reg), bit 31 RES1. The next guest entry's ERET synchronises it.
+pub fn load_vcpu_id(vcpu_index: usize) {
+    VMPIDR_EL2.set((1 << 31) | crate::vcpu::vcpu_mpidr(vcpu_index));
+}
+
+/// Sets the virtual counter's offset for the VM whose vCPU runs next (CNTVOFF_EL2: the guest's
+/// CNTVCT_EL0 is the physical count minus it).
+pub fn set_cntvoff(offset: u64) {
+    CNTVOFF_EL2.set(offset);
+}
+
+/// Traps the guest's WFE and WFET (HCR_EL2.TWE) on a CPU vCPUs share, so a vCPU waiting for an
+/// event gives the CPU to the one that can produce it; a dedicated CPU lets them run natively.
+pub fn set_wfe_trap(trap: bool) {
+    if trap {
+        HCR_EL2.modify(HCR_EL2::TWE::SET);
+    } else {
+        HCR_EL2.modify(HCR_EL2::TWE::CLEAR);
+    }
     aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
 }
 

@@ -4,6 +4,7 @@
 use aarch64_cpu::registers::*;
 use spin::Once;
 
+use crate::hyp::context::GicCpuIf;
 use crate::vgic::LrEntry;
 
 /// Which interface this machine has, fixed at boot.
@@ -71,33 +72,70 @@ pub fn enable(underflow: bool) {
     }
 }
 
-/// Resets the guest-owned virtual CPU interface state (VMCR) at vCPU reset.
-pub fn reset_vcpu_interface() {
+/// How many ICH_AP0R<n>_EL2 / ICH_AP1R<n>_EL2 exist: 5 bits of preemption use <n> = 0, 6 bits
+/// 0-1, 7 bits 0-3 (GICv3 architecture specification, ICH_AP0R<n>_EL2; only those
+/// ICH_VTR_EL2.PREbits implements may be accessed).
+fn v3_apr_count() -> usize {
+    match ICH_VTR_EL2.read(ICH_VTR_EL2::PREbits) + 1 {
+        ..=5 => 1,
+        6 => 2,
+        _ => 4,
+    }
+}
+
+/// Stores the guest-owned virtual CPU interface state of the vCPU on this CPU: the virtual
+/// machine control (priority mask, binary points, group enables, EOI mode) and the active
+/// priorities — an interrupt still active must keep its priority masked wherever the vCPU
+/// runs next (GICv3: ICH_VMCR_EL2, ICH_AP0R<n>/AP1R<n>_EL2; GICv2: GICH_VMCR, GICH_APR,
+/// specification 5.3). The list registers are empty between runs (the run loop folds them).
+pub fn save_cpu_interface(gic: &mut GicCpuIf) {
     match hw() {
         Some(VgicHw::V3) => {
-            ICH_VMCR_EL2.set(0);
-            // The active priorities too: a vCPU that went off with an interrupt still active
-            // must not come back with its priority masked (GICv3 architecture specification,
-            // ICH_AP0R<n>_EL2 / ICH_AP1R<n>_EL2). Only the registers PREbits implements exist:
-            // 5 bits of preemption use <n> = 0, 6 bits 0-1, 7 bits 0-3.
-            let pre_bits = ICH_VTR_EL2.read(ICH_VTR_EL2::PREbits) + 1;
-            ICH_AP0R0_EL2.set(0);
-            ICH_AP1R0_EL2.set(0);
-            if pre_bits >= 6 {
-                ICH_AP0R1_EL2.set(0);
-                ICH_AP1R1_EL2.set(0);
+            gic.vmcr = ICH_VMCR_EL2.get();
+            let count = v3_apr_count();
+            gic.ap0r[0] = ICH_AP0R0_EL2.get() as u32;
+            gic.ap1r[0] = ICH_AP1R0_EL2.get() as u32;
+            if count >= 2 {
+                gic.ap0r[1] = ICH_AP0R1_EL2.get() as u32;
+                gic.ap1r[1] = ICH_AP1R1_EL2.get() as u32;
             }
-            if pre_bits >= 7 {
-                ICH_AP0R2_EL2.set(0);
-                ICH_AP0R3_EL2.set(0);
-                ICH_AP1R2_EL2.set(0);
-                ICH_AP1R3_EL2.set(0);
+            if count >= 4 {
+                gic.ap0r[2] = ICH_AP0R2_EL2.get() as u32;
+                gic.ap0r[3] = ICH_AP0R3_EL2.get() as u32;
+                gic.ap1r[2] = ICH_AP1R2_EL2.get() as u32;
+                gic.ap1r[3] = ICH_AP1R3_EL2.get() as u32;
             }
         }
         Some(VgicHw::V2 { gich }) => {
-            gich_write(gich, GICH_VMCR, 0);
-            // GICH_APR: the active priorities (GICv2 architecture specification, 5.3.6).
-            gich_write(gich, GICH_APR, 0);
+            gic.vmcr = u64::from(gich_read(gich, GICH_VMCR));
+            gic.ap1r[0] = gich_read(gich, GICH_APR);
+        }
+        None => {}
+    }
+}
+
+/// Loads `gic` into this CPU's virtual CPU interface (the reverse of [`save_cpu_interface`]).
+pub fn restore_cpu_interface(gic: &GicCpuIf) {
+    match hw() {
+        Some(VgicHw::V3) => {
+            ICH_VMCR_EL2.set(gic.vmcr);
+            let count = v3_apr_count();
+            ICH_AP0R0_EL2.set(gic.ap0r[0].into());
+            ICH_AP1R0_EL2.set(gic.ap1r[0].into());
+            if count >= 2 {
+                ICH_AP0R1_EL2.set(gic.ap0r[1].into());
+                ICH_AP1R1_EL2.set(gic.ap1r[1].into());
+            }
+            if count >= 4 {
+                ICH_AP0R2_EL2.set(gic.ap0r[2].into());
+                ICH_AP0R3_EL2.set(gic.ap0r[3].into());
+                ICH_AP1R2_EL2.set(gic.ap1r[2].into());
+                ICH_AP1R3_EL2.set(gic.ap1r[3].into());
+            }
+        }
+        Some(VgicHw::V2 { gich }) => {
+            gich_write(gich, GICH_VMCR, gic.vmcr as u32);
+            gich_write(gich, GICH_APR, gic.ap1r[0]);
         }
         None => {}
     }

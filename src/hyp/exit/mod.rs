@@ -45,6 +45,9 @@ pub struct GuestExit {
 pub enum ExitClass {
     /// EC 0x01: trapped WFI, WFE, WFIT or WFET.
     Wfx(WfxTrap),
+    /// EC 0x07 (FP/SIMD, CPTR_EL2.TFP) or 0x19 (SVE, CPTR_EL2.TZ): the guest's first FP or
+    /// SVE use while this CPU's registers do not hold its state (the lazy FP switch).
+    FpAccess,
     /// EC 0x16: HVC from AArch64.
     Hvc { imm: u16 },
     /// EC 0x17: SMC from AArch64.
@@ -158,6 +161,7 @@ impl GuestExit {
         let esr = Esr::new(s.esr);
         let class = match esr.read_as_enum(ESR_ELx::EC) {
             Some(Ec::WfxTrap) => ExitClass::Wfx(WfxTrap::decode(s.esr)),
+            Some(Ec::FpAccess | Ec::SveAccess) => ExitClass::FpAccess,
             Some(Ec::Hvc64) => ExitClass::Hvc { imm: imm16(s.esr) },
             Some(Ec::Smc64) => ExitClass::Smc { imm: imm16(s.esr) },
             Some(Ec::SysReg64) => ExitClass::SysReg(SysRegAccess::decode(s.esr)),

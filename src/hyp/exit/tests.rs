@@ -415,20 +415,32 @@ fn instruction_abort_from_the_current_el_is_unknown() {
 #[test]
 fn exit_unhandled_classes_report_their_raw_ec() {
     assert_eq!(class(0x0200_0000), ExitClass::Unknown { ec: 0x00 });
-    // SVC64 (0x15), FP/SIMD access (0x07), SVE (0x19), BRK (0x3c), SError (0x2f).
-    for ec in [0x15u8, 0x07, 0x19, 0x3c, 0x2f] {
+    // SVC64 (0x15), BRK (0x3c), SError (0x2f).
+    for ec in [0x15u8, 0x3c, 0x2f] {
         let esr = (u64::from(ec) << 26) | 0x0200_0000;
         assert_eq!(class(esr), ExitClass::Unknown { ec });
     }
 }
 
 #[test]
-fn exit_classes_are_decoded_for_exactly_the_six_handled_ecs() {
+fn exit_fp_and_sve_access_traps_are_one_class() {
+    // EC 0x07: FP/SIMD trapped by CPTR_EL2.TFP (ISS 0 from AArch64); EC 0x19: SVE by TZ.
+    assert_eq!(class(0x1e00_0000), ExitClass::FpAccess);
+    assert_eq!(class(0x6600_0000), ExitClass::FpAccess);
+    assert_eq!(
+        class((0x07 << 26) | 0x01e0_0000),
+        ExitClass::FpAccess,
+        "ISS ignored"
+    );
+}
+
+#[test]
+fn exit_classes_are_decoded_for_exactly_the_eight_handled_ecs() {
     for ec in 0u64..64 {
         let handled = !matches!(class(ec << 26), ExitClass::Unknown { .. });
         assert_eq!(
             handled,
-            matches!(ec, 0x01 | 0x16 | 0x17 | 0x18 | 0x20 | 0x24),
+            matches!(ec, 0x01 | 0x07 | 0x16 | 0x17 | 0x18 | 0x19 | 0x20 | 0x24),
             "EC {ec:#x}"
         );
     }

@@ -88,12 +88,15 @@ pub fn handle_exit(exit: &GuestExit, vm: &Vm, vcpu: &mut Vcpu, p: &impl Platform
             ExitStats::count(&stats.other);
             abort::instruction_abort(&abort, vm, vcpu, p)
         }
-        ExitClass::Unknown { ec } => {
+        // The run loop answers the lazy FP switch's trap itself (it loads the vCPU's FP state);
+        // one reaching a handler came while no switch was armed: as any class not handled.
+        ExitClass::FpAccess | ExitClass::Unknown { .. } => {
             ExitStats::count(&stats.other);
             guest_warn!(
-                "{} vcpu {}: unhandled exit EC={ec:#x} ESR={:#x} at {:#x}",
+                "{} vcpu {}: unhandled exit EC={:#x} ESR={:#x} at {:#x}",
                 vm.config.name,
                 vcpu.index,
+                (exit.esr >> 26) & 0x3f,
                 exit.esr,
                 vcpu.regs.pc
             );
