@@ -34,6 +34,7 @@ pub mod hyp;
 pub mod loader;
 pub mod mm;
 pub mod psci;
+pub mod sched;
 pub mod sync;
 pub mod units;
 pub mod vcpu;
