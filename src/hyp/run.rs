@@ -39,7 +39,8 @@ use crate::arch::platform::{self as arch_platform, ArchPlatform};
 use crate::arch::switch::{ExitKind, run_guest};
 use crate::arch::{context, cpu, stage2_hw, sysregs, vgic_hw};
 use crate::config::{Policy, StopCause};
-use crate::sched::{Leave, VcpuRef};
+use crate::config::CpuSet;
+use crate::sched::{Leave, Scheduler, VcpuRef};
 use crate::vcpu::power::VmState;
 use crate::vcpu::request::{Kick, Request, make_all_request};
 
@@ -254,7 +255,7 @@ fn run_dedicated(vm: &'static Vm, index: usize, pcpu: &mut PhysCpu) -> ! {
     vcpu.last_pcpu = Some(pcpu.index);
     vm.requests[index].set_pcpu(pcpu.index);
     prepare_cpu(pcpu.index, false);
-    sysregs::load_vcpu_id(index as u64);
+    sysregs::load_vcpu_id(index);
     sysregs::set_cntvoff(vm.config.cntvoff);
     log::debug!("vcpu {index}: run loop on cpu {}", pcpu.index);
     loop {
@@ -267,87 +268,86 @@ fn vm_by_id(id: usize) -> Option<&'static Vm> {
     setup::vms().iter().find(|vm| vm.id == id)
 }
 
+/// Calls `f` on the scheduler under its lock, then kicks the CPUs it says should look again
+/// (an idle CPU that can take a waiting vCPU, a busy one that must now arm its slice timer).
+fn with_sched<R>(f: impl FnOnce(&mut Scheduler) -> R) -> R {
+    let (result, kicks) = {
+        let mut s = setup::scheduler().lock();
+        let result = f(&mut s);
+        (result, s.take_kicks())
+    };
+    for cpu in kicks.iter() {
+        ArchPlatform.kick(cpu);
+    }
+    result
+}
+
 /// Takes turns between the vCPUs the scheduler gives this physical CPU, forever.
 fn run_shared(pcpu: &mut PhysCpu) -> ! {
     prepare_cpu(pcpu.index, true);
     context::set_fp_trap(true);
-    let sched = setup::scheduler();
     log::debug!("cpu {}: shared", pcpu.index);
     loop {
         let now = cpu::counter();
         scan_wakeups(pcpu.index, now);
-        let slice = sched.lock().pick(pcpu.index, now);
+        let (slice, deadline) = with_sched(|s| {
+            let slice = s.pick(pcpu.index, now);
+            (slice, s.next_deadline(pcpu.index, now))
+        });
+        arch_platform::set_sched_deadline(deadline);
         let Some(slice) = slice else {
-            let deadline = sched.lock().next_deadline(pcpu.index, now);
-            arch_platform::set_sched_deadline(deadline);
+            // Nothing to run: sleep until a kick, a console byte or the deadline.
             cpu::wfi();
             host_irq::handle_host_irqs(None);
             continue;
         };
-        arch_platform::set_sched_deadline(slice.until);
         let me = slice.vcpu;
-        let Some(vm) = vm_by_id(me.vm) else {
-            sched.lock().leave(pcpu.index, now, Leave::Block { until: None });
+        let Some(vcpu) = vm_by_id(me.vm).and_then(|vm| Some((vm, vm.vcpus.get(me.vcpu)?))) else {
+            with_sched(|s| s.leave(pcpu.index, now, Leave::Block { until: None }));
             continue;
         };
-        let Some(vcpu) = vm.vcpus.get(me.vcpu) else {
-            sched.lock().leave(pcpu.index, now, Leave::Block { until: None });
-            continue;
-        };
+        let (vm, vcpu) = vcpu;
         let mut vcpu = vcpu.lock();
         switch_in(vm, &mut vcpu, pcpu);
         let left = run_vcpu(vm, &mut vcpu, pcpu);
         let until = switch_out(vm, &mut vcpu, pcpu, left);
         drop(vcpu);
+        let end = cpu::counter();
         if let Some(run) = vm.run_stats.get(me.vcpu) {
-            let ran = cpu::counter().saturating_sub(now);
-            run.shared_ticks.fetch_add(ran, Ordering::Relaxed);
+            run.shared_ticks
+                .fetch_add(end.saturating_sub(now), Ordering::Relaxed);
         }
         let why = match left {
             Left::Blocked => Leave::Block { until },
             Left::Yield => Leave::Yield,
             Left::Preempted => Leave::Preempted,
         };
-        let kick = {
-            let mut s = sched.lock();
-            s.leave(pcpu.index, cpu::counter(), why);
-            // A vCPU now waiting here may run at once on an idle CPU.
-            s.idle_cpu_for_waiting(pcpu.index)
-        };
-        if let Some(other) = kick {
-            ArchPlatform.kick(other);
-        }
+        with_sched(|s| s.leave(pcpu.index, end, why));
     }
 }
 
 /// Makes runnable the vCPUs blocked on this CPU that have a waking request pending (an
 /// interrupt became deliverable, a CPU_ON, a stop), and kicks the CPUs that should look.
 fn scan_wakeups(pcpu_index: usize, now: u64) {
-    let mut kicks = [usize::MAX; 4];
-    {
-        let mut s = setup::scheduler().lock();
+    let woken = with_sched(|s| {
         let mut blocked = [VcpuRef { vm: 0, vcpu: 0 }; 64];
         let mut count = 0;
         for (slot, v) in blocked.iter_mut().zip(s.blocked_on(pcpu_index)) {
             *slot = v;
             count += 1;
         }
-        let mut k = 0;
+        let mut woken = CpuSet::EMPTY;
         for &v in &blocked[..count] {
             let wakes = vm_by_id(v.vm)
                 .and_then(|vm| vm.requests.get(v.vcpu))
                 .is_some_and(|r| r.pending().iter().any(|r| r.wakes_blocked_vcpu()));
-            if wakes
-                && let Some(cpu) = s.wake(v, now)
-                && cpu != pcpu_index
-                && k < kicks.len()
-            {
-                kicks[k] = cpu;
-                k += 1;
+            if wakes && let Some(cpu) = s.wake(v, now) {
+                woken.insert(cpu);
             }
         }
-    }
-    for &cpu in kicks.iter().filter(|&&c| c != usize::MAX) {
+        woken
+    });
+    for cpu in woken.iter().filter(|&c| c != pcpu_index) {
         ArchPlatform.kick(cpu);
     }
 }
@@ -357,14 +357,16 @@ fn scan_wakeups(pcpu_index: usize, now: u64) {
 fn preempt_due(pcpu_index: usize) -> bool {
     let now = cpu::counter();
     scan_wakeups(pcpu_index, now);
-    let mut s = setup::scheduler().lock();
-    if s.should_preempt(pcpu_index, now) {
-        return true;
+    let deadline = with_sched(|s| {
+        (!s.should_preempt(pcpu_index, now)).then(|| s.next_deadline(pcpu_index, now))
+    });
+    match deadline {
+        None => true,
+        Some(deadline) => {
+            arch_platform::set_sched_deadline(deadline);
+            false
+        }
     }
-    let deadline = s.next_deadline(pcpu_index, now);
-    drop(s);
-    arch_platform::set_sched_deadline(deadline);
-    false
 }
 
 /// Makes `vcpu` this CPU's: its context into the hardware (skipped when the CPU still holds
@@ -381,7 +383,7 @@ fn switch_in(vm: &Vm, vcpu: &mut Vcpu, pcpu: &mut PhysCpu) {
     } else {
         context::restore(&vcpu.ctx);
         sysregs::set_os_lock(vcpu.os_lock);
-        sysregs::load_vcpu_id(vcpu.index as u64);
+        sysregs::load_vcpu_id(vcpu.index);
         sysregs::set_cntvoff(vm.config.cntvoff);
         pcpu.loaded = Some(me);
     }

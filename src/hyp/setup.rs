@@ -323,7 +323,7 @@ pub fn create_vms(fdt: &Fdt<'_>, gic: &GicInfo, hypervisor_end: u64, cpu_count: 
         }
         match sched.dedicated(pcpu) {
             Some(v) => Role::Dedicated(v.vm, v.vcpu),
-            None if sched.may_run_on(pcpu) => Role::Shared,
+            None if may_run_on(&vms, pcpu) => Role::Shared,
             None => Role::Idle,
         }
     });
@@ -368,6 +368,13 @@ fn scheduler_for(vms: &[Vm], cpu_count: usize, settings: &Settings, loaded: &[bo
         }
     }
     sched
+}
+
+/// Whether any vCPU of `vms` may run on `pcpu`.
+fn may_run_on(vms: &[Vm], pcpu: usize) -> bool {
+    vms.iter()
+        .flat_map(|vm| &vm.config.allowed)
+        .any(|set| set.contains(pcpu))
 }
 
 /// CPU numbers as ranges: `0-1,3`.
