@@ -427,7 +427,8 @@ fn switch_out(vm: &Vm, vcpu: &mut Vcpu, pcpu: &mut PhysCpu, left: Left) -> Optio
         return None;
     }
     let now = cpu::counter();
-    let vtimer = timer::vtimer_deadline(vcpu.ctx.timer.ctl, vcpu.ctx.timer.cval, vm.config.cntvoff);
+    let t = vcpu.ctx.timer;
+    let vtimer = timer::vtimer_deadline(t.ctl, t.cval, vm.config.cntvoff, vcpu.timers.vtimer_level);
     [vtimer, vcpu.timers.ptimer.deadline(now), vcpu.wake_at]
         .into_iter()
         .flatten()

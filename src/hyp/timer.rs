@@ -39,13 +39,16 @@ fn vtimer_changed(vm: &Vm, vcpu: &mut Vcpu, level: bool, p: &impl Platform) {
 
 /// When a descheduled vCPU's virtual timer (CNTV_CTL_EL0 `ctl`, CNTV_CVAL_EL0 `cval`, saved
 /// when it left its CPU) fires, in physical counts: its compare value plus the VM's
-/// CNTVOFF_EL2. None when it cannot fire: disabled, masked, or already firing (then its level
-/// is in the vGIC already).
-pub fn vtimer_deadline(ctl: u64, cval: u64, cntvoff: u64) -> Option<u64> {
+/// CNTVOFF_EL2. None when it cannot fire (disabled, masked) or fires with its level already in
+/// the vGIC (`level`: what the last sample forwarded). A timer that started firing after the
+/// last sample — between the vCPU's last look and its context being saved — is due at once,
+/// so its next run samples it.
+pub fn vtimer_deadline(ctl: u64, cval: u64, cntvoff: u64, level: bool) -> Option<u64> {
     const ENABLE: u64 = 0b001;
     const IMASK: u64 = 0b010;
     const ISTATUS: u64 = 0b100;
-    (ctl & (ENABLE | IMASK | ISTATUS) == ENABLE).then(|| cval.saturating_add(cntvoff))
+    let firing = ctl & ISTATUS != 0;
+    (ctl & (ENABLE | IMASK) == ENABLE && !(firing && level)).then(|| cval.saturating_add(cntvoff))
 }
 
 /// Records the virtual timer's level. While the virtual interrupt is pending for the guest
@@ -103,10 +106,19 @@ mod tests {
 
     #[test]
     fn a_descheduled_vtimer_wakes_at_its_compare_value_plus_the_offset() {
-        assert_eq!(vtimer_deadline(0b001, 1000, 50), Some(1050));
-        assert_eq!(vtimer_deadline(0b000, 1000, 50), None, "disabled");
-        assert_eq!(vtimer_deadline(0b011, 1000, 50), None, "masked");
-        assert_eq!(vtimer_deadline(0b101, 1000, 50), None, "already firing");
-        assert_eq!(vtimer_deadline(0b001, u64::MAX, 50), Some(u64::MAX));
+        assert_eq!(vtimer_deadline(0b001, 1000, 50, false), Some(1050));
+        assert_eq!(vtimer_deadline(0b000, 1000, 50, false), None, "disabled");
+        assert_eq!(vtimer_deadline(0b011, 1000, 50, false), None, "masked");
+        assert_eq!(
+            vtimer_deadline(0b101, 1000, 50, true),
+            None,
+            "firing, and the vGIC has its level"
+        );
+        assert_eq!(
+            vtimer_deadline(0b101, 1000, 50, false),
+            Some(1050),
+            "fired after the last sample: due (in the past) so the next run samples it"
+        );
+        assert_eq!(vtimer_deadline(0b001, u64::MAX, 50, false), Some(u64::MAX));
     }
 }
