@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the loom model checks of the concurrent core: the VMID
-# allocator (src/vmid/loom_models.rs) and the vCPU request/kick protocol and PSCI power state
-# (src/vcpu/loom_models.rs). They explore all interleavings of the real code on loom's atomics.
+# allocator (src/vmid/loom_models.rs), the vCPU request/kick protocol and PSCI power state
+# (src/vcpu/loom_models.rs), and that protocol with the scheduler and a migrating vCPU
+# (src/sched/loom_models.rs). They explore all interleavings of the real code on loom's atomics.
 #
 #   scripts/test-models.sh            # all models
 #   scripts/test-models.sh rollover   # only models whose name contains "rollover"

@@ -216,11 +216,11 @@ fn wake_while_blocking(v_waits: [bool; 2]) {
         let world = World::new(v_waits);
         let cpu0 = {
             let world = world.clone();
-            thread::spawn(move || world.cpu0(1))
+            thread::spawn(move || world.cpu0(2))
         };
         let cpu1 = {
             let world = world.clone();
-            thread::spawn(move || world.pass(1))
+            thread::spawn(move || (0..2).for_each(|_| world.pass(1)))
         };
         make_request(&world.requests[0], Request::Wake, false, &*world);
         cpu0.join().unwrap();
@@ -258,11 +258,11 @@ fn loom_sched_tlb_flush_wait_covers_a_migrating_vcpu() {
         let world = World::new([false, false]);
         let cpu0 = {
             let world = world.clone();
-            thread::spawn(move || world.cpu0(1))
+            thread::spawn(move || world.cpu0(2))
         };
         let cpu1 = {
             let world = world.clone();
-            thread::spawn(move || world.pass(1))
+            thread::spawn(move || (0..2).for_each(|_| world.pass(1)))
         };
         make_request(&world.requests[0], Request::TlbFlush, true, &*world);
         world.reused.store(true, Ordering::Release);

@@ -21,18 +21,30 @@
 //!   guest that was waiting for them without waiting for a whole slice.
 //! - **Slices expire only when someone waits.** The slice (default 10 ms, bootarg
 //!   `bulkhead.sched_slice_ms=`) bounds how long a vCPU keeps a CPU while another vCPU waits
-//!   for it; a vCPU alone on its CPU runs with no timer at all (Xen credit2's "ratelimit" and
-//!   tickless idea: docs/features/sched_credit2.pandoc, and Dario Faggioli's credit2 talks).
+//!   for it; a vCPU alone on its CPU runs with no scheduler timer at all (as Linux's
+//!   `nohz_full` stops the tick for a CPU with one runnable task), so it costs what a pinned
+//!   vCPU costs.
 //! - **Stealing within allowed sets.** Each vCPU has a home CPU (whose queue holds it while it
-//!   waits, and whose blocked list holds it while it sleeps) and an allowed set (`hard-affinity`,
-//!   as in Xen's credit2 with `sched-credit2` hard affinity). A CPU with nothing better to do
-//!   takes a runnable vCPU waiting behind another, busy, CPU if its allowed set contains this
-//!   CPU, and becomes its home. Xen credit2 balances runqueues the same way (Dunlap, "Xen
-//!   credit2 scheduler", Xen Summit 2010).
+//!   waits, and whose blocked list holds it while it sleeps) and an allowed set (the
+//!   `hard-affinity` of Xen's dom0less bindings, docs/misc/arm/device-tree/booting.txt). A
+//!   CPU looking for work also considers the runnable vCPUs waiting behind another, busy,
+//!   CPU whose allowed set contains it; if it takes one, that vCPU's home becomes this CPU.
+//!   Xen's credit2 balances its runqueues within hard affinity the same way (George Dunlap,
+//!   "Credit2: a scheduler for Xen", Xen Summit 2010; xen docs/features/sched_credit2.pandoc).
 //!
 //! Kicks: the run loop should kick (IPI) the CPU [`Scheduler::wake`] returns, and every CPU in
 //! [`Scheduler::take_kicks`] after each lock hold — an idle CPU that can steal a waiting vCPU,
 //! or a busy one that must now arm its slice timer because someone started waiting for it.
+//!
+//! Wake-ups follow the vCPU's request word (`vcpu::request`), the source of truth; the run
+//! loop's part, model-checked with a migrating vCPU in `loom_models.rs`:
+//! - after `pick`, call `set_pcpu(cpu)` before `take_requests` (a read-modify-write of the
+//!   request word), so every later requester kicks the CPU that now holds the vCPU;
+//! - a vCPU leaves with `Leave::Block` only if no waking request is pending;
+//! - a kicked CPU, under the lock, calls [`Scheduler::wake`] for every vCPU of
+//!   [`Scheduler::blocked_on`] it and for the vCPU [`Scheduler::running_on`] it that has a
+//!   waking request pending. The latter covers a kick handled between a vCPU's "nothing
+//!   pending" check and its `leave(Block)`: the wake is remembered and the block undone.
 //!
 //! Cost: every call is a pass over the vCPUs (at most `CpuSet::CAPACITY` CPUs, and vCPU counts
 //! are small), so there are no trees or per-CPU lists to keep consistent.
