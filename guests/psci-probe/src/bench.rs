@@ -11,6 +11,7 @@
 //! - `uart`: a write of `.` to the PL011 data register (emulated), minus the NOP loop.
 //! - `ipi`: vCPU 0 sends SGI 1 to vCPU 1 and waits in WFI; vCPU 1, waiting in WFI, acknowledges
 //!   it and sends SGI 2 back; vCPU 0 acknowledges that: one round trip, two IPIs.
+//! - `ipi_fp`: the same, each side executing one FP/SIMD instruction per round trip.
 //! - `timer`: the virtual timer is armed 50 us ahead and the CPU waits in WFI; the figure is
 //!   the time from the programmed deadline to the guest's read of the interrupt's INTID.
 //! - `fault`: a first load from each untouched 2 MiB block of RAM (a stage-2 fault that maps
@@ -149,7 +150,8 @@ pub fn run(machine: &Machine, list: &str, bootargs: &str) {
                     ticks.saturating_sub(nop_ticks(iterations)),
                 );
             }
-            "ipi" => ipi(machine, &gic, iterations),
+            "ipi" => ipi(machine, &gic, iterations, false),
+            "ipi_fp" => ipi(machine, &gic, iterations, true),
             "timer" => timer(&gic, iterations),
             "fault" => faults(machine),
             "idle" => {
@@ -171,36 +173,53 @@ static PONGS: AtomicU64 = AtomicU64::new(0);
 static SECONDARY_READY: AtomicU64 = AtomicU64::new(0);
 static PRIMARY_MPIDR: AtomicU64 = AtomicU64::new(0);
 
-fn ipi(machine: &Machine, gic: &Gic, iterations: u64) {
+/// Set while the IPI ping-pong uses FP/SIMD on both sides (`ipi_fp`).
+static USE_FP: AtomicU64 = AtomicU64::new(0);
+
+/// The IPI ping-pong; with `fp`, each side executes an FP/SIMD instruction per round trip (so
+/// a hypervisor that switches FP state lazily between vCPUs sharing a CPU pays for it).
+fn ipi(machine: &Machine, gic: &Gic, iterations: u64, fp: bool) {
+    let name = if fp { "ipi_fp" } else { "ipi" };
     let Some(other) = machine.other_cpu else {
-        println!("PROBE: bench ipi needs two CPUs");
+        println!("PROBE: bench {name} needs two CPUs");
         return;
     };
-    gic.init_cpu(0);
-    gic.publish();
-    PRIMARY_MPIDR.store(machine::own_mpidr(), Ordering::SeqCst);
-    let entry = crate::checks::secondary_entry_address();
-    let result = psci::hvc(psci::CPU_ON_64, other, entry, SECONDARY_CONTEXT);
-    if result != 0 {
-        println!("PROBE: bench ipi CPU_ON failed: {result:#x}");
-        return;
+    if fp {
+        crate::fpcheck::enable_fp();
     }
-    while SECONDARY_READY.load(Ordering::SeqCst) == 0 {
-        core::hint::spin_loop();
+    USE_FP.store(u64::from(fp), Ordering::SeqCst);
+    // The secondary answers forever once started: a second ping-pong reuses it.
+    if SECONDARY_READY.load(Ordering::SeqCst) == 0 {
+        gic.init_cpu(0);
+        gic.publish();
+        PRIMARY_MPIDR.store(machine::own_mpidr(), Ordering::SeqCst);
+        let entry = crate::checks::secondary_entry_address();
+        let result = psci::hvc(psci::CPU_ON_64, other, entry, SECONDARY_CONTEXT);
+        if result != 0 {
+            println!("PROBE: bench {name} CPU_ON failed: {result:#x}");
+            return;
+        }
+        while SECONDARY_READY.load(Ordering::SeqCst) == 0 {
+            core::hint::spin_loop();
+        }
     }
+    let pongs_before = PONGS.load(Ordering::SeqCst);
     let index = other & 0xff;
     let ticks = time(|| {
         for _ in 0..iterations {
+            if fp {
+                crate::fpcheck::touch();
+            }
             gic.send_sgi(SGI_PING, other, index);
             let iar = gic.acknowledge();
             gic.end(iar);
         }
     });
-    let pongs = PONGS.load(Ordering::SeqCst);
+    let pongs = PONGS.load(Ordering::SeqCst) - pongs_before;
     if pongs != iterations {
-        println!("PROBE: bench ipi pongs={pongs} want={iterations}");
+        println!("PROBE: bench {name} pongs={pongs} want={iterations}");
     }
-    report("ipi", iterations, ticks);
+    report(name, iterations, ticks);
 }
 
 /// The secondary's side of `ipi`: answer each ping with a pong, forever.
@@ -211,9 +230,17 @@ pub fn secondary() -> ! {
     let primary = PRIMARY_MPIDR.load(Ordering::SeqCst);
     SECONDARY_READY.store(1, Ordering::SeqCst);
     let mut pongs = 0;
+    let mut fp_enabled = false;
     loop {
         let iar = gic.acknowledge();
         if iar & 0x3ff == SGI_PING {
+            if USE_FP.load(Ordering::SeqCst) != 0 {
+                if !fp_enabled {
+                    crate::fpcheck::enable_fp();
+                    fp_enabled = true;
+                }
+                crate::fpcheck::touch();
+            }
             pongs += 1;
             PONGS.store(pongs, Ordering::SeqCst);
             gic.send_sgi(SGI_PONG, primary, primary & 0xff);

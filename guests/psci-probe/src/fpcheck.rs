@@ -110,6 +110,11 @@ probe_fp_store:
     stp q30, q31, [x0, #480]
     ret
 
+// One FP/SIMD instruction: under lazy FP switching, the first after a switch traps.
+probe_fp_touch:
+    mov v0.16b, v1.16b
+    ret
+
     .arch_extension sve
 probe_sve_vl:
     rdvl x0, #1
@@ -147,6 +152,7 @@ probe_sve_store:
 unsafe extern "C" {
     fn probe_fp_load(buffer: *const u8);
     fn probe_fp_store(buffer: *mut u8);
+    fn probe_fp_touch();
     fn probe_sve_vl() -> u64;
     fn probe_sve_load(buffer: *const u8);
     fn probe_sve_store(buffer: *mut u8);
@@ -384,8 +390,14 @@ fn check(cpu: usize, gic: &Gic, sve: bool, rounds: u64) -> Outcome {
     outcome
 }
 
+/// Executes one FP/SIMD instruction (V0 := V1); `enable_fp` must have run on this vCPU.
+pub fn touch() {
+    // SAFETY: only V0 changes, which no Rust code of the soft-float probe uses.
+    unsafe { probe_fp_touch() }
+}
+
 /// Enables FP/SIMD (and SVE when the CPU has it) at EL1; returns whether SVE is there.
-fn enable_fp() -> bool {
+pub fn enable_fp() -> bool {
     let pfr0: u64;
     // SAFETY: reading an ID register (the hypervisor's sanitised view) has no side effects.
     unsafe { asm!("mrs {}, id_aa64pfr0_el1", out(reg) pfr0, options(nomem, nostack)) };

@@ -135,20 +135,24 @@ impl Gic {
     /// bits, which `end` needs back).
     pub fn acknowledge(&self) -> u32 {
         loop {
-            let iar = if self.version == 3 {
-                let iar: u64;
-                // SAFETY: acknowledging an interrupt at the guest's own CPU interface.
-                unsafe { asm!("mrs {}, icc_iar1_el1", out(reg) iar, options(nostack)) };
-                iar as u32
-            } else {
-                read32(self.gicc + GICC_IAR)
-            };
-            if iar & 0x3ff < SPURIOUS {
+            if let Some(iar) = self.try_acknowledge() {
                 return iar;
             }
-            // SAFETY: WFI only waits.
-            unsafe { asm!("wfi", options(nomem, nostack)) };
+            wfi();
         }
+    }
+
+    /// Acknowledges the highest-priority pending interrupt, if any (see `acknowledge`).
+    pub fn try_acknowledge(&self) -> Option<u32> {
+        let iar = if self.version == 3 {
+            let iar: u64;
+            // SAFETY: acknowledging an interrupt at the guest's own CPU interface.
+            unsafe { asm!("mrs {}, icc_iar1_el1", out(reg) iar, options(nostack)) };
+            iar as u32
+        } else {
+            read32(self.gicc + GICC_IAR)
+        };
+        (iar & 0x3ff < SPURIOUS).then_some(iar)
     }
 
     /// Ends (EOIs and deactivates) an interrupt `acknowledge` returned.
@@ -179,6 +183,12 @@ impl Gic {
             self.end(iar);
         }
     }
+}
+
+/// Waits for an interrupt (or any other wake-up event); IRQs stay masked.
+pub fn wfi() {
+    // SAFETY: WFI only waits.
+    unsafe { asm!("wfi", options(nomem, nostack)) };
 }
 
 fn set_vtimer(cval: u64, ctl: u64) {
