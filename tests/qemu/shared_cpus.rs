@@ -3,9 +3,10 @@
 //! scheduler line and each VM's home CPUs), what every guest printed, and that QEMU ended
 //! with the machine powered off.
 //!
-//! Placement rule the home lists follow: a vCPU with an affinity set starts on the
-//! least-loaded CPU of it; without one, when there are more vCPUs than CPUs, on the
-//! least-loaded CPU of all (lowest index on ties); VMs are placed in the order given.
+//! Placement rule the home lists follow (config/place.rs): pinned vCPUs first, those with the
+//! smallest affinity sets first (then in VM and vCPU order), each on the least-loaded CPU of
+//! its set; then the unpinned ones, when there are more vCPUs than CPUs, on the least-loaded
+//! CPU of all; ties go to the lowest index.
 //! A CPU is dedicated (not in the scheduler line) only when a single vCPU may run there and
 //! is pinned to it alone.
 
@@ -78,7 +79,8 @@ fn shared_three_vms_overlapping_affinity_on_4_cpus() {
     ];
     let r = run_vms(&vms, &["--smp", "4"], LINUX);
     r.assert_line(&scheduler_line("0-3"));
-    r.assert_contains("bulkhead: lin: 2 vCPUs on CPUs [0, 1]");
+    // pb's single-CPU sets go first (1, 2); lin's two tie on {0,1} after CPU 0 took one.
+    r.assert_contains("bulkhead: lin: 2 vCPUs on CPUs [0, 0]");
     r.assert_contains("bulkhead: pb: 2 vCPUs on CPUs [1, 2]");
     r.assert_contains("bulkhead: pc: 1 vCPUs on CPUs [3]");
     assert_vm_smoke(&r, "lin", 2);
@@ -179,7 +181,8 @@ fn shared_chaos_probe_with_linux() {
     ];
     let r = run_vms(&vms, &["--smp", "2"], LINUX);
     r.assert_line(&scheduler_line("0-1"));
-    r.assert_contains("bulkhead: linux: 2 vCPUs on CPUs [0, 1]");
+    // chaos (pinned) first on 1; then linux's vCPUs on the least-loaded: 0, then a tie -> 0.
+    r.assert_contains("bulkhead: linux: 2 vCPUs on CPUs [0, 0]");
     r.assert_contains("bulkhead: chaos: 1 vCPUs on CPUs [1]");
     r.assert_contains("chaos: PROBE: chaos done ops=20000");
     r.assert_contains("chaos: PROBE: PASS chaos_cpu_on_bad_mpidr_invalid_parameters");
@@ -200,18 +203,24 @@ fn spin_loops(r: &Run, vm: &str) -> u64 {
 }
 
 /// Two CPU-bound 1-vCPU VMs pinned to CPU 1 busy-loop over the same two seconds of their
-/// virtual time (each VM's virtual counter starts near 0 at its creation, and both are created
-/// at boot): each gets 50 % ± 10 % of the loop iterations, i.e. of the CPU.
+/// virtual time (each VM's virtual counter starts near 0 at its creation, and all are created
+/// at boot): each gets 50 % ± 10 % of the loop iterations, i.e. of the CPU. A third spinning
+/// VM has CPU 0 to itself: a vCPU run on the wrong CPU would share with it instead, and the
+/// shares would come out 2:1.
 #[test]
 fn shared_fairness_two_spinning_vms_on_one_cpu() {
     let vms = [
         pinned(probe_vm("spin1", 1, "probe.spin=2000-4000"), "1"),
         pinned(probe_vm("spin2", 1, "probe.spin=2000-4000"), "1"),
+        pinned(probe_vm("alone", 1, "probe.spin=2000-4000"), "0"),
     ];
     let r = run_vms(&vms, &["--smp", "2"], QUICK);
     r.assert_line(&scheduler_line("1"));
     r.assert_contains("bulkhead: spin1: 1 vCPUs on CPUs [1]");
     r.assert_contains("bulkhead: spin2: 1 vCPUs on CPUs [1]");
+    r.assert_contains("bulkhead: alone: 1 vCPUs on CPUs [0]");
+    let alone = spin_loops(&r, "alone");
+    eprintln!("alone on CPU 0: {alone} loops");
     let (a, b) = (spin_loops(&r, "spin1"), spin_loops(&r, "spin2"));
     let share = a as f64 / (a + b) as f64;
     eprintln!("spin1 {a} loops, spin2 {b} loops: spin1's share {share:.3}");
@@ -222,6 +231,7 @@ fn shared_fairness_two_spinning_vms_on_one_cpu() {
     );
     r.assert_contains("bulkhead: spin1 powered off");
     r.assert_contains("bulkhead: spin2 powered off");
+    r.assert_contains("bulkhead: alone powered off");
     assert_clean_end(&r);
 }
 
