@@ -282,3 +282,107 @@ fn shared_fp_state_survives_switches() {
 fn shared_sve_state_survives_switches_on_max() {
     assert_fp_state_survives_switches("max", "3", 256, 32);
 }
+
+/// Two vCPUs of one VM on one CPU (`--smp 2 --qemu-smp 1`) wake each other: the probe's IPI
+/// ping-pong, where each side waits in WFI for the other's SGI, without and with FP/SIMD in
+/// use on both sides, and its virtual-timer wait (a blocked vCPU woken by its own timer).
+/// Every ping answered, every deadline met.
+#[test]
+fn shared_ipi_ping_pong_between_two_vcpus_on_one_cpu() {
+    let probe = probe();
+    let r = run(
+        &[
+            "--kernel",
+            &probe,
+            "--smp",
+            "2",
+            "--qemu-smp",
+            "1",
+            "--mem",
+            "256M",
+            "--append",
+            "probe.bench=ipi,ipi_fp,timer probe.bench_iters=300",
+        ],
+        QUICK,
+    );
+    r.assert_line(&scheduler_line("0"));
+    r.assert_contains("bulkhead: guest: 2 vCPUs on CPUs [0, 0]");
+    for name in ["ipi", "ipi_fp", "timer"] {
+        r.assert_contains(&format!("PROBE: bench {name} iterations=300 insns_per_op="));
+    }
+    r.assert_line("PROBE: bench done");
+    // A shortfall of answered pings is reported.
+    r.assert_lacks("pongs=");
+    r.assert_contains("bulkhead: guest powered off");
+    assert_clean_end_one_vm(&r);
+}
+
+/// Nothing fatal, and the machine powered off (one VM: its power-off line is the last word).
+fn assert_clean_end_one_vm(r: &Run) {
+    r.assert_lacks("PROBE: FAIL");
+    r.assert_lacks("PROBE: FATAL");
+    r.assert_lacks("bulkhead: FATAL");
+    r.assert_lacks("PANIC");
+    r.assert_exit_ok();
+}
+
+/// Two VMs on one CPU ring each other's doorbells (an SPI into the other VM's vGIC) 1000
+/// times, each waiting for its answer in WFI: every ring wakes the other VM's blocked vCPU.
+#[test]
+fn shared_doorbell_ping_pong_between_two_vms_on_one_cpu() {
+    let shm = "shm=pingpong@0x7fe00000+0x200000";
+    let args = "probe.pingpong_rounds=1000 probe.pingpong_wait=wfi";
+    let vms = [
+        probe_vm("ping", 1, &format!("probe.pingpong=ping {args}"))
+            .replace(",append=", &format!(",{shm}/owner,bell=pong@5,append=")),
+        probe_vm("pong", 1, &format!("probe.pingpong=pong {args}"))
+            .replace(",append=", &format!(",{shm},bell=ping@6,append=")),
+    ];
+    let r = run_vms(&vms, &["--smp", "1"], QUICK);
+    r.assert_line(&scheduler_line("0"));
+    r.assert_contains("bulkhead: ping: 1 vCPUs on CPUs [0]");
+    r.assert_contains("bulkhead: pong: 1 vCPUs on CPUs [0]");
+    r.assert_line("ping: PROBE: PASS pingpong_answers_match");
+    r.assert_line("pong: PROBE: pingpong pong done rounds=1000");
+    r.assert_line("pong: PROBE: PASS pingpong_messages_match");
+    r.assert_contains("ping: PROBE: pingpong rounds=1000 ticks=");
+    r.assert_contains("ping: PROBE: DONE pass=");
+    r.assert_contains("pong: PROBE: DONE pass=");
+    assert_clean_end(&r);
+}
+
+/// Console input is an SPI like any other: typed into a 2-vCPU Linux VM whose vCPUs share
+/// the machine's one CPU (blocked in WFI while the shell waits), it wakes the VM and reaches
+/// the shell.
+#[test]
+fn shared_console_input_wakes_linux_on_a_shared_cpu() {
+    let r = run_typing(
+        &[
+            "--smp",
+            "2",
+            "--qemu-smp",
+            "1",
+            "--append",
+            "console=ttyAMA0",
+        ],
+        &[
+            Keys {
+                after: "powers the guest off.",
+                text: "echo typed-$((6*7))-ok cpus=$(cat /sys/devices/system/cpu/online)\n",
+                paste: false,
+            },
+            // Only once the answer is out: typed ahead, its echo could land inside it.
+            Keys {
+                after: "typed-42-ok",
+                text: "poweroff -f\n",
+                paste: false,
+            },
+        ],
+        LINUX,
+    );
+    r.assert_line(&scheduler_line("0"));
+    r.assert_contains("bulkhead: guest: 2 vCPUs on CPUs [0, 0]");
+    r.assert_contains("typed-42-ok cpus=0-1\n");
+    r.assert_contains("bulkhead: guest powered off");
+    assert_clean_end_one_vm(&r);
+}
