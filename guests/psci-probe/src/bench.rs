@@ -26,7 +26,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use psci_probe::bootargs;
 
-use crate::gic::{Gic, SGI_PING, SGI_PONG, read32};
+use crate::gic::{Gic, SGI_PING, SGI_PING_FP, SGI_PONG, read32};
 use crate::machine::{self, Machine};
 use crate::{println, psci};
 
@@ -173,11 +173,10 @@ static PONGS: AtomicU64 = AtomicU64::new(0);
 static SECONDARY_READY: AtomicU64 = AtomicU64::new(0);
 static PRIMARY_MPIDR: AtomicU64 = AtomicU64::new(0);
 
-/// Set while the IPI ping-pong uses FP/SIMD on both sides (`ipi_fp`).
-static USE_FP: AtomicU64 = AtomicU64::new(0);
-
 /// The IPI ping-pong; with `fp`, each side executes an FP/SIMD instruction per round trip (so
-/// a hypervisor that switches FP state lazily between vCPUs sharing a CPU pays for it).
+/// a hypervisor that switches FP state lazily between vCPUs sharing a CPU pays for it): the
+/// ping is then SGI 3, which tells the secondary to do the same. The plain loop is kept as it
+/// was, so its figure stays comparable.
 fn ipi(machine: &Machine, gic: &Gic, iterations: u64, fp: bool) {
     let name = if fp { "ipi_fp" } else { "ipi" };
     let Some(other) = machine.other_cpu else {
@@ -187,7 +186,6 @@ fn ipi(machine: &Machine, gic: &Gic, iterations: u64, fp: bool) {
     if fp {
         crate::fpcheck::enable_fp();
     }
-    USE_FP.store(u64::from(fp), Ordering::SeqCst);
     // The secondary answers forever once started: a second ping-pong reuses it.
     if SECONDARY_READY.load(Ordering::SeqCst) == 0 {
         gic.init_cpu(0);
@@ -205,16 +203,24 @@ fn ipi(machine: &Machine, gic: &Gic, iterations: u64, fp: bool) {
     }
     let pongs_before = PONGS.load(Ordering::SeqCst);
     let index = other & 0xff;
-    let ticks = time(|| {
-        for _ in 0..iterations {
-            if fp {
+    let ticks = if fp {
+        time(|| {
+            for _ in 0..iterations {
                 crate::fpcheck::touch();
+                gic.send_sgi(SGI_PING_FP, other, index);
+                let iar = gic.acknowledge();
+                gic.end(iar);
             }
-            gic.send_sgi(SGI_PING, other, index);
-            let iar = gic.acknowledge();
-            gic.end(iar);
-        }
-    });
+        })
+    } else {
+        time(|| {
+            for _ in 0..iterations {
+                gic.send_sgi(SGI_PING, other, index);
+                let iar = gic.acknowledge();
+                gic.end(iar);
+            }
+        })
+    };
     let pongs = PONGS.load(Ordering::SeqCst) - pongs_before;
     if pongs != iterations {
         println!("PROBE: bench {name} pongs={pongs} want={iterations}");
@@ -234,13 +240,15 @@ pub fn secondary() -> ! {
     loop {
         let iar = gic.acknowledge();
         if iar & 0x3ff == SGI_PING {
-            if USE_FP.load(Ordering::SeqCst) != 0 {
-                if !fp_enabled {
-                    crate::fpcheck::enable_fp();
-                    fp_enabled = true;
-                }
-                crate::fpcheck::touch();
+            pongs += 1;
+            PONGS.store(pongs, Ordering::SeqCst);
+            gic.send_sgi(SGI_PONG, primary, primary & 0xff);
+        } else if iar & 0x3ff == SGI_PING_FP {
+            if !fp_enabled {
+                crate::fpcheck::enable_fp();
+                fp_enabled = true;
             }
+            crate::fpcheck::touch();
             pongs += 1;
             PONGS.store(pongs, Ordering::SeqCst);
             gic.send_sgi(SGI_PONG, primary, primary & 0xff);

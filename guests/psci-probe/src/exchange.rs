@@ -4,7 +4,7 @@
 //!
 //! `probe.pingpong_wait=wfi`: the waiting side sleeps in WFI until the doorbell's SPI reaches
 //! its CPU interface (the distributor and CPU interface enabled, the SPI acknowledged and
-//! ended there) instead of polling the pending bit with YIELD in between: a vCPU that shares
+//! ended there; on GICv2 in Group 0, which GICC_IAR hands out) instead of polling the pending bit with YIELD in between: a vCPU that shares
 //! its CPU then gives it to the peer at once. `probe.pingpong_fp=1`: each side executes one
 //! FP/SIMD instruction before each ring (for the switch-cost benchmark with FP in use).
 //!
@@ -205,6 +205,13 @@ fn open(machine: &Machine, tally: &mut Tally) -> Option<SharedPort> {
         gic.init_cpu(machine::own_mpidr() & 0xff);
         (gic, back.intid())
     });
+    if let Some((gic, intid)) = wfi
+        && gic.version == 2
+        && let Err(error) = receiver.use_group0(intid)
+    {
+        tally.fail("pingpong_receiver_group0", error, "group0");
+        return None;
+    }
     let fp = psci_probe::bootargs::number(machine.bootargs, FP_ARG).is_some_and(|v| v != 0);
     if fp {
         crate::fpcheck::enable_fp();

@@ -13,9 +13,11 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::machine::{Machine, WindowKind};
 
-/// SGIs the probe sends (bench.rs's IPI ping-pong) and the virtual timer's PPI.
+/// SGIs the probe sends (bench.rs's IPI ping-pong: ping, pong, and the ping that asks for FP
+/// use) and the virtual timer's PPI.
 pub const SGI_PING: u32 = 1;
 pub const SGI_PONG: u32 = 2;
+pub const SGI_PING_FP: u32 = 3;
 pub const VTIMER_PPI: u32 = 27;
 /// INTIDs 1020..1023 are special (1023: nothing pending).
 const SPURIOUS: u32 = 1020;
@@ -80,10 +82,10 @@ impl Gic {
         }
     }
 
-    /// Enables SGIs 1-2 and the virtual timer PPI for CPU `index` (the caller), and this
+    /// Enables SGIs 1-3 and the virtual timer PPI for CPU `index` (the caller), and this
     /// CPU's interface with every priority unmasked.
     pub fn init_cpu(&self, index: u64) {
-        let enables = (1 << SGI_PING) | (1 << SGI_PONG) | (1 << VTIMER_PPI);
+        let enables = (1 << SGI_PING) | (1 << SGI_PONG) | (1 << SGI_PING_FP) | (1 << VTIMER_PPI);
         if self.version == 3 {
             let rd = self.gicr + index * GICR_STRIDE;
             let sgi = rd + GICR_SGI_FRAME;
@@ -135,7 +137,8 @@ impl Gic {
     /// bits, which `end` needs back).
     pub fn acknowledge(&self) -> u32 {
         loop {
-            if let Some(iar) = self.try_acknowledge() {
+            let iar = self.read_iar();
+            if iar & 0x3ff < SPURIOUS {
                 return iar;
             }
             wfi();
@@ -144,15 +147,21 @@ impl Gic {
 
     /// Acknowledges the highest-priority pending interrupt, if any (see `acknowledge`).
     pub fn try_acknowledge(&self) -> Option<u32> {
-        let iar = if self.version == 3 {
+        let iar = self.read_iar();
+        (iar & 0x3ff < SPURIOUS).then_some(iar)
+    }
+
+    /// ICC_IAR1_EL1 (GICv2: GICC_IAR): the INTID acknowledged, or a special one (1020-1023).
+    #[inline(always)]
+    fn read_iar(&self) -> u32 {
+        if self.version == 3 {
             let iar: u64;
             // SAFETY: acknowledging an interrupt at the guest's own CPU interface.
             unsafe { asm!("mrs {}, icc_iar1_el1", out(reg) iar, options(nostack)) };
             iar as u32
         } else {
             read32(self.gicc + GICC_IAR)
-        };
-        (iar & 0x3ff < SPURIOUS).then_some(iar)
+        }
     }
 
     /// Ends (EOIs and deactivates) an interrupt `acknowledge` returned.
@@ -186,6 +195,7 @@ impl Gic {
 }
 
 /// Waits for an interrupt (or any other wake-up event); IRQs stay masked.
+#[inline(always)]
 pub fn wfi() {
     // SAFETY: WFI only waits.
     unsafe { asm!("wfi", options(nomem, nostack)) };
