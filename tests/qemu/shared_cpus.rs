@@ -38,6 +38,15 @@ fn assert_clean_end(r: &Run) {
     r.assert_exit_ok();
 }
 
+/// Nothing fatal, and the machine powered off (one VM: its power-off line is the last word).
+fn assert_clean_end_one_vm(r: &Run) {
+    r.assert_lacks("PROBE: FAIL");
+    r.assert_lacks("PROBE: FATAL");
+    r.assert_lacks("bulkhead: FATAL");
+    r.assert_lacks("PANIC");
+    r.assert_exit_ok();
+}
+
 /// Two Linux VMs of 4 vCPUs each on a 2-CPU machine: 8 vCPUs over 2 CPUs, unpinned, so
 /// every vCPU may run anywhere; both VMs see all 4 of their CPUs online, run work and
 /// take timer ticks on each, and power off.
@@ -287,13 +296,14 @@ fn shared_sve_state_survives_switches_on_max() {
 /// ping-pong, where each side waits in WFI for the other's SGI, without and with FP/SIMD in
 /// use on both sides, and its virtual-timer wait (a blocked vCPU woken by its own timer).
 /// Every ping answered, every deadline met.
-#[test]
-fn shared_ipi_ping_pong_between_two_vcpus_on_one_cpu() {
+fn assert_ipi_ping_pong_on_one_cpu(gic: &str) {
     let probe = probe();
     let r = run(
         &[
             "--kernel",
             &probe,
+            "--gic",
+            gic,
             "--smp",
             "2",
             "--qemu-smp",
@@ -317,19 +327,19 @@ fn shared_ipi_ping_pong_between_two_vcpus_on_one_cpu() {
     assert_clean_end_one_vm(&r);
 }
 
-/// Nothing fatal, and the machine powered off (one VM: its power-off line is the last word).
-fn assert_clean_end_one_vm(r: &Run) {
-    r.assert_lacks("PROBE: FAIL");
-    r.assert_lacks("PROBE: FATAL");
-    r.assert_lacks("bulkhead: FATAL");
-    r.assert_lacks("PANIC");
-    r.assert_exit_ok();
+#[test]
+fn shared_ipi_ping_pong_between_two_vcpus_on_one_cpu_gicv3() {
+    assert_ipi_ping_pong_on_one_cpu("3");
+}
+
+#[test]
+fn shared_ipi_ping_pong_between_two_vcpus_on_one_cpu_gicv2() {
+    assert_ipi_ping_pong_on_one_cpu("2");
 }
 
 /// Two VMs on one CPU ring each other's doorbells (an SPI into the other VM's vGIC) 1000
 /// times, each waiting for its answer in WFI: every ring wakes the other VM's blocked vCPU.
-#[test]
-fn shared_doorbell_ping_pong_between_two_vms_on_one_cpu() {
+fn assert_doorbell_ping_pong_on_one_cpu(gic: &str) {
     let shm = "shm=pingpong@0x7fe00000+0x200000";
     let args = "probe.pingpong_rounds=1000 probe.pingpong_wait=wfi";
     let vms = [
@@ -338,7 +348,7 @@ fn shared_doorbell_ping_pong_between_two_vms_on_one_cpu() {
         probe_vm("pong", 1, &format!("probe.pingpong=pong {args}"))
             .replace(",append=", &format!(",{shm},bell=ping@6,append=")),
     ];
-    let r = run_vms(&vms, &["--smp", "1"], QUICK);
+    let r = run_vms(&vms, &["--smp", "1", "--gic", gic], QUICK);
     r.assert_line(&scheduler_line("0"));
     r.assert_contains("bulkhead: ping: 1 vCPUs on CPUs [0]");
     r.assert_contains("bulkhead: pong: 1 vCPUs on CPUs [0]");
@@ -349,6 +359,16 @@ fn shared_doorbell_ping_pong_between_two_vms_on_one_cpu() {
     r.assert_contains("ping: PROBE: DONE pass=");
     r.assert_contains("pong: PROBE: DONE pass=");
     assert_clean_end(&r);
+}
+
+#[test]
+fn shared_doorbell_ping_pong_between_two_vms_on_one_cpu_gicv3() {
+    assert_doorbell_ping_pong_on_one_cpu("3");
+}
+
+#[test]
+fn shared_doorbell_ping_pong_between_two_vms_on_one_cpu_gicv2() {
+    assert_doorbell_ping_pong_on_one_cpu("2");
 }
 
 /// Console input is an SPI like any other: typed into a 2-vCPU Linux VM whose vCPUs share
