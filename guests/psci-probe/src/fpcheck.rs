@@ -26,6 +26,7 @@ use core::fmt;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use psci_probe::bootargs;
+use psci_probe::fpimage::{Layout, MAX_IMAGE_BYTES, MAX_VL_BYTES};
 use psci_probe::memplan::mix;
 
 use crate::checks::Tally;
@@ -37,12 +38,6 @@ const FPCHECK_ARG: &str = "probe.fpcheck=";
 const VL_ARG: &str = "probe.fpcheck_vl=";
 /// CPU_ON context id that sends the secondary into `secondary`.
 pub const SECONDARY_CONTEXT: u64 = 0xF9C4_EC00_0000_0001;
-/// The largest SVE vector length (2048 bits).
-const MAX_VL_BYTES: usize = 256;
-/// Z0-Z31, then P0-P15 and FFR (one bit per vector byte each) at the largest vector length.
-const BUFFER_BYTES: usize = 32 * MAX_VL_BYTES + 17 * MAX_VL_BYTES / 8;
-/// V0-V31 without SVE.
-const V_BYTES: usize = 32 * 16;
 /// Every 8th round is a busy loop of this many milliseconds instead of a WFI.
 const BUSY_EVERY: u64 = 8;
 const BUSY_MS: u64 = 25;
@@ -61,8 +56,8 @@ const CPACR_ZEN: u64 = 3 << 16;
 
 /// The register images, one per vCPU (the probe runs at most two).
 #[repr(C, align(256))]
-struct Buffer([u8; BUFFER_BYTES]);
-static mut BUFFERS: [Buffer; 2] = [Buffer([0; BUFFER_BYTES]), Buffer([0; BUFFER_BYTES])];
+struct Buffer([u8; MAX_IMAGE_BYTES]);
+static mut BUFFERS: [Buffer; 2] = [Buffer([0; MAX_IMAGE_BYTES]), Buffer([0; MAX_IMAGE_BYTES])];
 
 // Loads and stores of the whole register file from/to the buffer in x0. `.arch_extension`
 // lets the assembler take FP/SIMD and SVE instructions the soft-float target does not enable.
@@ -187,38 +182,6 @@ const WHAT_FPCR: u64 = 1 << 32;
 const WHAT_FPSR: u64 = 2 << 32;
 const WHAT_VL: u64 = 3 << 32;
 
-/// The layout of the register image for `vl` (0 = no SVE).
-struct Layout {
-    vl: usize,
-}
-
-impl Layout {
-    fn bytes(&self) -> usize {
-        if self.vl == 0 {
-            V_BYTES
-        } else {
-            32 * self.vl + 17 * self.vl / 8
-        }
-    }
-
-    /// Where the FFR image starts (SVE only).
-    fn ffr(&self) -> usize {
-        32 * self.vl + 16 * self.vl / 8
-    }
-
-    /// The pattern byte at `offset` for `key`. The FFR gets a monotonic prefix of ones (WRFFR
-    /// of any other value is CONSTRAINED UNPREDICTABLE).
-    fn byte(&self, key: u64, offset: usize) -> u8 {
-        if self.vl != 0 && offset >= self.ffr() {
-            let ones = (mix(key ^ 0xFF) % (self.vl as u64 + 1)) as usize;
-            let bit = (offset - self.ffr()) * 8;
-            let set = ones.saturating_sub(bit).min(8);
-            return ((1u16 << set) - 1) as u8;
-        }
-        (mix(key ^ (offset as u64 / 8)) >> (8 * (offset % 8))) as u8
-    }
-}
-
 impl fmt::Display for Mismatch {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         write!(f, "round={},", self.round)?;
@@ -226,15 +189,12 @@ impl fmt::Display for Mismatch {
             WHAT_FPCR => write!(f, "fpcr")?,
             WHAT_FPSR => write!(f, "fpsr")?,
             WHAT_VL => write!(f, "vl")?,
-            offset if self.vl == 0 => write!(f, "v{}+{}", offset / 16, offset % 16)?,
-            offset if offset < 32 * self.vl => {
-                write!(f, "z{}+{}", offset / self.vl, offset % self.vl)?
+            offset => {
+                let layout = Layout {
+                    vl: self.vl as usize,
+                };
+                write!(f, "{}", layout.place(offset as usize))?
             }
-            offset if offset < 32 * self.vl + 16 * self.vl / 8 => {
-                let p = offset - 32 * self.vl;
-                write!(f, "p{}+{}", p / (self.vl / 8), p % (self.vl / 8))?
-            }
-            offset => write!(f, "ffr+{}", offset - 32 * self.vl - 2 * self.vl)?,
         }
         write!(f, ":{:#x}", self.got)
     }
@@ -326,7 +286,7 @@ fn check(cpu: usize, gic: &Gic, sve: bool, rounds: u64) -> Outcome {
     for round in 0..rounds {
         let key = mix(seed ^ round.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         for offset in 0..layout.bytes() {
-            // SAFETY: `offset` < BUFFER_BYTES (vl <= MAX_VL_BYTES).
+            // SAFETY: `offset` < MAX_IMAGE_BYTES (the vector length is at most MAX_VL_BYTES).
             unsafe { buffer.add(offset).write_volatile(layout.byte(key, offset)) };
         }
         let fpcr = mix(key ^ 1) & FPCR_MASK;

@@ -20,12 +20,7 @@ const SPIN_ARG: &str = "probe.spin=";
 /// The window `probe.spin=FROM-TO` asks for, in milliseconds (`None`: not in spin mode;
 /// `Some(Err(text))`: malformed).
 pub fn requested(bootargs: &'static str) -> Option<Result<(u64, u64), &'static str>> {
-    let text = bootargs::value(bootargs, SPIN_ARG)?;
-    let window = text
-        .split_once('-')
-        .and_then(|(from, to)| Some((bootargs::parse_number(from)?, bootargs::parse_number(to)?)))
-        .filter(|(from, to)| from < to);
-    Some(window.ok_or(text))
+    bootargs::range(bootargs, SPIN_ARG)
 }
 
 /// Spins over the window and prints the loop count (or why there is none).
