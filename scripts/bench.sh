@@ -10,6 +10,9 @@
 #     iterations each, GICv3 and GICv2: null HVC, PL011 data-register write, GIC distributor
 #     read, IPI round trip between two vCPUs, virtual-timer latency (deadline -> the guest reads
 #     the INTID), stage-2 fault (first touch of a 2 MiB block; as many as 1 GiB of RAM holds);
+#   - vCPU switches (scripts/bench-switch.sh --no-linux): the cost of switching between two
+#     vCPUs of one VM / of two VMs sharing one CPU, without and with FP in use; with the
+#     Linux boots also two 4-vCPU Linux VMs on 2 CPUs against one alone on 4 (GICv3);
 #   - idle: EL2 instructions per second of guest time while the guest waits in WFI (the probe
 #     idles 0 s and 10 s under the instruction-counting plugin; the difference).
 #
@@ -71,6 +74,25 @@ row "IPI round trip, 2 vCPUs (insns)" "${micro[ipi.3]}" "${micro[ipi.2]}"
 row "virtual-timer latency (insns)" "${micro[timer.3]}" "${micro[timer.2]}"
 row "stage-2 fault, 2 MiB block (insns)" "${micro[fault.3]}" "${micro[fault.2]}"
 
+# vCPU switches: (ping-pong on one CPU - on two) / 2, see scripts/bench-switch.sh.
+declare -A switch
+for gic in 3 2; do
+    result=$(BULKHEAD_IMAGE=$image BULKHEAD_PROBE=$probe scripts/bench-switch.sh --gic "$gic" --no-linux) ||
+        echo "bench.sh: bench-switch.sh --gic $gic failed; logs in $out/switch-*" >&2
+    for key in same_vm_switch same_vm_switch_fp other_vm_switch other_vm_switch_fp; do
+        switch[$key.$gic]=$(value "$result" "${key}_insns")
+    done
+done
+for key in same_vm_switch same_vm_switch_fp other_vm_switch other_vm_switch_fp; do
+    case $key in
+        same_vm_switch) what="vCPU switch, same VM (IPI ping-pong, 1 CPU vs 2; insns)" ;;
+        same_vm_switch_fp) what="vCPU switch, same VM, FP in use (insns)" ;;
+        other_vm_switch) what="vCPU switch, other VM (doorbell ping-pong, 1 CPU vs 2; insns)" ;;
+        other_vm_switch_fp) what="vCPU switch, other VM, FP in use (insns)" ;;
+    esac
+    row "$what" "${switch[$key.3]:-failed}" "${switch[$key.2]:-failed}"
+done
+
 # Idle: the same run idling 0 s and 100 s of guest time; a hundredth of the difference is what
 # a second of an idle guest costs (EL2, all CPUs; the guest's own part is a few instructions).
 declare -A idle
@@ -108,3 +130,16 @@ for config in "${configs[@]}"; do
         "$(value "$result" ratio_insns)" "$to_guest" \
         "$(value "$result" bulkhead_stats | sed 's/, [0-9]* VMID rollovers.*//')"
 done
+
+# Overcommit: two 4-vCPU VMs on 2 CPUs against one alone on 4 (full run only).
+[ "$quick" = 1 ] && exit 0
+echo
+echo "| Linux boot, overcommitted (GICv3) | alone: 4 vCPUs on 4 CPUs, off | shared: 2 x 4 vCPUs on 2 CPUs, later VM off | ratio off | ratio insns per VM |"
+echo "|---|---|---|---|---|"
+result=$(BULKHEAD_IMAGE=$image BULKHEAD_PROBE=$probe scripts/bench-switch.sh --gic 3 --linux-only) ||
+    echo "bench.sh: bench-switch.sh --linux-only failed; logs in $out/switch-linux-*" >&2
+shared_off=$(printf '%s\n' "$(value "$result" shared_domU1_poweroff_s)" \
+    "$(value "$result" shared_domU2_poweroff_s)" | sort -g | tail -1)
+printf '| two Debian VMs, smoke to power-off | %s | %s | %s | %s |\n' \
+    "$(value "$result" alone_domU1_poweroff_s)" "$shared_off" \
+    "$(value "$result" linux_ratio_poweroff)" "$(value "$result" linux_ratio_insns_per_vm)"

@@ -1435,4 +1435,5 @@ mod fidelity;
 mod guest_formats;
 mod lifecycle;
 mod run_script;
+mod shared_cpus;
 mod stage2_fwb;

@@ -457,8 +457,11 @@ static SECONDARY_CPU_OFF_RESULT: AtomicU64 = AtomicU64::new(0);
 /// `context` is the CPU_ON context id, which PSCI delivers in x0.
 #[unsafe(no_mangle)]
 extern "C" fn probe_secondary_main(context: u64) -> ! {
-    if context == crate::bench::SECONDARY_CONTEXT {
-        crate::bench::secondary()
+    match context {
+        crate::bench::SECONDARY_CONTEXT => crate::bench::secondary(),
+        crate::fpcheck::SECONDARY_CONTEXT => crate::fpcheck::secondary(),
+        crate::memloop::SECONDARY_CONTEXT => crate::memloop::secondary(),
+        _ => {}
     }
     println!(
         "PROBE: secondary up mpidr={:#x} context={context:#x}",

@@ -95,6 +95,16 @@ impl Receiver {
         }
     }
 
+    /// Moves the SPI to Group 0, the group a GICv2 guest that acknowledges its interrupts
+    /// at the CPU interface uses (with GICC_CTLR.AckCtl = 0, GICC_IAR hands out only Group 0
+    /// interrupts; GIC architecture v2, 4.4.4).
+    pub fn use_group0(&self, intid: u32) -> Result<(), SetupError> {
+        match vectors::capture(|| self.update(gicd::bit(gicd::GICD_IGROUPR, intid), 0)) {
+            Ok(result) => result,
+            Err(fault) => Err(SetupError::Fault(fault)),
+        }
+    }
+
     /// Whether the doorbell rang since the last call; clears its pending state if so.
     pub fn take(&self) -> bool {
         if self.pending.get(self.read(self.pending.offset)) == 0 {

@@ -2,6 +2,12 @@
 //! VM (the protocol is psci_probe::pingpong) over the shared-memory region and the doorbells
 //! the DTB describes. The ping times the N round trips with the virtual counter.
 //!
+//! `probe.pingpong_wait=wfi`: the waiting side sleeps in WFI until the doorbell's SPI reaches
+//! its CPU interface (the distributor and CPU interface enabled, the SPI acknowledged and
+//! ended there; on GICv2 in Group 0, which GICC_IAR hands out) instead of polling the pending bit with YIELD in between: a vCPU that shares
+//! its CPU then gives it to the peer at once. `probe.pingpong_fp=1`: each side executes one
+//! FP/SIMD instruction before each ring (for the switch-cost benchmark with FP in use).
+//!
 //! Lines: `PROBE: pingpong start ...`, PASS/FAIL `pingpong_shared_memory`,
 //! `pingpong_doorbells`, `pingpong_receiver_enabled`; then on the ping
 //! `PROBE: pingpong rounds=N ticks=T ticks_per_round=X`, `PROBE: pingpong_ns_per_round=Y`
@@ -15,8 +21,12 @@ use psci_probe::pingpong::{self, Block, Failure, Port, REGION_ID, REGION_MIN_BYT
 
 use crate::checks::Tally;
 use crate::doorbell::{self, Receiver};
+use crate::gic::{self, Gic};
 use crate::machine::{self, Machine};
 use crate::println;
+
+const WAIT_ARG: &str = "probe.pingpong_wait=";
+const FP_ARG: &str = "probe.pingpong_fp=";
 
 /// The exchange's view of the machine.
 struct SharedPort {
@@ -24,6 +34,11 @@ struct SharedPort {
     size: u64,
     doorbell: u32,
     receiver: Receiver,
+    /// With `probe.pingpong_wait=wfi`: the GIC whose CPU interface takes the doorbell, and its
+    /// INTID.
+    wfi: Option<(Gic, u32)>,
+    /// `probe.pingpong_fp=1`.
+    fp: bool,
 }
 
 impl SharedPort {
@@ -53,14 +68,31 @@ impl Port for SharedPort {
     }
 
     fn ring(&mut self) -> u64 {
+        if self.fp {
+            crate::fpcheck::touch();
+        }
         doorbell::ring(self.doorbell)
     }
 
     fn take_doorbell(&mut self) -> bool {
-        self.receiver.take()
+        let Some((gic, intid)) = self.wfi else {
+            return self.receiver.take();
+        };
+        // Edge-triggered: acknowledging it ends its pending state.
+        let Some(iar) = gic.try_acknowledge() else {
+            return false;
+        };
+        gic.end(iar);
+        iar & 0x3ff == intid
     }
 
     fn relax(&mut self) {
+        if self.wfi.is_some() {
+            // A doorbell that arrived since `take_doorbell` looked is pending at the CPU
+            // interface, so WFI returns at once.
+            gic::wfi();
+            return;
+        }
         // YIELD: under -icount QEMU runs all CPUs on one thread, round-robin, and ends a
         // CPU's turn early only when it yields or halts; a plain spin would run out its whole
         // slice (~150 M instructions a round trip, measured) before the peer's CPU runs.
@@ -168,11 +200,29 @@ fn open(machine: &Machine, tally: &mut Tally) -> Option<SharedPort> {
         }
     };
     tally.pass("pingpong_receiver_enabled");
+    let wfi = (psci_probe::bootargs::value(machine.bootargs, WAIT_ARG) == Some("wfi")).then(|| {
+        let gic = Gic::new(machine);
+        gic.init_cpu(machine::own_mpidr() & 0xff);
+        (gic, back.intid())
+    });
+    if let Some((gic, intid)) = wfi
+        && gic.version == 2
+        && let Err(error) = receiver.use_group0(intid)
+    {
+        tally.fail("pingpong_receiver_group0", error, "group0");
+        return None;
+    }
+    let fp = psci_probe::bootargs::number(machine.bootargs, FP_ARG).is_some_and(|v| v != 0);
+    if fp {
+        crate::fpcheck::enable_fp();
+    }
     Some(SharedPort {
         base: region.ipa,
         size: region.size,
         doorbell: out.number,
         receiver,
+        wfi,
+        fp,
     })
 }
 

@@ -4,6 +4,7 @@
 #![cfg_attr(not(test), no_std)]
 
 pub mod bootargs;
+pub mod fpimage;
 pub mod gic_layout;
 pub mod memplan;
 pub mod peers;

@@ -15,7 +15,12 @@
 //! adds a check that a load from ADDR aborts. `probe.crash=runaway|pvpanic` crashes on purpose
 //! right after the boot line (crash.rs). `probe.zeroed_ram=1` adds a check that RAM nothing was
 //! loaded into reads as zero (fidelity.rs). `probe.bench=hvc,gicd,...` runs micro-benchmarks
-//! instead of the checks (bench.rs). When the DTB describes doorbells (or none),
+//! instead of the checks (bench.rs). For hypervisors that share CPUs: `probe.spin=FROM-TO`
+//! counts busy-loop iterations over a window of virtual milliseconds instead of the checks
+//! (spin.rs); `probe.fpcheck=ROUNDS` checks, instead of the checks, that FP/SIMD/SVE
+//! registers survive many yields of the CPU on every vCPU (fpcheck.rs); `probe.memloop=MS`
+//! re-verifies memcheck's pages on every vCPU for MS ms before the checks (memloop.rs).
+//! When the DTB describes doorbells (or none),
 //! the checks include the doorbell call's error codes.
 //!
 //! Runs with the MMU off, so every data access is Device memory: the target is built with
@@ -32,10 +37,14 @@ mod crash;
 mod doorbell;
 mod exchange;
 mod fidelity;
+mod fpcheck;
+mod gic;
 mod hostile;
 mod machine;
 mod memcheck;
+mod memloop;
 mod psci;
+mod spin;
 mod vectors;
 
 use core::arch::global_asm;
@@ -142,6 +151,16 @@ extern "C" fn primary_main(dtb: u64) -> ! {
         bench::run(&machine, list, machine.bootargs);
         psci::system_off()
     }
+    if let Some(window) = spin::requested(machine.bootargs) {
+        spin::run(window);
+        psci::system_off()
+    }
+    if let Some(rounds) = fpcheck::requested(machine.bootargs) {
+        let mut tally = Tally::default();
+        fpcheck::run(&machine, rounds, &mut tally);
+        println!("PROBE: DONE pass={} fail={}", tally.pass, tally.fail);
+        psci::system_off()
+    }
     let record_addr = if machine.reboots > 0 {
         BootRecord::address(&machine)
     } else {
@@ -167,6 +186,8 @@ extern "C" fn primary_main(dtb: u64) -> ! {
     if machine.memcheck_mib > 0 {
         memcheck::run(&machine, &mut record, &mut tally);
     }
+    // Before the checks, which start and stop the secondary themselves.
+    memloop::run(&machine, &mut tally);
     // First boot only: the peer VM exchanges once. Before the checks, so both sides start
     // within moments of each other.
     if record.boots_done == 0 {

@@ -50,7 +50,7 @@ pub fn run(machine: &Machine, record: &mut BootRecord, tally: &mut Tally) {
 }
 
 /// The pages to use, or `None` after printing why there are none.
-fn plan(machine: &Machine, boot: u64) -> Option<Plan> {
+pub(crate) fn plan(machine: &Machine, boot: u64) -> Option<Plan> {
     let mib = machine.memcheck_mib;
     if !machine.ram_from_dtb {
         println!("PROBE: FAIL memcheck boot={boot} mib={mib} got=no_memory_node want=ram_size");
