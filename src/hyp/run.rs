@@ -598,6 +598,11 @@ fn run_vcpu(vm: &'static Vm, vcpu: &mut Vcpu, pcpu: &mut PhysCpu) -> Left {
                 ExitAction::Yield if !pcpu.shared => {}
                 other => break Stop::Action(other),
             }
+            // This exit made a request for a vCPU waiting on this same CPU (an IPI, CPU_ON, a
+            // doorbell): the scheduler must hear of it now, not at the next interrupt.
+            if pcpu.shared && arch_platform::take_self_kick() && preempt_due(pcpu.index) {
+                break Stop::Preempt;
+            }
         };
         let action = match stop {
             Stop::Action(action) => action,

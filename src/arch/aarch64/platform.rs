@@ -12,7 +12,7 @@ use crate::hyp::timer::VTIMER_INTID;
 use crate::mm::layout::phys_to_linear;
 use crate::sync::SpinLock;
 use crate::vcpu::request::Kick;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::{Rng, SeedableRng};
 
@@ -165,11 +165,28 @@ pub fn allow_writing(range: PhysRange) -> bool {
 #[derive(Clone, Copy, Default)]
 pub struct ArchPlatform;
 
+/// Per CPU: something asked this CPU itself to look again (a request for a vCPU it last ran,
+/// made by its own exit handling): an IPI to ourselves would be pointless, the run loop of a
+/// shared CPU checks this after each exit instead.
+static SELF_KICK: [AtomicBool; super::entry::MAX_CPUS] =
+    [const { AtomicBool::new(false) }; super::entry::MAX_CPUS];
+
+/// Takes this CPU's note that it kicked itself (see `SELF_KICK`).
+#[inline(always)]
+pub fn take_self_kick() -> bool {
+    SELF_KICK
+        .get(percpu::current())
+        .is_some_and(|k| k.load(Ordering::Relaxed) && k.swap(false, Ordering::Relaxed))
+}
+
 impl Kick for ArchPlatform {
-    /// The GIC kick SGI to physical CPU `pcpu` (never to ourselves: we are not in a guest).
+    /// The GIC kick SGI to physical CPU `pcpu`; to ourselves (we are not in a guest) only a
+    /// note the run loop reads (`take_self_kick`).
     fn kick(&self, pcpu: usize) {
         if pcpu != percpu::current() {
             gic::kick(pcpu, cpu::mpidr_of(pcpu));
+        } else if let Some(k) = SELF_KICK.get(pcpu) {
+            k.store(true, Ordering::Relaxed);
         }
     }
 }
