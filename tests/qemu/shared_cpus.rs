@@ -292,6 +292,32 @@ fn shared_sve_state_survives_switches_on_max() {
     assert_fp_state_survives_switches("max", "3", 256, 32);
 }
 
+/// The probe's normal checks with its two vCPUs on one CPU: CPU_ON of the secondary while
+/// the primary spins waiting for it (no WFI, no timer: only the scheduler's slice lets the
+/// secondary run), CPU_OFF, AFFINITY_INFO, the timer and abort checks.
+#[test]
+fn shared_probe_checks_with_two_vcpus_on_one_cpu() {
+    let probe = probe();
+    let r = run(
+        &[
+            "--kernel",
+            &probe,
+            "--smp",
+            "2",
+            "--qemu-smp",
+            "1",
+            "--mem",
+            "256M",
+        ],
+        QUICK,
+    );
+    r.assert_line(&scheduler_line("0"));
+    r.assert_contains("bulkhead: guest: 2 vCPUs on CPUs [0, 0]");
+    r.assert_line("PROBE: PASS cpu_on_secondary_round2");
+    assert_probe(&r);
+    assert_clean_end_one_vm(&r);
+}
+
 /// Two vCPUs of one VM on one CPU (`--smp 2 --qemu-smp 1`) wake each other: the probe's IPI
 /// ping-pong, where each side waits in WFI for the other's SGI, without and with FP/SIMD in
 /// use on both sides, and its virtual-timer wait (a blocked vCPU woken by its own timer).

@@ -197,8 +197,10 @@ fn ipi(machine: &Machine, gic: &Gic, iterations: u64, fp: bool) {
             println!("PROBE: bench {name} CPU_ON failed: {result:#x}");
             return;
         }
+        // In WFI, 1 ms at a time: the secondary may share this vCPU's physical CPU.
+        let tick = machine::counter_frequency() / 1000;
         while SECONDARY_READY.load(Ordering::SeqCst) == 0 {
-            core::hint::spin_loop();
+            gic.wait_for_vtimer(machine::counter() + tick);
         }
     }
     let pongs_before = PONGS.load(Ordering::SeqCst);
