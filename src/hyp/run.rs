@@ -259,7 +259,7 @@ fn run_dedicated(vm: &'static Vm, index: usize, pcpu: &mut PhysCpu) -> ! {
     sysregs::set_cntvoff(vm.config.cntvoff);
     log::debug!("vcpu {index}: run loop on cpu {}", pcpu.index);
     loop {
-        run_vcpu(vm, vcpu, pcpu);
+        run_vcpu::<false>(vm, vcpu, pcpu);
     }
 }
 
@@ -309,7 +309,7 @@ fn run_shared(pcpu: &mut PhysCpu) -> ! {
         let (vm, vcpu) = vcpu;
         let mut vcpu = vcpu.lock();
         switch_in(vm, &mut vcpu, pcpu);
-        let left = run_vcpu(vm, &mut vcpu, pcpu);
+        let left = run_vcpu::<true>(vm, &mut vcpu, pcpu);
         let until = switch_out(vm, &mut vcpu, pcpu, left);
         drop(vcpu);
         let end = cpu::counter();
@@ -459,9 +459,11 @@ enum Stop {
     Preempt,
 }
 
-/// Runs `vcpu` on this physical CPU: pass after pass. On a dedicated CPU it never returns (a
-/// blocked vCPU waits in place); on a shared one it returns when the vCPU leaves the CPU.
-fn run_vcpu(vm: &'static Vm, vcpu: &mut Vcpu, pcpu: &mut PhysCpu) -> Left {
+/// Runs `vcpu` on this physical CPU: pass after pass. On a dedicated CPU (`SHARED` false) it
+/// never returns (a blocked vCPU waits in place); on a shared one it returns when the vCPU
+/// leaves the CPU. Two copies, so the dedicated one carries none of the shared one's checks on
+/// its hot path (a dedicated CPU keeps its cost).
+fn run_vcpu<const SHARED: bool>(vm: &'static Vm, vcpu: &mut Vcpu, pcpu: &mut PhysCpu) -> Left {
     let p = &ArchPlatform;
     let index = vcpu.index;
     let requests = &vm.requests[index];
@@ -490,9 +492,9 @@ fn run_vcpu(vm: &'static Vm, vcpu: &mut Vcpu, pcpu: &mut PhysCpu) -> Left {
             stage2_hw::flush_current_vmid();
         }
         match vm.power.vm_state() {
-            VmState::Off if pcpu.shared => return Left::Blocked,
+            VmState::Off if SHARED => return Left::Blocked,
             VmState::Off => park(),
-            VmState::Stopping if pcpu.shared => return Left::Blocked,
+            VmState::Stopping if SHARED => return Left::Blocked,
             VmState::Stopping => {
                 wait_for_event(vm, vcpu);
                 continue;
@@ -505,7 +507,7 @@ fn run_vcpu(vm: &'static Vm, vcpu: &mut Vcpu, pcpu: &mut PhysCpu) -> Left {
         if !vm.power.may_run(index) {
             match vm.power.claim_start(index) {
                 Some(start) => start_vcpu(vcpu, pcpu, start.entry, start.context_id),
-                None if pcpu.shared => return Left::Blocked,
+                None if SHARED => return Left::Blocked,
                 None => {
                     wait_for_event(vm, vcpu);
                     continue;
@@ -518,12 +520,14 @@ fn run_vcpu(vm: &'static Vm, vcpu: &mut Vcpu, pcpu: &mut PhysCpu) -> Left {
             if !waited {
                 host_irq::handle_host_irqs(Some((vm, &mut *vcpu)));
             }
-            timer::sample_vtimer(vm, vcpu, p);
-            timer::update_ptimer(vm, vcpu, p);
+            if SHARED {
+                timer::sample_vtimer(vm, vcpu, p);
+                timer::update_ptimer(vm, vcpu, p);
+            }
             let deliverable = vm.vgic.lock().has_deliverable(index);
             if vcpu.wake_up(cpu::counter(), deliverable) {
                 vcpu.blocked = false;
-            } else if pcpu.shared {
+            } else if SHARED {
                 return Left::Blocked;
             } else {
                 wait_for_event(vm, vcpu);
@@ -555,7 +559,7 @@ fn run_vcpu(vm: &'static Vm, vcpu: &mut Vcpu, pcpu: &mut PhysCpu) -> Left {
                     let (esr, far, hpfar) = sysregs::exit_syndrome();
                     let exit = GuestExit::decode(Syndrome { esr, far, hpfar });
                     log::trace!("vcpu {index}: {exit:x?} at {:#x}", vcpu.regs.pc);
-                    if exit.class == ExitClass::FpAccess && pcpu.shared {
+                    if exit.class == ExitClass::FpAccess && SHARED {
                         load_fp(vm, vcpu, pcpu);
                         ExitAction::Resume
                     } else {
@@ -567,7 +571,7 @@ fn run_vcpu(vm: &'static Vm, vcpu: &mut Vcpu, pcpu: &mut PhysCpu) -> Left {
                         ExitStats::count(&stats.irq);
                     }
                     host_irq::handle_host_irqs(Some((vm, &mut *vcpu)));
-                    if pcpu.shared && preempt_due(pcpu.index) {
+                    if SHARED && preempt_due(pcpu.index) {
                         break Stop::Preempt;
                     }
                     ExitAction::Resume
@@ -595,12 +599,12 @@ fn run_vcpu(vm: &'static Vm, vcpu: &mut Vcpu, pcpu: &mut PhysCpu) -> Left {
                     }
                 }
                 // Nobody else may want a dedicated CPU (WFE is not even trapped there).
-                ExitAction::Yield if !pcpu.shared => {}
+                ExitAction::Yield if !SHARED => {}
                 other => break Stop::Action(other),
             }
             // This exit made a request for a vCPU waiting on this same CPU (an IPI, CPU_ON, a
             // doorbell): the scheduler must hear of it now, not at the next interrupt.
-            if pcpu.shared && arch_platform::take_self_kick() && preempt_due(pcpu.index) {
+            if SHARED && arch_platform::take_self_kick() && preempt_due(pcpu.index) {
                 break Stop::Preempt;
             }
         };
