@@ -98,7 +98,7 @@ enum Left {
 fn start_vcpu(vcpu: &mut Vcpu, pcpu: &mut PhysCpu, entry: u64, x0: u64) {
     log::debug!("vcpu {}: start at {entry:#x} x0={x0:#x}", vcpu.index);
     vcpu.reset_to(entry, x0);
-    vcpu.ctx = VcpuContext::reset();
+    *vcpu.ctx = VcpuContext::reset();
     context::restore(&vcpu.ctx);
     // The OS lock unlocked, as `reset_to` left the vCPU's copy (and as KVM resets OSLSR_EL1):
     // a previous life, or the CPU's cold reset (OSLK = 1), must not block its debug.
@@ -118,11 +118,17 @@ fn start_vcpu(vcpu: &mut Vcpu, pcpu: &mut PhysCpu, entry: u64, x0: u64) {
 }
 
 /// Loads the list registers with what the vGIC model says this vCPU should see. Skipped when
-/// the last fill loaded nothing and nobody touched the vGIC since (a null hypercall, say).
+/// the last fill loaded nothing and nobody touched the vGIC since (a null hypercall, say):
+/// that check is inline, the fill is not.
+#[inline(always)]
 fn flush_lrs(vm: &Vm, vcpu: &mut Vcpu, pcpu: &PhysCpu) {
-    if vcpu.lrs_loaded == 0 && vm.vgic_epoch.load(Ordering::Acquire) == vcpu.quiet_epoch {
-        return;
+    if vcpu.lrs_loaded != 0 || vm.vgic_epoch.load(Ordering::Acquire) != vcpu.quiet_epoch {
+        fill_lrs(vm, vcpu, pcpu);
     }
+}
+
+#[inline(never)]
+fn fill_lrs(vm: &Vm, vcpu: &mut Vcpu, pcpu: &PhysCpu) {
     let count = pcpu.lr_count;
     if let Some(stats) = vm.exits.get(vcpu.index) {
         ExitStats::count(&stats.lr_fills);

@@ -63,7 +63,8 @@ pub struct Vcpu {
     pub wake_at: Option<u64>,
     /// Its EL1 system registers, virtual timer and GIC CPU interface while it is off its CPU
     /// (a shared CPU saves them when it leaves; a dedicated CPU holds them for good).
-    pub ctx: VcpuContext,
+    /// (Boxed: the run loop's hot fields stay together in a small `Vcpu`.)
+    pub ctx: alloc::boxed::Box<VcpuContext>,
     /// Its FP/SIMD (or SVE) registers while another vCPU has the CPU's (None: never used, zero).
     pub fp: Option<FpState>,
     /// The physical CPU whose FP registers its state was last loaded into.
@@ -98,7 +99,7 @@ impl Vcpu {
             runaway: RunawayWatch::default(),
             os_lock: false,
             wake_at: None,
-            ctx: VcpuContext::reset(),
+            ctx: alloc::boxed::Box::new(VcpuContext::reset()),
             fp: None,
             fp_on: None,
         }

@@ -155,7 +155,9 @@ pub struct Abort {
 }
 
 impl GuestExit {
-    /// Decodes a synchronous exit from a lower EL. Never panics for any input.
+    /// Decodes a synchronous exit from a lower EL. Never panics for any input. Inline: it is
+    /// on every exit's path (the run loop has two copies, which would otherwise call it).
+    #[inline(always)]
     pub fn decode(s: Syndrome) -> Self {
         use ESR_ELx::EC::Value as Ec;
         let esr = Esr::new(s.esr);
