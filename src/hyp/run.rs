@@ -642,7 +642,8 @@ fn run_vcpu<const SHARED: bool>(vm: &'static Vm, vcpu: &mut Vcpu, pcpu: &mut Phy
 
 /// Makes sure VTTBR_EL2 holds `vm`'s stage 2 with a VMID of the current generation (KVM's
 /// `kvm_arm_vmid_update` on every entry), then does a pending stage-1 flush for it. False if
-/// no VMID can be had (an allocator bug: it is logged).
+/// no VMID can be had (an allocator bug: it is logged). Inline: on every pass.
+#[inline(always)]
 fn load_stage2(
     vm: &Vm,
     pcpu: &mut PhysCpu,

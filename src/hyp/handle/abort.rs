@@ -37,6 +37,8 @@ fn data_abort_exception(abort: &Abort) -> ExitAction {
     })
 }
 
+// Inline: on every MMIO exit's path, and the run loop has two copies that would call it.
+#[inline(always)]
 pub fn data_abort(
     abort: &Abort,
     il32: bool,

@@ -21,6 +21,8 @@ const OSLSR_OSLM_IMPLEMENTED: u64 = 1 << 3;
 /// The SetWay field of a DC *SW operand, bits [31:4] (Level is bits [3:1]).
 const SET_WAY_MASK: u64 = 0xffff_fff0;
 
+// Inline: on every trapped-register exit's path, and the run loop has two copies.
+#[inline(always)]
 pub fn handle(
     access: &SysRegAccess,
     il32: bool,
