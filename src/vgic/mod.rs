@@ -447,6 +447,7 @@ impl Vgic {
     /// Whether `vcpu` has an interrupt to take (pending, enabled, forwarded): the WFI wake-up
     /// test. The CPU interface's priority mask is not considered (that lives in the LR
     /// hardware).
+    #[inline(always)]
     pub fn has_deliverable(&self, vcpu: usize) -> bool {
         // Everything pending for `vcpu` is on its queue (a plain loop: the WFI path).
         for (index, &word) in self.queue_words(vcpu).iter().enumerate() {

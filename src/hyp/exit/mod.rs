@@ -188,6 +188,7 @@ fn imm16(esr: u64) -> u16 {
 }
 
 impl WfxTrap {
+    #[inline(always)]
     fn decode(esr: u64) -> Self {
         use WFX_ISS::TI::Value as Ti;
         let iss = WfxIss::new(esr);
@@ -231,6 +232,7 @@ impl fmt::Display for SysRegId {
 }
 
 impl SysRegAccess {
+    #[inline(always)]
     fn decode(esr: u64) -> Self {
         let iss = Sys64Iss::new(esr);
         // Fields of at most 5 bits: the casts are exact.

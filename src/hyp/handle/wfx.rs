@@ -8,6 +8,7 @@ use crate::hyp::platform::Platform;
 use crate::hyp::vcpu::Vcpu;
 
 /// `cntvoff` is the VM's CNTVOFF_EL2 (its virtual count is the physical count minus it).
+#[inline(always)]
 pub fn handle(
     trap: WfxTrap,
     il32: bool,
