@@ -37,7 +37,7 @@ run() { # ITERS
     local iters
     iters=$(printf '%010d' "$1")
     timeout 600 qemu-system-aarch64 -M "virt,virtualization=on,gic-version=$gic" \
-        -cpu cortex-a72 -smp 2 -m 2G -icount shift=0,sleep=off -nographic -no-reboot \
+        -cpu cortex-a72 -smp ${PROFILE_SMP:-2} -m 2G -icount shift=0,sleep=off -nographic -no-reboot \
         -device "guest-loader,addr=0x50000000,kernel=$probe,bootargs=probe.bench=$name probe.bench_iters=$iters" \
         -kernel "$image" -append "bulkhead.guest_mem=1G bulkhead.guest_smp=2" \
         -plugin "$plugin,low=0x$low" -d plugin -D "$out/$1" </dev/null | tr -d '\r' |

@@ -108,10 +108,26 @@ impl CpuSet {
         Self(self.0 | other.0)
     }
 
-    /// The CPUs in ascending order.
+    /// The CPUs in ascending order (a walk over the set bits: it runs on the scheduler's path).
     pub fn iter(&self) -> impl Iterator<Item = usize> + use<> {
-        let bits = self.0;
-        (0..Self::CAPACITY).filter(move |&cpu| bits & (1 << cpu) != 0)
+        let mut bits = self.0;
+        core::iter::from_fn(move || {
+            (bits != 0).then(|| {
+                let cpu = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                cpu
+            })
+        })
+    }
+
+    /// The set whose bit n is CPU n.
+    pub const fn from_bits(bits: u64) -> Self {
+        Self(bits)
+    }
+
+    /// Bit n set for CPU n.
+    pub const fn bits(&self) -> u64 {
+        self.0
     }
 
     /// The lowest CPU in the set.

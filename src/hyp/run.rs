@@ -38,8 +38,8 @@ use super::vm::{ExitStats, Vm};
 use crate::arch::platform::{self as arch_platform, ArchPlatform};
 use crate::arch::switch::{ExitKind, run_guest};
 use crate::arch::{context, cpu, stage2_hw, sysregs, vgic_hw};
-use crate::config::{Policy, StopCause};
 use crate::config::CpuSet;
+use crate::config::{Policy, StopCause};
 use crate::sched::{Leave, Scheduler, VcpuRef};
 use crate::vcpu::power::VmState;
 use crate::vcpu::request::{Kick, Request, make_all_request};
@@ -217,7 +217,8 @@ pub fn run_cpu(pcpu_index: usize) -> ! {
         }
         CpuRole::Shared => {
             let mut pcpu = PhysCpu::new(pcpu_index, true);
-            pcpu.last_ran = alloc::vec![None; setup::vms().iter().map(|v| v.id + 1).max().unwrap_or(0)];
+            pcpu.last_ran =
+                alloc::vec![None; setup::vms().iter().map(|v| v.id + 1).max().unwrap_or(0)];
             empty_lrs(&pcpu);
             run_shared(&mut pcpu)
         }
@@ -335,25 +336,14 @@ fn run_shared(pcpu: &mut PhysCpu) -> ! {
 /// Makes runnable the vCPUs blocked on this CPU that have a waking request pending (an
 /// interrupt became deliverable, a CPU_ON, a stop), and kicks the CPUs that should look.
 fn scan_wakeups(pcpu_index: usize, now: u64) {
-    let woken = with_sched(|s| {
-        let mut blocked = [VcpuRef { vm: 0, vcpu: 0 }; 64];
-        let mut count = 0;
-        for (slot, v) in blocked.iter_mut().zip(s.blocked_on(pcpu_index)) {
-            *slot = v;
-            count += 1;
-        }
-        let mut woken = CpuSet::EMPTY;
-        for &v in &blocked[..count] {
-            let wakes = vm_by_id(v.vm)
+    let look = with_sched(|s| {
+        s.wake_blocked_on(pcpu_index, now, |v| {
+            vm_by_id(v.vm)
                 .and_then(|vm| vm.requests.get(v.vcpu))
-                .is_some_and(|r| r.pending().iter().any(|r| r.wakes_blocked_vcpu()));
-            if wakes && let Some(cpu) = s.wake(v, now) {
-                woken.insert(cpu);
-            }
-        }
-        woken
+                .is_some_and(|r| r.pending().iter().any(|r| r.wakes_blocked_vcpu()))
+        })
     });
-    for cpu in woken.iter().filter(|&c| c != pcpu_index) {
+    for cpu in look.iter().filter(|&c| c != pcpu_index) {
         ArchPlatform.kick(cpu);
     }
 }

@@ -18,16 +18,16 @@ use crate::arch::{entry, mmu, stage2_hw, vgic_hw};
 use crate::bootargs::Settings;
 use crate::bundle;
 use crate::config;
+use crate::config::CpuSet;
 use crate::devices::wall_clock::{self, WallClock};
 use crate::dtb::{self, GicInfo, PhysRange};
 use crate::guest_layout::GicVersion;
 use crate::hyp::platform::Platform;
 use crate::mm::layout::phys_to_linear;
 use crate::mm::stage2::{Stage2Map, stage2_geometry};
-use crate::units::{ApproxSize, ByteSize};
-use crate::config::CpuSet;
 use crate::sched::{Scheduler, VcpuRef};
 use crate::sync::SpinLock;
+use crate::units::{ApproxSize, ByteSize};
 use crate::vmid::VmidAllocator;
 
 /// The GIC virtualization hardware, set up once for all VMs: the guest-visible GIC version and
@@ -353,7 +353,8 @@ pub fn create_vms(fdt: &Fdt<'_>, gic: &GicInfo, hypervisor_end: u64, cpu_count: 
 /// The scheduler over every vCPU of `vms` (`loaded[i]`: VM `i` of `vms` can run; the vCPUs of
 /// one that cannot stay blocked for good).
 fn scheduler_for(vms: &[Vm], cpu_count: usize, settings: &Settings, loaded: &[bool]) -> Scheduler {
-    let slice = crate::arch::cpu::counter_frequency().saturating_mul(settings.sched_slice_ms) / 1000;
+    let slice =
+        crate::arch::cpu::counter_frequency().saturating_mul(settings.sched_slice_ms) / 1000;
     let mut sched = Scheduler::new(cpu_count, slice.max(1));
     for (vm, &runs) in vms.iter().zip(loaded) {
         for vcpu in 0..vm.config.vcpu_count {

@@ -397,7 +397,11 @@ impl Vm {
         let stage2_root = stage2.root_pa();
         stage2.mark_live();
         let config_vcpus = config.vcpu_count;
-        let run_stats = config.pcpus.iter().map(|&home| RunStats::new(home)).collect();
+        let run_stats = config
+            .pcpus
+            .iter()
+            .map(|&home| RunStats::new(home))
+            .collect();
         let resets = ResetRate::new(config.lifecycle.reset_limit, config.counter_hz);
         let ram_blocks = config.ram_size.div_ceil(RAM_ZERO_BLOCK);
         let config_ram_size = config.ram_size;
@@ -847,8 +851,8 @@ mod load_tests {
             doorbells_in: Vec::new(),
             lifecycle: Lifecycle::default(),
             counter_hz: 62_500_000,
-        cntvoff: 0,
-        allowed: Vec::new(),
+            cntvoff: 0,
+            allowed: Vec::new(),
         };
         let geometry = stage2_geometry(4, 40).unwrap();
         let stage2 = Stage2Map::new_linear(&geometry, 0);

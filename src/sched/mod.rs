@@ -151,17 +151,11 @@ fn bit(cpu: usize) -> u64 {
 }
 
 fn mask_of(set: CpuSet) -> u64 {
-    set.iter().fold(0, |mask, cpu| mask | bit(cpu))
+    set.bits()
 }
 
 fn set_of(mask: u64) -> CpuSet {
-    let mut set = CpuSet::EMPTY;
-    for cpu in 0..CpuSet::CAPACITY {
-        if mask & bit(cpu) != 0 {
-            set.insert(cpu);
-        }
-    }
-    set
+    CpuSet::from_bits(mask)
 }
 
 impl Scheduler {
@@ -390,6 +384,28 @@ impl Scheduler {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
+    }
+
+    /// Wakes (as [`wake`](Self::wake)) every vCPU blocked on `pcpu` for which `has_wake` says
+    /// a waking request is pending, and returns the CPUs those wake-ups say should look again.
+    /// One pass, no copy of the blocked list: the run loop calls it after every kick.
+    pub fn wake_blocked_on(
+        &mut self,
+        pcpu: usize,
+        now: Ticks,
+        mut has_wake: impl FnMut(VcpuRef) -> bool,
+    ) -> CpuSet {
+        let mut look = 0;
+        for i in 0..self.vcpus.len() {
+            let e = &self.vcpus[i];
+            if e.home == pcpu && matches!(e.state, VcpuState::Blocked { .. }) && has_wake(e.id) {
+                let id = e.id;
+                if let Some(cpu) = self.wake(id, now) {
+                    look |= bit(cpu);
+                }
+            }
+        }
+        set_of(look)
     }
 
     /// The vCPUs blocked on `pcpu` (their requests are scanned after a kick).

@@ -463,3 +463,41 @@ fn add_keeps_home_and_allowed_within_the_machine() {
     assert!(s.pick(1, 0).is_some());
     assert_eq!(s.pick(5, 0), None);
 }
+
+#[test]
+fn wake_blocked_on_wakes_only_the_cpus_blocked_vcpus_with_a_pending_wake() {
+    let mut s = Scheduler::new(2, 100);
+    let v = |vcpu| VcpuRef { vm: 0, vcpu };
+    for i in 0..3 {
+        s.add(
+            v(i),
+            CpuSet::parse("0-1").unwrap(),
+            if i == 2 { 1 } else { 0 },
+            true,
+        );
+    }
+    // Everyone runs once and blocks where it ran.
+    for _ in 0..3 {
+        for cpu in 0..2 {
+            if s.pick(cpu, 10).is_some() {
+                s.leave(cpu, 20, Leave::Block { until: None });
+            }
+        }
+    }
+    let blocked0: Vec<VcpuRef> = s.blocked_on(0).collect();
+    assert!(!blocked0.is_empty());
+    let target = blocked0[0];
+    let look = s.wake_blocked_on(0, 30, |r| r == target);
+    assert!(matches!(s.state(target), Some(VcpuState::Runnable { .. })));
+    for other in (0..3).map(v).filter(|&r| r != target) {
+        assert!(
+            matches!(s.state(other), Some(VcpuState::Blocked { .. })),
+            "{other:?}"
+        );
+    }
+    assert!(
+        look.contains(0) || look.contains(1),
+        "an idle CPU is told to look"
+    );
+    assert!(s.wake_blocked_on(0, 31, |_| false).is_empty());
+}

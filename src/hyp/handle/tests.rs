@@ -930,8 +930,8 @@ fn doorbell_pair() -> &'static [Vm] {
             doorbells_in: Vec::new(),
             lifecycle: crate::config::Lifecycle::default(),
             counter_hz: 62_500_000,
-        cntvoff: 0,
-        allowed: Vec::new(),
+            cntvoff: 0,
+            allowed: Vec::new(),
         };
         let geometry = stage2_geometry(4, 40).unwrap();
         let stage2 = Stage2Map::new_linear(&geometry, 0);
