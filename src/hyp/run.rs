@@ -38,7 +38,6 @@ use super::vm::{ExitStats, Vm};
 use crate::arch::platform::{self as arch_platform, ArchPlatform};
 use crate::arch::switch::{ExitKind, run_guest};
 use crate::arch::{context, cpu, stage2_hw, sysregs, vgic_hw};
-use crate::config::CpuSet;
 use crate::config::{Policy, StopCause};
 use crate::sched::{Leave, Scheduler, VcpuRef};
 use crate::vcpu::power::VmState;
@@ -56,6 +55,9 @@ struct PhysCpu {
     stage2: Option<(usize, u16)>,
     /// The vCPU whose context (EL1 registers, GIC CPU interface) the hardware still holds.
     loaded: Option<VcpuRef>,
+    /// `loaded` left without its context saved: it is pinned to this CPU alone, so no other
+    /// CPU can pick it; it is saved only when another vCPU comes here.
+    unsaved: bool,
     /// Per VM id: the vCPU of that VM that last ran here (stage-1 TLB hygiene).
     last_ran: Vec<Option<usize>>,
     /// Invalidate this CPU's stage-1 entries of the VMID once it is loaded.
@@ -74,6 +76,7 @@ impl PhysCpu {
             shared,
             stage2: None,
             loaded: None,
+            unsaved: false,
             last_ran: Vec::new(),
             flush_stage1: false,
             fp_owner: None,
@@ -373,8 +376,22 @@ fn switch_in(vm: &Vm, vcpu: &mut Vcpu, pcpu: &mut PhysCpu) {
         vm: vm.id,
         vcpu: vcpu.index,
     };
+    if pcpu.unsaved && pcpu.loaded != Some(me) {
+        // The pinned vCPU that left without saving: save it now, before this one's state
+        // replaces it (it runs nowhere else, so its lock is free).
+        if let Some(prev) = pcpu.loaded
+            && let Some(prev_vcpu) = vm_by_id(prev.vm).and_then(|vm| vm.vcpus.get(prev.vcpu))
+        {
+            context::save(&mut prev_vcpu.lock().ctx);
+        }
+        pcpu.unsaved = false;
+    }
     let held = pcpu.loaded == Some(me) && vcpu.last_pcpu == Some(pcpu.index);
-    if held {
+    if held && pcpu.unsaved {
+        // It left and came back with no one in between, and nothing was saved: its state is
+        // all still here.
+        pcpu.unsaved = false;
+    } else if held {
         context::resume_held(&vcpu.ctx);
     } else {
         context::restore(&vcpu.ctx);
@@ -404,11 +421,23 @@ fn switch_in(vm: &Vm, vcpu: &mut Vcpu, pcpu: &mut PhysCpu) {
     timer::update_ptimer(vm, vcpu, &ArchPlatform);
 }
 
-/// Takes `vcpu` off this CPU: saves its context (another CPU may pick it next) and its FP
-/// state if it used it here; returns when a blocked vCPU must be woken at the latest (its
-/// virtual timer, emulated physical timer or WFIT timeout).
+/// Takes `vcpu` off this CPU: saves its context — at once if another CPU may pick it next,
+/// else (pinned here alone) only when another vCPU comes here, so coming back costs nothing —
+/// and its FP state if it used it here; returns when a blocked vCPU must be woken at the latest
+/// (its virtual timer, emulated physical timer or WFIT timeout).
 fn switch_out(vm: &Vm, vcpu: &mut Vcpu, pcpu: &mut PhysCpu, left: Left) -> Option<u64> {
-    context::save(&mut vcpu.ctx);
+    let pinned_here = vm
+        .config
+        .allowed
+        .get(vcpu.index)
+        .is_some_and(|set| set.len() == 1 && set.contains(pcpu.index));
+    let timer_regs = if pinned_here {
+        pcpu.unsaved = true;
+        context::vtimer_regs()
+    } else {
+        context::save(&mut vcpu.ctx);
+        vcpu.ctx.timer
+    };
     if pcpu.fp_live {
         if let Some(fp) = vcpu.fp.as_mut() {
             context::save_fp(fp);
@@ -423,7 +452,7 @@ fn switch_out(vm: &Vm, vcpu: &mut Vcpu, pcpu: &mut PhysCpu, left: Left) -> Optio
         return None;
     }
     let now = cpu::counter();
-    let t = vcpu.ctx.timer;
+    let t = timer_regs;
     let vtimer = timer::vtimer_deadline(t.ctl, t.cval, vm.config.cntvoff, vcpu.timers.vtimer_level);
     [vtimer, vcpu.timers.ptimer.deadline(now), vcpu.wake_at]
         .into_iter()

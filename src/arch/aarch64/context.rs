@@ -19,7 +19,8 @@ use super::fpsimd;
 use super::sysregs::{id_register, pmcr_n};
 use super::vgic_hw;
 use crate::hyp::context::{
-    DebugRegs, El1Regs, FpState, MAX_DEBUG_POINTS, PauthKeys, SaveSet, VcpuContext, el1_registers,
+    DebugRegs, El1Regs, FpState, MAX_DEBUG_POINTS, PauthKeys, SaveSet, VcpuContext, VtimerRegs,
+    el1_registers,
 };
 use crate::hyp::cpu_features::{El2Controls, HostCpu};
 
@@ -262,6 +263,15 @@ pub fn restore(ctx: &VcpuContext) {
     let hcr = HCR_EL2.get() & !(1 << 8);
     HCR_EL2.set(hcr | if ctx.vse.is_some() { 1 << 8 } else { 0 });
     aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
+}
+
+/// The virtual timer registers of the vCPU whose context this CPU holds (its deadline, for a
+/// vCPU that leaves without a [`save`]).
+pub fn vtimer_regs() -> VtimerRegs {
+    VtimerRegs {
+        ctl: CNTV_CTL_EL0.get(),
+        cval: CNTV_CVAL_EL0.get(),
+    }
 }
 
 /// The vCPU this CPU still holds (it left, nobody else ran here, it ran nowhere else) comes
