@@ -45,9 +45,6 @@ pub struct GuestExit {
 pub enum ExitClass {
     /// EC 0x01: trapped WFI, WFE, WFIT or WFET.
     Wfx(WfxTrap),
-    /// EC 0x07 (FP/SIMD, CPTR_EL2.TFP) or 0x19 (SVE, CPTR_EL2.TZ): the guest's first FP or
-    /// SVE use while this CPU's registers do not hold its state (the lazy FP switch).
-    FpAccess,
     /// EC 0x16: HVC from AArch64.
     Hvc { imm: u16 },
     /// EC 0x17: SMC from AArch64.
@@ -60,6 +57,9 @@ pub enum ExitClass {
     InstructionAbort(Abort),
     /// Any other exception class (raw EC).
     Unknown { ec: u8 },
+    /// EC 0x07 (FP/SIMD, CPTR_EL2.TFP) or 0x19 (SVE, CPTR_EL2.TZ): the guest's first FP or
+    /// SVE use while this CPU's registers do not hold its state (the lazy FP switch).
+    FpAccess,
 }
 
 /// Which WF* instruction trapped (ISS.TI).
