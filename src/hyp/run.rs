@@ -22,7 +22,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
 
-use super::context::{FpState, VcpuContext};
+use super::context::VcpuContext;
 use super::exit::{ExitClass, GuestExit, Syndrome};
 use super::handle::{CrashCause, ExitAction, handle_exit};
 use super::host_irq;
@@ -107,16 +107,17 @@ fn start_vcpu(vcpu: &mut Vcpu, pcpu: &mut PhysCpu, entry: u64, x0: u64) {
     // a previous life, or the CPU's cold reset (OSLK = 1), must not block its debug.
     sysregs::set_os_lock(false);
     timer::set_vtimer_level(vcpu, false, &ArchPlatform);
+    // A new life starts with zeroed FP/SIMD registers.
+    vcpu.fp.reset();
     if pcpu.shared {
-        // A new life starts with zeroed FP/SIMD registers, not another vCPU's.
-        vcpu.fp = None;
+        // Loaded on its first FP instruction (`load_fp`), not another vCPU's left over.
         vcpu.fp_on = None;
         pcpu.fp_owner = None;
         pcpu.fp_live = false;
         context::set_fp_trap(true);
     } else {
-        // The CPU's FP registers are this vCPU's for good: zero them for the new life.
-        context::restore_fp(&FpState::new(context::sve_vl_bytes()));
+        // The CPU's FP registers are this vCPU's for good.
+        context::restore_fp(&vcpu.fp);
     }
 }
 
@@ -439,9 +440,7 @@ fn switch_out(vm: &Vm, vcpu: &mut Vcpu, pcpu: &mut PhysCpu, left: Left) -> Optio
         vcpu.ctx.timer
     };
     if pcpu.fp_live {
-        if let Some(fp) = vcpu.fp.as_mut() {
-            context::save_fp(fp);
-        }
+        context::save_fp(&mut vcpu.fp);
         pcpu.fp_live = false;
         context::set_fp_trap(true);
     }
@@ -461,14 +460,11 @@ fn switch_out(vm: &Vm, vcpu: &mut Vcpu, pcpu: &mut PhysCpu, left: Left) -> Optio
 }
 
 /// The vCPU's first FP/SIMD (or SVE) instruction since it came to this CPU trapped: load its
-/// state (zeroed the first time) and let it run untrapped. The previous owner's state was saved
+/// state and let it run untrapped. The previous owner's state was saved
 /// when it left the CPU.
 fn load_fp(vm: &Vm, vcpu: &mut Vcpu, pcpu: &mut PhysCpu) {
     context::set_fp_trap(false);
-    let fp = vcpu
-        .fp
-        .get_or_insert_with(|| FpState::new(context::sve_vl_bytes()));
-    context::restore_fp(fp);
+    context::restore_fp(&vcpu.fp);
     vcpu.fp_on = Some(pcpu.index);
     pcpu.fp_owner = Some(VcpuRef {
         vm: vm.id,

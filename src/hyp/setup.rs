@@ -263,6 +263,7 @@ pub fn create_vms(fdt: &Fdt<'_>, gic: &GicInfo, hypervisor_end: u64, cpu_count: 
             counter_hz: crate::arch::cpu::counter_frequency(),
             cntvoff: crate::arch::cpu::counter(),
             allowed: placement.allowed.clone(),
+            sve_vl_bytes: crate::arch::context::sve_vl_bytes(),
         };
         log::info!(
             "{}: {} vCPUs on CPUs {:?}, {} RAM at {:#x}, GICv{}, kernel {}{}",

@@ -65,8 +65,9 @@ pub struct Vcpu {
     /// (a shared CPU saves them when it leaves; a dedicated CPU holds them for good).
     /// (Boxed: the run loop's hot fields stay together in a small `Vcpu`.)
     pub ctx: alloc::boxed::Box<VcpuContext>,
-    /// Its FP/SIMD (or SVE) registers while another vCPU has the CPU's (None: never used, zero).
-    pub fp: Option<FpState>,
+    /// Its FP/SIMD (or SVE) registers while another vCPU has the CPU's; sized for the CPU's
+    /// vector length when its VM is created (`VmConfig::sve_vl_bytes`).
+    pub fp: FpState,
     /// The physical CPU whose FP registers its state was last loaded into.
     pub fp_on: Option<usize>,
 }
@@ -100,7 +101,7 @@ impl Vcpu {
             os_lock: false,
             wake_at: None,
             ctx: alloc::boxed::Box::new(VcpuContext::reset()),
-            fp: None,
+            fp: FpState::new(None),
             fp_on: None,
         }
     }

@@ -8,6 +8,7 @@ use core::ops::Range;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use super::console::Console;
+use super::context::FpState;
 use super::lazy_image::{ImagePiece, LazyImages};
 use super::lifecycle::ResetRate;
 use super::platform::Platform;
@@ -64,6 +65,9 @@ pub struct VmConfig {
     pub cntvoff: u64,
     /// index = vCPU: the physical CPUs it may run on (`config::place`); its home is in `pcpus`.
     pub allowed: Vec<crate::config::CpuSet>,
+    /// The largest SVE vector length EL1 may use, in bytes (None: no SVE): the size of each
+    /// vCPU's FP state, allocated here rather than on its first FP trap.
+    pub sve_vl_bytes: Option<usize>,
 }
 
 /// Host RAM mapped into this VM and others at `ipa`.
@@ -397,6 +401,7 @@ impl Vm {
         let stage2_root = stage2.root_pa();
         stage2.mark_live();
         let config_vcpus = config.vcpu_count;
+        let sve_vl_bytes = config.sve_vl_bytes;
         let run_stats = config
             .pcpus
             .iter()
@@ -423,7 +428,11 @@ impl Vm {
             rtc_deadline: AtomicU64::new(u64::MAX),
             power,
             vcpus: (0..config_vcpus)
-                .map(|i| SpinLock::new(Vcpu::new(i)))
+                .map(|i| {
+                    let mut vcpu = Vcpu::new(i);
+                    vcpu.fp = FpState::new(sve_vl_bytes);
+                    SpinLock::new(vcpu)
+                })
                 .collect(),
             requests,
             boot: SpinLock::new(BootInfo::default()),
@@ -853,6 +862,7 @@ mod load_tests {
             counter_hz: 62_500_000,
             cntvoff: 0,
             allowed: Vec::new(),
+            sve_vl_bytes: None,
         };
         let geometry = stage2_geometry(4, 40).unwrap();
         let stage2 = Stage2Map::new_linear(&geometry, 0);

@@ -93,6 +93,7 @@ fn vm_with(gic: GicVersion, vcpus: usize) -> Vm {
         counter_hz: 62_500_000,
         cntvoff: 0,
         allowed: Vec::new(),
+        sve_vl_bytes: None,
     };
     let geometry = stage2_geometry(4, 40).unwrap();
     let stage2 = Stage2Map::new_linear(&geometry, 0);
@@ -932,6 +933,7 @@ fn doorbell_pair() -> &'static [Vm] {
             counter_hz: 62_500_000,
             cntvoff: 0,
             allowed: Vec::new(),
+            sve_vl_bytes: None,
         };
         let geometry = stage2_geometry(4, 40).unwrap();
         let stage2 = Stage2Map::new_linear(&geometry, 0);
