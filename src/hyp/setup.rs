@@ -324,17 +324,18 @@ pub fn create_vms(fdt: &Fdt<'_>, gic: &GicInfo, hypervisor_end: u64, cpu_count: 
         }
         match sched.dedicated(pcpu) {
             Some(v) => Role::Dedicated(v.vm, v.vcpu),
-            None if may_run_on(&vms, pcpu) => Role::Shared,
+            None if sched.may_run_on(pcpu) => Role::Shared,
             None => Role::Idle,
         }
     });
-    let shared: Vec<usize> = (0..cpu_count)
-        .filter(|&c| roles[c] == Role::Shared)
-        .collect();
+    let mut shared = CpuSet::EMPTY;
+    for cpu in (0..cpu_count).filter(|&c| roles[c] == Role::Shared) {
+        shared.insert(cpu);
+    }
     if !shared.is_empty() {
         log::info!(
             "scheduler: CPUs {} shared, {} ms slices",
-            CpuList(&shared),
+            shared,
             settings.sched_slice_ms
         );
     }
@@ -370,26 +371,6 @@ fn scheduler_for(vms: &[Vm], cpu_count: usize, settings: &Settings, loaded: &[bo
         }
     }
     sched
-}
-
-/// Whether any vCPU of `vms` may run on `pcpu`.
-fn may_run_on(vms: &[Vm], pcpu: usize) -> bool {
-    vms.iter()
-        .flat_map(|vm| &vm.config.allowed)
-        .any(|set| set.contains(pcpu))
-}
-
-/// CPU numbers as ranges: `0-1,3`.
-struct CpuList<'a>(&'a [usize]);
-
-impl core::fmt::Display for CpuList<'_> {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        let mut set = CpuSet::EMPTY;
-        for &c in self.0 {
-            set.insert(c);
-        }
-        write!(f, "{set}")
-    }
 }
 
 /// What a physical CPU does.

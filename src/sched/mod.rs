@@ -226,6 +226,11 @@ impl Scheduler {
         (may_run.next().is_none() && only.allowed == bit(pcpu)).then_some(only.id)
     }
 
+    /// Whether any vCPU may run on `pcpu` (a CPU none may is idle for good).
+    pub fn may_run_on(&self, pcpu: usize) -> bool {
+        self.vcpus.iter().any(|e| e.allowed & bit(pcpu) != 0)
+    }
+
     /// Next vCPU for `pcpu` at `now`, marked running there (nothing is charged yet): first the
     /// due blocked vCPUs of this CPU become runnable; then the runnable vCPU allowed here with
     /// the least virtual run time is taken: from this CPU's queue, or stolen from the queue of a

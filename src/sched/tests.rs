@@ -501,3 +501,17 @@ fn wake_blocked_on_wakes_only_the_cpus_blocked_vcpus_with_a_pending_wake() {
     );
     assert!(s.wake_blocked_on(0, 31, |_| false).is_empty());
 }
+
+#[test]
+fn may_run_on_names_the_cpus_some_allowed_set_holds() {
+    let mut s = Scheduler::new(4, 100);
+    s.add(
+        VcpuRef { vm: 0, vcpu: 0 },
+        CpuSet::parse("1-2").unwrap(),
+        1,
+        true,
+    );
+    assert!(!s.may_run_on(0));
+    assert!(s.may_run_on(1) && s.may_run_on(2));
+    assert!(!s.may_run_on(3));
+}
