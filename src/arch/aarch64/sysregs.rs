@@ -5,7 +5,7 @@ use aarch64_cpu::registers::*;
 
 /// HCR_EL2 while a guest runs: 64-bit EL1, stage-2 on, physical IRQ/FIQ/SError routed to
 /// EL2 (and virtual ones delivered to the guest), guest TLB/cache maintenance broadcast
-/// inner-shareable, WFI and SMC trapped. WFE is not trapped: each vCPU owns its physical CPU.
+/// inner-shareable, WFI and SMC trapped. WFE is trapped only on shared CPUs (`set_wfe_trap`).
 /// `El2Controls::hcr` adds the feature traps.
 fn guest_hcr_base() -> u64 {
     (HCR_EL2::RW::EL1IsAarch64

@@ -80,7 +80,8 @@ pub fn handle(
         // The OS lock (MDCR_EL2.TDOSA), emulated per vCPU as KVM's `trap_oslar_el1` /
         // `trap_oslsr_el1`: OSLAR_EL1 is write-only, OSLSR_EL1 read-only with OSLM = 0b10
         // (the lock is implemented, Arm ARM D19 OSLSR_EL1) and OSLK as last written. The
-        // write also goes to the pinned CPU's own lock, so a locked guest's debug exceptions
+        // write also goes to the lock of the CPU running it (and moves with it on a shared CPU:
+        // `run::switch_in`), so a locked guest's debug exceptions
         // are blocked as the architecture says (and an unlocked one's work).
         (Some(SysReg::OSLAR_EL1), false) => {
             vcpu.os_lock = value & 1 != 0;
