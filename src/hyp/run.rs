@@ -172,7 +172,12 @@ fn fold_loaded_lrs(vm: &Vm, vcpu: &mut Vcpu) {
     // Underflow maintenance off first: emptying the list registers below must not raise a
     // maintenance interrupt of its own (which, pending on every entry, would starve the guest).
     vgic_hw::enable(false);
-    let mut vgic = vm.vgic();
+    // Folding SGIs and PPIs changes only this vCPU's interrupts, and it refills anyway (its
+    // last fill loaded something); an SPI may become another vCPU's to load: they refill.
+    let spi = vcpu.lrs[..vcpu.lrs_loaded]
+        .iter()
+        .any(|e| e.intid >= crate::vgic::PRIVATE_IRQ_COUNT);
+    let mut vgic = if spi { vm.vgic() } else { vm.vgic.lock() };
     for i in 0..vcpu.lrs_loaded {
         let (pending, active) = vgic_hw::read_lr_state(i);
         let mut entry = vcpu.lrs[i];
@@ -182,6 +187,11 @@ fn fold_loaded_lrs(vm: &Vm, vcpu: &mut Vcpu) {
         vgic_hw::write_lr(i, None);
     }
     vcpu.lrs_loaded = 0;
+    // The guest took and finished everything (an IPI's sender, say): quiet as of now, read
+    // under the lock as `fill_lrs` does, so the next entry skips the fill.
+    if vgic.nothing_queued(vcpu.index) {
+        vcpu.quiet_epoch = vm.vgic_epoch.load(Ordering::Acquire);
+    }
 }
 
 /// Takes `exception` in the guest's EL1, as the CPU would have (`hyp::inject`); `Err` for a
@@ -507,6 +517,7 @@ fn run_vcpu<const SHARED: bool>(vm: &'static Vm, vcpu: &mut Vcpu, pcpu: &mut Phy
             timer::update_ptimer(vm, vcpu, p);
         }
         let pending = requests.take_requests();
+        vcpu.take_requests_noted(pending);
         if pending.contains(Request::TlbFlush) {
             // The flush names the VMID in VTTBR_EL2: make it this VM's first.
             load_stage2(vm, pcpu, vmids);

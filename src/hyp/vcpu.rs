@@ -6,6 +6,7 @@
 use super::context::{FpState, VcpuContext};
 use super::runaway::RunawayWatch;
 use crate::devices::ptimer::PhysTimer;
+use crate::vcpu::request::{Request, RequestSet};
 use crate::vgic::{LrEntry, MAX_LIST_REGISTERS};
 
 /// PSTATE a vCPU starts with: EL1h, DAIF masked (Arm ARM D1.9, PE state on reset to EL1).
@@ -47,6 +48,9 @@ pub struct Vcpu {
     /// How many of `lrs` are loaded.
     pub lrs_loaded: usize,
     /// `Vm::vgic_epoch` at the last fill that loaded nothing (`u64::MAX`: fill next time).
+    /// A change to the vGIC either bumps the epoch, or (sending SGIs, `Vm::vgic_to_send_sgis`)
+    /// posts a `Wake` request to every vCPU it made an interrupt loadable for, and taking that
+    /// request clears this ([`Vcpu::take_requests_noted`]).
     pub quiet_epoch: u64,
     /// `Vm::generation` this vCPU was last (re)started in.
     pub generation: u64,
@@ -83,6 +87,15 @@ impl Vcpu {
             true
         } else {
             false
+        }
+    }
+
+    /// Notes what the requests just taken mean for the vCPU's own state: a `Wake` says an
+    /// interrupt may have become loadable for it without `Vm::vgic_epoch` moving (an SGI), so
+    /// its list registers are filled on the next entry whatever the epoch says.
+    pub fn take_requests_noted(&mut self, taken: RequestSet) {
+        if taken.contains(Request::Wake) {
+            self.quiet_epoch = u64::MAX;
         }
     }
 
@@ -147,6 +160,19 @@ impl Vcpu {
 #[cfg(test)]
 mod exit_vcpu_tests {
     use super::*;
+
+    /// A `Wake` request forces the next list-register fill; other requests leave a quiet
+    /// vCPU's "nothing to load" standing.
+    #[test]
+    fn exit_a_wake_request_forces_the_next_fill() {
+        let mut v = Vcpu::new(0);
+        v.quiet_epoch = 7;
+        v.take_requests_noted(Request::TlbFlush.into());
+        v.take_requests_noted(RequestSet::EMPTY);
+        assert_eq!(v.quiet_epoch, 7);
+        v.take_requests_noted(RequestSet::from(Request::Wake).union(Request::Stop.into()));
+        assert_eq!(v.quiet_epoch, u64::MAX);
+    }
 
     #[test]
     fn exit_reg_31_reads_as_xzr() {

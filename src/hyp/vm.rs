@@ -789,6 +789,16 @@ impl Vm {
         guard
     }
 
+    /// Locks the vGIC to send SGIs (ICC_SGI*R_EL1, GICv2's GICD_SGIR), a change that can make
+    /// an interrupt loadable only for the vCPUs it returns: a quiet vCPU has nothing active,
+    /// so a newly pending SGI is loadable there only if deliverable, and then it is in the
+    /// returned set. [`Vm::kick_vcpus`] posts each a `Wake` request, which makes it refill its
+    /// list registers (`Vcpu::take_requests_noted`). Unlike [`Vm::vgic`], the epoch stays, so
+    /// the sender and the other vCPUs do not refill for nothing (the sender of every IPI did).
+    pub fn vgic_to_send_sgis(&self) -> SpinGuard<'_, Vgic> {
+        self.vgic.lock()
+    }
+
     /// Makes the vCPUs in `set` (that have a newly deliverable interrupt) notice it.
     pub fn kick_vcpus(&self, set: VcpuSet, kick: &impl Kick) {
         for target in set.iter() {

@@ -100,7 +100,10 @@ impl Vgic {
                     picked -= 1;
                 }
                 let at = out[..picked].partition_point(|e| candidate_key(e) < key);
-                out.copy_within(at..picked, at + 1);
+                // Most fills pick one interrupt: no call to `memmove` to move nothing.
+                if at < picked {
+                    out.copy_within(at..picked, at + 1);
+                }
                 out[at] = candidate(key);
                 picked += 1;
             }

@@ -444,6 +444,12 @@ impl Vgic {
         kicks
     }
 
+    /// Whether nothing is pending or active for `vcpu` (its queue is empty): nothing to put in
+    /// its list registers.
+    pub fn nothing_queued(&self, vcpu: usize) -> bool {
+        self.queue_words(vcpu).iter().all(|&word| word == 0)
+    }
+
     /// Whether `vcpu` has an interrupt to take (pending, enabled, forwarded): the WFI wake-up
     /// test. The CPU interface's priority mask is not considered (that lives in the LR
     /// hardware).

@@ -19,6 +19,7 @@ use crate::hyp::vcpu::Vcpu;
 use crate::hyp::vm::Vm;
 use crate::hyp::walk_level::walk_level;
 use crate::mm::stage2::{EmulatedDevice, Stage2Decision};
+use crate::vgic::Vgic;
 
 /// The fault status the guest sees for an abort Bulkhead reflects back to it.
 fn guest_fsc(abort: &Abort) -> u8 {
@@ -264,10 +265,15 @@ fn emulate(
             Some(rtc::access(vm, offset, access.size, None, p).map_err(drop)?)
         }
         (EmulatedDevice::GicDistributor, true) => {
-            let set = vm
-                .vgic()
+            let mut vgic = if Vgic::is_sgir(offset) {
+                vm.vgic_to_send_sgis()
+            } else {
+                vm.vgic()
+            };
+            let set = vgic
                 .dist_write(vcpu.index, offset, access.size, value)
                 .map_err(drop)?;
+            drop(vgic);
             vm.kick_vcpus(set, p);
             None
         }

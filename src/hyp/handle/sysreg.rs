@@ -50,9 +50,9 @@ pub fn handle(
             false,
         ) => {
             let sent = if reg == SysReg::ICC_SGI1R_EL1 {
-                vm.vgic().send_sgi1r(vcpu.index, value)
+                vm.vgic_to_send_sgis().send_sgi1r(vcpu.index, value)
             } else {
-                vm.vgic().send_sgi0r(vcpu.index, value)
+                vm.vgic_to_send_sgis().send_sgi0r(vcpu.index, value)
             };
             match sent {
                 Ok(set) => vm.kick_vcpus(set, p),

@@ -354,6 +354,33 @@ fn exit_sgi1r_write_pends_the_sgi_on_its_target() {
     assert_eq!(pending.unwrap() & (1 << 3), 1 << 3);
 }
 
+/// Sending an SGI tells its target through a `Wake` request, not through `Vm::vgic_epoch`:
+/// the sender and the other vCPUs keep their "nothing to load" (`Vcpu::quiet_epoch`).
+#[test]
+fn exit_sgi1r_write_wakes_its_target_and_leaves_the_vgic_epoch_alone() {
+    use crate::devices::mmio::AccessSize::Word;
+    use crate::vcpu::request::Request;
+    use core::sync::atomic::Ordering;
+    let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(0, 0x3000));
+    {
+        let mut vgic = vm.vgic();
+        vgic.dist_write(0, 0, Word, 0b11).unwrap(); // GICD_CTLR: both groups on
+        // vCPU 1's SGI 3: Group 1 (GICR_IGROUPR0), enabled (GICR_ISENABLER0).
+        vgic.redist_write(0x2_0000 + 0x1_0080, Word, 1 << 3).unwrap();
+        vgic.redist_write(0x2_0000 + 0x1_0100, Word, 1 << 3).unwrap();
+    }
+    let before = vm.vgic_epoch.load(Ordering::Relaxed);
+    v.regs.x[1] = (3 << 24) | 0b10;
+    assert_eq!(
+        run(&vm, &mut v, &p, ESR_MSR_SGI1R_X1, 0),
+        ExitAction::Resume
+    );
+    assert_eq!(vm.vgic_epoch.load(Ordering::Relaxed), before);
+    assert!(vm.requests[1].pending().contains(Request::Wake));
+    assert!(!vm.requests[0].pending().contains(Request::Wake));
+    assert!(vm.vgic.lock().has_deliverable(1));
+}
+
 #[test]
 fn exit_sgi1r_read_is_undefined() {
     let (vm, p, mut v) = (vm(), FakePlatform::default(), vcpu_at(0, 0x3000));
