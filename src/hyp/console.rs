@@ -68,7 +68,11 @@ impl Console {
 
     fn note_deadline(&self, due: Option<u64>, p: &impl Platform) {
         let due = due.unwrap_or(NO_DEADLINE);
-        if self.flush_at.swap(due, Ordering::AcqRel) != due {
+        // Read first: after nearly every guest write nothing is due, as before, and the
+        // read spares the write (an exclusive pair per character printed).
+        if self.flush_at.load(Ordering::Acquire) != due
+            && self.flush_at.swap(due, Ordering::AcqRel) != due
+        {
             p.set_console_deadline((due != NO_DEADLINE).then_some(due));
         }
     }

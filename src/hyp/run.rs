@@ -24,7 +24,7 @@ use core::sync::atomic::Ordering;
 
 use super::context::VcpuContext;
 use super::exit::{ExitClass, GuestExit, Syndrome};
-use super::handle::{CrashCause, ExitAction, handle_exit};
+use super::handle::{CrashCause, ExitAction, fast, handle_exit};
 use super::host_irq;
 use super::inject::{self, Exception};
 use super::lifecycle::{self, Decision};
@@ -499,6 +499,10 @@ fn run_vcpu<const SHARED: bool>(vm: &'static Vm, vcpu: &mut Vcpu, pcpu: &mut Phy
     let index = vcpu.index;
     let requests = &vm.requests[index];
     let Some(vmids) = setup::vmids() else { park() };
+    // `Vm::new` makes one set of counters per vCPU.
+    let Some(stats) = vm.exits.get(index) else {
+        park()
+    };
     // The last pass ended in `wait_for_event` for a blocked vCPU.
     let mut waited = false;
     loop {
@@ -589,19 +593,28 @@ fn run_vcpu<const SHARED: bool>(vm: &'static Vm, vcpu: &mut Vcpu, pcpu: &mut Phy
             let action = match kind {
                 ExitKind::Sync => {
                     let (esr, far, hpfar) = sysregs::exit_syndrome();
-                    let exit = GuestExit::decode(Syndrome { esr, far, hpfar });
-                    log::trace!("vcpu {index}: {exit:x?} at {:#x}", vcpu.regs.pc);
-                    if exit.class == ExitClass::FpAccess && SHARED {
-                        load_fp(vm, vcpu, pcpu);
-                        ExitAction::Resume
-                    } else {
-                        handle_exit(&exit, vm, vcpu, p)
+                    let syndrome = Syndrome { esr, far, hpfar };
+                    if log::log_enabled!(log::Level::Trace) {
+                        trace_exit(index, syndrome, vcpu.regs.pc);
+                    }
+                    match fast::try_handle(esr, far, hpfar, stats, vm, vcpu, p) {
+                        // Answered: straight back into the guest (a shared CPU still looks
+                        // for a self-kick below).
+                        Some(ExitAction::Resume) if !SHARED => continue,
+                        Some(action) => action,
+                        None => {
+                            let exit = GuestExit::decode(syndrome);
+                            if exit.class == ExitClass::FpAccess && SHARED {
+                                load_fp(vm, vcpu, pcpu);
+                                ExitAction::Resume
+                            } else {
+                                handle_exit(&exit, vm, vcpu, p)
+                            }
+                        }
                     }
                 }
                 ExitKind::Irq => {
-                    if let Some(stats) = vm.exits.get(index) {
-                        ExitStats::count(&stats.irq);
-                    }
+                    ExitStats::count(&stats.irq);
                     host_irq::handle_host_irqs(Some((vm, &mut *vcpu)));
                     if SHARED && preempt_due(pcpu.index) {
                         break Stop::Preempt;
@@ -664,6 +677,17 @@ fn run_vcpu<const SHARED: bool>(vm: &'static Vm, vcpu: &mut Vcpu, pcpu: &mut Phy
             ExitAction::Crash(cause) => crashed(vm, vcpu, Crash::Handler(cause)),
         }
     }
+}
+
+/// `loglevel=trace`: one line per exit, decoded again out of line (in the loop, a `trace!` of
+/// the decoded exit kept it in memory on every exit's path).
+#[cold]
+#[inline(never)]
+fn trace_exit(index: usize, syndrome: Syndrome, pc: u64) {
+    log::trace!(
+        "vcpu {index}: {:x?} at {pc:#x}",
+        GuestExit::decode(syndrome)
+    );
 }
 
 /// Makes sure VTTBR_EL2 holds `vm`'s stage 2 with a VMID of the current generation (KVM's

@@ -19,9 +19,9 @@ use crate::devices::pl031::EmulatedPl031;
 use crate::devices::wall_clock::WallClock;
 use crate::dtb::PhysRange;
 use crate::guest_dtb::{DoorbellNode, GuestDtbConfig, GuestSeeds, SharedMemNode, build_guest_dtb};
-use crate::guest_layout::{GUEST_RAM_BASE, GicVersion};
+use crate::guest_layout::{GUEST_RAM_BASE, GicVersion, PL011_BASE};
 use crate::loader::{self, GuestFormat, GuestRam, LoadError};
-use crate::mm::stage2::{GuestMemoryMap, Stage2Map};
+use crate::mm::stage2::{EmulatedDevice, GuestMemoryMap, Stage2Decision, Stage2Map};
 use crate::sync::{SpinGuard, SpinLock};
 use crate::vcpu::power::{PowerState, VmPower, VmState};
 use crate::vcpu::request::{Kick, Request, VcpuRequests, make_request};
@@ -145,6 +145,9 @@ pub struct Vm {
     /// Stage-2 root table (never changes: reset empties it in place).
     pub stage2_root: u64,
     pub uart: SpinLock<EmulatedPl011>,
+    /// The IPA of the PL011's data register when the stage-2 layout emulates the PL011 there
+    /// (`GuestMemoryMap::decide`, fixed for the VM's life): the console fast path's address.
+    pub uart_data_ipa: Option<u64>,
     /// The level last driven on the PL011's interrupt line (changed under the `uart` lock).
     pub uart_line: core::sync::atomic::AtomicBool,
     /// The PL031 RTC (its own time offset: a guest setting its clock changes only its own).
@@ -410,6 +413,14 @@ impl Vm {
         let resets = ResetRate::new(config.lifecycle.reset_limit, config.counter_hz);
         let ram_blocks = config.ram_size.div_ceil(RAM_ZERO_BLOCK);
         let config_ram_size = config.ram_size;
+        let uart_data_ipa = matches!(
+            mem.decide(PL011_BASE),
+            Stage2Decision::Emulate {
+                device: EmulatedDevice::Pl011,
+                offset: 0
+            }
+        )
+        .then_some(PL011_BASE);
         Ok(Vm {
             id,
             console,
@@ -422,6 +433,7 @@ impl Vm {
             vmid: VmVmid::new(),
             vgic: SpinLock::new(vgic),
             uart: SpinLock::new(EmulatedPl011::new()),
+            uart_data_ipa,
             uart_line: core::sync::atomic::AtomicBool::new(false),
             rtc: SpinLock::new(EmulatedPl031::new()),
             rtc_line: core::sync::atomic::AtomicBool::new(false),

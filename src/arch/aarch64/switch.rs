@@ -17,11 +17,11 @@ const _: () = assert!(offset_of!(GuestRegs, pstate) == 32 * 8);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitKind {
     /// Synchronous exception (ESR_EL2 says which).
-    Sync,
+    Sync = EXIT_SYNC as isize,
     /// Physical IRQ or FIQ.
-    Irq,
+    Irq = EXIT_IRQ as isize,
     /// SError from the guest.
-    SError,
+    SError = EXIT_SERROR as isize,
 }
 
 const EXIT_SYNC: u64 = 0;
@@ -97,13 +97,13 @@ core::arch::global_asm!(
     "    stp  x26, x27, [x0, #208]",
     "    stp  x28, x29, [x0, #224]",
     "    str  x30, [x0, #240]",
-    "    mov  x19, x1",
     "    ldp  x2, x3, [sp], #16",
     "    stp  x2, x3, [x0, #0]",
     "    mrs  x2, elr_el2",
     "    mrs  x3, spsr_el2",
     "    stp  x2, x3, [x0, #{pc}]",
-    "    mov  x0, x19",
+    // The exit kind, in x1 since the vector entry.
+    "    mov  x0, x1",
     "    ldp  x19, x20, [sp, #0]",
     "    ldp  x21, x22, [sp, #16]",
     "    ldp  x23, x24, [sp, #32]",

@@ -6,6 +6,7 @@
 //! real machine would give (UNDEF, an abort with the matching fault status).
 
 mod abort;
+pub mod fast;
 mod smccc;
 mod sysreg;
 pub mod vendor;
@@ -69,14 +70,14 @@ pub fn handle_exit(exit: &GuestExit, vm: &Vm, vcpu: &mut Vcpu, p: &impl Platform
         }
         ExitClass::Hvc { .. } => {
             ExitStats::count(&stats.hvc);
-            smccc::handle(vm, vcpu, p)
+            smccc::handle(vm, vcpu, p).into()
         }
         ExitClass::Smc { .. } => {
             ExitStats::count(&stats.hvc);
             // A trapped SMC leaves ELR_EL2 at the SMC itself (Arm ARM D1.11.2, HCR_EL2.TSC);
             // an HVC's preferred return address is the next instruction already.
             vcpu.skip_instruction(exit.il32);
-            smccc::handle(vm, vcpu, p)
+            smccc::handle(vm, vcpu, p).into()
         }
         ExitClass::SysReg(access) => {
             ExitStats::count(&stats.sysreg);

@@ -71,7 +71,7 @@ const ESR_IABT_L3: u64 = 0x8200_0007;
 /// Trapped FP/SIMD access (EC 0x07): a class Bulkhead does not handle.
 const ESR_FP: u64 = 0x1e00_0000;
 
-fn vm_with(gic: GicVersion, vcpus: usize) -> Vm {
+pub(super) fn vm_with(gic: GicVersion, vcpus: usize) -> Vm {
     let config = VmConfig {
         name: String::from("test"),
         vcpu_count: vcpus,
@@ -121,7 +121,7 @@ fn run(vm: &Vm, vcpu: &mut Vcpu, p: &FakePlatform, esr: u64, ipa: u64) -> ExitAc
     handle_exit(&syndrome(esr, ipa), vm, vcpu, p)
 }
 
-fn vcpu_at(index: usize, pc: u64) -> Vcpu {
+pub(super) fn vcpu_at(index: usize, pc: u64) -> Vcpu {
     let mut v = Vcpu::new(index);
     v.regs.pc = pc;
     v.regs.pstate = 0x3c5;
@@ -366,8 +366,10 @@ fn exit_sgi1r_write_wakes_its_target_and_leaves_the_vgic_epoch_alone() {
         let mut vgic = vm.vgic();
         vgic.dist_write(0, 0, Word, 0b11).unwrap(); // GICD_CTLR: both groups on
         // vCPU 1's SGI 3: Group 1 (GICR_IGROUPR0), enabled (GICR_ISENABLER0).
-        vgic.redist_write(0x2_0000 + 0x1_0080, Word, 1 << 3).unwrap();
-        vgic.redist_write(0x2_0000 + 0x1_0100, Word, 1 << 3).unwrap();
+        vgic.redist_write(0x2_0000 + 0x1_0080, Word, 1 << 3)
+            .unwrap();
+        vgic.redist_write(0x2_0000 + 0x1_0100, Word, 1 << 3)
+            .unwrap();
     }
     let before = vm.vgic_epoch.load(Ordering::Relaxed);
     v.regs.x[1] = (3 << 24) | 0b10;
