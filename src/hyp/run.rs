@@ -592,18 +592,18 @@ fn run_vcpu<const SHARED: bool>(vm: &'static Vm, vcpu: &mut Vcpu, pcpu: &mut Phy
             timer::sample_vtimer(vm, vcpu, p);
             let action = match kind {
                 ExitKind::Sync => {
-                    let (esr, far, hpfar) = sysregs::exit_syndrome();
-                    let syndrome = Syndrome { esr, far, hpfar };
+                    let esr = sysregs::exit_esr();
                     if log::log_enabled!(log::Level::Trace) {
-                        trace_exit(index, syndrome, vcpu.regs.pc);
+                        trace_exit(index, vcpu.regs.pc);
                     }
-                    match fast::try_handle(esr, far, hpfar, stats, vm, vcpu, p) {
+                    match fast::try_handle(esr, sysregs::exit_fault_address, stats, vm, vcpu, p) {
                         // Answered: straight back into the guest (a shared CPU still looks
                         // for a self-kick below).
                         Some(ExitAction::Resume) if !SHARED => continue,
                         Some(action) => action,
                         None => {
-                            let exit = GuestExit::decode(syndrome);
+                            let (far, hpfar) = sysregs::exit_fault_address();
+                            let exit = GuestExit::decode(Syndrome { esr, far, hpfar });
                             if exit.class == ExitClass::FpAccess && SHARED {
                                 load_fp(vm, vcpu, pcpu);
                                 ExitAction::Resume
@@ -683,10 +683,11 @@ fn run_vcpu<const SHARED: bool>(vm: &'static Vm, vcpu: &mut Vcpu, pcpu: &mut Phy
 /// the decoded exit kept it in memory on every exit's path).
 #[cold]
 #[inline(never)]
-fn trace_exit(index: usize, syndrome: Syndrome, pc: u64) {
+fn trace_exit(index: usize, pc: u64) {
+    let (esr, far, hpfar) = sysregs::exit_syndrome();
     log::trace!(
         "vcpu {index}: {:x?} at {pc:#x}",
-        GuestExit::decode(syndrome)
+        GuestExit::decode(Syndrome { esr, far, hpfar })
     );
 }
 

@@ -43,6 +43,9 @@ core::arch::global_asm!(
             IMAGE_VA = const crate::mm::layout::IMAGE_VA,
             SCTLR_EL2_MMU_ON = const SCTLR_EL2_MMU_ON,
     FRAME_SIZE = const core::mem::size_of::<super::exceptions::ExceptionFrame>(),
+    EXIT_SYNC = const super::switch::EXIT_SYNC,
+    EXIT_IRQ = const super::switch::EXIT_IRQ,
+    EXIT_SERROR = const super::switch::EXIT_SERROR,
 );
 
 /// What every CPU's entry path reads (with its MMU off) to get onto the runtime table.

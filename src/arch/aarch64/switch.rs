@@ -1,7 +1,8 @@
 //! The world switch: `guest_enter` saves the host's callee-saved registers on the EL2 stack,
 //! loads the guest's general-purpose registers, PC and PSTATE, and `eret`s. A guest exception
-//! lands in the runtime vectors' lower-EL entries (`guest_exit_*`), which store the guest's
-//! registers back into its `GuestRegs` and return from `guest_enter` with the exit kind.
+//! lands in the runtime vectors' lower-EL entries (boot/vectors.S), which push x0/x1 and go to
+//! `guest_exit_common` with the exit kind: it stores the guest's registers back into its
+//! `GuestRegs` and returns from `guest_enter` with that kind.
 //!
 //! Everything else the guest owns (EL1 system registers, timer, vGIC, FP) is switched in Rust
 //! around this (`sysregs.rs`, `vgic_hw.rs`); EL2 itself never touches FP/SIMD.
@@ -13,20 +14,22 @@ pub use crate::hyp::vcpu::GuestRegs;
 const _: () = assert!(offset_of!(GuestRegs, pc) == 31 * 8);
 const _: () = assert!(offset_of!(GuestRegs, pstate) == 32 * 8);
 
-/// Why `guest_enter` returned.
+/// Why `guest_enter` returned: its return value is one of these (`repr(u64)`, the vector
+/// entries' EXIT_* kinds), so the run loop branches on it with no conversion.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u64)]
 pub enum ExitKind {
     /// Synchronous exception (ESR_EL2 says which).
-    Sync = EXIT_SYNC as isize,
+    Sync = EXIT_SYNC,
     /// Physical IRQ or FIQ.
-    Irq = EXIT_IRQ as isize,
+    Irq = EXIT_IRQ,
     /// SError from the guest.
-    SError = EXIT_SERROR as isize,
+    SError = EXIT_SERROR,
 }
 
-const EXIT_SYNC: u64 = 0;
-const EXIT_IRQ: u64 = 1;
-const EXIT_SERROR: u64 = 2;
+pub(super) const EXIT_SYNC: u64 = 0;
+pub(super) const EXIT_IRQ: u64 = 1;
+pub(super) const EXIT_SERROR: u64 = 2;
 /// Host frame: x19..x30 (12 registers) + the `GuestRegs` pointer + padding.
 const HOST_FRAME: usize = 14 * 8;
 
@@ -65,21 +68,9 @@ core::arch::global_asm!(
     "    eret",
     "    dsb nsh",
     "    isb",
-    // Lower-EL vectors branch here with every guest register live and sp = host frame.
-    ".global guest_exit_sync",
-    "guest_exit_sync:",
-    "    stp  x0, x1, [sp, #-16]!",
-    "    mov  x1, #{exit_sync}",
-    "    b    guest_exit_common",
-    ".global guest_exit_irq",
-    "guest_exit_irq:",
-    "    stp  x0, x1, [sp, #-16]!",
-    "    mov  x1, #{exit_irq}",
-    "    b    guest_exit_common",
-    ".global guest_exit_serror",
-    "guest_exit_serror:",
-    "    stp  x0, x1, [sp, #-16]!",
-    "    mov  x1, #{exit_serror}",
+    // The lower-EL vectors come here with the guest's x0/x1 pushed on the host frame, x1 =
+    // the exit kind, every other guest register live.
+    ".global guest_exit_common",
     "guest_exit_common:",
     "    ldr  x0, [sp, #16 + 96]",
     "    stp  x2, x3, [x0, #16]",
@@ -114,13 +105,12 @@ core::arch::global_asm!(
     "    ret",
     host_frame = const HOST_FRAME,
     pc = const offset_of!(GuestRegs, pc),
-    exit_sync = const EXIT_SYNC,
-    exit_irq = const EXIT_IRQ,
-    exit_serror = const EXIT_SERROR,
 );
 
 unsafe extern "C" {
-    fn guest_enter(regs: *mut GuestRegs) -> u64;
+    /// Returns x1 as the lower-EL vector entries set it: EXIT_SYNC, EXIT_IRQ or EXIT_SERROR
+    /// (boot/vectors.S `guest_entry`), each an [`ExitKind`].
+    fn guest_enter(regs: *mut GuestRegs) -> ExitKind;
 }
 
 /// Runs the guest until its next exit. The caller must have loaded the guest's EL1 state,
@@ -128,10 +118,7 @@ unsafe extern "C" {
 pub fn run_guest(regs: &mut GuestRegs) -> ExitKind {
     // SAFETY: `guest_enter` saves/restores every callee-saved register and the stack pointer
     // per the AAPCS64 contract and only writes `*regs`, which we borrow mutably. Stage-2 and
-    // HCR_EL2 confine the guest to its own memory; EL2 state is unchanged on return.
-    match unsafe { guest_enter(regs) } {
-        EXIT_SYNC => ExitKind::Sync,
-        EXIT_IRQ => ExitKind::Irq,
-        _ => ExitKind::SError,
-    }
+    // HCR_EL2 confine the guest to its own memory; EL2 state is unchanged on return. The
+    // value it returns is set only by the vector entries, to one of `ExitKind`'s.
+    unsafe { guest_enter(regs) }
 }

@@ -246,6 +246,16 @@ pub fn exit_syndrome() -> (u64, u64, u64) {
     (ESR_EL2.get(), FAR_EL2.get(), HPFAR_EL2.get())
 }
 
+/// ESR_EL2 alone (the fast path reads the fault address only for an abort).
+pub fn exit_esr() -> u64 {
+    ESR_EL2.get()
+}
+
+/// FAR_EL2 and HPFAR_EL2: where an abort happened.
+pub fn exit_fault_address() -> (u64, u64) {
+    (FAR_EL2.get(), HPFAR_EL2.get())
+}
+
 /// Arms this CPU's EL2 physical timer (CNTHP) at `deadline` (a physical counter value), or
 /// disables it. It backs the guest's emulated EL1 physical timer; its interrupt is PPI 26.
 pub fn set_hyp_timer(deadline: Option<u64>) {

@@ -21,14 +21,14 @@ use crate::hyp::platform::Platform;
 use crate::hyp::vcpu::Vcpu;
 use crate::hyp::vm::{ExitStats, Vm};
 
-/// Handles a synchronous exit with syndrome `esr`, `far`, `hpfar` if it is one of the fast
-/// path's; `None` leaves it to the general path untouched. `stats` are the vCPU's counters
-/// (`vm.exits[vcpu.index]`, looked up once by the run loop).
+/// Handles a synchronous exit with syndrome `esr` if it is one of the fast path's; `None`
+/// leaves it to the general path untouched. `fault_address` reads FAR_EL2 and HPFAR_EL2 (only
+/// an abort needs them); `stats` are the vCPU's counters (`vm.exits[vcpu.index]`, looked up
+/// once by the run loop).
 #[inline(always)]
 pub fn try_handle(
     esr: u64,
-    far: u64,
-    hpfar: u64,
+    fault_address: impl FnOnce() -> (u64, u64),
     stats: &ExitStats,
     vm: &Vm,
     vcpu: &mut Vcpu,
@@ -55,9 +55,11 @@ pub fn try_handle(
                 && !iss.is_set(ABORT_ISS::S1PTW)
                 && !iss.is_set(ABORT_ISS::CM);
             let bytes = 1u64 << iss.read(ABORT_ISS::SAS);
-            if !described
-                || bytes == 8
-                || mmio::fault_ipa(hpfar, far) != data_register
+            if !described || bytes == 8 {
+                return None;
+            }
+            let (far, hpfar) = fault_address();
+            if mmio::fault_ipa(hpfar, far) != data_register
                 || !FaultKind::from_fsc(esr as u8).is_missing_mapping()
             {
                 return None;
@@ -131,7 +133,8 @@ mod tests {
         }
         let (far, hpfar) = (ipa, (ipa >> 12) << 4);
         let stats = &fast_vm.exits[0];
-        let Some(fast) = try_handle(esr, far, hpfar, stats, &fast_vm, &mut vf, &pf) else {
+        let fault = || (far, hpfar);
+        let Some(fast) = try_handle(esr, fault, stats, &fast_vm, &mut vf, &pf) else {
             return false;
         };
         let exit = GuestExit::decode(Syndrome { esr, far, hpfar });
@@ -209,9 +212,7 @@ mod tests {
         let esr = dabt(2, 1, true, L3, 0);
         let hpfar = (PL011_BASE >> 12) << 4;
         let stats = &vm.exits[0];
-        assert_eq!(
-            try_handle(esr, PL011_BASE, hpfar, stats, &vm, &mut v, &p),
-            None
-        );
+        let fault = || (PL011_BASE, hpfar);
+        assert_eq!(try_handle(esr, fault, stats, &vm, &mut v, &p), None);
     }
 }
