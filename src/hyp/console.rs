@@ -60,6 +60,11 @@ impl Console {
         self.with_mux(p, |mux, now, out| mux.vm_output(vm, bytes, now, out));
     }
 
+    /// One byte VM `vm` printed (the exit fast path's character: `vm_output` without a slice).
+    pub fn vm_output_byte(&self, vm: usize, b: u8, p: &impl Platform) {
+        self.with_mux(p, |mux, now, out| mux.vm_output_byte(vm, b, now, out));
+    }
+
     /// Shows partial lines (and hypervisor lines waiting for them) that waited long enough
     /// (the platform's console timer fired).
     pub fn flush_idle(&self, p: &impl Platform) {

@@ -124,6 +124,8 @@ enum Seq {
 impl Seq {
     fn step(self, b: u8) -> Seq {
         match (self, b) {
+            // Outside a sequence only ESC starts one: the common case (plain text), first.
+            (Seq::Ground, b) if b != ESC => Seq::Ground,
             (_, CAN | SUB) => Seq::Ground,
             (Seq::Str, BEL) => Seq::Ground,
             (_, ESC) => Seq::Escape,
@@ -276,30 +278,47 @@ impl ConsoleMux {
 
     /// Bytes VM `vm` wrote to its UART at tick `now`.
     pub fn vm_output(&mut self, vm: usize, bytes: &[u8], now: u64, out: &mut dyn FnMut(&[u8])) {
-        if self.single() {
-            for &b in bytes {
-                self.single_byte(vm, b, now, out);
-            }
-            self.flush_queue_at_line_start(out);
-            return;
-        }
         for &b in bytes {
-            let v = &mut self.vms[vm];
-            if v.cr {
-                v.cr = false;
-                if b == b'\n' {
-                    self.emit(vm, End::Line, out);
-                    continue;
-                }
-                self.push(vm, b'\r', now, out);
-            }
-            match b {
-                b'\n' => self.emit(vm, End::Line, out),
-                b'\r' => self.vms[vm].cr = true,
-                _ => self.push(vm, b, now, out),
-            }
+            self.vm_byte(vm, b, now, out);
         }
         self.flush_queue_at_line_start(out);
+    }
+
+    /// One byte VM `vm` wrote (a guest's store to its UART's data register): `vm_output` of
+    /// that byte, without the loop (every character a guest prints comes this way).
+    pub fn vm_output_byte(&mut self, vm: usize, b: u8, now: u64, out: &mut dyn FnMut(&[u8])) {
+        self.vm_byte(vm, b, now, out);
+        self.flush_queue_at_line_start(out);
+    }
+
+    #[inline(always)]
+    fn vm_byte(&mut self, vm: usize, b: u8, now: u64, out: &mut dyn FnMut(&[u8])) {
+        if self.single() {
+            self.single_byte(vm, b, now, out);
+        } else {
+            self.shared_byte(vm, b, now, out);
+        }
+    }
+
+    /// One byte of one of several VMs: held until its line ends (or waited too long). Out of
+    /// line, as are the rarer steps of a lone VM's byte (`show_tag`), so the pass-through path
+    /// of every character keeps few registers to save.
+    #[inline(never)]
+    fn shared_byte(&mut self, vm: usize, b: u8, now: u64, out: &mut dyn FnMut(&[u8])) {
+        let v = &mut self.vms[vm];
+        if v.cr {
+            v.cr = false;
+            if b == b'\n' {
+                self.emit(vm, End::Line, out);
+                return;
+            }
+            self.push(vm, b'\r', now, out);
+        }
+        match b {
+            b'\n' => self.emit(vm, End::Line, out),
+            b'\r' => self.vms[vm].cr = true,
+            _ => self.push(vm, b, now, out),
+        }
     }
 
     /// One byte of the only VM: passed through, except a line's start that spells
@@ -329,6 +348,7 @@ impl ConsoleMux {
     }
 
     /// Shows the held start of [`HYP_TAG`], after the VM's name if `prefixed`.
+    #[inline(never)]
     fn show_tag(&mut self, vm: usize, prefixed: bool, out: &mut dyn FnMut(&[u8])) {
         let held = core::mem::take(&mut self.tag_held);
         if prefixed {
@@ -357,8 +377,13 @@ impl ConsoleMux {
     pub fn flush_idle(&mut self, now: u64, idle: u64, out: &mut dyn FnMut(&[u8])) -> Option<u64> {
         // Nothing held, the common case after every guest write (a lone VM's bytes pass
         // through; several VMs' whole lines go out at once): nothing is due, nothing waits.
-        // Checked inline, as the walk below costs about 50 instructions per console write.
-        if self.queue.is_empty() && self.tag_held == 0 && self.vms.iter().all(|v| v.len == 0) {
+        // Checked inline, as the walk below costs about 50 instructions per console write. A
+        // lone VM's bytes are never held in its line (`single_byte`; only `shared_byte`
+        // holds): no walk over the VMs then.
+        if self.queue.is_empty()
+            && self.tag_held == 0
+            && (self.single() || self.vms.iter().all(|v| v.len == 0))
+        {
             return None;
         }
         self.flush_held(now, idle, out)

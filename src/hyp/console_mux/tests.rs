@@ -875,3 +875,48 @@ proptest! {
         prop_assert_eq!(strip(&content), strip(&written));
     }
 }
+
+proptest! {
+    /// The exit fast path's one-byte entry shows exactly what `vm_output` of that byte shows,
+    /// with one VM or several, between hypervisor lines and idle flushes.
+    #[test]
+    fn console_mux_byte_entry_is_vm_output_of_one_byte(
+        ops in proptest::collection::vec(op(), 0..60),
+        several in any::<bool>(),
+    ) {
+        let names: &[&str] = if several { &NAMES } else { &NAMES[..1] };
+        let (mut slices, mut bytes) = (Console::new(names), Console::new(names));
+        let mut now = 0;
+        for op in &ops {
+            match op {
+                Op::Output(vm, data) => {
+                    let vm = vm % names.len();
+                    for &b in data.iter() {
+                        slices.vm(vm, &[b], now);
+                        let out = &mut bytes.out;
+                        bytes.mux.vm_output_byte(vm, b, now, &mut |o| out.extend_from_slice(o));
+                    }
+                }
+                Op::Idle(dt) => {
+                    now += dt;
+                    slices.idle(now);
+                    bytes.idle(now);
+                }
+                Op::Hyp => {
+                    slices.hyp("bulkhead: hyp");
+                    bytes.hyp("bulkhead: hyp");
+                }
+            }
+        }
+        prop_assert_eq!(&slices.out, &bytes.out);
+    }
+
+    /// Escape-sequence tracking: outside a sequence only ESC starts one (the shortcut `step`
+    /// takes for plain text), from every state the same as the full table.
+    #[test]
+    fn console_mux_seq_step_from_ground_leaves_only_on_esc(b in any::<u8>()) {
+        let next = Seq::Ground.step(b);
+        prop_assert_eq!(next == Seq::Escape, b == ESC);
+        prop_assert!(next == Seq::Ground || next == Seq::Escape);
+    }
+}

@@ -72,7 +72,7 @@ pub fn try_handle(
             let shift = if big_endian { 8 * (bytes - 1) } else { 0 };
             let rt = iss.read(ABORT_ISS::SRT) as u8;
             let byte = (vcpu.reg(rt) >> shift) as u8;
-            vm.console.vm_output(vm.id, &[byte], p);
+            vm.console.vm_output_byte(vm.id, byte, p);
             vcpu.skip_instruction(Esr::new(esr).is_set(ESR_ELx::IL));
             Some(ExitAction::Resume)
         }
