@@ -71,6 +71,9 @@ row "null HVC round trip (insns)" "${micro[hvc.3]}" "${micro[hvc.2]}"
 row "PL011 DR write (insns)" "${micro[uart.3]}" "${micro[uart.2]}"
 row "GICD read (insns)" "${micro[gicd.3]}" "${micro[gicd.2]}"
 row "IPI round trip, 2 vCPUs (insns)" "${micro[ipi.3]}" "${micro[ipi.2]}"
+half() { awk -v x="$1" 'BEGIN { printf "%.1f", x / 2 }'; }
+row "one IPI: round trip / 2, a WFI exit and wake-up included (insns)" \
+    "$(half "${micro[ipi.3]}")" "$(half "${micro[ipi.2]}")"
 row "virtual-timer latency (insns)" "${micro[timer.3]}" "${micro[timer.2]}"
 row "stage-2 fault, 2 MiB block (insns)" "${micro[fault.3]}" "${micro[fault.2]}"
 

@@ -137,7 +137,9 @@ pub struct Vm {
     pub stage2: SpinLock<Stage2Map>,
     pub vtcr: u64,
     pub vmid: VmVmid,
-    /// The vGIC model. Lock it through [`Vm::vgic`] (which marks it changed) except to read.
+    /// The vGIC model. Lock it through [`Vm::vgic`] (which marks it changed) except to read, to
+    /// send SGIs ([`Vm::vgic_to_send_sgis`]), or to fold a vCPU's own SGIs and PPIs back from
+    /// its list registers (the run loop).
     pub vgic: SpinLock<Vgic>,
     /// Bumped whenever the vGIC may have changed: a vCPU whose last list-register fill found
     /// nothing and saw this value since can skip the next fill (the null-exit fast path).
