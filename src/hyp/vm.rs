@@ -139,7 +139,9 @@ pub struct Vm {
     pub vmid: VmVmid,
     /// The vGIC model. Lock it through [`Vm::vgic`] (which marks it changed) except to read, to
     /// send SGIs ([`Vm::vgic_to_send_sgis`]), or to fold a vCPU's own SGIs and PPIs back from
-    /// its list registers (the run loop).
+    /// its list registers (the run loop). The rule behind the exceptions: a change must either
+    /// bump `vgic_epoch` or post a `Wake` request to every vCPU it may give something to load,
+    /// or a quiet vCPU skips its list-register fill and misses the interrupt.
     pub vgic: SpinLock<Vgic>,
     /// Bumped whenever the vGIC may have changed: a vCPU whose last list-register fill found
     /// nothing and saw this value since can skip the next fill (the null-exit fast path).

@@ -253,13 +253,13 @@ impl Vgic {
         }
     }
 
-    /// A guest write of the distributor by `vcpu`. Returns the vCPUs to kick.
     /// Whether a distributor write at `offset` only sends SGIs (GICD_SGIR; on a GICv3 it is
     /// ignored): see `Vm::vgic_to_send_sgis`.
     pub fn is_sgir(offset: u64) -> bool {
         offset == SGIR
     }
 
+    /// A guest write of the distributor by `vcpu`. Returns the vCPUs to kick.
     pub fn dist_write(
         &mut self,
         vcpu: usize,
