@@ -86,6 +86,22 @@ impl MmioAccess {
         }
     }
 
+    /// The low byte of [`write_value_endian`](Self::write_value_endian), without building the
+    /// whole value: the register's lowest byte, or for a big-endian guest the highest of the
+    /// access's (its store reverses the bytes). `reg_value` is 0 for XZR, as `Vcpu::reg(31)`
+    /// reads. A data register that takes one character (a
+    /// UART's) needs only this, on every character a guest prints.
+    #[inline]
+    pub fn write_low_byte_endian(&self, reg_value: u64, big_endian: bool) -> u8 {
+        let shift = if big_endian {
+            8 * (self.size.bytes() - 1)
+        } else {
+            0
+        };
+        // Shifted by less than the access is wide: no mask needed.
+        (reg_value >> shift) as u8
+    }
+
     /// The register value a load produces from the device's `value`, for a big-endian or
     /// little-endian guest: the bytes are reversed first, then sign- or zero-extended, as the
     /// CPU does.
@@ -169,6 +185,30 @@ mod tests {
             access(AccessSize::Word, 30, false, true).read_result(u64::MAX),
             0xffff_ffff
         );
+    }
+
+    #[test]
+    fn low_byte_is_the_low_byte_of_the_whole_store_value() {
+        let sizes = [
+            AccessSize::Byte,
+            AccessSize::Half,
+            AccessSize::Word,
+            AccessSize::Double,
+        ];
+        for size in sizes {
+            for reg in [1, 31] {
+                for big_endian in [false, true] {
+                    let a = access(size, reg, false, true);
+                    let value = 0x8877_6655_4433_2211;
+                    let reg_value = if reg == 31 { 0 } else { value };
+                    assert_eq!(
+                        a.write_low_byte_endian(reg_value, big_endian),
+                        a.write_value_endian(value, big_endian) as u8,
+                        "{size:?} x{reg} big-endian {big_endian}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

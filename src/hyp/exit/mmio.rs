@@ -42,7 +42,9 @@ pub fn fault_ipa(hpfar_el2: u64, far_el2: u64) -> u64 {
     (Hpfar::new(hpfar_el2).read(HPFAR::FIPA) << 12) | (far_el2 & 0xfff)
 }
 
-/// Decodes a lower-EL data abort (an ESR_EL2 value) into an MMIO access.
+/// Decodes a lower-EL data abort (an ESR_EL2 value) into an MMIO access. Inline: on the exit
+/// fast path, where only the fields used are computed.
+#[inline]
 pub fn decode_data_abort(esr_el2: u64) -> Result<MmioAccess, MmioDecodeError> {
     if Esr::new(esr_el2).read_as_enum(ESR_ELx::EC) != Some(ESR_ELx::EC::Value::DataAbortLowerEl) {
         return Err(MmioDecodeError::NotDataAbort);

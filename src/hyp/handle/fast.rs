@@ -14,8 +14,8 @@
 //! the general path: the tests run both on the same exits and compare everything they touch.
 
 use super::{ExitAction, smccc};
-use crate::devices::mmio::guest_big_endian;
-use crate::hyp::exit::esr::{ABORT_ISS, AbortIss, ESR_ELx, Esr};
+use crate::devices::mmio::{AccessSize, guest_big_endian};
+use crate::hyp::exit::esr::{ESR_ELx, Esr};
 use crate::hyp::exit::{FaultKind, mmio};
 use crate::hyp::platform::Platform;
 use crate::hyp::vcpu::Vcpu;
@@ -46,16 +46,8 @@ pub fn try_handle(
             // register takes (`EmulatedPl011::check` refuses 64-bit accesses); aligned, since
             // the register is at offset 0.
             let data_register = vm.uart_data_ipa?;
-            let iss = AbortIss::new(esr);
-            // A store described by its syndrome (`mmio::decode_data_abort`'s conditions), not
-            // 64 bits wide; only the fields a store of one byte needs are read.
-            let described = iss.is_set(ABORT_ISS::ISV)
-                && iss.is_set(ABORT_ISS::WNR)
-                && !iss.is_set(ABORT_ISS::EA)
-                && !iss.is_set(ABORT_ISS::S1PTW)
-                && !iss.is_set(ABORT_ISS::CM);
-            let bytes = 1u64 << iss.read(ABORT_ISS::SAS);
-            if !described || bytes == 8 {
+            let access = mmio::decode_data_abort(esr).ok()?;
+            if !access.write || access.size == AccessSize::Double {
                 return None;
             }
             let (far, hpfar) = fault_address();
@@ -65,13 +57,9 @@ pub fn try_handle(
                 return None;
             }
             ExitStats::count(&stats.mmio);
-            // The register's low byte is the character (`EmulatedPl011::write`): the
-            // register's lowest byte, or for a big-endian guest, whose store reverses the
-            // bytes (`MmioAccess::write_value_endian`), the highest of the access's.
             let big_endian = guest_big_endian(vcpu.regs.pstate, p.guest_sctlr_el1());
-            let shift = if big_endian { 8 * (bytes - 1) } else { 0 };
-            let rt = iss.read(ABORT_ISS::SRT) as u8;
-            let byte = (vcpu.reg(rt) >> shift) as u8;
+            // The data register's low byte is the character (`EmulatedPl011::write`).
+            let byte = access.write_low_byte_endian(vcpu.reg(access.reg), big_endian);
             vm.console.vm_output_byte(vm.id, byte, p);
             vcpu.skip_instruction(Esr::new(esr).is_set(ESR_ELx::IL));
             Some(ExitAction::Resume)
@@ -124,8 +112,21 @@ mod tests {
     /// Runs one exit both ways, on two identical machines: when the fast path takes it, every
     /// effect must be the general path's. Returns whether the fast path took it.
     fn same_as_general(gic: GicVersion, esr: u64, ipa: u64, regs: &[(usize, u64)]) -> bool {
+        same_as_general_at(gic, esr, ipa, regs, 0)
+    }
+
+    /// [`same_as_general`] with the guest's SCTLR_EL1 at `sctlr_el1` (its EE bit: big-endian).
+    fn same_as_general_at(
+        gic: GicVersion,
+        esr: u64,
+        ipa: u64,
+        regs: &[(usize, u64)],
+        sctlr_el1: u64,
+    ) -> bool {
         let (fast_vm, general_vm) = (vm_with(gic, 2), vm_with(gic, 2));
         let (pf, pg) = (FakePlatform::default(), FakePlatform::default());
+        pf.sctlr_el1.set(sctlr_el1);
+        pg.sctlr_el1.set(sctlr_el1);
         let (mut vf, mut vg) = (vcpu_at(0, 0x8000), vcpu_at(0, 0x8000));
         for &(r, value) in regs {
             vf.regs.x[r] = value;
@@ -171,6 +172,25 @@ mod tests {
                 let esr = dabt(sas, rt, true, L3, 0);
                 assert!(same_as_general(gic, esr, PL011_BASE, &regs));
             }
+        }
+    }
+
+    /// A big-endian guest's store reverses the register's bytes on the bus: the character is
+    /// the access's highest byte.
+    #[test]
+    fn exit_fast_path_big_endian_console_stores_print_as_the_general_path() {
+        const L3: u64 = 0b00_0111;
+        const SCTLR_EE: u64 = 1 << 25;
+        for (sas, rt) in [(0, 1), (1, 2), (2, 3), (2, 31)] {
+            let regs = [(1, 0x41), (2, 0x4200), (3, 0x4300_0000)];
+            let esr = dabt(sas, rt, true, L3, 0);
+            assert!(same_as_general_at(
+                GicVersion::V3,
+                esr,
+                PL011_BASE,
+                &regs,
+                SCTLR_EE
+            ));
         }
     }
 
