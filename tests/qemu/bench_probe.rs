@@ -5,29 +5,31 @@
 
 use super::*;
 
-fn run_bench(gic: &str) {
+/// The probe (2 vCPUs, 256 MiB, `run.sh` options `extra` too) running the benchmarks `names`
+/// 300 times each on GIC `gic`: each reports, and every ping was answered (the IPI loops
+/// report a shortfall of answered pings).
+pub(super) fn run_probe_bench(gic: &str, names: &[&str], extra: &[&str], timeout: Duration) -> Run {
     let probe = probe();
-    let r = run(
-        &[
-            "--kernel",
-            &probe,
-            "--gic",
-            gic,
-            "--smp",
-            "2",
-            "--mem",
-            "256M",
-            "--append",
-            "probe.bench=ipi,timer,gicd,hvc probe.bench_iters=300",
-        ],
-        Duration::from_secs(120),
-    );
-    for name in ["ipi", "timer", "gicd", "hvc"] {
+    let benches = format!("probe.bench={} probe.bench_iters=300", names.join(","));
+    let mut args = vec!["--kernel", &probe, "--gic", gic, "--smp", "2"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--mem", "256M", "--append", &benches]);
+    let r = run(&args, timeout);
+    for name in names {
         r.assert_contains(&format!("PROBE: bench {name} iterations=300 insns_per_op="));
     }
-    r.assert_contains("PROBE: bench done");
-    // The IPI loop reports a shortfall of answered pings.
     r.assert_lacks("pongs=");
+    r
+}
+
+fn run_bench(gic: &str) {
+    let r = run_probe_bench(
+        gic,
+        &["ipi", "timer", "gicd", "hvc"],
+        &[],
+        Duration::from_secs(120),
+    );
+    r.assert_contains("PROBE: bench done");
     r.assert_lacks("PROBE: FATAL");
     r.assert_lacks("bulkhead: FATAL");
 }

@@ -72,6 +72,22 @@ struct Keys<'a> {
     paste: bool,
 }
 
+/// Typed into a Linux guest's shell once it is up: a question only the shell can answer
+/// (`typed-42-ok`, with the CPUs online), then, once the answer is out (typed ahead, its echo
+/// could land inside it), `poweroff -f`.
+const ASK_THEN_POWER_OFF: [Keys<'static>; 2] = [
+    Keys {
+        after: "powers the guest off.",
+        text: "echo typed-$((6*7))-ok cpus=$(cat /sys/devices/system/cpu/online)\n",
+        paste: false,
+    },
+    Keys {
+        after: "typed-42-ok",
+        text: "poweroff -f\n",
+        paste: false,
+    },
+];
+
 /// Runs `scripts/run.sh ARGS`, killing it after `timeout`, typing `keys` in order on its
 /// console (stdin is closed when there is nothing to type).
 fn run_typing(args: &[&str], keys: &[Keys<'_>], timeout: Duration) -> Run {
@@ -1093,23 +1109,7 @@ fn rpi4_sdcard_default_card_gives_a_linux_shell_on_the_mini_uart() {
     let card = default_sdcard().to_str().unwrap().to_string();
     // Typed into QEMU's second serial port: the mini UART. The shell computes the answer, so
     // the bytes went mini UART -> Bulkhead -> guest PL011 -> sh.
-    let r = run_typing(
-        &["--sdcard", &card],
-        &[
-            Keys {
-                after: "powers the guest off.",
-                text: "echo typed-$((6*7))-ok cpus=$(cat /sys/devices/system/cpu/online)\n",
-                paste: false,
-            },
-            // Only once the answer is out: typed ahead, its echo could land inside it.
-            Keys {
-                after: "typed-42-ok",
-                text: "poweroff -f\n",
-                paste: false,
-            },
-        ],
-        LINUX,
-    );
+    let r = run_typing(&["--sdcard", &card], &ASK_THEN_POWER_OFF, LINUX);
     r.assert_contains(&format!(
         "bulkhead: Bulkhead {} starting on rpi4 (EL2)",
         env!("CARGO_PKG_VERSION")
