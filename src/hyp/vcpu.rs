@@ -47,10 +47,8 @@ pub struct Vcpu {
     pub lrs: [LrEntry; MAX_LIST_REGISTERS],
     /// How many of `lrs` are loaded.
     pub lrs_loaded: usize,
-    /// `Vm::vgic_epoch` at the last fill that loaded nothing (`u64::MAX`: fill next time).
-    /// A change to the vGIC either bumps the epoch, or (sending SGIs, `Vm::vgic_to_send_sgis`)
-    /// posts a `Wake` request to every vCPU it made an interrupt loadable for, and taking that
-    /// request clears this ([`Vcpu::take_requests_noted`]).
+    /// `Vm::vgic_epoch` at the last fill that loaded nothing (`u64::MAX`: fill next time; a
+    /// `Wake` request sets it, [`Vcpu::take_requests_noted`]; the rule is on `Vm::vgic`).
     pub quiet_epoch: u64,
     /// `Vm::generation` this vCPU was last (re)started in.
     pub generation: u64,
